@@ -1,0 +1,142 @@
+"""A fixed-capacity replay buffer as an immutable pytree, filled by reservoir sampling.
+
+The buffer is plain data (`Buffer`) plus three pure functions, `init`, `add` and
+`sample`, so it works inside `jit`, `lax.scan` and `vmap` (one buffer per seed)
+and composes with any JAX training loop::
+
+    buf = buffer.init(500, {"x": x[0], "y": y[0], "logits": logits[0]})
+    buf = buffer.add(buf, {"x": x, "y": y, "logits": logits}, key)   # reservoir
+    items = buffer.sample(buf, key, 32)                               # uniform
+
+`add` follows Vitter's algorithm R item by item along the batch's leading axis:
+the item with running index n (0-based, counting every item ever offered) is
+stored in slot n while the buffer is not full; afterwards it replaces slot
+j ~ U{0..n} if j < capacity, so every item offered so far is in the buffer with
+probability capacity / num_seen. When two items of one batch pick the same slot
+the later one wins, exactly as in a sequential loop.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+
+@struct.dataclass
+class Buffer:
+    """Replay memory: `data` is a pytree whose leaves have leading axis `capacity`.
+
+    Attributes:
+      data: the stored items; rows `[0, size)` are filled.
+      num_seen: int32 scalar, how many items were ever offered to `add`.
+    """
+
+    data: Any
+    num_seen: jax.Array
+
+    @property
+    def capacity(self) -> int:
+        """Number of slots (static)."""
+        return jax.tree.leaves(self.data)[0].shape[0]
+
+    @property
+    def size(self) -> jax.Array:
+        """Number of filled slots, `min(num_seen, capacity)`."""
+        return jnp.minimum(self.num_seen, self.capacity)
+
+
+def init(capacity: int, example: Any) -> Buffer:
+    """Returns an empty buffer with `capacity` slots shaped like `example` (one item).
+
+    Args:
+      capacity: number of slots, a positive Python int.
+      example: a pytree of arrays for ONE item, e.g. `{"x": x[0], "y": y[0]}`.
+    """
+    if not isinstance(capacity, int) or capacity < 1:
+        raise ValueError(f"buffer capacity must be a positive int, got {capacity!r}")
+
+    def slots(leaf):
+        leaf = jnp.asarray(leaf)
+        return jnp.zeros((capacity, *leaf.shape), leaf.dtype)
+
+    return Buffer(data=jax.tree.map(slots, example), num_seen=jnp.zeros((), jnp.int32))
+
+
+def reservoir_slots(num_seen: jax.Array, batch: int, capacity: int, key: jax.Array) -> jax.Array:
+    """Slot for each of `batch` offered items under algorithm R; `capacity` means "dropped".
+
+    Items are taken in order; of several items that choose one slot only the
+    last is kept (the earlier ones would be overwritten in a sequential loop).
+    """
+    n = num_seen + jnp.arange(batch, dtype=jnp.int32)
+    j = jax.random.randint(key, (batch,), 0, n + 1, dtype=jnp.int32)
+    slot = jnp.where(n < capacity, n, j)
+    keep = slot < capacity
+    order = jnp.arange(batch)
+    overwritten = (
+        (slot[:, None] == slot[None, :]) & (order[None, :] > order[:, None]) & keep[None, :]
+    ).any(axis=1)
+    return jnp.where(keep & ~overwritten, slot, capacity)
+
+
+def add(buffer: Buffer, items: Any, key: jax.Array) -> Buffer:
+    """Offers a batch of items (leading axis) to the buffer; returns the new buffer.
+
+    Args:
+      buffer: the current buffer.
+      items: a pytree with the structure of the buffer's items and a leading
+        batch axis.
+      key: a `jax.random` key; the same key gives the same slots.
+    """
+    leaves = jax.tree.leaves(items)
+    batch = leaves[0].shape[0]
+    slots = reservoir_slots(buffer.num_seen, batch, buffer.capacity, key)
+
+    def write(stored, new):
+        if new.shape[1:] != stored.shape[1:]:
+            raise ValueError(
+                f"buffer.add: item shape {new.shape[1:]} does not match the buffer's "
+                f"{stored.shape[1:]}"
+            )
+        return stored.at[slots].set(new.astype(stored.dtype), mode="drop")
+
+    data = jax.tree.map(write, buffer.data, items)
+    return Buffer(data=data, num_seen=buffer.num_seen + batch)
+
+
+def sample_indices(buffer: Buffer, key: jax.Array, n: int) -> tuple[jax.Array, jax.Array]:
+    """Indices of `n` stored items drawn uniformly without replacement, and a validity mask.
+
+    While fewer than `n` items are stored, the first `size` indices are a random
+    permutation of all stored items, the rest repeat them, and `valid` is
+    False for the repeats (and everywhere while the buffer is empty), so a
+    loss weighted by `valid` equals the loss over `min(n, size)` distinct items.
+    """
+    cap = buffer.capacity
+    scores = jax.random.uniform(key, (cap,))
+    scores = jnp.where(jnp.arange(cap) < buffer.size, scores, -1.0)
+    k = min(n, cap)
+    _, top = jax.lax.top_k(scores, k)
+    filled = jnp.maximum(jnp.minimum(buffer.size, k), 1)
+    pos = jnp.arange(n)
+    idx = top[pos % filled]
+    valid = pos < buffer.size
+    return idx, valid
+
+
+def sample(buffer: Buffer, key: jax.Array, n: int) -> Any:
+    """Returns `n` items drawn uniformly without replacement from the filled part.
+
+    See `sample_indices` for the case of fewer than `n` stored items and for a
+    validity mask.
+    """
+    idx, _ = sample_indices(buffer, key, n)
+    return gather(buffer, idx)
+
+
+def gather(buffer: Buffer, idx: jax.Array) -> Any:
+    """The stored items at slots `idx`."""
+    return jax.tree.map(lambda leaf: leaf[idx], buffer.data)

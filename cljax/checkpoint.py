@@ -1,0 +1,39 @@
+"""Per-task orbax checkpoints of a run: the (seed-stacked) state, accuracies and metadata."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+
+def manager(workdir) -> ocp.CheckpointManager:
+    """A manager over `WORKDIR/checkpoints` keeping the last two tasks' checkpoints."""
+    directory = Path(workdir).absolute() / "checkpoints"
+    options = ocp.CheckpointManagerOptions(max_to_keep=2, create=True)
+    return ocp.CheckpointManager(directory, options=options, item_names=("tree", "meta"))
+
+
+def save(mgr: ocp.CheckpointManager, step: int, state, acc: dict, meta: dict):
+    """Saves after task `step`; `meta` must be JSON-serialisable."""
+    tree = {"state": state, "acc": {k: np.asarray(v) for k, v in acc.items()}}
+    mgr.save(
+        step,
+        args=ocp.args.Composite(tree=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)),
+    )
+    mgr.wait_until_finished()
+
+
+def restore(mgr: ocp.CheckpointManager, state_like, acc_like: dict):
+    """`(state, acc, meta)` of the latest checkpoint, shaped like the given templates."""
+    target = {"state": state_like, "acc": {k: np.asarray(v) for k, v in acc_like.items()}}
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+    step = mgr.latest_step()
+    got = mgr.restore(
+        step,
+        args=ocp.args.Composite(tree=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()),
+    )
+    acc = {k: np.array(v) for k, v in got["tree"]["acc"].items()}
+    return got["tree"]["state"], acc, got["meta"]

@@ -1,0 +1,37 @@
+"""Datasets as numpy arrays: `(x_train, y_train, x_test, y_test)`, images uint8 NHWC or NHW.
+
+Sources: MNIST-format IDX files (`idx`), the CIFAR python pickles (`cifar`),
+tensorflow-datasets (`tfds_adapter`, optional extra) and scikit-learn's
+bundled 8x8 digits (`digits`). Problems with files raise `DataError`, whose
+message is one line that names the file, where it was looked for and how to
+get it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ENV_VAR = "CLJAX_DATA_DIR"
+
+
+class DataError(Exception):
+    """Missing, corrupt or unreadable data; the message says what to do."""
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
+    """`data_dir`, else `$CLJAX_DATA_DIR`; a clear error when neither names a directory."""
+    if data_dir is None:
+        data_dir = os.environ.get(ENV_VAR)
+    if data_dir is None:
+        raise DataError(
+            f"no data directory: pass --data-dir DIR or set ${ENV_VAR} "
+            "(it should hold e.g. mnist/train-images-idx3-ubyte.gz; --download fetches them)"
+        )
+    path = Path(data_dir).expanduser()
+    if not path.is_dir():
+        raise DataError(
+            f"data directory {str(path)!r} does not exist: create it and pass --download, "
+            "or point --data-dir at the folder that holds the dataset files"
+        )
+    return path

@@ -1,0 +1,41 @@
+"""Any tensorflow-datasets image-classification dataset as numpy arrays (optional extra).
+
+Uses `tfds.data_source` (ArrayRecord), which works without TensorFlow, with
+`download=False` unless asked: offline, a missing dataset otherwise retries
+its download for minutes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cljax.data import DataError
+
+
+def _tfds():
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as e:
+        raise DataError(
+            "tensorflow-datasets is not installed: pip install 'cljax[tfds]'"
+        ) from e
+    return tfds
+
+
+def load(name: str, data_dir=None, download: bool = False, splits=("train", "test")):
+    """Arrays `(x_train, y_train, x_test, y_test)` of tfds dataset `name` (uint8 images)."""
+    tfds = _tfds()
+    try:
+        source = tfds.data_source(name, data_dir=data_dir, download=download)
+    except Exception as e:  # tfds raises many types for a missing or unprepared dataset
+        raise DataError(
+            f"tensorflow-datasets has no prepared {name!r} in {data_dir or 'its default dir'} "
+            f"({type(e).__name__}); prepare it with internet access, or pass download=True"
+        ) from e
+    out = []
+    for split in splits:
+        records = source[split]
+        items = [records[i] for i in range(len(records))]
+        out.append(np.stack([np.asarray(r["image"], np.uint8) for r in items]))
+        out.append(np.asarray([r["label"] for r in items], np.int32))
+    return tuple(out)

@@ -1,0 +1,61 @@
+"""Continual-learning methods, one module each, looked up by name.
+
+Every module has `make(*, model, input_fn, **hparams) -> Method`. A `Method` is a
+NamedTuple of pure functions (the begin_task / train_step / end_task vocabulary of
+Mammoth, without mutable objects):
+
+- `init(key, example_x) -> state`
+- `begin_task(state, task) -> state`        (task: `TaskInfo`; shapes may change here)
+- `train_step(state, batch, key) -> (state, metrics)`   (jitted, scanned over a task)
+- `end_task(state, task_data, key) -> state`
+- `predict(state, x) -> logits`
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+NAMES = ("sgd", "joint", "er", "der", "derpp")
+
+
+class TaskInfo(NamedTuple):
+    """Static facts about the task about to start."""
+
+    index: int
+    classes: tuple[int, ...]
+
+
+class Method(NamedTuple):
+    """A continual-learning method as pure functions over its state pytree."""
+
+    name: str
+    init: Callable[..., Any]
+    begin_task: Callable[..., Any]
+    train_step: Callable[..., Any]
+    end_task: Callable[..., Any]
+    predict: Callable[..., Any]
+    hparams: dict
+    # True for the `joint` upper bound: the driver trains it once, after the
+    # last task has arrived, on the union of every task's training data.
+    joint: bool = False
+
+
+def get(name: str):
+    """The module of method `name` (it has `make` and `HPARAMS`)."""
+    if name not in NAMES:
+        raise ValueError(f"unknown method {name!r}; choose one of: {', '.join(NAMES)}")
+    return importlib.import_module(f"cljax.methods.{name}")
+
+
+def identity_begin(state, task):
+    """`begin_task` of methods that need no preparation."""
+    del task
+    return state
+
+
+def identity_end(state, task_data, key):
+    """`end_task` of methods that need no consolidation."""
+    del task_data, key
+    return state

@@ -1,0 +1,74 @@
+"""Backbones: Mammoth's MNIST MLP and the reduced ResNet-18 for 32x32 inputs.
+
+Every model is a Linen module called as `model.apply(variables, x, train=...)`.
+Models with BatchNorm keep running statistics in the `batch_stats` collection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+_xavier = nn.initializers.xavier_uniform()
+
+
+class MLP(nn.Module):
+    """Fully connected ReLU network (Mammoth's MNISTMLP is `MLP((100, 100), 10)`)."""
+
+    hidden: Sequence[int] = (100, 100)
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        del train
+        x = x.reshape((x.shape[0], -1))
+        for width in self.hidden:
+            x = nn.relu(nn.Dense(width, kernel_init=_xavier)(x))
+        return nn.Dense(self.num_classes, kernel_init=_xavier)(x)
+
+
+class BasicBlock(nn.Module):
+    """ResNet basic block (two 3x3 convs) with a 1x1 projection shortcut when needed."""
+
+    planes: int
+    stride: int = 1
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        norm = lambda: nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)
+        out = nn.Conv(self.planes, (3, 3), self.stride, padding=1, use_bias=False)(x)
+        out = nn.relu(norm()(out))
+        out = nn.Conv(self.planes, (3, 3), 1, padding=1, use_bias=False)(out)
+        out = norm()(out)
+        if self.stride != 1 or x.shape[-1] != self.planes:
+            x = nn.Conv(self.planes, (1, 1), self.stride, use_bias=False)(x)
+            x = norm()(x)
+        return nn.relu(out + x)
+
+
+class ResNet18(nn.Module):
+    """Reduced ResNet-18 for 32x32 inputs (3x3 stem, no max-pool), as in GEM and Mammoth."""
+
+    num_classes: int = 10
+    nf: int = 64
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = nn.Conv(self.nf, (3, 3), 1, padding=1, use_bias=False)(x)
+        x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)(x))
+        for i, mult in enumerate((1, 2, 4, 8)):
+            for b in range(2):
+                x = BasicBlock(self.nf * mult, stride=2 if (i > 0 and b == 0) else 1)(x, train)
+        x = jnp.mean(x, axis=(1, 2))
+        return nn.Dense(self.num_classes)(x)
+
+
+def make(name: str, num_classes: int) -> nn.Module:
+    """Builds a backbone by name: `mlp` or `resnet18`."""
+    if name == "mlp":
+        return MLP((100, 100), num_classes)
+    if name == "resnet18":
+        return ResNet18(num_classes)
+    raise ValueError(f"unknown model {name!r}; choose 'mlp' or 'resnet18'")

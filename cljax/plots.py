@@ -1,0 +1,38 @@
+"""Pictures of a run: the accuracy matrix per evaluation setting (mean over seeds)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+
+def accuracy_matrices(accuracy: dict, title: str, path: str | Path):
+    """Writes a PNG with one heatmap of `R[t, j]` (mean over seeds) per setting."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    settings = list(accuracy)
+    fig, axes = plt.subplots(1, len(settings), figsize=(4.2 * len(settings), 3.8), squeeze=False)
+    for ax, setting in zip(axes[0], settings, strict=True):
+        acc = np.array(accuracy[setting], dtype=float)
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # NaN above the diagonal
+            mean = np.nanmean(acc, axis=0) if acc.ndim == 3 else acc
+        T = mean.shape[0]
+        ax.imshow(np.ma.masked_invalid(mean), vmin=0, vmax=100, cmap="viridis")
+        if T <= 10:
+            for t in range(T):
+                for j in range(t + 1):
+                    ax.text(j, t, f"{mean[t, j]:.0f}", ha="center", va="center", fontsize=8,
+                            color="white" if mean[t, j] < 60 else "black")
+        ax.set_title(f"{setting}: final avg {np.mean(mean[-1]):.1f}")
+        ax.set_xlabel("evaluated on task j")
+        ax.set_ylabel("after training task t")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

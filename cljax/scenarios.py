@@ -1,0 +1,211 @@
+"""Benchmarks as sequences of tasks over numpy arrays.
+
+A `Scenario` hands out each task's training and test arrays (raw uint8 images
+and int32 labels) and an `input_fn(x, key, train)` that turns raw images into
+the network's float input inside `jit` (scaling, normalisation, and for CIFAR
+the random crop and flip when `train`). Class-incremental benchmarks split the
+classes into tasks in label order and are evaluated both class-IL (all classes
+seen so far) and task-IL (the task's own classes); domain-incremental ones
+(perm-mnist, rot-mnist) apply one transform per task to the whole dataset and
+keep one 10-way head.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cljax.data import DataError, cifar, digits, idx, tfds_adapter
+
+BENCHMARKS = (
+    "seq-digits",
+    "seq-mnist",
+    "seq-fashion-mnist",
+    "perm-mnist",
+    "rot-mnist",
+    "seq-cifar10",
+    "seq-cifar100",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Scenario:
+    """A benchmark: `num_tasks` tasks, their data, how to feed them and how to score them."""
+
+    name: str
+    num_tasks: int
+    num_classes: int
+    settings: tuple[str, ...]
+    model: str
+    input_fn: Callable
+    train: Callable[[int], tuple[np.ndarray, np.ndarray]]
+    test: Callable[[int], tuple[np.ndarray, np.ndarray]]
+    classes: Callable[[int], tuple[int, ...]]
+    train_sizes: tuple[int, ...]
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def scaled_input(scale: float):
+    """`input_fn` that maps uint8 pixels to floats in [0, 1] (no augmentation)."""
+
+    def input_fn(x, key, train):
+        del key, train
+        return x.astype(jnp.float32) / scale
+
+    return input_fn
+
+
+def cifar_input(mean, std, pad: int = 4):
+    """`input_fn` for 32x32 RGB: random crop (zero padding `pad`) and flip when training."""
+    mean = jnp.asarray(mean, jnp.float32)
+    std = jnp.asarray(std, jnp.float32)
+
+    def augment_one(img, key):
+        k_crop, k_flip = jax.random.split(key)
+        h, w = img.shape[:2]
+        padded = jnp.pad(img, ((pad, pad), (pad, pad), (0, 0)))
+        dy, dx = jax.random.randint(k_crop, (2,), 0, 2 * pad + 1)
+        img = jax.lax.dynamic_slice(padded, (dy, dx, 0), (h, w, img.shape[2]))
+        return jnp.where(jax.random.bernoulli(k_flip), img[:, ::-1], img)
+
+    def input_fn(x, key, train):
+        x = x.astype(jnp.float32) / 255.0
+        if train:
+            x = jax.vmap(augment_one)(x, jax.random.split(key, x.shape[0]))
+        return (x - mean) / std
+
+    return input_fn
+
+
+CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2615))
+CIFAR100_STATS = ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
+
+
+# ---------------------------------------------------------------- builders
+
+
+def class_incremental(name, arrays, num_tasks, input_fn, model, num_classes=None) -> Scenario:
+    """Splits classes 0..C-1 into `num_tasks` equal groups in label order."""
+    x_tr, y_tr, x_te, y_te = arrays
+    num_classes = num_classes or int(max(y_tr.max(), y_te.max())) + 1
+    if num_tasks < 1 or num_classes % num_tasks:
+        raise ValueError(
+            f"{name}: {num_classes} classes cannot be split into {num_tasks} equal tasks; "
+            f"choose a divisor of {num_classes}"
+        )
+    per = num_classes // num_tasks
+
+    def classes(t):
+        return tuple(range(t * per, (t + 1) * per))
+
+    def pick(x, y, t):
+        mask = (y >= t * per) & (y < (t + 1) * per)
+        return x[mask], y[mask]
+
+    return Scenario(
+        name=name,
+        num_tasks=num_tasks,
+        num_classes=num_classes,
+        settings=("class-il", "task-il"),
+        model=model,
+        input_fn=input_fn,
+        train=lambda t: pick(x_tr, y_tr, t),
+        test=lambda t: pick(x_te, y_te, t),
+        classes=classes,
+        train_sizes=tuple(int(np.isin(y_tr, classes(t)).sum()) for t in range(num_tasks)),
+    )
+
+
+def domain_incremental(name, arrays, transforms, input_fn, model) -> Scenario:
+    """One task per transform (a function of uint8 images (N, H, W)), all classes each time."""
+    x_tr, y_tr, x_te, y_te = arrays
+    num_classes = int(y_tr.max()) + 1
+    return Scenario(
+        name=name,
+        num_tasks=len(transforms),
+        num_classes=num_classes,
+        settings=("domain-il",),
+        model=model,
+        input_fn=input_fn,
+        train=lambda t: (transforms[t](x_tr), y_tr),
+        test=lambda t: (transforms[t](x_te), y_te),
+        classes=lambda t: tuple(range(num_classes)),
+        train_sizes=(len(y_tr),) * len(transforms),
+    )
+
+
+def permutation(rng: np.random.Generator, shape):
+    """A transform that applies one fixed random pixel permutation."""
+    perm = rng.permutation(int(np.prod(shape)))
+
+    def apply(x):
+        return x.reshape(len(x), -1)[:, perm].reshape(x.shape)
+
+    return apply
+
+
+def rotation(angle_deg: float, shape):
+    """A transform rotating images by `angle_deg` about their centre (nearest neighbour,
+    zero fill, counter-clockwise, as torchvision's default `rotate`)."""
+    h, w = shape
+    theta = np.deg2rad(angle_deg)
+    cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
+    yy, xx = np.mgrid[0:h, 0:w]
+    # Inverse map: the source pixel of each output pixel.
+    sx = np.cos(theta) * (xx - cx) - np.sin(theta) * (yy - cy) + cx
+    sy = np.sin(theta) * (xx - cx) + np.cos(theta) * (yy - cy) + cy
+    sx, sy = np.rint(sx).astype(int), np.rint(sy).astype(int)
+    inside = (sx >= 0) & (sx < w) & (sy >= 0) & (sy < h)
+    src = np.where(inside, sy * w + sx, 0).ravel()
+    keep = inside.ravel()
+
+    def apply(x):
+        flat = x.reshape(len(x), -1)[:, src] * keep.astype(x.dtype)
+        return flat.reshape(x.shape)
+
+    return apply
+
+
+def _cifar_arrays(name, data_dir, download):
+    try:
+        return cifar.load(name, data_dir)
+    except DataError as pickle_error:
+        try:
+            return tfds_adapter.load(name, data_dir, download=download)
+        except DataError as tfds_error:
+            raise DataError(f"{pickle_error} | or via tfds: {tfds_error}") from tfds_error
+
+
+def build(name: str, data_dir=None, download: bool = False, num_tasks: int | None = None,
+          seed: int = 0) -> Scenario:
+    """The benchmark `name` (one of `BENCHMARKS`); `seed` fixes perm/rot-mnist's transforms."""
+    if name not in BENCHMARKS:
+        raise ValueError(f"unknown benchmark {name!r}; choose one of: {', '.join(BENCHMARKS)}")
+    rng = np.random.default_rng(seed)
+    if name == "seq-digits":
+        return class_incremental(name, digits.load(), num_tasks or 5, scaled_input(16.0), "mlp")
+    if name in ("seq-mnist", "seq-fashion-mnist"):
+        arrays = idx.load("mnist" if name == "seq-mnist" else "fashion_mnist", data_dir, download)
+        return class_incremental(name, arrays, num_tasks or 5, scaled_input(255.0), "mlp")
+    if name in ("perm-mnist", "rot-mnist"):
+        arrays = idx.load("mnist", data_dir, download)
+        n = num_tasks or 20
+        shape = arrays[0].shape[1:]
+        if name == "perm-mnist":
+            transforms = [permutation(rng, shape) for _ in range(n)]
+        else:
+            transforms = [rotation(rng.uniform(0, 180), shape) for _ in range(n)]
+        return domain_incremental(name, arrays, transforms, scaled_input(255.0), "mlp")
+    dataset = "cifar10" if name == "seq-cifar10" else "cifar100"
+    stats = CIFAR10_STATS if dataset == "cifar10" else CIFAR100_STATS
+    arrays = _cifar_arrays(dataset, data_dir, download)
+    default_tasks = 5 if dataset == "cifar10" else 10
+    return class_incremental(
+        name, arrays, num_tasks or default_tasks, cifar_input(*stats), "resnet18"
+    )

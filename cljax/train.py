@@ -1,0 +1,321 @@
+"""The driver: one compiled program per task, seeds as a `vmap` axis.
+
+For each task the training arrays are moved to the device once; the batch
+schedule (a shuffle per epoch and seed) is a small index array, and batches
+are gathered by index inside a `lax.scan` over steps. The task's steps are cut
+into a few equal chunks so that a progress bar can move; the chunks run the
+same compiled program (padding steps at the end are skipped by a `lax.cond`
+whose predicate is shared by all seeds, so it stays a real branch under
+`vmap`). After each task every seen task's test set is evaluated in one
+compiled call, the accuracy matrices are updated and an orbax checkpoint is
+written; `resume=True` continues from the last one and gives the same result
+as an uninterrupted run (every random choice is derived from the seed and the
+task index).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from cljax import checkpoint as ckpt_lib
+from cljax import metrics as metrics_lib
+from cljax.methods import Method, TaskInfo, identity_begin, identity_end
+from cljax.scenarios import Scenario
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """How to train: epochs and batch size per task, seeds, progress and evaluation sizes."""
+
+    epochs: int = 1
+    batch_size: int = 10
+    seeds: tuple[int, ...] = (0,)
+    chunks_per_task: int = 20
+    eval_batch: int = 1000
+    progress: bool = True
+
+
+class Timer:
+    """Accumulates named wall-clock durations."""
+
+    def __init__(self, **start):
+        self.totals = {"compile_s": 0.0, "train_s": 0.0, "eval_s": 0.0, "steps": 0, **start}
+
+    def add(self, name, seconds):
+        self.totals[name] += seconds
+
+
+def schedule(seed: int, task: int, n: int, epochs: int, batch: int) -> np.ndarray:
+    """Batch indices `(steps, batch)` of one seed on one task: a fresh shuffle per epoch.
+
+    The last batch of an epoch is filled up with the first items of the same
+    shuffle, so every step has `batch` items (at most batch-1 repeats an epoch).
+    """
+    per_epoch = math.ceil(n / batch)
+    rows = []
+    for epoch in range(epochs):
+        perm = np.random.default_rng([seed, task, epoch]).permutation(n)
+        perm = np.concatenate([perm, perm[: per_epoch * batch - n]])
+        rows.append(perm.reshape(per_epoch, batch))
+    return np.concatenate(rows).astype(np.int32)
+
+
+def _split_chunks(steps: int, chunks: int):
+    length = math.ceil(steps / max(1, min(chunks, steps)))
+    return math.ceil(steps / length), length
+
+
+def make_task_runner(method: Method):
+    """`run(state, keys, x, y, idx, step0, valid) -> (state, losses)` over one chunk, all seeds."""
+
+    def per_seed(state, key, idx, x, y, step0, valid):
+        def step(state, i, batch_idx):
+            batch = {"x": x[batch_idx], "y": y[batch_idx]}
+            state, metrics = method.train_step(state, batch, jax.random.fold_in(key, i))
+            return state, metrics["loss"]
+
+        def body(state, inp):
+            i, batch_idx, ok = inp
+            return jax.lax.cond(
+                ok,
+                lambda s: step(s, i, batch_idx),
+                lambda s: (s, jnp.zeros((), jnp.float32)),
+                state,
+            )
+
+        steps = step0 + jnp.arange(idx.shape[0])
+        return jax.lax.scan(body, state, (steps, idx, valid))
+
+    def run(state, keys, x, y, idx, step0, valid):
+        return jax.vmap(per_seed, in_axes=(0, 0, 0, None, None, None, None))(
+            state, keys, idx, x, y, step0, valid
+        )
+
+    return jax.jit(run, donate_argnums=(0,))
+
+
+def make_evaluator(method: Method, eval_batch: int):
+    """`evaluate(state, x, y, valid, active, seen, task_masks) -> (cil, til)` correct counts (T, S)."""
+
+    def evaluate(state, x, y, valid, active, seen, task_masks):
+        def one_task(args):
+            xt, yt, vt, mask, act = args
+
+            def run(_):
+                def body(_, batch):
+                    xb, yb, vb = batch
+                    logits = jax.vmap(method.predict, in_axes=(0, None))(state, xb)
+                    cil = jnp.argmax(jnp.where(seen, logits, -jnp.inf), -1) == yb
+                    til = jnp.argmax(jnp.where(mask, logits, -jnp.inf), -1) == yb
+                    return None, ((cil * vb).sum(-1), (til * vb).sum(-1))
+
+                shape = (-1, eval_batch)
+                batches = (
+                    xt.reshape(shape + xt.shape[1:]),
+                    yt.reshape(shape),
+                    vt.reshape(shape),
+                )
+                _, (cil, til) = jax.lax.scan(body, None, batches)
+                return cil.sum(0), til.sum(0)
+
+            zeros = jax.tree.map(
+                lambda a: jnp.zeros(a.shape, a.dtype), jax.eval_shape(run, None)
+            )
+            return jax.lax.cond(act, run, lambda _: zeros, None)
+
+        return jax.lax.map(one_task, (x, y, valid, task_masks, active))
+
+    return jax.jit(evaluate)
+
+
+def _stack_tests(scenario: Scenario, eval_batch: int):
+    tests = [scenario.test(t) for t in range(scenario.num_tasks)]
+    n_max = max(len(y) for _, y in tests)
+    eval_batch = min(eval_batch, n_max)
+    n_pad = math.ceil(n_max / eval_batch) * eval_batch
+    x0 = tests[0][0]
+    x = np.zeros((scenario.num_tasks, n_pad, *x0.shape[1:]), x0.dtype)
+    y = np.zeros((scenario.num_tasks, n_pad), np.int32)
+    valid = np.zeros((scenario.num_tasks, n_pad), np.float32)
+    for t, (xt, yt) in enumerate(tests):
+        x[t, : len(yt)], y[t, : len(yt)], valid[t, : len(yt)] = xt, yt, 1.0
+    masks = np.zeros((scenario.num_tasks, scenario.num_classes), bool)
+    for t in range(scenario.num_tasks):
+        masks[t, list(scenario.classes(t))] = True
+    counts = valid.sum(1)
+    return (jnp.asarray(x), jnp.asarray(y), jnp.asarray(valid)), masks, counts, eval_batch
+
+
+def _compile(fn, timer, *args):
+    start = time.perf_counter()
+    compiled = fn.lower(*args).compile()
+    timer.add("compile_s", time.perf_counter() - start)
+    return compiled
+
+
+def _train_task(runner, state, keys, x, y, seeds, t, config, timer, desc, pad_to=0):
+    n = len(y)
+    idx = np.stack([schedule(s, t, n, config.epochs, config.batch_size) for s in seeds])
+    steps = idx.shape[1]
+    chunks, length = _split_chunks(steps, config.chunks_per_task)
+    pad = chunks * length - steps
+    idx = np.concatenate([idx, np.zeros((len(seeds), pad, config.batch_size), np.int32)], 1)
+    valid = np.arange(chunks * length) < steps
+    if pad_to > n:  # one shape for every task: one compile per run
+        x = np.concatenate([x, np.zeros((pad_to - n, *x.shape[1:]), x.dtype)])
+        y = np.concatenate([y, np.zeros(pad_to - n, y.dtype)])
+    x, y = jnp.asarray(x), jnp.asarray(y)
+    first = (jnp.asarray(idx[:, :length]), jnp.int32(0), jnp.asarray(valid[:length]))
+    compiled = _compile(runner, timer, state, keys, x, y, *first)
+    bar = tqdm(total=steps, desc=desc, disable=not config.progress, leave=False, unit="step")
+    losses = []
+    for c in range(chunks):
+        sl = slice(c * length, (c + 1) * length)
+        start = time.perf_counter()
+        state, loss = compiled(
+            state, keys, x, y, jnp.asarray(idx[:, sl]), jnp.int32(c * length),
+            jnp.asarray(valid[sl]),
+        )
+        loss = np.asarray(loss)  # blocks: the chunk is done
+        timer.add("train_s", time.perf_counter() - start)
+        ok = valid[sl]
+        losses.append(loss[:, ok])
+        bar.update(int(ok.sum()))
+        bar.set_postfix(loss=f"{loss[:, ok].mean():.3f}")
+    bar.close()
+    timer.add("steps", steps)
+    return state, float(np.concatenate(losses, 1)[:, -max(1, steps // 10):].mean())
+
+
+def run(
+    method: Method,
+    scenario: Scenario,
+    config: RunConfig,
+    workdir: str | Path | None = None,
+    resume: bool = False,
+    stop_after: int | None = None,
+) -> dict:
+    """Trains `method` on every task of `scenario` for every seed; returns the results dict.
+
+    With `workdir`, a checkpoint is written after every task; `resume=True`
+    continues from the latest one. `stop_after=t` returns after task t (as if
+    interrupted), which is how resuming is tested.
+    """
+    wall = time.perf_counter()
+    seeds = tuple(config.seeds)
+    T = scenario.num_tasks
+    seed_keys = jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))
+    init_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0))(seed_keys)
+    example_x, _ = scenario.train(0)
+    state = jax.jit(jax.vmap(method.init, in_axes=(0, None)))(init_keys, example_x[:1])
+
+    (x_test, y_test, v_test), masks, counts, eval_batch = _stack_tests(scenario, config.eval_batch)
+    evaluate = make_evaluator(method, eval_batch)
+    runner = make_task_runner(method)
+    acc = {"class-il": np.full((len(seeds), T, T), np.nan), "task-il": None}
+    acc["task-il"] = acc["class-il"].copy()
+    timer = Timer()
+    losses = []
+    first_task = 0
+
+    manager = ckpt_lib.manager(workdir) if workdir is not None else None
+    if resume and manager is not None and manager.latest_step() is not None:
+        state, acc, saved = ckpt_lib.restore(manager, state, acc)
+        first_task = saved["task"] + 1
+        timer.totals.update(saved["timing"])
+        losses = saved["losses"]
+        wall -= saved["timing"].get("total_s", 0.0)
+
+    for t in range(first_task, T):
+        info = TaskInfo(index=t, classes=scenario.classes(t))
+        if method.begin_task is not identity_begin:
+            begin = functools.partial(method.begin_task, task=info)
+            state = jax.jit(jax.vmap(begin))(state)
+        task_keys = jax.vmap(lambda k, t=t: jax.random.fold_in(jax.random.fold_in(k, 1), t))(
+            seed_keys
+        )
+        if method.joint:
+            parts = [scenario.train(j) for j in range(T)] if t == T - 1 else []
+            x, y = (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])) if parts else (None, None)
+        else:
+            x, y = scenario.train(t)
+        if x is not None:
+            state, loss = _train_task(
+                runner, state, task_keys, x, y, seeds, t, config, timer,
+                desc=f"{method.name} {scenario.name} task {t + 1}/{T}",
+                pad_to=0 if method.joint else max(scenario.train_sizes),
+            )
+            losses.append(loss)
+            if method.end_task is not identity_end:
+                end = jax.vmap(method.end_task, in_axes=(0, None, 0))
+                state = jax.jit(end)(state, (jnp.asarray(x), jnp.asarray(y)), task_keys)
+
+        start = time.perf_counter()
+        seen = masks[: t + 1].any(0)
+        active = np.arange(T) <= t
+        cil, til = evaluate(state, x_test, y_test, v_test, active, seen, masks)
+        cil, til = np.asarray(cil), np.asarray(til)
+        timer.add("eval_s", time.perf_counter() - start)
+        acc["class-il"][:, t, : t + 1] = (100.0 * cil / counts[:, None]).T[:, : t + 1]
+        acc["task-il"][:, t, : t + 1] = (100.0 * til / counts[:, None]).T[:, : t + 1]
+
+        timer.totals["total_s"] = time.perf_counter() - wall
+        if manager is not None:
+            ckpt_lib.save(manager, t, state, acc, {"task": t, "timing": timer.totals, "losses": losses})
+        if stop_after is not None and t >= stop_after:
+            break
+
+    if manager is not None:
+        manager.wait_until_finished()
+    timer.totals["total_s"] = time.perf_counter() - wall
+    return results(method, scenario, config, acc, timer.totals, losses, state=state)
+
+
+def results(method, scenario, config, acc, timing, losses, state=None) -> dict:
+    """The results dictionary written to `results.json` (plus the final `state`, not saved)."""
+    if scenario.settings == ("domain-il",):
+        accuracy = {"domain-il": acc["class-il"]}
+    else:
+        accuracy = dict(acc)
+    done = int(np.sum(~np.isnan(accuracy[scenario.settings[0]][0].diagonal())))
+    summary = {}
+    if done == scenario.num_tasks:
+        summary = {s: metrics_lib.summarize(a) for s, a in accuracy.items()}
+    steps, train_s = timing["steps"], timing["train_s"]
+    out = {
+        "method": method.name,
+        "benchmark": scenario.name,
+        "buffer_size": method.hparams.get("buffer_size"),
+        "seeds": list(config.seeds),
+        "hparams": {**method.hparams, "batch_size": config.batch_size, "n_epochs": config.epochs},
+        "settings": list(accuracy),
+        "tasks_done": done,
+        "accuracy": {s: _nan_to_none(a) for s, a in accuracy.items()},
+        "timing": {
+            **{k: round(v, 4) if isinstance(v, float) else v for k, v in timing.items()},
+            "steps_per_s": round(steps / train_s, 1) if train_s else None,
+            "samples_per_s": (
+                round(steps * config.batch_size * len(config.seeds) / train_s, 1)
+                if train_s else None
+            ),
+        },
+        "final_train_loss": losses,
+    }
+    for name in metrics_lib.METRICS:
+        out[name] = {s: {k: v for k, v in m[name].items()} for s, m in summary.items()}
+    out["state"] = state
+    return out
+
+
+def _nan_to_none(a):
+    return json.loads(json.dumps(np.asarray(a).tolist()).replace("NaN", "null"))

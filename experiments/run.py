@@ -1,0 +1,178 @@
+"""Run a continual-learning method on a benchmark and write results.json and a plot.
+
+    python -m experiments.run                                  # DER++ on seq-digits, no files needed
+    python -m experiments.run --method derpp --benchmark seq-mnist --buffer-size 500 \
+        --seeds 5 --data-dir ../shared/data --workdir runs/derpp-mnist [--resume] [--set lr=0.05]
+
+Defaults per (method, benchmark, buffer size) come from experiments/configs/best_args.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from experiments.configs import best_args
+
+RUN_KEYS = ("batch_size", "n_epochs")
+
+
+class UsageError(Exception):
+    """Bad command-line input; printed as one line, exit code 2."""
+
+
+def parse_args(argv):
+    from cljax.methods import NAMES
+    from cljax.scenarios import BENCHMARKS
+
+    p = argparse.ArgumentParser(prog="python -m experiments.run", description=__doc__.split("\n")[0])
+    p.add_argument("--method", default="derpp", help=f"one of: {', '.join(NAMES)}")
+    p.add_argument("--benchmark", default="seq-digits", help=f"one of: {', '.join(BENCHMARKS)}")
+    p.add_argument("--buffer-size", type=int, default=500, help="replay buffer capacity")
+    p.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1), run under vmap")
+    p.add_argument("--seed-offset", type=int, default=0, help="first seed")
+    p.add_argument("--tasks", type=int, default=None, help="number of tasks (class-IL: a divisor of the classes)")
+    p.add_argument("--data-dir", default=None, help="dataset folder (default $CLJAX_DATA_DIR)")
+    p.add_argument("--download", action="store_true", help="fetch missing MNIST-family files (md5-checked)")
+    p.add_argument("--workdir", default=None, help="output folder (default runs/METHOD-BENCHMARK-BUFFER)")
+    p.add_argument("--resume", action="store_true", help="continue from the workdir's last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing workdir's results")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a hyperparameter (lr, minibatch_size, alpha, beta, batch_size, n_epochs)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p.parse_args(argv)
+
+
+def _value(text):
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def resolve_hparams(method_name, benchmark, buffer_size, overrides):
+    """Tuned defaults, then `--set` overrides, validated against what the method accepts."""
+    from cljax import methods
+
+    module = methods.get(method_name)
+    if buffer_size < 1:
+        raise UsageError(f"--buffer-size must be positive, got {buffer_size}")
+    hparams, tuned = best_args.get(benchmark, method_name, buffer_size)
+    allowed = set(module.HPARAMS) | set(RUN_KEYS)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise UsageError(f"--set expects KEY=VALUE, got {item!r}")
+        if key not in allowed:
+            raise UsageError(
+                f"--set {key}: {method_name} has no such setting; choose from {', '.join(sorted(allowed))}"
+            )
+        value = _value(text)
+        expected = type(module.HPARAMS.get(key, 1))
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, expected) or isinstance(value, bool) or value <= 0:
+            raise UsageError(f"--set {key}={text}: expected a positive {expected.__name__}")
+        hparams[key] = value
+    return hparams, tuned
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        return _main(args)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _main(args) -> int:
+    from cljax import methods, models, plots, scenarios, train
+    from cljax.data import DataError
+
+    try:
+        methods.get(args.method)
+        if args.benchmark not in scenarios.BENCHMARKS:
+            raise ValueError(
+                f"unknown benchmark {args.benchmark!r}; choose one of: {', '.join(scenarios.BENCHMARKS)}"
+            )
+        if args.seeds < 1:
+            raise ValueError(f"--seeds must be at least 1, got {args.seeds}")
+        hparams, tuned = resolve_hparams(args.method, args.benchmark, args.buffer_size, args.set)
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+    workdir = Path(args.workdir or f"runs/{args.method}-{args.benchmark}-{args.buffer_size}")
+    if args.resume and args.overwrite:
+        raise UsageError("--resume and --overwrite exclude each other")
+    has_run = (workdir / "results.json").exists() or (workdir / "checkpoints").exists()
+    if has_run and not (args.resume or args.overwrite):
+        raise UsageError(
+            f"{workdir} already holds a run: pass --resume to continue it, --overwrite to "
+            "replace it, or choose another --workdir"
+        )
+    try:
+        scenario = scenarios.build(args.benchmark, args.data_dir, args.download, args.tasks)
+    except (DataError, ValueError) as e:
+        raise UsageError(str(e)) from e
+    run_cfg = {k: hparams.pop(k) for k in RUN_KEYS}
+    buffer_size = hparams.get("buffer_size")
+    if buffer_size is not None and buffer_size > sum(scenario.train_sizes):
+        raise UsageError(
+            f"--buffer-size {buffer_size} is larger than the {sum(scenario.train_sizes)} training "
+            f"items of {args.benchmark}; choose a smaller buffer"
+        )
+    model = models.make(scenario.model, scenario.num_classes)
+    try:
+        method = methods.get(args.method).make(model=model, input_fn=scenario.input_fn, **hparams)
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+
+    if args.overwrite and workdir.exists():
+        shutil.rmtree(workdir / "checkpoints", ignore_errors=True)
+    workdir.mkdir(parents=True, exist_ok=True)
+    seeds = tuple(range(args.seed_offset, args.seed_offset + args.seeds))
+    config = train.RunConfig(
+        epochs=run_cfg["n_epochs"], batch_size=run_cfg["batch_size"], seeds=seeds,
+        progress=not args.no_progress,
+    )
+    if tuned is not None and tuned != buffer_size:
+        print(f"note: no tuned row for buffer {buffer_size}; using buffer {tuned}'s hyperparameters")
+    print(f"{args.method} on {args.benchmark} ({scenario.num_tasks} tasks), seeds {list(seeds)}, "
+          f"hparams {method.hparams | run_cfg} -> {workdir}")
+    try:
+        res = train.run(method, scenario, config, workdir=workdir, resume=args.resume)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; the last finished task is checkpointed: rerun with --resume "
+              f"--workdir {workdir}", file=sys.stderr)
+        return 130
+    res.pop("state")
+    res["command"] = "python -m experiments.run " + " ".join(sys.argv[1:])
+    res["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    tmp = workdir / "results.json.tmp"
+    tmp.write_text(json.dumps(res, indent=1))
+    os.replace(tmp, workdir / "results.json")
+    plots.accuracy_matrices(res["accuracy"], f"{args.method} on {args.benchmark}",
+                            workdir / "accuracy.png")
+    print(summary_line(res))
+    print(f"wrote {workdir / 'results.json'} and {workdir / 'accuracy.png'}")
+    return 0
+
+
+def summary_line(res) -> str:
+    """One human-readable line of final accuracies and timing."""
+    parts = []
+    for setting, stats in res["final_average_accuracy"].items():
+        parts.append(f"{setting} {stats['mean']:.2f} +- {stats['std']:.2f}")
+    t = res["timing"]
+    return (f"final average accuracy: {'; '.join(parts)} | train {t['train_s']:.1f}s, "
+            f"compile {t['compile_s']:.1f}s, total {t['total_s']:.1f}s, {t['steps_per_s']} steps/s")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
