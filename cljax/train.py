@@ -70,11 +70,6 @@ def schedule(seed: int, task: int, n: int, epochs: int, batch: int) -> np.ndarra
     return np.concatenate(rows).astype(np.int32)
 
 
-def _split_chunks(steps: int, chunks: int):
-    length = math.ceil(steps / max(1, min(chunks, steps)))
-    return math.ceil(steps / length), length
-
-
 def make_task_runner(method: Method):
     """`run(state, keys, x, y, idx, step0, valid) -> (state, losses)` over one chunk, all seeds."""
 
@@ -156,18 +151,28 @@ def _stack_tests(scenario: Scenario, eval_batch: int):
     return (jnp.asarray(x), jnp.asarray(y), jnp.asarray(valid)), masks, counts, eval_batch
 
 
-def _compile(fn, timer, *args):
-    start = time.perf_counter()
-    compiled = fn.lower(*args).compile()
-    timer.add("compile_s", time.perf_counter() - start)
-    return compiled
+def _compile(fn, timer, cache, *args):
+    """AOT-compiles `fn` for `args` once per distinct argument signature, timing the compile."""
+    signature = tuple((a.shape, str(a.dtype)) for a in jax.tree.leaves(args))
+    if signature not in cache:
+        start = time.perf_counter()
+        cache[signature] = fn.lower(*args).compile()
+        timer.add("compile_s", time.perf_counter() - start)
+    return cache[signature]
 
 
-def _train_task(runner, state, keys, x, y, seeds, t, config, timer, desc, pad_to=0):
+def _chunk_length(config: RunConfig, max_items: int) -> int:
+    """Steps per compiled chunk: the same for every task of a run, so one compile serves all."""
+    steps = config.epochs * math.ceil(max_items / config.batch_size)
+    return math.ceil(steps / max(1, min(config.chunks_per_task, steps)))
+
+
+def _train_task(runner, cache, state, keys, x, y, seeds, t, config, timer, desc, pad_to=0):
     n = len(y)
     idx = np.stack([schedule(s, t, n, config.epochs, config.batch_size) for s in seeds])
     steps = idx.shape[1]
-    chunks, length = _split_chunks(steps, config.chunks_per_task)
+    length = _chunk_length(config, max(n, pad_to))
+    chunks = math.ceil(steps / length)
     pad = chunks * length - steps
     idx = np.concatenate([idx, np.zeros((len(seeds), pad, config.batch_size), np.int32)], 1)
     valid = np.arange(chunks * length) < steps
@@ -176,7 +181,7 @@ def _train_task(runner, state, keys, x, y, seeds, t, config, timer, desc, pad_to
         y = np.concatenate([y, np.zeros(pad_to - n, y.dtype)])
     x, y = jnp.asarray(x), jnp.asarray(y)
     first = (jnp.asarray(idx[:, :length]), jnp.int32(0), jnp.asarray(valid[:length]))
-    compiled = _compile(runner, timer, state, keys, x, y, *first)
+    compiled = _compile(runner, timer, cache, state, keys, x, y, *first)
     bar = tqdm(total=steps, desc=desc, disable=not config.progress, leave=False, unit="step")
     losses = []
     for c in range(chunks):
@@ -222,6 +227,7 @@ def run(
     (x_test, y_test, v_test), masks, counts, eval_batch = _stack_tests(scenario, config.eval_batch)
     evaluate = make_evaluator(method, eval_batch)
     runner = make_task_runner(method)
+    compiled_cache = {}
     acc = {"class-il": np.full((len(seeds), T, T), np.nan), "task-il": None}
     acc["task-il"] = acc["class-il"].copy()
     timer = Timer()
@@ -251,7 +257,7 @@ def run(
             x, y = scenario.train(t)
         if x is not None:
             state, loss = _train_task(
-                runner, state, task_keys, x, y, seeds, t, config, timer,
+                runner, compiled_cache, state, task_keys, x, y, seeds, t, config, timer,
                 desc=f"{method.name} {scenario.name} task {t + 1}/{T}",
                 pad_to=0 if method.joint else max(scenario.train_sizes),
             )

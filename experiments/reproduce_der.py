@@ -1,0 +1,156 @@
+"""Reproduce the MNIST rows of Table 2 of the DER paper (Buzzega et al. 2020).
+
+    python -m experiments.reproduce_der --data-dir ../shared/data --seeds 5
+
+Runs SGD, JOINT, ER, DER and DER++ (buffers 200 / 500 / 5120) on Seq-MNIST
+(class-IL and task-IL), Perm-MNIST and Rot-MNIST (domain-IL) with the tuned
+hyperparameters of experiments/configs/best_args.py, every seed of a row in one
+vmapped program, and writes a markdown table of mean +- std beside the paper's
+numbers (and Mammoth's measured ones where DESIGN.md has them). Rows already in
+the JSON file are skipped, so an interrupted run continues where it stopped.
+Expected runtime on a 2-core CPU: about 5 minutes for Seq-MNIST, about an hour
+for all three benchmarks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import jax
+
+from cljax import methods, models, scenarios, train
+from experiments.configs import best_args
+
+BUFFERS = (200, 500, 5120)
+# Paper values, Table 2: per row, per buffer (None: no buffer), per setting.
+PAPER = {
+    "seq-mnist": {
+        "joint": {None: {"class-il": 95.57, "task-il": 99.51}},
+        "sgd": {None: {"class-il": 19.60, "task-il": 97.86}},
+        "er": {200: (80.43, 97.86), 500: (86.12, 99.04), 5120: (93.40, 99.33)},
+        "der": {200: (84.55, 98.80), 500: (90.54, 98.84), 5120: (94.90, 99.29)},
+        "derpp": {200: (85.61, 98.76), 500: (91.00, 98.94), 5120: (95.30, 99.47)},
+    },
+    "perm-mnist": {
+        "joint": {None: 94.33},
+        "sgd": {None: 40.70},
+        "er": {200: 72.37, 500: 80.60, 5120: 89.90},
+        "der": {200: 81.74, 500: 87.29, 5120: 91.66},
+        "derpp": {200: 83.58, 500: 88.21, 5120: 92.26},
+    },
+    "rot-mnist": {
+        "joint": {None: 95.76},
+        "sgd": {None: 67.66},
+        "er": {200: 85.01, 500: 88.91, 5120: 93.45},
+        "der": {200: 90.04, 500: 92.24, 5120: 94.14},
+        "derpp": {200: 90.43, 500: 92.77, 5120: 94.65},
+    },
+}
+# Mammoth e75a491 on this kind of machine, Seq-MNIST buffer 500 (DESIGN.md).
+MAMMOTH = {
+    ("seq-mnist", "sgd", None): {"class-il": 19.53, "task-il": 97.29},
+    ("seq-mnist", "joint", None): {"class-il": 95.46},
+    ("seq-mnist", "er", 500): {"class-il": 83.98, "task-il": 98.80},
+    ("seq-mnist", "der", 500): {"class-il": 89.00, "task-il": 98.79},
+    ("seq-mnist", "derpp", 500): {"class-il": 91.04, "task-il": 98.96},
+}
+METHODS = ("sgd", "joint", "er", "der", "derpp")
+
+
+def paper_value(benchmark, method, buffer, setting):
+    """The paper's number for one cell, or None."""
+    entry = PAPER[benchmark][method][buffer]
+    if isinstance(entry, dict):
+        return entry.get(setting)
+    if isinstance(entry, tuple):
+        return entry[0 if setting == "class-il" else 1]
+    return entry
+
+
+def run_row(scenario, method_name, buffer, seeds):
+    """Runs one table row (all seeds vmapped); returns the results dict without state."""
+    hparams, _ = best_args.get(scenario.name, method_name, buffer or 1)
+    config = train.RunConfig(
+        epochs=hparams.pop("n_epochs"), batch_size=hparams.pop("batch_size"), seeds=seeds,
+        progress=False,
+    )
+    model = models.make(scenario.model, scenario.num_classes)
+    method = methods.get(method_name).make(model=model, input_fn=scenario.input_fn, **hparams)
+    res = train.run(method, scenario, config)
+    res.pop("state")
+    return res
+
+
+def table(rows: dict) -> str:
+    """Markdown table of every finished row beside the published numbers."""
+    lines = [
+        "| benchmark | setting | method | buffer | ours (mean +- std) | paper | Mammoth | diff vs paper | seeds | train s | total s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for key, res in rows.items():
+        benchmark, method, buffer = key.split("|")
+        buffer = None if buffer == "-" else int(buffer)
+        for setting, stats in res["final_average_accuracy"].items():
+            paper = paper_value(benchmark, method, buffer, setting)
+            mammoth = MAMMOTH.get((benchmark, method, buffer), {}).get(setting)
+            diff = f"{stats['mean'] - paper:+.2f}" if paper is not None else ""
+            lines.append(
+                f"| {benchmark} | {setting} | {method} | {buffer or '-'} | "
+                f"{stats['mean']:.2f} +- {stats['std']:.2f} | {paper if paper is not None else ''} | "
+                f"{mammoth if mammoth is not None else ''} | {diff} | {len(res['seeds'])} | "
+                f"{res['timing']['train_s']:.1f} | {res['timing']['total_s']:.1f} |"
+            )
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[1])
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--benchmarks", nargs="+", default=list(PAPER))
+    p.add_argument("--methods", nargs="+", default=list(METHODS))
+    p.add_argument("--buffers", nargs="+", type=int, default=list(BUFFERS))
+    p.add_argument("--out", default="experiments/results/der_table2_mnist")
+    args = p.parse_args(argv)
+
+    out_json, out_md = Path(args.out + ".json"), Path(args.out + ".md")
+    rows = json.loads(out_json.read_text()) if out_json.exists() else {}
+    seeds = tuple(range(args.seeds))
+    started = time.perf_counter()
+    for benchmark in args.benchmarks:
+        scenario = scenarios.build(benchmark, args.data_dir)
+        for method in args.methods:
+            buffers = [None] if method in ("sgd", "joint") else args.buffers
+            for buffer in buffers:
+                key = f"{benchmark}|{method}|{buffer or '-'}"
+                if key in rows and len(rows[key]["seeds"]) >= args.seeds:
+                    continue
+                res = run_row(scenario, method, buffer, seeds)
+                rows[key] = res
+                summary = {s: round(v["mean"], 2) for s, v in res["final_average_accuracy"].items()}
+                print(f"{key}: {summary} ({res['timing']['total_s']:.0f}s)", flush=True)
+                tmp = out_json.with_suffix(".tmp")
+                tmp.write_text(json.dumps(rows, indent=1))
+                os.replace(tmp, out_json)
+    header = (
+        "# DER paper, Table 2, MNIST rows: cljax vs the paper\n\n"
+        f"Command: `python -m experiments.reproduce_der --data-dir DATA --seeds {args.seeds}`\n\n"
+        f"Machine: {platform.machine()} {os.cpu_count()} CPU cores, {platform.platform()}, "
+        f"jax {jax.__version__} on {jax.devices()[0].platform}. "
+        f"This invocation: {time.perf_counter() - started:.0f} s; per-row times below "
+        "(total includes compile and evaluation).\n\n"
+        "Final average accuracy (percent) after the last task, mean +- std over seeds. "
+        "Paper: Buzzega et al. 2020, Table 2. Mammoth: its current code on this kind of "
+        "machine (DESIGN.md).\n\n"
+    )
+    out_md.write_text(header + table(rows) + "\n")
+    print(f"wrote {out_md}")
+
+
+if __name__ == "__main__":
+    main()

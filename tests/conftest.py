@@ -1,0 +1,43 @@
+"""Shared fixtures: the real MNIST files when present, small synthetic scenarios."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cljax import scenarios
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> Path:
+    """`../shared/data` (or $CLJAX_DATA_DIR) holding mnist/; skips when absent."""
+    root = Path(os.environ.get("CLJAX_DATA_DIR", SHARED_DATA))
+    if not (root / "mnist" / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"real MNIST files not found under {root} (set CLJAX_DATA_DIR to run this)")
+    return root
+
+
+def tiny_scenario(num_tasks=2, per_class=12, test_per_class=6, size=6, seed=0):
+    """A class-incremental scenario over random 6x6 'images' whose class sets the mean."""
+    rng = np.random.default_rng(seed)
+    classes = 2 * num_tasks
+
+    def make(n):
+        y = np.repeat(np.arange(classes), n).astype(np.int32)
+        x = rng.integers(0, 60, (len(y), size, size)) + 19 * y[:, None, None]
+        return x.astype(np.uint8), y
+
+    arrays = (*make(per_class), *make(test_per_class))
+    return scenarios.class_incremental(
+        "tiny", arrays, num_tasks, scenarios.scaled_input(255.0), "mlp"
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    return tiny_scenario()
