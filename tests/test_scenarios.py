@@ -1,0 +1,88 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cljax import scenarios
+
+
+def test_seq_digits_splits_classes_in_order():
+    sc = scenarios.build("seq-digits")
+    assert sc.num_tasks == 5 and sc.settings == ("class-il", "task-il")
+    for t in range(5):
+        x, y = sc.train(t)
+        assert set(np.unique(y)) == set(sc.classes(t)) == {2 * t, 2 * t + 1}
+        assert len(y) == sc.train_sizes[t]
+    assert sum(sc.train_sizes) == 1437
+
+
+def test_seq_mnist_ten_tasks(mnist_dir):
+    sc = scenarios.build("seq-mnist", mnist_dir, num_tasks=10)
+    assert sc.num_tasks == 10 and sc.classes(3) == (3,)
+    assert sc.train_sizes[0] == 5923
+
+
+def test_bad_task_count_and_name():
+    with pytest.raises(ValueError, match="cannot be split into 3"):
+        scenarios.build("seq-digits", num_tasks=3)
+    with pytest.raises(ValueError, match="unknown benchmark 'seq-foo'"):
+        scenarios.build("seq-foo")
+
+
+def synthetic_cifar(n_classes, per_class=2):
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(n_classes), per_class).astype(np.int32)
+    x = rng.integers(0, 255, (len(y), 32, 32, 3), dtype=np.uint8)
+    return x, y, x[: n_classes], y[: n_classes]
+
+
+@pytest.mark.parametrize("classes,tasks", [(10, 5), (100, 10)])
+def test_cifar_scenarios_on_synthetic_arrays(classes, tasks):
+    sc = scenarios.class_incremental(
+        "seq-cifar", synthetic_cifar(classes), tasks,
+        scenarios.cifar_input(*scenarios.CIFAR10_STATS), "resnet18",
+    )
+    x, y = sc.train(tasks - 1)
+    assert x.shape[1:] == (32, 32, 3) and len(sc.classes(0)) == classes // tasks
+    out = sc.input_fn(jnp.asarray(x), jax.random.key(0), True)
+    assert out.shape == x.shape and out.dtype == jnp.float32
+    test_out = sc.input_fn(jnp.asarray(x), None, False)
+    ref = (x / 255.0 - np.array(scenarios.CIFAR10_STATS[0])) / np.array(scenarios.CIFAR10_STATS[1])
+    np.testing.assert_allclose(test_out, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_crop_and_flip_move_pixels_but_keep_content():
+    fn = scenarios.cifar_input((0, 0, 0), (1, 1, 1))
+    x = jnp.arange(32 * 32 * 3, dtype=jnp.uint8).reshape(1, 32, 32, 3).repeat(8, 0)
+    out = np.asarray(fn(x, jax.random.key(3), True))
+    assert not all(np.array_equal(out[0], o) for o in out[1:])  # per-sample randomness
+    # A crop of the zero-padded image: the centre 24x24 comes from the original.
+    centre = out[0][4:28, 4:28]
+    orig = np.asarray(x[0], float) / 255
+    found = any(
+        np.allclose(centre, img[4 + dy : 28 + dy, 4 + dx : 28 + dx])
+        for img in (orig, orig[:, ::-1]) for dy in range(-4, 5) for dx in range(-4, 5)
+    )
+    assert found
+
+
+def test_permutation_and_rotation_transforms():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (3, 28, 28)).astype(np.uint8)
+    perm = scenarios.permutation(np.random.default_rng(1), (28, 28))
+    px = perm(x)
+    assert sorted(px[0].ravel().tolist()) == sorted(x[0].ravel().tolist())
+    assert not np.array_equal(px, x)
+    np.testing.assert_array_equal(scenarios.rotation(0.0, (28, 28))(x), x)
+    np.testing.assert_array_equal(scenarios.rotation(90.0, (28, 28))(x), np.rot90(x, 1, (1, 2)))
+
+
+def test_perm_and_rot_mnist_are_domain_il(mnist_dir):
+    for name in ("perm-mnist", "rot-mnist"):
+        sc = scenarios.build(name, mnist_dir, num_tasks=3)
+        assert sc.settings == ("domain-il",) and sc.num_tasks == 3
+        x0, y0 = sc.test(0)
+        x1, y1 = sc.test(1)
+        np.testing.assert_array_equal(y0, y1)
+        assert not np.array_equal(x0, x1)
+        assert sc.classes(2) == tuple(range(10))
