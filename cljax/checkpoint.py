@@ -33,7 +33,9 @@ def restore(mgr: ocp.CheckpointManager, state_like, acc_like: dict):
     step = mgr.latest_step()
     got = mgr.restore(
         step,
-        args=ocp.args.Composite(tree=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()),
+        args=ocp.args.Composite(
+            tree=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
+        ),
     )
     acc = {k: np.array(v) for k, v in got["tree"]["acc"].items()}
     return got["tree"]["state"], acc, got["meta"]

@@ -66,5 +66,9 @@ def summarize(accs) -> dict[str, dict[str, float]]:
     out = {}
     for name, fn in METRICS.items():
         values = np.array([fn(a) for a in accs])
-        out[name] = {"mean": float(values.mean()), "std": float(values.std()), "per_seed": values.tolist()}
+        out[name] = {
+            "mean": float(values.mean()),
+            "std": float(values.std()),
+            "per_seed": values.tolist(),
+        }
     return out

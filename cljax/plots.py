@@ -27,8 +27,15 @@ def accuracy_matrices(accuracy: dict, title: str, path: str | Path):
         if T <= 10:
             for t in range(T):
                 for j in range(t + 1):
-                    ax.text(j, t, f"{mean[t, j]:.0f}", ha="center", va="center", fontsize=8,
-                            color="white" if mean[t, j] < 60 else "black")
+                    ax.text(
+                        j,
+                        t,
+                        f"{mean[t, j]:.0f}",
+                        ha="center",
+                        va="center",
+                        fontsize=8,
+                        color="white" if mean[t, j] < 60 else "black",
+                    )
         ax.set_title(f"{setting}: final avg {np.mean(mean[-1]):.1f}")
         ax.set_xlabel("evaluated on task j")
         ax.set_ylabel("after training task t")

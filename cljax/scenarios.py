@@ -182,8 +182,9 @@ def _cifar_arrays(name, data_dir, download):
             raise DataError(f"{pickle_error} | or via tfds: {tfds_error}") from tfds_error
 
 
-def build(name: str, data_dir=None, download: bool = False, num_tasks: int | None = None,
-          seed: int = 0) -> Scenario:
+def build(
+    name: str, data_dir=None, download: bool = False, num_tasks: int | None = None, seed: int = 0
+) -> Scenario:
     """The benchmark `name` (one of `BENCHMARKS`); `seed` fixes perm/rot-mnist's transforms."""
     if name not in BENCHMARKS:
         raise ValueError(f"unknown benchmark {name!r}; choose one of: {', '.join(BENCHMARKS)}")

@@ -123,9 +123,7 @@ def make_evaluator(method: Method, eval_batch: int):
                 _, (cil, til) = jax.lax.scan(body, None, batches)
                 return cil.sum(0), til.sum(0)
 
-            zeros = jax.tree.map(
-                lambda a: jnp.zeros(a.shape, a.dtype), jax.eval_shape(run, None)
-            )
+            zeros = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), jax.eval_shape(run, None))
             return jax.lax.cond(act, run, lambda _: zeros, None)
 
         return jax.lax.map(one_task, (x, y, valid, task_masks, active))
@@ -188,7 +186,12 @@ def _train_task(runner, cache, state, keys, x, y, seeds, t, config, timer, desc,
         sl = slice(c * length, (c + 1) * length)
         start = time.perf_counter()
         state, loss = compiled(
-            state, keys, x, y, jnp.asarray(idx[:, sl]), jnp.int32(c * length),
+            state,
+            keys,
+            x,
+            y,
+            jnp.asarray(idx[:, sl]),
+            jnp.int32(c * length),
             jnp.asarray(valid[sl]),
         )
         loss = np.asarray(loss)  # blocks: the chunk is done
@@ -199,7 +202,7 @@ def _train_task(runner, cache, state, keys, x, y, seeds, t, config, timer, desc,
         bar.set_postfix(loss=f"{loss[:, ok].mean():.3f}")
     bar.close()
     timer.add("steps", steps)
-    return state, float(np.concatenate(losses, 1)[:, -max(1, steps // 10):].mean())
+    return state, float(np.concatenate(losses, 1)[:, -max(1, steps // 10) :].mean())
 
 
 def run(
@@ -252,12 +255,25 @@ def run(
         )
         if method.joint:
             parts = [scenario.train(j) for j in range(T)] if t == T - 1 else []
-            x, y = (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])) if parts else (None, None)
+            x, y = (
+                (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+                if parts
+                else (None, None)
+            )
         else:
             x, y = scenario.train(t)
         if x is not None:
             state, loss = _train_task(
-                runner, compiled_cache, state, task_keys, x, y, seeds, t, config, timer,
+                runner,
+                compiled_cache,
+                state,
+                task_keys,
+                x,
+                y,
+                seeds,
+                t,
+                config,
+                timer,
                 desc=f"{method.name} {scenario.name} task {t + 1}/{T}",
                 pad_to=0 if method.joint else max(scenario.train_sizes),
             )
@@ -277,7 +293,9 @@ def run(
 
         timer.totals["total_s"] = time.perf_counter() - wall
         if manager is not None:
-            ckpt_lib.save(manager, t, state, acc, {"task": t, "timing": timer.totals, "losses": losses})
+            ckpt_lib.save(
+                manager, t, state, acc, {"task": t, "timing": timer.totals, "losses": losses}
+            )
         if stop_after is not None and t >= stop_after:
             break
 
@@ -312,7 +330,8 @@ def results(method, scenario, config, acc, timing, losses, state=None) -> dict:
             "steps_per_s": round(steps / train_s, 1) if train_s else None,
             "samples_per_s": (
                 round(steps * config.batch_size * len(config.seeds) / train_s, 1)
-                if train_s else None
+                if train_s
+                else None
             ),
         },
         "final_train_loss": losses,

@@ -76,7 +76,9 @@ def run_row(scenario, method_name, buffer, seeds):
     """Runs one table row (all seeds vmapped); returns the results dict without state."""
     hparams, _ = best_args.get(scenario.name, method_name, buffer or 1)
     config = train.RunConfig(
-        epochs=hparams.pop("n_epochs"), batch_size=hparams.pop("batch_size"), seeds=seeds,
+        epochs=hparams.pop("n_epochs"),
+        batch_size=hparams.pop("batch_size"),
+        seeds=seeds,
         progress=False,
     )
     model = models.make(scenario.model, scenario.num_classes)

@@ -31,20 +31,38 @@ def parse_args(argv):
     from cljax.methods import NAMES
     from cljax.scenarios import BENCHMARKS
 
-    p = argparse.ArgumentParser(prog="python -m experiments.run", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m experiments.run", description=__doc__.split("\n")[0]
+    )
     p.add_argument("--method", default="derpp", help=f"one of: {', '.join(NAMES)}")
     p.add_argument("--benchmark", default="seq-digits", help=f"one of: {', '.join(BENCHMARKS)}")
     p.add_argument("--buffer-size", type=int, default=500, help="replay buffer capacity")
     p.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1), run under vmap")
     p.add_argument("--seed-offset", type=int, default=0, help="first seed")
-    p.add_argument("--tasks", type=int, default=None, help="number of tasks (class-IL: a divisor of the classes)")
+    p.add_argument(
+        "--tasks",
+        type=int,
+        default=None,
+        help="number of tasks (class-IL: a divisor of the classes)",
+    )
     p.add_argument("--data-dir", default=None, help="dataset folder (default $CLJAX_DATA_DIR)")
-    p.add_argument("--download", action="store_true", help="fetch missing MNIST-family files (md5-checked)")
-    p.add_argument("--workdir", default=None, help="output folder (default runs/METHOD-BENCHMARK-BUFFER)")
-    p.add_argument("--resume", action="store_true", help="continue from the workdir's last checkpoint")
+    p.add_argument(
+        "--download", action="store_true", help="fetch missing MNIST-family files (md5-checked)"
+    )
+    p.add_argument(
+        "--workdir", default=None, help="output folder (default runs/METHOD-BENCHMARK-BUFFER)"
+    )
+    p.add_argument(
+        "--resume", action="store_true", help="continue from the workdir's last checkpoint"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing workdir's results")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a hyperparameter (lr, minibatch_size, alpha, beta, batch_size, n_epochs)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a hyperparameter (lr, minibatch_size, alpha, beta, batch_size, n_epochs)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p.parse_args(argv)
 
@@ -138,18 +156,27 @@ def _main(args) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     seeds = tuple(range(args.seed_offset, args.seed_offset + args.seeds))
     config = train.RunConfig(
-        epochs=run_cfg["n_epochs"], batch_size=run_cfg["batch_size"], seeds=seeds,
+        epochs=run_cfg["n_epochs"],
+        batch_size=run_cfg["batch_size"],
+        seeds=seeds,
         progress=not args.no_progress,
     )
     if tuned is not None and tuned != buffer_size:
-        print(f"note: no tuned row for buffer {buffer_size}; using buffer {tuned}'s hyperparameters")
-    print(f"{args.method} on {args.benchmark} ({scenario.num_tasks} tasks), seeds {list(seeds)}, "
-          f"hparams {method.hparams | run_cfg} -> {workdir}")
+        print(
+            f"note: no tuned row for buffer {buffer_size}; using buffer {tuned}'s hyperparameters"
+        )
+    print(
+        f"{args.method} on {args.benchmark} ({scenario.num_tasks} tasks), seeds {list(seeds)}, "
+        f"hparams {method.hparams | run_cfg} -> {workdir}"
+    )
     try:
         res = train.run(method, scenario, config, workdir=workdir, resume=args.resume)
     except KeyboardInterrupt:
-        print(f"\ninterrupted; the last finished task is checkpointed: rerun with --resume "
-              f"--workdir {workdir}", file=sys.stderr)
+        print(
+            f"\ninterrupted; the last finished task is checkpointed: rerun with --resume "
+            f"--workdir {workdir}",
+            file=sys.stderr,
+        )
         return 130
     res.pop("state")
     res["command"] = "python -m experiments.run " + " ".join(sys.argv[1:])
@@ -157,8 +184,9 @@ def _main(args) -> int:
     tmp = workdir / "results.json.tmp"
     tmp.write_text(json.dumps(res, indent=1))
     os.replace(tmp, workdir / "results.json")
-    plots.accuracy_matrices(res["accuracy"], f"{args.method} on {args.benchmark}",
-                            workdir / "accuracy.png")
+    plots.accuracy_matrices(
+        res["accuracy"], f"{args.method} on {args.benchmark}", workdir / "accuracy.png"
+    )
     print(summary_line(res))
     print(f"wrote {workdir / 'results.json'} and {workdir / 'accuracy.png'}")
     return 0
@@ -170,8 +198,10 @@ def summary_line(res) -> str:
     for setting, stats in res["final_average_accuracy"].items():
         parts.append(f"{setting} {stats['mean']:.2f} +- {stats['std']:.2f}")
     t = res["timing"]
-    return (f"final average accuracy: {'; '.join(parts)} | train {t['train_s']:.1f}s, "
-            f"compile {t['compile_s']:.1f}s, total {t['total_s']:.1f}s, {t['steps_per_s']} steps/s")
+    return (
+        f"final average accuracy: {'; '.join(parts)} | train {t['train_s']:.1f}s, "
+        f"compile {t['compile_s']:.1f}s, total {t['total_s']:.1f}s, {t['steps_per_s']} steps/s"
+    )
 
 
 if __name__ == "__main__":

@@ -88,8 +88,9 @@ def test_add_under_jit_scan_and_vmap_compiles_once():
             buf = buffer.init(4, {"x": jnp.zeros(3)})
 
             def body(buf, i):
-                return buffer.add(buf, {"x": jnp.full((2, 3), i, jnp.float32)},
-                                  jax.random.fold_in(key, i)), None
+                return buffer.add(
+                    buf, {"x": jnp.full((2, 3), i, jnp.float32)}, jax.random.fold_in(key, i)
+                ), None
 
             buf, _ = jax.lax.scan(body, buf, jnp.arange(5))
             return buf

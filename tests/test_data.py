@@ -15,9 +15,7 @@ from cljax.data import DataError, cifar, digits, idx, resolve_data_dir, tfds_ada
 
 
 def write_idx(path: Path, array: np.ndarray, compress=False):
-    header = bytes([0, 0, 8, array.ndim]) + b"".join(
-        int(d).to_bytes(4, "big") for d in array.shape
-    )
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
     data = header + array.astype(np.uint8).tobytes()
     path.write_bytes(gzip.compress(data) if compress else data)
 
@@ -77,7 +75,7 @@ def mirror(mnist_dir, tmp_path):
     served = tmp_path / "served"
     shutil.copytree(mnist_dir / "mnist", served)
     data = (served / "t10k-labels-idx1-ubyte.gz").read_bytes()
-    (served / "truncated" ).mkdir()
+    (served / "truncated").mkdir()
     (served / "corrupt").mkdir()
     for name in idx.FILES:
         good = (served / f"{name}.gz").read_bytes()
@@ -123,8 +121,10 @@ def test_cifar_pickles_written_by_the_test(tmp_path):
     folder.mkdir()
     rng = np.random.default_rng(0)
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        entry = {b"data": rng.integers(0, 255, (4, 3072), dtype=np.uint8),
-                 b"labels": rng.integers(0, 10, 4).tolist()}
+        entry = {
+            b"data": rng.integers(0, 255, (4, 3072), dtype=np.uint8),
+            b"labels": rng.integers(0, 10, 4).tolist(),
+        }
         with open(folder / name, "wb") as f:
             pickle.dump(entry, f)
     x_tr, y_tr, x_te, y_te = cifar.load("cifar10", tmp_path)

@@ -33,14 +33,17 @@ def synthetic_cifar(n_classes, per_class=2):
     rng = np.random.default_rng(0)
     y = np.repeat(np.arange(n_classes), per_class).astype(np.int32)
     x = rng.integers(0, 255, (len(y), 32, 32, 3), dtype=np.uint8)
-    return x, y, x[: n_classes], y[: n_classes]
+    return x, y, x[:n_classes], y[:n_classes]
 
 
 @pytest.mark.parametrize("classes,tasks", [(10, 5), (100, 10)])
 def test_cifar_scenarios_on_synthetic_arrays(classes, tasks):
     sc = scenarios.class_incremental(
-        "seq-cifar", synthetic_cifar(classes), tasks,
-        scenarios.cifar_input(*scenarios.CIFAR10_STATS), "resnet18",
+        "seq-cifar",
+        synthetic_cifar(classes),
+        tasks,
+        scenarios.cifar_input(*scenarios.CIFAR10_STATS),
+        "resnet18",
     )
     x, y = sc.train(tasks - 1)
     assert x.shape[1:] == (32, 32, 3) and len(sc.classes(0)) == classes // tasks
@@ -61,7 +64,9 @@ def test_crop_and_flip_move_pixels_but_keep_content():
     orig = np.asarray(x[0], float) / 255
     found = any(
         np.allclose(centre, img[4 + dy : 28 + dy, 4 + dx : 28 + dx])
-        for img in (orig, orig[:, ::-1]) for dy in range(-4, 5) for dx in range(-4, 5)
+        for img in (orig, orig[:, ::-1])
+        for dy in range(-4, 5)
+        for dx in range(-4, 5)
     )
     assert found
 

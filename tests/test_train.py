@@ -12,8 +12,11 @@ SC = tiny_scenario(num_tasks=3)
 
 def derpp():
     return methods.get("derpp").make(
-        model=models.MLP((8,), SC.num_classes), input_fn=SC.input_fn,
-        buffer_size=10, minibatch_size=4, lr=0.05,
+        model=models.MLP((8,), SC.num_classes),
+        input_fn=SC.input_fn,
+        buffer_size=10,
+        minibatch_size=4,
+        lr=0.05,
     )
 
 

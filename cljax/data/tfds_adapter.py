@@ -16,9 +16,7 @@ def _tfds():
     try:
         import tensorflow_datasets as tfds
     except ImportError as e:
-        raise DataError(
-            "tensorflow-datasets is not installed: pip install 'cljax[tfds]'"
-        ) from e
+        raise DataError("tensorflow-datasets is not installed: pip install 'cljax[tfds]'") from e
     return tfds
 
 

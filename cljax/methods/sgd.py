@@ -5,12 +5,18 @@ Loss: cross-entropy of the current batch, nothing else.
 
 from __future__ import annotations
 
-import jax
 import optax
 from flax import struct
 
 from cljax.methods import Method, identity_begin, identity_end
-from cljax.methods.common import NetState, create_net, cross_entropy, forward, predict_with, sgd_update
+from cljax.methods.common import (
+    NetState,
+    create_net,
+    cross_entropy,
+    forward,
+    predict_with,
+    sgd_update,
+)
 
 HPARAMS = {"lr": 0.03}
 

@@ -1,0 +1,90 @@
+"""`python -m experiments.run`: one real end-to-end run and every documented error."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from experiments import run as cli
+
+FAST = ["--benchmark", "seq-digits", "--set", "n_epochs=1", "--no-progress"]
+
+
+def test_end_to_end_run_writes_results_and_plot(tmp_path):
+    workdir = tmp_path / "run"
+    code = cli.main(["--method", "derpp", "--seeds", "2", "--workdir", str(workdir), *FAST])
+    assert code == 0
+    res = json.loads((workdir / "results.json").read_text())
+    for key in (
+        "method",
+        "benchmark",
+        "buffer_size",
+        "seeds",
+        "hparams",
+        "accuracy",
+        "final_average_accuracy",
+        "forgetting",
+        "timing",
+    ):
+        assert key in res
+    assert res["seeds"] == [0, 1] and res["buffer_size"] == 500
+    assert len(res["accuracy"]["class-il"]) == 2 and len(res["accuracy"]["task-il"][0]) == 5
+    assert res["accuracy"]["class-il"][0][0][1] is None  # not evaluated before it is seen
+    assert res["hparams"]["n_epochs"] == 1
+    for k in ("total_s", "compile_s", "train_s", "steps", "steps_per_s"):
+        assert res["timing"][k] is not None
+    assert 0 <= res["final_average_accuracy"]["class-il"]["mean"] <= 100
+    assert (workdir / "accuracy.png").stat().st_size > 1000
+    # A second run into the same workdir refuses; --resume finds the run complete.
+    assert cli.main(["--workdir", str(workdir), *FAST]) == 2
+    assert cli.main(["--resume", "--seeds", "2", "--workdir", str(workdir), *FAST]) == 0
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--method", "ewc"], "unknown method 'ewc'"),
+        (["--benchmark", "seq-foo"], "unknown benchmark 'seq-foo'"),
+        (["--set", "lr=-1"], "expected a positive float"),
+        (["--set", "lr"], "expects KEY=VALUE"),
+        (["--set", "gamma=2"], "has no such setting"),
+        (["--method", "sgd", "--set", "alpha=0.5"], "has no such setting"),
+        (["--set", "minibatch_size=2.5"], "expected a positive int"),
+        (["--buffer-size", "0"], "must be positive"),
+        (["--buffer-size", "5000"], "larger than the 1437 training items"),
+        (["--seeds", "0"], "--seeds must be at least 1"),
+        (["--benchmark", "seq-mnist", "--data-dir", "/nonexistent/dir"], "does not exist"),
+        (["--tasks", "3"], "cannot be split into 3"),
+    ],
+)
+def test_errors_are_one_line_exit_2_nothing_written(args, message, tmp_path, capsys):
+    workdir = tmp_path / "out"
+    code = cli.main([*FAST, "--workdir", str(workdir), *args])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert message in err and len(err.splitlines()) == 1, err
+    assert not workdir.exists()
+
+
+def test_missing_mnist_files_error(tmp_path, capsys):
+    code = cli.main(
+        [
+            "--benchmark",
+            "seq-mnist",
+            "--data-dir",
+            str(tmp_path),
+            "--workdir",
+            str(tmp_path / "out"),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "missing train-images-idx3-ubyte.gz of mnist" in err
+    assert "--download" in err
+
+
+def test_module_entry_point_and_argparse_errors():
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.run", "--seeds", "two"], capture_output=True, text=True
+    )
+    assert proc.returncode == 2 and "invalid int value" in proc.stderr
