@@ -26,16 +26,40 @@ def save(mgr: ocp.CheckpointManager, step: int, state, acc: dict, meta: dict):
     mgr.wait_until_finished()
 
 
-def restore(mgr: ocp.CheckpointManager, state_like, acc_like: dict):
-    """`(state, acc, meta)` of the latest checkpoint, shaped like the given templates."""
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be resumed: unreadable, or made by a different run."""
+
+
+def restore(mgr: ocp.CheckpointManager, state_like, acc_like: dict, identity: dict):
+    """`(state, acc, meta)` of the latest checkpoint, shaped like the given templates.
+
+    `identity` (method, benchmark, seeds, hyperparameters) must equal the one
+    saved with the checkpoint, or resuming would silently mix two runs.
+    """
+    where = mgr.directory
+    step = mgr.latest_step()
+    try:
+        meta = mgr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    except Exception as e:  # orbax raises many types for damaged files
+        raise CheckpointError(
+            f"checkpoint {step} in {where} is unreadable ({type(e).__name__}); "
+            "rerun with --overwrite to start again"
+        ) from e
+    saved = meta.get("run")
+    if saved != identity:
+        diff = sorted(k for k in identity if saved is None or saved.get(k) != identity[k])
+        raise CheckpointError(
+            f"checkpoint in {where} was made by a different run (differs in: "
+            f"{', '.join(diff)}); resume with the same settings, or use --overwrite"
+        )
     target = {"state": state_like, "acc": {k: np.asarray(v) for k, v in acc_like.items()}}
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
-    step = mgr.latest_step()
-    got = mgr.restore(
-        step,
-        args=ocp.args.Composite(
-            tree=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
-        ),
-    )
+    try:
+        got = mgr.restore(step, args=ocp.args.Composite(tree=ocp.args.StandardRestore(abstract)))
+    except Exception as e:  # orbax raises many types for damaged files
+        raise CheckpointError(
+            f"checkpoint {step} in {where} is unreadable ({type(e).__name__}); "
+            "rerun with --overwrite to start again"
+        ) from e
     acc = {k: np.array(v) for k, v in got["tree"]["acc"].items()}
-    return got["tree"]["state"], acc, got["meta"]
+    return got["tree"]["state"], acc, meta

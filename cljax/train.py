@@ -165,6 +165,16 @@ def _chunk_length(config: RunConfig, max_items: int) -> int:
     return math.ceil(steps / max(1, min(config.chunks_per_task, steps)))
 
 
+def _training_data(method: Method, scenario: Scenario, t: int):
+    """The arrays to train on at task t; `(None, None)` where joint waits for the last task."""
+    if not method.joint:
+        return scenario.train(t)
+    if t < scenario.num_tasks - 1:
+        return None, None
+    parts = [scenario.train(j) for j in range(scenario.num_tasks)]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
 def _train_task(runner, cache, state, keys, x, y, seeds, t, config, timer, desc, pad_to=0):
     n = len(y)
     idx = np.stack([schedule(s, t, n, config.epochs, config.batch_size) for s in seeds])
@@ -238,8 +248,17 @@ def run(
     first_task = 0
 
     manager = ckpt_lib.manager(workdir) if workdir is not None else None
+    identity = {
+        "method": method.name,
+        "benchmark": scenario.name,
+        "num_tasks": T,
+        "seeds": list(seeds),
+        "hparams": method.hparams,
+        "epochs": config.epochs,
+        "batch_size": config.batch_size,
+    }
     if resume and manager is not None and manager.latest_step() is not None:
-        state, acc, saved = ckpt_lib.restore(manager, state, acc)
+        state, acc, saved = ckpt_lib.restore(manager, state, acc, identity)
         first_task = saved["task"] + 1
         timer.totals.update(saved["timing"])
         losses = saved["losses"]
@@ -253,15 +272,7 @@ def run(
         task_keys = jax.vmap(lambda k, t=t: jax.random.fold_in(jax.random.fold_in(k, 1), t))(
             seed_keys
         )
-        if method.joint:
-            parts = [scenario.train(j) for j in range(T)] if t == T - 1 else []
-            x, y = (
-                (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
-                if parts
-                else (None, None)
-            )
-        else:
-            x, y = scenario.train(t)
+        x, y = _training_data(method, scenario, t)
         if x is not None:
             state, loss = _train_task(
                 runner,
@@ -294,7 +305,11 @@ def run(
         timer.totals["total_s"] = time.perf_counter() - wall
         if manager is not None:
             ckpt_lib.save(
-                manager, t, state, acc, {"task": t, "timing": timer.totals, "losses": losses}
+                manager,
+                t,
+                state,
+                acc,
+                {"task": t, "timing": timer.totals, "losses": losses, "run": identity},
             )
         if stop_after is not None and t >= stop_after:
             break

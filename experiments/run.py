@@ -112,6 +112,7 @@ def main(argv=None) -> int:
 
 def _main(args) -> int:
     from cljax import methods, models, plots, scenarios, train
+    from cljax.checkpoint import CheckpointError
     from cljax.data import DataError
 
     try:
@@ -171,6 +172,8 @@ def _main(args) -> int:
     )
     try:
         res = train.run(method, scenario, config, workdir=workdir, resume=args.resume)
+    except CheckpointError as e:
+        raise UsageError(str(e)) from e
     except KeyboardInterrupt:
         print(
             f"\ninterrupted; the last finished task is checkpointed: rerun with --resume "

@@ -39,6 +39,14 @@ def test_end_to_end_run_writes_results_and_plot(tmp_path):
     # A second run into the same workdir refuses; --resume finds the run complete.
     assert cli.main(["--workdir", str(workdir), *FAST]) == 2
     assert cli.main(["--resume", "--seeds", "2", "--workdir", str(workdir), *FAST]) == 0
+    # Resuming with other settings is refused, and so is a damaged checkpoint.
+    assert cli.main(["--resume", "--seeds", "3", "--workdir", str(workdir), *FAST]) == 2
+    for f in (workdir / "checkpoints").rglob("*"):
+        if f.is_file() and "meta" in f.parts:
+            f.write_text("{broken")
+    before = (workdir / "results.json").read_text()
+    assert cli.main(["--resume", "--seeds", "2", "--workdir", str(workdir), *FAST]) == 2
+    assert (workdir / "results.json").read_text() == before
 
 
 @pytest.mark.parametrize(
