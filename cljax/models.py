@@ -7,6 +7,7 @@ Models with BatchNorm keep running statistics in the `batch_stats` collection.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -19,14 +20,16 @@ class MLP(nn.Module):
 
     hidden: Sequence[int] = (100, 100)
     num_classes: int = 10
+    dtype: Any = jnp.float32  # compute dtype; parameters stay float32
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         del train
         x = x.reshape((x.shape[0], -1))
         for width in self.hidden:
-            x = nn.relu(nn.Dense(width, kernel_init=_xavier)(x))
-        return nn.Dense(self.num_classes, kernel_init=_xavier)(x)
+            x = nn.relu(nn.Dense(width, kernel_init=_xavier, dtype=self.dtype)(x))
+        out = nn.Dense(self.num_classes, kernel_init=_xavier, dtype=self.dtype)(x)
+        return out.astype(jnp.float32)
 
 
 class BasicBlock(nn.Module):
@@ -34,17 +37,20 @@ class BasicBlock(nn.Module):
 
     planes: int
     stride: int = 1
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, train: bool):
-        norm = lambda: nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)
-        out = nn.Conv(self.planes, (3, 3), self.stride, padding=1, use_bias=False)(x)
-        out = nn.relu(norm()(out))
-        out = nn.Conv(self.planes, (3, 3), 1, padding=1, use_bias=False)(out)
-        out = norm()(out)
+        norm = lambda: nn.BatchNorm(
+            use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype
+        )
+        conv = lambda planes, k, stride, pad: nn.Conv(
+            planes, (k, k), stride, padding=pad, use_bias=False, dtype=self.dtype
+        )
+        out = nn.relu(norm()(conv(self.planes, 3, self.stride, 1)(x)))
+        out = norm()(conv(self.planes, 3, 1, 1)(out))
         if self.stride != 1 or x.shape[-1] != self.planes:
-            x = nn.Conv(self.planes, (1, 1), self.stride, use_bias=False)(x)
-            x = norm()(x)
+            x = norm()(conv(self.planes, 1, self.stride, 0)(x))
         return nn.relu(out + x)
 
 
@@ -53,22 +59,36 @@ class ResNet18(nn.Module):
 
     num_classes: int = 10
     nf: int = 64
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        x = nn.Conv(self.nf, (3, 3), 1, padding=1, use_bias=False)(x)
-        x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)(x))
+        x = nn.Conv(self.nf, (3, 3), 1, padding=1, use_bias=False, dtype=self.dtype)(x)
+        x = nn.BatchNorm(
+            use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype
+        )(x)
+        x = nn.relu(x)
         for i, mult in enumerate((1, 2, 4, 8)):
             for b in range(2):
-                x = BasicBlock(self.nf * mult, stride=2 if (i > 0 and b == 0) else 1)(x, train)
+                stride = 2 if (i > 0 and b == 0) else 1
+                x = BasicBlock(self.nf * mult, stride, self.dtype)(x, train)
         x = jnp.mean(x, axis=(1, 2))
-        return nn.Dense(self.num_classes)(x)
+        return nn.Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)
 
 
-def make(name: str, num_classes: int) -> nn.Module:
-    """Builds a backbone by name: `mlp` or `resnet18`."""
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def make(name: str, num_classes: int, dtype: str = "float32", nf: int = 64) -> nn.Module:
+    """Builds a backbone by name (`mlp` or `resnet18`) computing in `dtype`.
+
+    `bfloat16` is mixed precision: bf16 activations and matmuls, float32
+    parameters, optimizer state and logits.
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r} is not supported; choose one of: {', '.join(DTYPES)}")
     if name == "mlp":
-        return MLP((100, 100), num_classes)
+        return MLP((100, 100), num_classes, DTYPES[dtype])
     if name == "resnet18":
-        return ResNet18(num_classes)
+        return ResNet18(num_classes, nf, DTYPES[dtype])
     raise ValueError(f"unknown model {name!r}; choose 'mlp' or 'resnet18'")

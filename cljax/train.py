@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from cljax import checkpoint as ckpt_lib
 from cljax import metrics as metrics_lib
+from cljax import sharding
 from cljax.methods import Method, TaskInfo, identity_begin, identity_end
 from cljax.scenarios import Scenario
 
@@ -43,6 +44,7 @@ class RunConfig:
     chunks_per_task: int = 20
     eval_batch: int = 1000
     progress: bool = True
+    devices: int | None = None  # data-parallel over this many devices (default: all)
 
 
 class Timer:
@@ -70,12 +72,15 @@ def schedule(seed: int, task: int, n: int, epochs: int, batch: int) -> np.ndarra
     return np.concatenate(rows).astype(np.int32)
 
 
-def make_task_runner(method: Method):
-    """`run(state, keys, x, y, idx, step0, valid) -> (state, losses)` over one chunk, all seeds."""
+def make_task_runner(method: Method, mesh=None):
+    """`run(state, keys, x, y, idx, step0, valid) -> (state, losses)` over one chunk, all seeds.
+
+    With a `mesh`, each step's batch is split over its `data` axis.
+    """
 
     def per_seed(state, key, idx, x, y, step0, valid):
         def step(state, i, batch_idx):
-            batch = {"x": x[batch_idx], "y": y[batch_idx]}
+            batch = sharding.shard_batch({"x": x[batch_idx], "y": y[batch_idx]}, mesh)
             state, metrics = method.train_step(state, batch, jax.random.fold_in(key, i))
             return state, metrics["loss"]
 
@@ -99,7 +104,7 @@ def make_task_runner(method: Method):
     return jax.jit(run, donate_argnums=(0,))
 
 
-def make_evaluator(method: Method, eval_batch: int):
+def make_evaluator(method: Method, eval_batch: int, mesh=None):
     """`evaluate(state, x, y, valid, active, seen, task_masks) -> (cil, til)` correct counts (T, S)."""
 
     def evaluate(state, x, y, valid, active, seen, task_masks):
@@ -108,7 +113,7 @@ def make_evaluator(method: Method, eval_batch: int):
 
             def run(_):
                 def body(_, batch):
-                    xb, yb, vb = batch
+                    xb, yb, vb = sharding.shard_batch(batch, mesh)
                     logits = jax.vmap(method.predict, in_axes=(0, None))(state, xb)
                     cil = jnp.argmax(jnp.where(seen, logits, -jnp.inf), -1) == yb
                     til = jnp.argmax(jnp.where(mask, logits, -jnp.inf), -1) == yb
@@ -131,10 +136,10 @@ def make_evaluator(method: Method, eval_batch: int):
     return jax.jit(evaluate)
 
 
-def _stack_tests(scenario: Scenario, eval_batch: int):
+def _stack_tests(scenario: Scenario, eval_batch: int, mesh):
     tests = [scenario.test(t) for t in range(scenario.num_tasks)]
     n_max = max(len(y) for _, y in tests)
-    eval_batch = min(eval_batch, n_max)
+    eval_batch = math.ceil(min(eval_batch, n_max) / mesh.size) * mesh.size
     n_pad = math.ceil(n_max / eval_batch) * eval_batch
     x0 = tests[0][0]
     x = np.zeros((scenario.num_tasks, n_pad, *x0.shape[1:]), x0.dtype)
@@ -146,7 +151,7 @@ def _stack_tests(scenario: Scenario, eval_batch: int):
     for t in range(scenario.num_tasks):
         masks[t, list(scenario.classes(t))] = True
     counts = valid.sum(1)
-    return (jnp.asarray(x), jnp.asarray(y), jnp.asarray(valid)), masks, counts, eval_batch
+    return sharding.replicate((x, y, valid), mesh), masks, counts, eval_batch
 
 
 def _compile(fn, timer, cache, *args):
@@ -175,7 +180,7 @@ def _training_data(method: Method, scenario: Scenario, t: int):
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
-def _train_task(runner, cache, state, keys, x, y, seeds, t, config, timer, desc, pad_to=0):
+def _train_task(runner, cache, mesh, state, keys, x, y, seeds, t, config, timer, desc, pad_to=0):
     n = len(y)
     idx = np.stack([schedule(s, t, n, config.epochs, config.batch_size) for s in seeds])
     steps = idx.shape[1]
@@ -187,23 +192,16 @@ def _train_task(runner, cache, state, keys, x, y, seeds, t, config, timer, desc,
     if pad_to > n:  # one shape for every task: one compile per run
         x = np.concatenate([x, np.zeros((pad_to - n, *x.shape[1:]), x.dtype)])
         y = np.concatenate([y, np.zeros(pad_to - n, y.dtype)])
-    x, y = jnp.asarray(x), jnp.asarray(y)
-    first = (jnp.asarray(idx[:, :length]), jnp.int32(0), jnp.asarray(valid[:length]))
+    x, y = sharding.replicate((x, y), mesh)
+    first = sharding.replicate((idx[:, :length], np.int32(0), valid[:length]), mesh)
     compiled = _compile(runner, timer, cache, state, keys, x, y, *first)
     bar = tqdm(total=steps, desc=desc, disable=not config.progress, leave=False, unit="step")
     losses = []
     for c in range(chunks):
         sl = slice(c * length, (c + 1) * length)
         start = time.perf_counter()
-        state, loss = compiled(
-            state,
-            keys,
-            x,
-            y,
-            jnp.asarray(idx[:, sl]),
-            jnp.int32(c * length),
-            jnp.asarray(valid[sl]),
-        )
+        chunk = sharding.replicate((idx[:, sl], np.int32(c * length), valid[sl]), mesh)
+        state, loss = compiled(state, keys, x, y, *chunk)
         loss = np.asarray(loss)  # blocks: the chunk is done
         timer.add("train_s", time.perf_counter() - start)
         ok = valid[sl]
@@ -232,14 +230,23 @@ def run(
     wall = time.perf_counter()
     seeds = tuple(config.seeds)
     T = scenario.num_tasks
+    mesh = sharding.make_mesh(config.devices)
+    if config.batch_size % mesh.size:
+        raise ValueError(
+            f"batch size {config.batch_size} cannot be split over {mesh.size} devices; "
+            f"choose a multiple of {mesh.size} or fewer devices"
+        )
     seed_keys = jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))
     init_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0))(seed_keys)
     example_x, _ = scenario.train(0)
     state = jax.jit(jax.vmap(method.init, in_axes=(0, None)))(init_keys, example_x[:1])
+    state, seed_keys = sharding.replicate((state, seed_keys), mesh)
 
-    (x_test, y_test, v_test), masks, counts, eval_batch = _stack_tests(scenario, config.eval_batch)
-    evaluate = make_evaluator(method, eval_batch)
-    runner = make_task_runner(method)
+    (x_test, y_test, v_test), masks, counts, eval_batch = _stack_tests(
+        scenario, config.eval_batch, mesh
+    )
+    evaluate = make_evaluator(method, eval_batch, mesh)
+    runner = make_task_runner(method, mesh)
     compiled_cache = {}
     acc = {"class-il": np.full((len(seeds), T, T), np.nan), "task-il": None}
     acc["task-il"] = acc["class-il"].copy()
@@ -277,6 +284,7 @@ def run(
             state, loss = _train_task(
                 runner,
                 compiled_cache,
+                mesh,
                 state,
                 task_keys,
                 x,
@@ -317,7 +325,9 @@ def run(
     if manager is not None:
         manager.wait_until_finished()
     timer.totals["total_s"] = time.perf_counter() - wall
-    return results(method, scenario, config, acc, timer.totals, losses, state=state)
+    out = results(method, scenario, config, acc, timer.totals, losses, state=state)
+    out["devices"] = mesh.size
+    return out
 
 
 def results(method, scenario, config, acc, timing, losses, state=None) -> dict:

@@ -18,9 +18,10 @@ import sys
 import time
 from pathlib import Path
 
+from cljax.models import DTYPES
 from experiments.configs import best_args
 
-RUN_KEYS = ("batch_size", "n_epochs")
+RUN_KEYS = ("batch_size", "n_epochs", "dtype")
 
 
 class UsageError(Exception):
@@ -61,7 +62,13 @@ def parse_args(argv):
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a hyperparameter (lr, minibatch_size, alpha, beta, batch_size, n_epochs)",
+        help="override a hyperparameter (lr, minibatch_size, alpha, beta, batch_size, n_epochs, dtype)",
+    )
+    p.add_argument(
+        "--devices",
+        type=int,
+        default=None,
+        help="data-parallel over this many devices (default: all local devices)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p.parse_args(argv)
@@ -82,6 +89,7 @@ def resolve_hparams(method_name, benchmark, buffer_size, overrides):
     if buffer_size < 1:
         raise UsageError(f"--buffer-size must be positive, got {buffer_size}")
     hparams, tuned = best_args.get(benchmark, method_name, buffer_size)
+    hparams.setdefault("dtype", "float32")
     allowed = set(module.HPARAMS) | set(RUN_KEYS)
     for item in overrides:
         key, sep, text = item.partition("=")
@@ -91,6 +99,11 @@ def resolve_hparams(method_name, benchmark, buffer_size, overrides):
             raise UsageError(
                 f"--set {key}: {method_name} has no such setting; choose from {', '.join(sorted(allowed))}"
             )
+        if key == "dtype":
+            if text not in DTYPES:
+                raise UsageError(f"--set dtype={text}: choose one of {', '.join(DTYPES)}")
+            hparams[key] = text
+            continue
         value = _value(text)
         expected = type(module.HPARAMS.get(key, 1))
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
@@ -111,7 +124,7 @@ def main(argv=None) -> int:
 
 
 def _main(args) -> int:
-    from cljax import methods, models, plots, scenarios, train
+    from cljax import methods, models, plots, scenarios, sharding, train
     from cljax.checkpoint import CheckpointError
     from cljax.data import DataError
 
@@ -146,7 +159,16 @@ def _main(args) -> int:
             f"--buffer-size {buffer_size} is larger than the {sum(scenario.train_sizes)} training "
             f"items of {args.benchmark}; choose a smaller buffer"
         )
-    model = models.make(scenario.model, scenario.num_classes)
+    try:
+        mesh = sharding.make_mesh(args.devices)
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+    if run_cfg["batch_size"] % mesh.size:
+        raise UsageError(
+            f"batch size {run_cfg['batch_size']} cannot be split over {mesh.size} devices; "
+            f"pass --set batch_size=<a multiple of {mesh.size}> or --devices 1"
+        )
+    model = models.make(scenario.model, scenario.num_classes, run_cfg["dtype"])
     try:
         method = methods.get(args.method).make(model=model, input_fn=scenario.input_fn, **hparams)
     except ValueError as e:
@@ -159,6 +181,7 @@ def _main(args) -> int:
     config = train.RunConfig(
         epochs=run_cfg["n_epochs"],
         batch_size=run_cfg["batch_size"],
+        devices=args.devices,
         seeds=seeds,
         progress=not args.no_progress,
     )
@@ -182,6 +205,7 @@ def _main(args) -> int:
         )
         return 130
     res.pop("state")
+    res["hparams"]["dtype"] = run_cfg["dtype"]
     res["command"] = "python -m experiments.run " + " ".join(sys.argv[1:])
     res["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
     tmp = workdir / "results.json.tmp"

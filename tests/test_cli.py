@@ -13,7 +13,19 @@ FAST = ["--benchmark", "seq-digits", "--set", "n_epochs=1", "--no-progress"]
 
 def test_end_to_end_run_writes_results_and_plot(tmp_path):
     workdir = tmp_path / "run"
-    code = cli.main(["--method", "derpp", "--seeds", "2", "--workdir", str(workdir), *FAST])
+    code = cli.main(
+        [
+            "--method",
+            "derpp",
+            "--seeds",
+            "2",
+            "--workdir",
+            str(workdir),
+            "--set",
+            "dtype=bfloat16",
+            *FAST,
+        ]
+    )
     assert code == 0
     res = json.loads((workdir / "results.json").read_text())
     for key in (
@@ -31,14 +43,16 @@ def test_end_to_end_run_writes_results_and_plot(tmp_path):
     assert res["seeds"] == [0, 1] and res["buffer_size"] == 500
     assert len(res["accuracy"]["class-il"]) == 2 and len(res["accuracy"]["task-il"][0]) == 5
     assert res["accuracy"]["class-il"][0][0][1] is None  # not evaluated before it is seen
-    assert res["hparams"]["n_epochs"] == 1
+    assert res["hparams"]["n_epochs"] == 1 and res["hparams"]["dtype"] == "bfloat16"
+    assert res["devices"] == 1
     for k in ("total_s", "compile_s", "train_s", "steps", "steps_per_s"):
         assert res["timing"][k] is not None
     assert 0 <= res["final_average_accuracy"]["class-il"]["mean"] <= 100
     assert (workdir / "accuracy.png").stat().st_size > 1000
     # A second run into the same workdir refuses; --resume finds the run complete.
     assert cli.main(["--workdir", str(workdir), *FAST]) == 2
-    assert cli.main(["--resume", "--seeds", "2", "--workdir", str(workdir), *FAST]) == 0
+    resume = ["--resume", "--seeds", "2", "--set", "dtype=bfloat16", "--workdir", str(workdir)]
+    assert cli.main([*resume, *FAST]) == 0
     # Resuming with other settings is refused, and so is a damaged checkpoint.
     assert cli.main(["--resume", "--seeds", "3", "--workdir", str(workdir), *FAST]) == 2
     for f in (workdir / "checkpoints").rglob("*"):
@@ -64,6 +78,8 @@ def test_end_to_end_run_writes_results_and_plot(tmp_path):
         (["--seeds", "0"], "--seeds must be at least 1"),
         (["--benchmark", "seq-mnist", "--data-dir", "/nonexistent/dir"], "does not exist"),
         (["--tasks", "3"], "cannot be split into 3"),
+        (["--devices", "4"], "choose 1..1"),
+        (["--set", "dtype=float16"], "choose one of float32, bfloat16"),
     ],
 )
 def test_errors_are_one_line_exit_2_nothing_written(args, message, tmp_path, capsys):

@@ -1,0 +1,67 @@
+"""Run by test_sharding.py in a fresh process with 8 fake CPU devices.
+
+For each method given on the command line: the same run on a 1-device mesh and
+on an 8-device mesh (global batch fixed) must give the same accuracy matrices,
+parameters and buffer contents. Exits non-zero with the first difference.
+"""
+
+import os
+import sys
+
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from cljax import methods, models, sharding, train  # noqa: E402
+from tests.conftest import tiny_scenario  # noqa: E402
+
+SC = tiny_scenario(num_tasks=2, per_class=16)
+HP = {"sgd": {}, "er": {"buffer_size": 12, "minibatch_size": 8}}
+HP["derpp"] = {**HP["er"], "alpha": 0.5, "beta": 0.5}
+HP["der"] = {**HP["er"], "alpha": 0.5}
+
+
+def run(name, devices):
+    method = methods.get(name).make(
+        model=models.MLP((16,), SC.num_classes), input_fn=SC.input_fn, lr=0.05, **HP[name]
+    )
+    config = train.RunConfig(
+        epochs=1, batch_size=8, seeds=(0, 1), progress=False, devices=devices, chunks_per_task=2
+    )
+    return train.run(method, SC, config)
+
+
+def main(names):
+    assert jax.device_count() == 8, jax.devices()
+    for name in names:
+        one, eight = run(name, 1), run(name, 8)
+        assert one["accuracy"] == eight["accuracy"], (name, one["accuracy"], eight["accuracy"])
+        sharded = jax.tree.leaves(eight["state"])[0].sharding
+        assert len(sharded.device_set) == 8, sharded
+        for a, b in zip(
+            jax.tree.leaves(one["state"]), jax.tree.leaves(eight["state"]), strict=True
+        ):
+            a, b = np.asarray(a), np.asarray(b)
+            if a.dtype.kind in "iu":
+                np.testing.assert_array_equal(a, b, err_msg=name)
+            else:
+                np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5, err_msg=name)
+        print(f"{name}: 1 device == 8 devices", flush=True)
+    # The step really is partitioned: gradients are summed across devices.
+    method = methods.get("derpp").make(
+        model=models.MLP((16,), SC.num_classes), input_fn=SC.input_fn, **HP["derpp"]
+    )
+    mesh = sharding.make_mesh(8)
+    keys = jax.vmap(jax.random.key)(np.arange(2, dtype=np.uint32))
+    state = jax.vmap(method.init, in_axes=(0, None))(keys, SC.train(0)[0][:1])
+    x, y = SC.train(0)
+    chunk = (np.zeros((2, 3, 8), np.int32), np.int32(0), np.ones(3, bool))
+    args = sharding.replicate((state, keys, x, y, *chunk), mesh)
+    hlo = train.make_task_runner(method, mesh).lower(*args).compile().as_text()
+    assert "all-reduce" in hlo
+    print("derpp step has all-reduce", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
