@@ -1,6 +1,12 @@
 """Training speed of each method: compile time, steps/s and samples/s, 1 seed vs N vmapped.
 
     python -m experiments.bench --benchmark seq-mnist --data-dir ../shared/data --seeds 5
+    python -m experiments.bench --synthetic-cifar --steps 200 --seeds 5   # accelerators
+
+The second form measures DER++ (buffer 500) with the reduced ResNet-18 on
+CIFAR-shaped random data (throughput does not depend on the pixels) at batch
+32 and 128: images/s, steps/s, compile time and peak device memory, for one
+seed and for N seeds under `vmap`, on whatever devices jax sees (`--devices`).
 
 For every method the same row is run twice with the tuned hyperparameters:
 one seed, then N seeds under `vmap` in one program. "train s" excludes
@@ -15,9 +21,11 @@ import argparse
 import json
 import os
 import platform
+import resource
 from pathlib import Path
 
 import jax
+import numpy as np
 
 from cljax import methods, models, scenarios, train
 from experiments.configs import best_args
@@ -40,6 +48,93 @@ def bench_row(scenario, method_name, buffer_size, seeds, epochs=None):
     return res
 
 
+def synthetic_cifar(items_per_task: int, num_tasks: int = 2, test_per_class: int = 8):
+    """A seq-cifar10-like scenario of random uint8 images, `items_per_task` per task."""
+    classes = 2 * num_tasks
+    rng = np.random.default_rng(0)
+
+    def make(per_class):
+        y = np.repeat(np.arange(classes), per_class).astype(np.int32)
+        return rng.integers(0, 256, (len(y), 32, 32, 3), dtype=np.uint8), y
+
+    arrays = (*make(max(1, items_per_task // 2)), *make(test_per_class))
+    stats = scenarios.CIFAR10_STATS
+    return scenarios.class_incremental(
+        "synthetic-cifar10", arrays, num_tasks, scenarios.cifar_input(*stats), "resnet18"
+    )
+
+
+def peak_memory_bytes():
+    """Peak bytes in use on the first device, or the process's peak RSS on a CPU."""
+    stats = jax.devices()[0].memory_stats() or {}
+    if "peak_bytes_in_use" in stats:
+        return int(stats["peak_bytes_in_use"])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def bench_cifar(args):
+    """DER++ on CIFAR-shaped data at each batch size, 1 seed and N seeds."""
+    rows = []
+    for batch in args.batch_sizes:
+        scenario = synthetic_cifar(args.steps * batch)
+        model = models.make("resnet18", scenario.num_classes, args.dtype, nf=args.nf)
+        method = methods.get("derpp").make(
+            model=model,
+            input_fn=scenario.input_fn,
+            lr=0.03,
+            buffer_size=500,
+            minibatch_size=batch,
+            alpha=0.2,
+            beta=0.5,
+        )
+        for seeds in ((0,), tuple(range(args.seeds))):
+            config = train.RunConfig(
+                epochs=1,
+                batch_size=batch,
+                seeds=seeds,
+                progress=False,
+                devices=args.devices,
+                chunks_per_task=1,
+            )
+            t = train.run(method, scenario, config)["timing"]
+            row = {
+                "batch": batch,
+                "seeds": len(seeds),
+                "compile_s": t["compile_s"],
+                "train_s": t["train_s"],
+                "steps_per_s": t["steps_per_s"],
+                "images_per_s": t["samples_per_s"],
+                "peak_memory_mb": peak_memory_bytes() / 2**20,
+                "total_s": t["total_s"],
+            }
+            rows.append(row)
+            print(row, flush=True)
+    return rows
+
+
+def write_cifar_table(rows, args, where, device):
+    lines = [
+        f"# DER++ on CIFAR-shaped data, reduced ResNet-18 (nf={args.nf}, {args.dtype}), on {where}",
+        "",
+        f"Command: `python -m experiments.bench --synthetic-cifar --steps {args.steps} "
+        f"--seeds {args.seeds} --nf {args.nf} --dtype {args.dtype}`; jax {jax.__version__}, "
+        f"{jax.device_count()} device(s) ({device.device_kind}). Two tasks of {args.steps} steps "
+        "each; images/s counts the current batch only (each DER++ step also forwards two "
+        "replay minibatches of the same size). Peak memory: device peak on accelerators, "
+        "process peak RSS on CPU (cumulative over the runs above it).",
+        "",
+        "| batch | seeds | compile s | train s | steps/s | images/s | peak MB | total s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['batch']} | {r['seeds']} | {r['compile_s']:.1f} | {r['train_s']:.2f} | "
+            f"{r['steps_per_s']} | {r['images_per_s']} | {r['peak_memory_mb']:.0f} | "
+            f"{r['total_s']:.1f} |"
+        )
+    return lines
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--benchmark", default="seq-mnist")
@@ -49,13 +144,31 @@ def main(argv=None):
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--epochs", type=int, default=None, help="override epochs per task")
     p.add_argument("--out-dir", default="experiments/results")
+    p.add_argument("--synthetic-cifar", action="store_true", help="DER++ ResNet-18 throughput")
+    p.add_argument("--batch-sizes", nargs="+", type=int, default=[32, 128])
+    p.add_argument("--steps", type=int, default=50, help="steps per task (synthetic CIFAR)")
+    p.add_argument("--nf", type=int, default=64, help="ResNet width (synthetic CIFAR)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--devices", type=int, default=None)
     args = p.parse_args(argv)
 
-    scenario = scenarios.build(args.benchmark, args.data_dir)
     device = jax.devices()[0]
-    where = (
-        f"{device.platform}-{os.cpu_count()}cpu" if device.platform == "cpu" else device.device_kind
-    )
+    if device.platform == "cpu":
+        where = f"cpu-{os.cpu_count()}cpu"
+    else:
+        where = device.device_kind.replace(" ", "-")
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.synthetic_cifar:
+        rows = bench_cifar(args)
+        stem = out / f"bench-cifar-derpp-{where}-{args.dtype}-nf{args.nf}"
+        table = "\n".join(write_cifar_table(rows, args, where, device)) + "\n"
+        stem.with_suffix(".md").write_text(table)
+        stem.with_suffix(".json").write_text(json.dumps(rows, indent=1))
+        print(table)
+        return rows
+
+    scenario = scenarios.build(args.benchmark, args.data_dir)
     rows = {}
     for name in args.methods:
         one = bench_row(scenario, name, args.buffer_size, (0,), args.epochs)
@@ -87,8 +200,6 @@ def main(argv=None):
             f"{one['samples_per_s']} | {many['compile_s']:.2f} | {many['train_s']:.2f} | "
             f"{many['total_s']:.2f} | {args.seeds * one['total_s']:.2f} |"
         )
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     stem = out / f"bench-{args.benchmark}-{where}"
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     stem.with_suffix(".json").write_text(json.dumps(rows, indent=1))
