@@ -18,7 +18,14 @@ import sys
 import time
 from pathlib import Path
 
+import jax
+
+from cljax import methods, models, plots, scenarios, sharding, train
+from cljax.checkpoint import CheckpointError
+from cljax.data import DataError
+from cljax.methods import NAMES
 from cljax.models import DTYPES
+from cljax.scenarios import BENCHMARKS
 from experiments.configs import best_args
 
 RUN_KEYS = ("batch_size", "n_epochs", "dtype")
@@ -29,9 +36,6 @@ class UsageError(Exception):
 
 
 def parse_args(argv):
-    from cljax.methods import NAMES
-    from cljax.scenarios import BENCHMARKS
-
     p = argparse.ArgumentParser(
         prog="python -m experiments.run", description=__doc__.split("\n")[0]
     )
@@ -83,8 +87,6 @@ def _value(text):
 
 def resolve_hparams(method_name, benchmark, buffer_size, overrides):
     """Tuned defaults, then `--set` overrides, validated against what the method accepts."""
-    from cljax import methods
-
     module = methods.get(method_name)
     if buffer_size < 1:
         raise UsageError(f"--buffer-size must be positive, got {buffer_size}")
@@ -124,10 +126,6 @@ def main(argv=None) -> int:
 
 
 def _main(args) -> int:
-    from cljax import methods, models, plots, scenarios, sharding, train
-    from cljax.checkpoint import CheckpointError
-    from cljax.data import DataError
-
     try:
         methods.get(args.method)
         if args.benchmark not in scenarios.BENCHMARKS:
@@ -159,6 +157,7 @@ def _main(args) -> int:
             f"--buffer-size {buffer_size} is larger than the {sum(scenario.train_sizes)} training "
             f"items of {args.benchmark}; choose a smaller buffer"
         )
+    sharding.initialize()  # joins a multi-host job when its environment says so
     try:
         mesh = sharding.make_mesh(args.devices)
     except ValueError as e:
@@ -206,6 +205,8 @@ def _main(args) -> int:
         return 130
     res.pop("state")
     res["hparams"]["dtype"] = run_cfg["dtype"]
+    if jax.process_index() != 0:  # several hosts: the first one writes the results
+        return 0
     res["command"] = "python -m experiments.run " + " ".join(sys.argv[1:])
     res["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
     tmp = workdir / "results.json.tmp"
