@@ -52,6 +52,14 @@ def backward_transfer(acc) -> float:
     return float(np.mean([acc[T - 1, j] - acc[j, j] for j in range(T - 1)]))
 
 
+def accuracy_after_each_task(accs) -> np.ndarray:
+    """`A_t` = mean_{j<=t} R[t, j] for every t, per seed: `(S, T, T) -> (S, T)` (NaN if not run)."""
+    accs = np.asarray(accs, dtype=np.float64)
+    T = accs.shape[-1]
+    with np.errstate(invalid="ignore"):
+        return np.stack([accs[..., t, : t + 1].mean(-1) for t in range(T)], -1)
+
+
 METRICS = {
     "final_average_accuracy": final_average_accuracy,
     "average_incremental_accuracy": average_incremental_accuracy,

@@ -43,3 +43,31 @@ def accuracy_matrices(accuracy: dict, title: str, path: str | Path):
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def sample_grid(images, labels, title: str, path: str | Path, per_row: int | None = None):
+    """Writes a PNG grid of generated images (N, H, W[, C]) in [0, 1]; one row per class if labelled."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    images = np.clip(np.asarray(images, dtype=np.float32), 0.0, 1.0)
+    n = len(images)
+    if per_row is None:
+        per_row = (
+            int(np.sum(labels == labels[0])) if labels is not None else int(np.ceil(np.sqrt(n)))
+        )
+    rows = int(np.ceil(n / per_row))
+    fig, axes = plt.subplots(
+        rows, per_row, figsize=(per_row * 0.8, rows * 0.8 + 0.4), squeeze=False
+    )
+    for ax in axes.ravel():
+        ax.axis("off")
+    for i, img in enumerate(images):
+        ax = axes[i // per_row, i % per_row]
+        ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from cljax import checkpoint as ckpt_lib
 from cljax import metrics as metrics_lib
-from cljax import sharding
+from cljax import plots, sharding
 from cljax.methods import Method, TaskInfo, identity_begin, identity_end
 from cljax.scenarios import Scenario
 
@@ -45,6 +45,7 @@ class RunConfig:
     eval_batch: int = 1000
     progress: bool = True
     devices: int | None = None  # data-parallel over this many devices (default: all)
+    steps: int | None = None  # optimizer steps per task; overrides `epochs` when set
 
 
 class Timer:
@@ -57,19 +58,22 @@ class Timer:
         self.totals[name] += seconds
 
 
-def schedule(seed: int, task: int, n: int, epochs: int, batch: int) -> np.ndarray:
+def schedule(seed: int, task: int, n: int, epochs: int, batch: int, steps=None) -> np.ndarray:
     """Batch indices `(steps, batch)` of one seed on one task: a fresh shuffle per epoch.
 
     The last batch of an epoch is filled up with the first items of the same
     shuffle, so every step has `batch` items (at most batch-1 repeats an epoch).
+    With `steps`, exactly that many steps are taken (as many epochs as needed).
     """
     per_epoch = math.ceil(n / batch)
+    if steps is not None:
+        epochs = math.ceil(steps / per_epoch)
     rows = []
     for epoch in range(epochs):
         perm = np.random.default_rng([seed, task, epoch]).permutation(n)
-        perm = np.concatenate([perm, perm[: per_epoch * batch - n]])
+        perm = np.concatenate([perm, np.resize(perm, per_epoch * batch - n)])
         rows.append(perm.reshape(per_epoch, batch))
-    return np.concatenate(rows).astype(np.int32)
+    return np.concatenate(rows)[:steps].astype(np.int32)
 
 
 def make_task_runner(method: Method, mesh=None):
@@ -81,17 +85,13 @@ def make_task_runner(method: Method, mesh=None):
     def per_seed(state, key, idx, x, y, step0, valid):
         def step(state, i, batch_idx):
             batch = sharding.shard_batch({"x": x[batch_idx], "y": y[batch_idx]}, mesh)
-            state, metrics = method.train_step(state, batch, jax.random.fold_in(key, i))
-            return state, metrics["loss"]
+            return method.train_step(state, batch, jax.random.fold_in(key, i))
 
         def body(state, inp):
             i, batch_idx, ok = inp
-            return jax.lax.cond(
-                ok,
-                lambda s: step(s, i, batch_idx),
-                lambda s: (s, jnp.zeros((), jnp.float32)),
-                state,
-            )
+            shapes = jax.eval_shape(step, state, i, batch_idx)[1]
+            zeros = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), shapes)
+            return jax.lax.cond(ok, lambda s: step(s, i, batch_idx), lambda s: (s, zeros), state)
 
         steps = step0 + jnp.arange(idx.shape[0])
         return jax.lax.scan(body, state, (steps, idx, valid))
@@ -166,8 +166,18 @@ def _compile(fn, timer, cache, *args):
 
 def _chunk_length(config: RunConfig, max_items: int) -> int:
     """Steps per compiled chunk: the same for every task of a run, so one compile serves all."""
-    steps = config.epochs * math.ceil(max_items / config.batch_size)
+    steps = config.steps or config.epochs * math.ceil(max_items / config.batch_size)
     return math.ceil(steps / max(1, min(config.chunks_per_task, steps)))
+
+
+def _write_samples(method: Method, state, keys, path: Path, title: str):
+    """A PNG grid of the first seed's generated samples."""
+    first = jax.tree.map(lambda a: a[0], (state, keys))
+    images, labels = jax.jit(method.sample)(*first)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    plots.sample_grid(
+        np.asarray(images), None if labels is None else np.asarray(labels), title, path
+    )
 
 
 def _training_data(method: Method, scenario: Scenario, t: int):
@@ -182,7 +192,9 @@ def _training_data(method: Method, scenario: Scenario, t: int):
 
 def _train_task(runner, cache, mesh, state, keys, x, y, seeds, t, config, timer, desc, pad_to=0):
     n = len(y)
-    idx = np.stack([schedule(s, t, n, config.epochs, config.batch_size) for s in seeds])
+    idx = np.stack(
+        [schedule(s, t, n, config.epochs, config.batch_size, config.steps) for s in seeds]
+    )
     steps = idx.shape[1]
     length = _chunk_length(config, max(n, pad_to))
     chunks = math.ceil(steps / length)
@@ -201,13 +213,13 @@ def _train_task(runner, cache, mesh, state, keys, x, y, seeds, t, config, timer,
         sl = slice(c * length, (c + 1) * length)
         start = time.perf_counter()
         chunk = sharding.replicate((idx[:, sl], np.int32(c * length), valid[sl]), mesh)
-        state, loss = compiled(state, keys, x, y, *chunk)
-        loss = np.asarray(loss)  # blocks: the chunk is done
+        state, metrics = compiled(state, keys, x, y, *chunk)
+        metrics = jax.tree.map(np.asarray, metrics)  # blocks: the chunk is done
         timer.add("train_s", time.perf_counter() - start)
         ok = valid[sl]
-        losses.append(loss[:, ok])
+        losses.append(metrics["loss"][:, ok])
         bar.update(int(ok.sum()))
-        bar.set_postfix(loss=f"{loss[:, ok].mean():.3f}")
+        bar.set_postfix({k: f"{v[:, ok].mean():.3f}" for k, v in metrics.items()})
     bar.close()
     timer.add("steps", steps)
     return state, float(np.concatenate(losses, 1)[:, -max(1, steps // 10) :].mean())
@@ -310,6 +322,15 @@ def run(
         acc["class-il"][:, t, : t + 1] = (100.0 * cil / counts[:, None]).T[:, : t + 1]
         acc["task-il"][:, t, : t + 1] = (100.0 * til / counts[:, None]).T[:, : t + 1]
 
+        if method.sample is not None and workdir is not None and jax.process_index() == 0:
+            _write_samples(
+                method,
+                state,
+                task_keys,
+                Path(workdir) / "samples" / f"task{t + 1}.png",
+                f"{method.name} samples after task {t + 1}/{T}",
+            )
+
         timer.totals["total_s"] = time.perf_counter() - wall
         if manager is not None:
             ckpt_lib.save(
@@ -360,6 +381,10 @@ def results(method, scenario, config, acc, timing, losses, state=None) -> dict:
             ),
         },
         "final_train_loss": losses,
+    }
+    out["A_n"] = {
+        s: {"mean": np.mean(a, 0).tolist(), "std": np.std(a, 0).tolist()}
+        for s, a in ((s, metrics_lib.accuracy_after_each_task(a)) for s, a in accuracy.items())
     }
     for name in metrics_lib.METRICS:
         out[name] = {s: {k: v for k, v in m[name].items()} for s, m in summary.items()}

@@ -20,6 +20,8 @@ HP = {
     "er": SMALL,
     "der": {**SMALL, "alpha": 0.5},
     "derpp": {**SMALL, "alpha": 0.5, "beta": 0.5},
+    "dgr": {"n_critic": 2, "z_dim": 8},
+    "mergan": {"n_critic": 2, "z_dim": 8},
 }
 
 
@@ -28,7 +30,7 @@ def make(name, model=None, **extra):
     return methods.get(name).make(model=model, input_fn=SC.input_fn, **HP[name], **extra)
 
 
-def batch(t, n=5, offset=0):
+def batch(t, n=4, offset=0):
     x, y = SC.train(t)
     return {"x": jnp.asarray(x[offset : offset + n]), "y": jnp.asarray(y[offset : offset + n])}
 
@@ -48,7 +50,7 @@ def test_contract(name):
         return method.train_step(state, b, key)
 
     for i in range(3):
-        state, metrics = step(state, batch(0, offset=i * 5), jax.random.key(i))
+        state, metrics = step(state, batch(0, offset=i * 4), jax.random.key(i))
         assert np.isfinite(float(metrics["loss"]))
     state = method.end_task(state, SC.train(0), jax.random.key(9))
     assert jax.tree.structure(state) == structure
@@ -65,15 +67,15 @@ def test_dark_stores_training_logits_and_never_rewrites_them(name):
     before = predict(state.net, SC.input_fn(b["x"], None, False))
     state, _ = jax.jit(method.train_step)(state, b, jax.random.key(1))
     buf = state.buffer
-    assert int(buf.size) == 5
+    assert int(buf.size) == 4
     # The stored logits are those of the forward pass before this step's update.
-    np.testing.assert_allclose(buf.data["logits"][:5], before, rtol=1e-5, atol=1e-5)
-    stored = np.asarray(buf.data["logits"][:5])
+    np.testing.assert_allclose(buf.data["logits"][:4], before, rtol=1e-5, atol=1e-5)
+    stored = np.asarray(buf.data["logits"][:4])
     after = predict(state.net, SC.input_fn(b["x"], None, False))
     assert not np.allclose(after, before)
     # Further steps (buffer not full) leave the stored rows untouched.
-    state, _ = jax.jit(method.train_step)(state, batch(0, offset=5), jax.random.key(2))
-    np.testing.assert_array_equal(state.buffer.data["logits"][:5], stored)
+    state, _ = jax.jit(method.train_step)(state, batch(0, offset=4), jax.random.key(2))
+    np.testing.assert_array_equal(state.buffer.data["logits"][:4], stored)
 
 
 def test_derpp_beta_term_uses_buffer_labels():
@@ -123,5 +125,5 @@ def test_buffer_items_are_raw_inputs():
     b = batch(0)
     state, _ = method.train_step(state, b, jax.random.key(1))
     assert state.buffer.data["x"].dtype == jnp.uint8
-    items = buffer_lib.gather(state.buffer, jnp.arange(5))
+    items = buffer_lib.gather(state.buffer, jnp.arange(4))
     np.testing.assert_array_equal(items["x"], b["x"])

@@ -17,7 +17,7 @@ import importlib
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-NAMES = ("sgd", "joint", "er", "der", "derpp")
+NAMES = ("sgd", "joint", "er", "der", "derpp", "dgr", "mergan")
 
 
 class TaskInfo(NamedTuple):
@@ -40,6 +40,9 @@ class Method(NamedTuple):
     # True for the `joint` upper bound: the driver trains it once, after the
     # last task has arrived, on the union of every task's training data.
     joint: bool = False
+    # Generative methods: `sample(state, key) -> (images, labels or None)` for
+    # the sample grids the driver writes after every task.
+    sample: Callable[..., Any] | None = None
 
 
 def get(name: str):

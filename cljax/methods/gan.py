@@ -1,0 +1,242 @@
+"""GAN machinery shared by the generative-replay methods (DGR, MeRGAN, and DGM after them).
+
+- Generator / discriminator pairs for image inputs: a small MLP pair and a
+  DCGAN-style conv pair (two stride-2 (transposed) convolutions, so 28x28 and
+  32x32 inputs both work). Generators take `(z, y)`; `y` (integer labels) is
+  used only when `num_classes > 0` (class-conditional, one-hot concatenated to
+  z). Discriminators return `(adv, cls)`: the adversarial score and, when
+  `num_classes > 0`, the logits of an auxiliary classifier (AC-GAN).
+- Losses: WGAN-GP (Gulrajani et al. 2017; penalty weight 10, one-sided
+  interpolates between real and fake) and the non-saturating loss of Goodfellow
+  et al. Both take per-sample weights for the real batch, so a real batch that
+  mixes current data with replayed samples at a ratio r is the r-mixture
+  distribution exactly, with shapes that do not depend on the task.
+- `critic_then_generator`: `n_critic` discriminator updates (each on its own
+  real chunk) then one generator update, one pure function (scanned inside a
+  task like every `train_step`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from cljax.methods.common import cross_entropy
+
+
+def _with_labels(z, y, num_classes):
+    if num_classes <= 0:
+        return z
+    return jnp.concatenate([z, jax.nn.one_hot(y, num_classes, dtype=z.dtype)], axis=-1)
+
+
+class MLPGenerator(nn.Module):
+    """z (+ one-hot class) -> ReLU MLP -> sigmoid image of `image_shape`."""
+
+    image_shape: Sequence[int]
+    num_classes: int = 0
+    hidden: Sequence[int] = (256, 512)
+
+    @nn.compact
+    def __call__(self, z, y=None):
+        h = _with_labels(z, y, self.num_classes)
+        for width in self.hidden:
+            h = nn.relu(nn.Dense(width)(h))
+        size = 1
+        for d in self.image_shape:
+            size *= d
+        return nn.sigmoid(nn.Dense(size)(h)).reshape((z.shape[0], *self.image_shape))
+
+
+class MLPDiscriminator(nn.Module):
+    """image -> leaky-ReLU MLP -> (adversarial score, class logits or None)."""
+
+    num_classes: int = 0
+    hidden: Sequence[int] = (512, 256)
+
+    @nn.compact
+    def __call__(self, x):
+        h = x.reshape((x.shape[0], -1))
+        for width in self.hidden:
+            h = nn.leaky_relu(nn.Dense(width)(h), 0.2)
+        adv = nn.Dense(1)(h)[:, 0]
+        cls = nn.Dense(self.num_classes)(h) if self.num_classes > 0 else None
+        return adv, cls
+
+
+class DCGenerator(nn.Module):
+    """DCGAN-style: z -> dense (H/4 x W/4 x 2ch) -> two stride-2 transposed convs -> sigmoid."""
+
+    image_shape: Sequence[int]
+    num_classes: int = 0
+    ch: int = 64
+
+    @nn.compact
+    def __call__(self, z, y=None):
+        h, w = self.image_shape[:2]
+        c = self.image_shape[2] if len(self.image_shape) == 3 else 1
+        x = nn.relu(nn.Dense(h // 4 * w // 4 * 2 * self.ch)(_with_labels(z, y, self.num_classes)))
+        x = x.reshape((z.shape[0], h // 4, w // 4, 2 * self.ch))
+        x = nn.relu(nn.ConvTranspose(self.ch, (5, 5), (2, 2))(x))
+        x = nn.sigmoid(nn.ConvTranspose(c, (5, 5), (2, 2))(x))
+        return x.reshape((z.shape[0], *self.image_shape))
+
+
+class DCDiscriminator(nn.Module):
+    """Two 5x5 stride-2 convs (leaky ReLU, no normalisation: WGAN-GP wants none) -> heads."""
+
+    num_classes: int = 0
+    ch: int = 64
+
+    @nn.compact
+    def __call__(self, x):
+        if x.ndim == 3:
+            x = x[..., None]
+        x = nn.leaky_relu(nn.Conv(self.ch, (5, 5), (2, 2))(x), 0.2)
+        x = nn.leaky_relu(nn.Conv(2 * self.ch, (5, 5), (2, 2))(x), 0.2)
+        x = x.reshape((x.shape[0], -1))
+        adv = nn.Dense(1)(x)[:, 0]
+        cls = nn.Dense(self.num_classes)(x) if self.num_classes > 0 else None
+        return adv, cls
+
+
+def make_pair(arch: str, image_shape, num_classes: int = 0):
+    """`(generator, discriminator)` modules: `arch` is `mlp` or `dc`."""
+    if arch == "mlp":
+        return MLPGenerator(tuple(image_shape), num_classes), MLPDiscriminator(num_classes)
+    if arch == "dc":
+        if image_shape[0] % 4 or image_shape[1] % 4:
+            raise ValueError(f"the dc GAN needs image sides divisible by 4, got {image_shape}")
+        return DCGenerator(tuple(image_shape), num_classes), DCDiscriminator(num_classes)
+    raise ValueError(f"unknown GAN architecture {arch!r}; choose 'mlp' or 'dc'")
+
+
+def _wmean(v, w):
+    return jnp.sum(v * w) / jnp.maximum(jnp.sum(w), 1e-8)
+
+
+def discriminator_loss(
+    d_params,
+    d_apply,
+    real,
+    real_w,
+    fake,
+    key,
+    *,
+    loss: str,
+    gp_weight: float = 10.0,
+    real_y=None,
+    fake_y=None,
+    ac_weight: float = 1.0,
+):
+    """Critic loss on a weighted real batch and a fake batch (+ AC-GAN terms when labelled)."""
+    adv_real, cls_real = d_apply(d_params, real)
+    adv_fake, cls_fake = d_apply(d_params, fake)
+    if loss == "wgan-gp":
+        value = jnp.mean(adv_fake) - _wmean(adv_real, real_w)
+        eps = jax.random.uniform(key, (real.shape[0],) + (1,) * (real.ndim - 1))
+        mixed = eps * real + (1 - eps) * fake
+
+        def score(x):
+            return d_apply(d_params, x[None])[0][0]
+
+        grads = jax.vmap(jax.grad(score))(mixed)
+        norms = jnp.sqrt(jnp.sum(grads.reshape(grads.shape[0], -1) ** 2, -1) + 1e-12)
+        value = value + gp_weight * _wmean((norms - 1.0) ** 2, real_w)
+    elif loss == "ns":
+        value = _wmean(jax.nn.softplus(-adv_real), real_w) + jnp.mean(jax.nn.softplus(adv_fake))
+    else:
+        raise ValueError(f"unknown GAN loss {loss!r}; choose 'wgan-gp' or 'ns'")
+    if cls_real is not None and real_y is not None:
+        value = value + ac_weight * (
+            _wmean(cross_entropy(cls_real, real_y), real_w)
+            + jnp.mean(cross_entropy(cls_fake, fake_y))
+        )
+    return value
+
+
+def generator_adv_loss(adv_fake, cls_fake=None, fake_y=None, *, loss: str, ac_weight=1.0):
+    """Generator loss from the critic's outputs on generated samples."""
+    value = -jnp.mean(adv_fake) if loss == "wgan-gp" else jnp.mean(jax.nn.softplus(-adv_fake))
+    if cls_fake is not None and fake_y is not None:
+        value = value + ac_weight * jnp.mean(cross_entropy(cls_fake, fake_y))
+    return value
+
+
+def critic_then_generator(
+    g_state,
+    d_state,
+    real_chunks,
+    real_w,
+    key,
+    *,
+    sample_z: Callable,
+    loss: str,
+    real_y_chunks=None,
+    fake_labels: Callable | None = None,
+    g_extra: Callable[[Any, jax.Array], jax.Array] | None = None,
+):
+    """`n_critic` critic updates (one per real chunk) then one generator update.
+
+    Args:
+      g_state, d_state: `TrainState`s of generator and discriminator.
+      real_chunks: `(n_critic, B, ...)` real (or real+replayed) images.
+      real_w: `(n_critic, B)` per-sample weights of the real chunks.
+      sample_z: `key -> z (B, z_dim)`.
+      real_y_chunks: `(n_critic, B)` labels (conditional GANs) or None.
+      fake_labels: `key -> y (B,)` labels to generate (conditional GANs) or None.
+      g_extra: `(g_params, key) -> scalar` added to the generator loss (e.g. replay
+        alignment); None for nothing.
+    Returns:
+      `(g_state, d_state, metrics)` with the last critic loss and the generator loss.
+    """
+    conditional = fake_labels is not None
+
+    def critic_step(d_state, inp):
+        real, w, y, k = inp
+        k_z, k_y, k_gp = jax.random.split(k, 3)
+        fy = fake_labels(k_y) if conditional else None
+        fake = jax.lax.stop_gradient(g_state.apply_fn(g_state.params, sample_z(k_z), fy))
+        d_loss, grads = jax.value_and_grad(discriminator_loss)(
+            d_state.params,
+            d_state.apply_fn,
+            real,
+            w,
+            fake,
+            k_gp,
+            loss=loss,
+            real_y=y if conditional else None,
+            fake_y=fy,
+        )
+        return d_state.apply_gradients(grads=grads), d_loss
+
+    n = real_chunks.shape[0]
+    k_critic, k_gen, k_extra = jax.random.split(key, 3)
+    ys = real_y_chunks if conditional else jnp.zeros(real_w.shape, jnp.int32)
+    d_state, d_losses = jax.lax.scan(
+        critic_step, d_state, (real_chunks, real_w, ys, jax.random.split(k_critic, n))
+    )
+
+    def g_loss_fn(g_params):
+        k_z, k_y = jax.random.split(k_gen)
+        fy = fake_labels(k_y) if conditional else None
+        fake = g_state.apply_fn(g_params, sample_z(k_z), fy)
+        adv, cls = d_state.apply_fn(d_state.params, fake)
+        value = generator_adv_loss(adv, cls, fy, loss=loss)
+        if g_extra is not None:
+            value = value + g_extra(g_params, k_extra)
+        return value
+
+    g_loss, g_grads = jax.value_and_grad(g_loss_fn)(g_state.params)
+    g_state = g_state.apply_gradients(grads=g_grads)
+    return g_state, d_state, {"d_loss": d_losses[-1], "g_loss": g_loss}
+
+
+def adam(lr: float, b1: float, b2: float = 0.999):
+    """The GAN optimizers of the papers: Adam with the given betas."""
+    return optax.adam(lr, b1=b1, b2=b2)
