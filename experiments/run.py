@@ -28,7 +28,7 @@ from cljax.models import DTYPES
 from cljax.scenarios import BENCHMARKS
 from experiments.configs import best_args
 
-RUN_KEYS = ("batch_size", "n_epochs", "dtype")
+RUN_KEYS = ("batch_size", "n_epochs", "steps", "dtype")
 
 
 class UsageError(Exception):
@@ -66,7 +66,7 @@ def parse_args(argv):
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a hyperparameter (lr, minibatch_size, alpha, beta, batch_size, n_epochs, dtype)",
+        help="override a hyperparameter (lr, minibatch_size, alpha, beta, batch_size, n_epochs, steps, dtype, ...)",
     )
     p.add_argument(
         "--devices",
@@ -78,11 +78,38 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
-def _value(text):
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
+ZERO_OK = ("ratio", "b1", "b2", "alpha", "beta", "ra_weight")
+
+
+def parse_setting(key: str, text: str, default):
+    """The value of `--set key=text`, typed like the method's default; UsageError if it is not."""
+    if key == "dtype":
+        if text not in DTYPES:
+            raise UsageError(f"--set dtype={text}: choose one of {', '.join(DTYPES)}")
         return text
+    if isinstance(default, bool):
+        if text.lower() not in ("true", "false", "1", "0"):
+            raise UsageError(f"--set {key}={text}: expected true or false")
+        return text.lower() in ("true", "1")
+    if isinstance(default, str):
+        return text
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        value = text
+    expected = type(default)
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    lowest_ok = key in ZERO_OK
+    if (
+        not isinstance(value, expected)
+        or isinstance(value, bool)
+        or value < 0
+        or (value == 0 and not lowest_ok)
+    ):
+        kind = "non-negative" if lowest_ok else "positive"
+        raise UsageError(f"--set {key}={text}: expected a {kind} {expected.__name__}")
+    return value
 
 
 def resolve_hparams(method_name, benchmark, buffer_size, overrides):
@@ -92,27 +119,23 @@ def resolve_hparams(method_name, benchmark, buffer_size, overrides):
         raise UsageError(f"--buffer-size must be positive, got {buffer_size}")
     hparams, tuned = best_args.get(benchmark, method_name, buffer_size)
     hparams.setdefault("dtype", "float32")
-    allowed = set(module.HPARAMS) | set(RUN_KEYS)
+    hparams.setdefault("steps", None)
+    defaults = {**module.HPARAMS, "batch_size": 1, "n_epochs": 1, "steps": 1, "dtype": ""}
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep:
             raise UsageError(f"--set expects KEY=VALUE, got {item!r}")
-        if key not in allowed:
+        if key not in defaults:
             raise UsageError(
-                f"--set {key}: {method_name} has no such setting; choose from {', '.join(sorted(allowed))}"
+                f"--set {key}: {method_name} has no such setting; choose from {', '.join(sorted(defaults))}"
             )
-        if key == "dtype":
-            if text not in DTYPES:
-                raise UsageError(f"--set dtype={text}: choose one of {', '.join(DTYPES)}")
-            hparams[key] = text
-            continue
-        value = _value(text)
-        expected = type(module.HPARAMS.get(key, 1))
-        if expected is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, expected) or isinstance(value, bool) or value <= 0:
-            raise UsageError(f"--set {key}={text}: expected a positive {expected.__name__}")
-        hparams[key] = value
+        hparams[key] = parse_setting(key, text, defaults[key])
+    n_critic = hparams.get("n_critic", module.HPARAMS.get("n_critic", 1))
+    if hparams["batch_size"] % n_critic:
+        raise UsageError(
+            f"batch_size {hparams['batch_size']} must be a multiple of n_critic {n_critic} "
+            "(each step uses n_critic real chunks)"
+        )
     return hparams, tuned
 
 
@@ -181,6 +204,7 @@ def _main(args) -> int:
         epochs=run_cfg["n_epochs"],
         batch_size=run_cfg["batch_size"],
         devices=args.devices,
+        steps=run_cfg["steps"],
         seeds=seeds,
         progress=not args.no_progress,
     )
@@ -204,7 +228,7 @@ def _main(args) -> int:
         )
         return 130
     res.pop("state")
-    res["hparams"]["dtype"] = run_cfg["dtype"]
+    res["hparams"].update(dtype=run_cfg["dtype"], steps=run_cfg["steps"])
     if jax.process_index() != 0:  # several hosts: the first one writes the results
         return 0
     res["command"] = "python -m experiments.run " + " ".join(sys.argv[1:])

@@ -80,6 +80,11 @@ def test_end_to_end_run_writes_results_and_plot(tmp_path):
         (["--tasks", "3"], "cannot be split into 3"),
         (["--devices", "4"], "choose 1..1"),
         (["--set", "dtype=float16"], "choose one of float32, bfloat16"),
+        (["--method", "dgr", "--set", "replay=maybe"], "expected true or false"),
+        (["--method", "dgr", "--set", "gan=vae"], "unknown GAN architecture 'vae'"),
+        (["--method", "mergan", "--set", "variant=xx"], "variant must be 'jr' or 'ra'"),
+        (["--method", "mergan", "--set", "n_critic=3"], "must be a multiple of n_critic 3"),
+        (["--method", "dgr", "--set", "ratio=-0.5"], "expected a non-negative float"),
     ],
 )
 def test_errors_are_one_line_exit_2_nothing_written(args, message, tmp_path, capsys):

@@ -92,8 +92,10 @@ class GanParts:
         return gen, disc
 
 
-def check_gan_hparams(n_critic, gan_loss, ratio):
+def check_gan_hparams(n_critic, gan_loss, ratio, gan="mlp"):
     """Clear errors for generative-replay settings that cannot work."""
+    if gan not in ("mlp", "dc"):
+        raise ValueError(f"unknown GAN architecture {gan!r}; choose 'mlp' or 'dc'")
     if not isinstance(n_critic, int) or n_critic < 1:
         raise ValueError(f"n_critic must be a positive int, got {n_critic!r}")
     if gan_loss not in ("wgan-gp", "ns"):
@@ -161,7 +163,7 @@ def make(
     temperature: float = HPARAMS["temperature"],
 ) -> Method:
     """DGR with a `gan` ('mlp' or 'dc') generator trained by `gan_loss`."""
-    check_gan_hparams(n_critic, gan_loss, ratio)
+    check_gan_hparams(n_critic, gan_loss, ratio, gan)
     solver_tx = optax.adam(lr)
     g_tx, d_tx = gan_lib.adam(g_lr, b1, b2), gan_lib.adam(d_lr, b1, b2)
     num_classes = model.num_classes

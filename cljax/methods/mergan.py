@@ -89,7 +89,7 @@ def make(
     replay: bool = HPARAMS["replay"],
 ) -> Method:
     """MeRGAN (`variant` 'jr' or 'ra') with a conditional `gan` ('mlp' or 'dc')."""
-    check_gan_hparams(n_critic, "wgan-gp", ratio)
+    check_gan_hparams(n_critic, "wgan-gp", ratio, gan)
     if variant not in ("jr", "ra"):
         raise ValueError(f"variant must be 'jr' or 'ra', got {variant!r}")
     solver_tx = optax.adam(lr)

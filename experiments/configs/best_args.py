@@ -66,6 +66,46 @@ SEQ_DIGITS = {
     "derpp": {b: _row(0.03, 10, 10, mb=10, alpha=0.5, beta=0.5) for b in (200, 500)},
 }
 
+
+def _generative(steps_dgr, steps_mergan, gan="mlp", ra_weight=1e-3):
+    """DGR (van de Ven's settings: Adam 1e-3, chunks of 128, 2000 iterations a task on MNIST)
+    and MeRGAN (the authors' code: chunks of 64, 4001 iterations a task on MNIST, 8001 on
+    SVHN); each step takes n_critic = 5 real chunks, so batch_size = 5 * chunk."""
+    return {
+        "dgr": {
+            -1: {"lr": 1e-3, "batch_size": 5 * 128, "n_epochs": 1, "steps": steps_dgr, "gan": gan}
+        },
+        "mergan": {
+            -1: {
+                "lr": 1e-3,
+                "batch_size": 5 * 64,
+                "n_epochs": 1,
+                "steps": steps_mergan,
+                "gan": gan,
+                "ra_weight": ra_weight,
+            }
+        },
+    }
+
+
+SEQ_MNIST.update(_generative(2000, 4001))
+SEQ_CIFAR10.update(_generative(2000, 8001, gan="dc", ra_weight=1e-2))
+SEQ_DIGITS.update(
+    {
+        name: {
+            -1: {
+                "lr": 1e-2,
+                "batch_size": 5 * 16,
+                "n_epochs": 1,
+                "steps": 300,
+                "g_lr": 1e-3,
+                "d_lr": 1e-3,
+            }
+        }
+        for name in ("dgr", "mergan")
+    }
+)
+
 BEST_ARGS = {
     "seq-digits": SEQ_DIGITS,
     "seq-mnist": SEQ_MNIST,
