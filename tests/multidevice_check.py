@@ -20,6 +20,7 @@ SC = tiny_scenario(num_tasks=2, per_class=16)
 HP = {"sgd": {}, "er": {"buffer_size": 12, "minibatch_size": 8}}
 HP["derpp"] = {**HP["er"], "alpha": 0.5, "beta": 0.5}
 HP["der"] = {**HP["er"], "alpha": 0.5}
+HP["dgr"] = HP["mergan"] = {"n_critic": 2, "z_dim": 8}
 
 
 def run(name, devices):
@@ -27,7 +28,12 @@ def run(name, devices):
         model=models.MLP((16,), SC.num_classes), input_fn=SC.input_fn, lr=0.05, **HP[name]
     )
     config = train.RunConfig(
-        epochs=1, batch_size=8, seeds=(0, 1), progress=False, devices=devices, chunks_per_task=2
+        epochs=1,
+        batch_size=16 if name in ("dgr", "mergan") else 8,
+        seeds=(0, 1),
+        progress=False,
+        devices=devices,
+        chunks_per_task=2,
     )
     return train.run(method, SC, config)
 

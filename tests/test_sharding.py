@@ -10,12 +10,13 @@ import pytest
 from cljax import sharding
 
 ROOT = Path(__file__).resolve().parents[1]
+METHODS = ("sgd", "er", "derpp", "dgr", "mergan")
 
 
 def test_eight_devices_equal_one_device():
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
     proc = subprocess.run(
-        [sys.executable, "-m", "tests.multidevice_check", "sgd", "er", "derpp"],
+        [sys.executable, "-m", "tests.multidevice_check", *METHODS],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -23,7 +24,7 @@ def test_eight_devices_equal_one_device():
         timeout=600,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr[-4000:]
-    for name in ("sgd", "er", "derpp"):
+    for name in METHODS:
         assert f"{name}: 1 device == 8 devices" in proc.stdout
 
 
