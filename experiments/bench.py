@@ -28,24 +28,7 @@ import jax
 import numpy as np
 
 from cljax import methods, models, scenarios, train
-from experiments.configs import best_args
-
-
-def bench_row(scenario, method_name, buffer_size, seeds, epochs=None):
-    """Results of one run (state dropped) with the tuned hyperparameters."""
-    hparams, _ = best_args.get(scenario.name, method_name, buffer_size)
-    n_epochs = hparams.pop("n_epochs")
-    config = train.RunConfig(
-        epochs=epochs or n_epochs,
-        batch_size=hparams.pop("batch_size"),
-        seeds=seeds,
-        progress=False,
-    )
-    model = models.make(scenario.model, scenario.num_classes)
-    method = methods.get(method_name).make(model=model, input_fn=scenario.input_fn, **hparams)
-    res = train.run(method, scenario, config)
-    res.pop("state")
-    return res
+from experiments.tuned import run_tuned
 
 
 def synthetic_cifar(items_per_task: int, num_tasks: int = 2, test_per_class: int = 8):
@@ -171,8 +154,8 @@ def main(argv=None):
     scenario = scenarios.build(args.benchmark, args.data_dir)
     rows = {}
     for name in args.methods:
-        one = bench_row(scenario, name, args.buffer_size, (0,), args.epochs)
-        many = bench_row(scenario, name, args.buffer_size, tuple(range(args.seeds)), args.epochs)
+        one = run_tuned(scenario, name, args.buffer_size, (0,), epochs=args.epochs)
+        many = run_tuned(scenario, name, args.buffer_size, range(args.seeds), epochs=args.epochs)
         rows[name] = {"1": one["timing"], str(args.seeds): many["timing"]}
         print(
             f"{name}: 1 seed train {one['timing']['train_s']:.2f}s "

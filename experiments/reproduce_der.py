@@ -25,9 +25,9 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from cljax import methods, models, scenarios, train
 from cljax import metrics as metrics_lib
-from experiments.configs import best_args
+from cljax import scenarios
+from experiments.tuned import run_tuned
 
 BUFFERS = (200, 500, 5120)
 # Paper values, Table 2: per row, per buffer (None: no buffer), per setting.
@@ -85,9 +85,10 @@ def run_row(benchmark, data_dir, method_name, buffer, seeds):
     several points, so seeds sharing one draw would measure that draw.
     """
     if benchmark not in DOMAIN:
-        return _run(scenarios.build(benchmark, data_dir), method_name, buffer, seeds)
+        return run_tuned(scenarios.build(benchmark, data_dir), method_name, buffer, seeds)
     parts = [
-        _run(scenarios.build(benchmark, data_dir, seed=s), method_name, buffer, (s,)) for s in seeds
+        run_tuned(scenarios.build(benchmark, data_dir, seed=s), method_name, buffer, (s,))
+        for s in seeds
     ]
     res = parts[0]
     res["seeds"] = list(seeds)
@@ -104,21 +105,6 @@ def run_row(benchmark, data_dir, method_name, buffer, seeds):
     for key in ("total_s", "compile_s", "train_s", "eval_s", "steps"):
         res["timing"][key] = sum(p["timing"][key] for p in parts)
     res["transforms"] = "drawn per seed"
-    return res
-
-
-def _run(scenario, method_name, buffer, seeds):
-    hparams, _ = best_args.get(scenario.name, method_name, buffer or 1)
-    config = train.RunConfig(
-        epochs=hparams.pop("n_epochs"),
-        batch_size=hparams.pop("batch_size"),
-        seeds=seeds,
-        progress=False,
-    )
-    model = models.make(scenario.model, scenario.num_classes)
-    method = methods.get(method_name).make(model=model, input_fn=scenario.input_fn, **hparams)
-    res = train.run(method, scenario, config)
-    res.pop("state")
     return res
 
 

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import jax
 
-from cljax import methods, models, scenarios, train
-from experiments.configs import best_args
+from cljax import scenarios
+from experiments.tuned import run_tuned
 
 PUBLISHED = {"dgr": (90.39, 85.40), "mergan-jr": (98.19, 97.00), "mergan-ra": (98.19, 97.00)}
 ROWS = {
@@ -33,27 +33,6 @@ ROWS = {
     "mergan-jr": ("mergan", {"variant": "jr"}),
     "mergan-ra": ("mergan", {"variant": "ra"}),
 }
-
-
-def run_row(scenario, row, seeds, steps, gan, workdir):
-    """One row: the method with its tuned settings and the given budget."""
-    name, extra = ROWS[row]
-    hparams, _ = best_args.get("seq-mnist", name, None)
-    config = train.RunConfig(
-        epochs=hparams.pop("n_epochs"),
-        batch_size=hparams.pop("batch_size"),
-        seeds=seeds,
-        steps=steps or hparams["steps"],
-        progress=False,
-    )
-    hparams.pop("steps")
-    hparams.update(extra, gan=gan)
-    model = models.make(scenario.model, scenario.num_classes)
-    method = methods.get(name).make(model=model, input_fn=scenario.input_fn, **hparams)
-    res = train.run(method, scenario, config, workdir=workdir)
-    res.pop("state")
-    res["steps_per_task"] = config.steps
-    return res
 
 
 def table(rows) -> str:
@@ -93,7 +72,10 @@ def main(argv=None):
             continue
         workdir = Path("runs") / f"generative-{row}"
         shutil.rmtree(workdir, ignore_errors=True)
-        res = run_row(scenario, row, seeds, args.steps or None, args.gan, workdir)
+        name, extra = ROWS[row]
+        res = run_tuned(
+            scenario, name, None, seeds, workdir, steps=args.steps or None, gan=args.gan, **extra
+        )
         grid = workdir / "samples" / "task10.png"
         if grid.exists():
             shutil.copy(grid, f"{args.out}-{row}-samples.png")

@@ -104,6 +104,34 @@ def check_gan_hparams(n_critic, gan_loss, ratio, gan="mlp"):
         raise ValueError(f"ratio must be in [0, 1] (0: 1/t), got {ratio!r}")
 
 
+def init_scholar(key, image, model, parts, solver_tx, g_tx, d_tx) -> DgrState:
+    """A fresh scholar (solver, generator, critic) for inputs shaped like `image` (1, ...)."""
+    k_s, k_g = jax.random.split(key)
+    solver = create_net(model, solver_tx, k_s, image)
+    gen, disc = parts(image.shape[1:]).init_states(k_g, image, g_tx, d_tx)
+    no_classes = jnp.zeros(model.num_classes, bool)
+    return DgrState(
+        solver=solver,
+        gen=gen,
+        disc=disc,
+        prev_gen=gen.params,
+        prev_solver=solver.params,
+        has_prev=jnp.zeros(()),
+        ratio=jnp.ones(()),
+        seen=no_classes,
+        current=no_classes,
+    )
+
+
+def solver_predict(input_fn):
+    """`predict(state, x)`: the solver's logits."""
+
+    def predict_fn(state, x):
+        return predict(state.solver, input_fn(x, None, False))
+
+    return predict_fn
+
+
 def begin_generative_task(state, task: TaskInfo, ratio: float, num_classes: int):
     """Marks the task's classes and sets the weight r of its real data (default 1/t)."""
     current = jnp.zeros(num_classes, bool).at[jnp.asarray(task.classes)].set(True)
@@ -173,21 +201,8 @@ def make(
         return GanParts(gan, image_shape, 0, z_dim)
 
     def init(key, example_x):
-        k_s, k_g = jax.random.split(key)
-        image = input_fn(example_x, None, False)
-        p = parts(image.shape[1:])
-        solver = create_net(model, solver_tx, k_s, image)
-        gen, disc = p.init_states(k_g, image, g_tx, d_tx)
-        return DgrState(
-            solver=solver,
-            gen=gen,
-            disc=disc,
-            prev_gen=gen.params,
-            prev_solver=solver.params,
-            has_prev=jnp.zeros(()),
-            ratio=jnp.ones(()),
-            seen=jnp.zeros(num_classes, bool),
-            current=jnp.zeros(num_classes, bool),
+        return init_scholar(
+            key, input_fn(example_x, None, False), model, parts, solver_tx, g_tx, d_tx
         )
 
     def begin_task(state, task):
@@ -228,9 +243,6 @@ def make(
         new = state.replace(solver=solver, gen=gen, disc=disc)
         return new, {"loss": s_loss, **metrics}
 
-    def predict_fn(state, x):
-        return predict(state.solver, input_fn(x, None, False))
-
     def sample(state, key, per_class=8):
         """`num_classes * per_class` samples of the current generator (unconditional)."""
         z = jax.random.normal(key, (num_classes * per_class, z_dim))
@@ -257,7 +269,7 @@ def make(
         begin_task=begin_task,
         train_step=train_step,
         end_task=end_generative_task,
-        predict=predict_fn,
+        predict=solver_predict(input_fn),
         hparams=hparams,
         sample=sample,
     )

@@ -36,7 +36,6 @@ import optax
 
 from cljax.methods import Method
 from cljax.methods import gan as gan_lib
-from cljax.methods.common import create_net, predict
 from cljax.methods.dgr import (
     DgrState,
     GanParts,
@@ -44,6 +43,8 @@ from cljax.methods.dgr import (
     check_gan_hparams,
     chunks,
     end_generative_task,
+    init_scholar,
+    solver_predict,
     solver_step,
 )
 
@@ -101,20 +102,8 @@ def make(
         return GanParts(gan, image_shape, num_classes, z_dim)
 
     def init(key, example_x):
-        k_s, k_g = jax.random.split(key)
-        image = input_fn(example_x, None, False)
-        solver = create_net(model, solver_tx, k_s, image)
-        gen, disc = parts(image.shape[1:]).init_states(k_g, image, g_tx, d_tx)
-        return MerganState(
-            solver=solver,
-            gen=gen,
-            disc=disc,
-            prev_gen=gen.params,
-            prev_solver=solver.params,
-            has_prev=jnp.zeros(()),
-            ratio=jnp.ones(()),
-            seen=jnp.zeros(num_classes, bool),
-            current=jnp.zeros(num_classes, bool),
+        return init_scholar(
+            key, input_fn(example_x, None, False), model, parts, solver_tx, g_tx, d_tx
         )
 
     def begin_task(state, task):
@@ -165,9 +154,6 @@ def make(
         solver, s_loss = solver_step(state.solver, real[0], real_y[0], rep_x[0], rep_y[0], r)
         return state.replace(solver=solver, gen=gen, disc=disc), {"loss": s_loss, **metrics}
 
-    def predict_fn(state, x):
-        return predict(state.solver, input_fn(x, None, False))
-
     def sample(state, key, per_class=8):
         """`per_class` samples of every class from the current generator, class-major."""
         y = jnp.repeat(jnp.arange(num_classes), per_class)
@@ -194,7 +180,7 @@ def make(
         begin_task=begin_task,
         train_step=train_step,
         end_task=end_generative_task,
-        predict=predict_fn,
+        predict=solver_predict(input_fn),
         hparams=hparams,
         sample=sample,
     )

@@ -1,0 +1,32 @@
+"""Run a method on a scenario with its tuned hyperparameters (shared by the experiment scripts)."""
+
+from __future__ import annotations
+
+from cljax import methods, models, train
+from experiments.configs import best_args
+
+CONFIG_KEYS = ("epochs", "steps", "batch_size", "devices", "progress")
+
+
+def run_tuned(scenario, method_name, buffer_size, seeds, workdir=None, **overrides):
+    """Results (state dropped) of `method_name` on `scenario` with `best_args`' settings.
+
+    `overrides` replace tuned hyperparameters, or `RunConfig` fields when named
+    in `CONFIG_KEYS` (None leaves the tuned value).
+    """
+    hparams, _ = best_args.get(scenario.name, method_name, buffer_size or 1)
+    config = {
+        "epochs": hparams.pop("n_epochs"),
+        "batch_size": hparams.pop("batch_size"),
+        "steps": hparams.pop("steps", None),
+        "progress": False,
+    }
+    for key, value in overrides.items():
+        if value is not None:
+            (config if key in CONFIG_KEYS else hparams)[key] = value
+    model = models.make(scenario.model, scenario.num_classes)
+    method = methods.get(method_name).make(model=model, input_fn=scenario.input_fn, **hparams)
+    res = train.run(method, scenario, train.RunConfig(seeds=tuple(seeds), **config), workdir)
+    res.pop("state")
+    res["steps_per_task"] = config["steps"]
+    return res
