@@ -156,7 +156,8 @@ def _stack_tests(scenario: Scenario, eval_batch: int, mesh):
 
 def _compile(fn, timer, cache, *args):
     """AOT-compiles `fn` for `args` once per distinct argument signature, timing the compile."""
-    signature = tuple((a.shape, str(a.dtype)) for a in jax.tree.leaves(args))
+    leaves, structure = jax.tree.flatten(args)
+    signature = (structure, tuple((a.shape, str(a.dtype)) for a in leaves))
     if signature not in cache:
         start = time.perf_counter()
         cache[signature] = fn.lower(*args).compile()
