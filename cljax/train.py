@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
 import time
 from pathlib import Path
@@ -28,8 +27,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from cljax import checkpoint as ckpt_lib
-from cljax import metrics as metrics_lib
-from cljax import plots, sharding
+from cljax import evaluation, plots, report, sharding
 from cljax.methods import Method, TaskInfo, identity_begin, identity_end
 from cljax.scenarios import Scenario
 
@@ -102,56 +100,6 @@ def make_task_runner(method: Method, mesh=None):
         )
 
     return jax.jit(run, donate_argnums=(0,))
-
-
-def make_evaluator(method: Method, eval_batch: int, mesh=None):
-    """`evaluate(state, x, y, valid, active, seen, task_masks) -> (cil, til)` correct counts (T, S)."""
-
-    def evaluate(state, x, y, valid, active, seen, task_masks):
-        def one_task(args):
-            xt, yt, vt, mask, act = args
-
-            def run(_):
-                def body(_, batch):
-                    xb, yb, vb = sharding.shard_batch(batch, mesh)
-                    logits = jax.vmap(method.predict, in_axes=(0, None))(state, xb)
-                    cil = jnp.argmax(jnp.where(seen, logits, -jnp.inf), -1) == yb
-                    til = jnp.argmax(jnp.where(mask, logits, -jnp.inf), -1) == yb
-                    return None, ((cil * vb).sum(-1), (til * vb).sum(-1))
-
-                shape = (-1, eval_batch)
-                batches = (
-                    xt.reshape(shape + xt.shape[1:]),
-                    yt.reshape(shape),
-                    vt.reshape(shape),
-                )
-                _, (cil, til) = jax.lax.scan(body, None, batches)
-                return cil.sum(0), til.sum(0)
-
-            zeros = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), jax.eval_shape(run, None))
-            return jax.lax.cond(act, run, lambda _: zeros, None)
-
-        return jax.lax.map(one_task, (x, y, valid, task_masks, active))
-
-    return jax.jit(evaluate)
-
-
-def _stack_tests(scenario: Scenario, eval_batch: int, mesh):
-    tests = [scenario.test(t) for t in range(scenario.num_tasks)]
-    n_max = max(len(y) for _, y in tests)
-    eval_batch = math.ceil(min(eval_batch, n_max) / mesh.size) * mesh.size
-    n_pad = math.ceil(n_max / eval_batch) * eval_batch
-    x0 = tests[0][0]
-    x = np.zeros((scenario.num_tasks, n_pad, *x0.shape[1:]), x0.dtype)
-    y = np.zeros((scenario.num_tasks, n_pad), np.int32)
-    valid = np.zeros((scenario.num_tasks, n_pad), np.float32)
-    for t, (xt, yt) in enumerate(tests):
-        x[t, : len(yt)], y[t, : len(yt)], valid[t, : len(yt)] = xt, yt, 1.0
-    masks = np.zeros((scenario.num_tasks, scenario.num_classes), bool)
-    for t in range(scenario.num_tasks):
-        masks[t, list(scenario.classes(t))] = True
-    counts = valid.sum(1)
-    return sharding.replicate((x, y, valid), mesh), masks, counts, eval_batch
 
 
 def _compile(fn, timer, cache, *args):
@@ -255,10 +203,10 @@ def run(
     state = jax.jit(jax.vmap(method.init, in_axes=(0, None)))(init_keys, example_x[:1])
     state, seed_keys = sharding.replicate((state, seed_keys), mesh)
 
-    (x_test, y_test, v_test), masks, counts, eval_batch = _stack_tests(
+    (x_test, y_test, v_test), masks, counts, eval_batch = evaluation.stack_tests(
         scenario, config.eval_batch, mesh
     )
-    evaluate = make_evaluator(method, eval_batch, mesh)
+    evaluate = evaluation.make_evaluator(method, eval_batch, mesh)
     runner = make_task_runner(method, mesh)
     compiled_cache = {}
     acc = {"class-il": np.full((len(seeds), T, T), np.nan), "task-il": None}
@@ -347,51 +295,6 @@ def run(
     if manager is not None:
         manager.wait_until_finished()
     timer.totals["total_s"] = time.perf_counter() - wall
-    out = results(method, scenario, config, acc, timer.totals, losses, state=state)
+    out = report.results(method, scenario, config, acc, timer.totals, losses, state=state)
     out["devices"] = mesh.size
     return out
-
-
-def results(method, scenario, config, acc, timing, losses, state=None) -> dict:
-    """The results dictionary written to `results.json` (plus the final `state`, not saved)."""
-    if scenario.settings == ("domain-il",):
-        accuracy = {"domain-il": acc["class-il"]}
-    else:
-        accuracy = dict(acc)
-    done = int(np.sum(~np.isnan(accuracy[scenario.settings[0]][0].diagonal())))
-    summary = {}
-    if done == scenario.num_tasks:
-        summary = {s: metrics_lib.summarize(a) for s, a in accuracy.items()}
-    steps, train_s = timing["steps"], timing["train_s"]
-    out = {
-        "method": method.name,
-        "benchmark": scenario.name,
-        "buffer_size": method.hparams.get("buffer_size"),
-        "seeds": list(config.seeds),
-        "hparams": {**method.hparams, "batch_size": config.batch_size, "n_epochs": config.epochs},
-        "settings": list(accuracy),
-        "tasks_done": done,
-        "accuracy": {s: _nan_to_none(a) for s, a in accuracy.items()},
-        "timing": {
-            **{k: round(v, 4) if isinstance(v, float) else v for k, v in timing.items()},
-            "steps_per_s": round(steps / train_s, 1) if train_s else None,
-            "samples_per_s": (
-                round(steps * config.batch_size * len(config.seeds) / train_s, 1)
-                if train_s
-                else None
-            ),
-        },
-        "final_train_loss": losses,
-    }
-    out["A_n"] = {
-        s: {"mean": np.mean(a, 0).tolist(), "std": np.std(a, 0).tolist()}
-        for s, a in ((s, metrics_lib.accuracy_after_each_task(a)) for s, a in accuracy.items())
-    }
-    for name in metrics_lib.METRICS:
-        out[name] = {s: {k: v for k, v in m[name].items()} for s, m in summary.items()}
-    out["state"] = state
-    return out
-
-
-def _nan_to_none(a):
-    return json.loads(json.dumps(np.asarray(a).tolist()).replace("NaN", "null"))
