@@ -29,6 +29,7 @@ BENCHMARKS = (
     "rot-mnist",
     "seq-cifar10",
     "seq-cifar100",
+    "seq-svhn",
 )
 
 
@@ -203,6 +204,9 @@ def build(
         else:
             transforms = [rotation(rng.uniform(0, 180), shape) for _ in range(n)]
         return domain_incremental(name, arrays, transforms, scaled_input(255.0), "mlp")
+    if name == "seq-svhn":  # digits: no flips; pixels in [0, 1] as the GAN replay expects
+        arrays = tfds_adapter.load("svhn_cropped", data_dir, download=download)
+        return class_incremental(name, arrays, num_tasks or 5, scaled_input(255.0), "resnet18")
     dataset = "cifar10" if name == "seq-cifar10" else "cifar100"
     stats = CIFAR10_STATS if dataset == "cifar10" else CIFAR100_STATS
     arrays = _cifar_arrays(dataset, data_dir, download)

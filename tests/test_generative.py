@@ -104,3 +104,24 @@ def test_gan_step_is_one_compile_per_task():
     assert set(m) == {"loss", "d_loss", "g_loss"}
     images, labels = method.sample(state, jax.random.key(0), per_class=2)
     assert images.shape == (8, 8, 8) and labels.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+
+
+@pytest.mark.parametrize("name", ["dgr", "mergan"])
+def test_dc_gan_replay_on_cifar_shaped_arrays(name):
+    """The SVHN / CIFAR-10 configs' path: conv GAN on 32x32x3 inputs."""
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(4), 4).astype(np.int32)
+    x = rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
+    sc = scenarios.class_incremental(
+        "svhn-like", (x, y, x, y), 2, scenarios.scaled_input(255.0), "resnet18"
+    )
+    method = methods.get(name).make(
+        model=models.MLP((16,), 4), input_fn=sc.input_fn, gan="dc", n_critic=2, z_dim=8
+    )
+    state = method.init(jax.random.key(0), jnp.asarray(x[:1]))
+    state = method.begin_task(state, methods.TaskInfo(0, sc.classes(0)))
+    batch = {"x": jnp.asarray(x[:4]), "y": jnp.asarray(y[:4])}
+    state, metrics = jax.jit(method.train_step)(state, batch, jax.random.key(1))
+    assert all(np.isfinite(float(v)) for v in metrics.values())
+    images, _ = method.sample(state, jax.random.key(2), per_class=1)
+    assert images.shape == (4, 32, 32, 3)
