@@ -131,10 +131,9 @@ def discriminator_loss(
     loss: str,
     gp_weight: float = 10.0,
     real_y=None,
-    fake_y=None,
     ac_weight: float = 1.0,
 ):
-    """Critic loss on a weighted real batch and a fake batch (+ AC-GAN terms when labelled)."""
+    """Critic loss on a weighted real batch and a fake batch (+ the AC-GAN term when labelled)."""
     adv_real, cls_real = d_apply(d_params, real)
     adv_fake, cls_fake = d_apply(d_params, fake)
     if loss == "wgan-gp":
@@ -153,10 +152,10 @@ def discriminator_loss(
     else:
         raise ValueError(f"unknown GAN loss {loss!r}; choose 'wgan-gp' or 'ns'")
     if cls_real is not None and real_y is not None:
-        value = value + ac_weight * (
-            _wmean(cross_entropy(cls_real, real_y), real_w)
-            + jnp.mean(cross_entropy(cls_fake, fake_y))
-        )
+        # The auxiliary classifier learns from real (and replayed) images only, as in the
+        # WGAN-GP AC-GAN the MeRGAN authors build on: trained on fakes as well, it can
+        # learn the generator's label code instead of the classes, and the two collude.
+        value = value + ac_weight * _wmean(cross_entropy(cls_real, real_y), real_w)
     return value
 
 
@@ -211,7 +210,6 @@ def critic_then_generator(
             k_gp,
             loss=loss,
             real_y=y if conditional else None,
-            fake_y=fy,
         )
         return d_state.apply_gradients(grads=grads), d_loss
 
