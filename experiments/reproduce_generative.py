@@ -85,7 +85,16 @@ def main(argv=None):
         shutil.rmtree(workdir, ignore_errors=True)
         name, extra = ROWS[row]
         res = run_tuned(
-            scenario, name, None, seeds, workdir, steps=args.steps or None, gan=args.gan, **extra
+            scenario,
+            name,
+            None,
+            seeds,
+            workdir,
+            steps=args.steps or None,
+            gan=args.gan,
+            g_lr=args.gan_lr,
+            d_lr=args.gan_lr,
+            **extra,
         )
         grid = workdir / "samples" / "task10.png"
         if grid.exists():
