@@ -123,6 +123,26 @@ def init_scholar(key, image, model, parts, solver_tx, g_tx, d_tx) -> DgrState:
     )
 
 
+def scholar_setup(model, input_fn, gan, gan_classes, z_dim, lr, g_lr, d_lr, b1, b2):
+    """`(parts, init)`: the GAN modules per image shape (built once) and the scholar's `init`.
+
+    The solver trains with Adam at `lr`; generator and critic with Adam at
+    `g_lr` / `d_lr` and betas `(b1, b2)`. `gan_classes` > 0 makes the GAN conditional.
+    """
+    solver_tx = optax.adam(lr)
+    g_tx, d_tx = gan_lib.adam(g_lr, b1, b2), gan_lib.adam(d_lr, b1, b2)
+
+    @functools.cache
+    def parts(image_shape):
+        return GanParts(gan, image_shape, gan_classes, z_dim)
+
+    def init(key, example_x):
+        image = input_fn(example_x, None, False)
+        return init_scholar(key, image, model, parts, solver_tx, g_tx, d_tx)
+
+    return parts, init
+
+
 def solver_predict(input_fn):
     """`predict(state, x)`: the solver's logits."""
 
@@ -192,18 +212,8 @@ def make(
 ) -> Method:
     """DGR with a `gan` ('mlp' or 'dc') generator trained by `gan_loss`."""
     check_gan_hparams(n_critic, gan_loss, ratio, gan)
-    solver_tx = optax.adam(lr)
-    g_tx, d_tx = gan_lib.adam(g_lr, b1, b2), gan_lib.adam(d_lr, b1, b2)
     num_classes = model.num_classes
-
-    @functools.cache
-    def parts(image_shape):
-        return GanParts(gan, image_shape, 0, z_dim)
-
-    def init(key, example_x):
-        return init_scholar(
-            key, input_fn(example_x, None, False), model, parts, solver_tx, g_tx, d_tx
-        )
+    parts, init = scholar_setup(model, input_fn, gan, 0, z_dim, lr, g_lr, d_lr, b1, b2)
 
     def begin_task(state, task):
         return begin_generative_task(state, task, ratio, num_classes)

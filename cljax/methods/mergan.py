@@ -28,22 +28,18 @@ kept across tasks (the authors reset them).
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
-import optax
 
 from cljax.methods import Method
 from cljax.methods import gan as gan_lib
 from cljax.methods.dgr import (
     DgrState,
-    GanParts,
     begin_generative_task,
     check_gan_hparams,
     chunks,
     end_generative_task,
-    init_scholar,
+    scholar_setup,
     solver_predict,
     solver_step,
 )
@@ -93,18 +89,8 @@ def make(
     check_gan_hparams(n_critic, "wgan-gp", ratio, gan)
     if variant not in ("jr", "ra"):
         raise ValueError(f"variant must be 'jr' or 'ra', got {variant!r}")
-    solver_tx = optax.adam(lr)
-    g_tx, d_tx = gan_lib.adam(g_lr, b1, b2), gan_lib.adam(d_lr, b1, b2)
     num_classes = model.num_classes
-
-    @functools.cache
-    def parts(image_shape):
-        return GanParts(gan, image_shape, num_classes, z_dim)
-
-    def init(key, example_x):
-        return init_scholar(
-            key, input_fn(example_x, None, False), model, parts, solver_tx, g_tx, d_tx
-        )
+    parts, init = scholar_setup(model, input_fn, gan, num_classes, z_dim, lr, g_lr, d_lr, b1, b2)
 
     def begin_task(state, task):
         return begin_generative_task(state, task, ratio, num_classes)
