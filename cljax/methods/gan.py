@@ -135,7 +135,7 @@ def discriminator_loss(
 ):
     """Critic loss on a weighted real batch and a fake batch (+ the AC-GAN term when labelled)."""
     adv_real, cls_real = d_apply(d_params, real)
-    adv_fake, cls_fake = d_apply(d_params, fake)
+    adv_fake, _ = d_apply(d_params, fake)  # the AC head learns from real images only
     if loss == "wgan-gp":
         value = jnp.mean(adv_fake) - _wmean(adv_real, real_w)
         eps = jax.random.uniform(key, (real.shape[0],) + (1,) * (real.ndim - 1))
