@@ -17,8 +17,13 @@ def manager(workdir) -> ocp.CheckpointManager:
 
 
 def save(mgr: ocp.CheckpointManager, step: int, state, acc: dict, meta: dict):
-    """Saves after task `step`; `meta` must be JSON-serialisable."""
+    """Saves after task `step`; `meta` must be JSON-serialisable.
+
+    The state's leaf shapes go into `meta` too: a growing or pruned state is
+    restored into the shapes it was saved with.
+    """
     tree = {"state": state, "acc": {k: np.asarray(v) for k, v in acc.items()}}
+    meta = {**meta, "state_shapes": [list(np.shape(a)) for a in jax.tree.leaves(state)]}
     mgr.save(
         step,
         args=ocp.args.Composite(tree=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)),
@@ -30,11 +35,14 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be resumed: unreadable, or made by a different run."""
 
 
-def restore(mgr: ocp.CheckpointManager, state_like, acc_like: dict, identity: dict):
-    """`(state, acc, meta)` of the latest checkpoint, shaped like the given templates.
+def restore(mgr: ocp.CheckpointManager, structure_of, acc_like: dict, identity: dict, sharding):
+    """`(state, acc, meta)` of the latest checkpoint.
 
+    `structure_of(meta)` gives a state of the saved tree structure (arrays or
+    `jax.ShapeDtypeStruct`s); its leaves take the shapes saved in `meta`.
     `identity` (method, benchmark, seeds, hyperparameters) must equal the one
-    saved with the checkpoint, or resuming would silently mix two runs.
+    saved with the checkpoint, or resuming would silently mix two runs. The
+    state's arrays are placed with `sharding`.
     """
     where = mgr.directory
     step = mgr.latest_step()
@@ -52,8 +60,21 @@ def restore(mgr: ocp.CheckpointManager, state_like, acc_like: dict, identity: di
             f"checkpoint in {where} was made by a different run (differs in: "
             f"{', '.join(diff)}); resume with the same settings, or use --overwrite"
         )
-    target = {"state": state_like, "acc": {k: np.asarray(v) for k, v in acc_like.items()}}
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+    leaves, treedef = jax.tree.flatten(structure_of(meta))
+    shapes = meta.get("state_shapes", [np.shape(a) for a in leaves])
+    if len(shapes) != len(leaves):
+        raise CheckpointError(
+            f"checkpoint {step} in {where} holds a state of another structure; "
+            "rerun with --overwrite to start again"
+        )
+    state_like = treedef.unflatten(
+        [
+            jax.ShapeDtypeStruct(tuple(s), a.dtype, sharding=sharding)
+            for a, s in zip(leaves, shapes, strict=True)
+        ]
+    )
+    acc_abstract = {k: ocp.utils.to_shape_dtype_struct(np.asarray(v)) for k, v in acc_like.items()}
+    abstract = {"state": state_like, "acc": acc_abstract}
     try:
         got = mgr.restore(step, args=ocp.args.Composite(tree=ocp.args.StandardRestore(abstract)))
     except Exception as e:  # orbax raises many types for damaged files

@@ -1,7 +1,9 @@
-"""Backbones: Mammoth's MNIST MLP and the reduced ResNet-18 for 32x32 inputs.
+"""Backbones: Mammoth's MNIST MLP, a small CNN and the reduced ResNet-18 for 32x32 inputs.
 
 Every model is a Linen module called as `model.apply(variables, x, train=...)`.
 Models with BatchNorm keep running statistics in the `batch_stats` collection.
+With `num_classes=None` a model returns its features (the input of its last
+layer): `dyn_expand` stacks such feature extractors.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ class MLP(nn.Module):
     """Fully connected ReLU network (Mammoth's MNISTMLP is `MLP((100, 100), 10)`)."""
 
     hidden: Sequence[int] = (100, 100)
-    num_classes: int = 10
+    num_classes: int | None = 10
     dtype: Any = jnp.float32  # compute dtype; parameters stay float32
 
     @nn.compact
@@ -28,8 +30,71 @@ class MLP(nn.Module):
         x = x.reshape((x.shape[0], -1))
         for width in self.hidden:
             x = nn.relu(nn.Dense(width, kernel_init=_xavier, dtype=self.dtype)(x))
+        if self.num_classes is None:
+            return x.astype(jnp.float32)
         out = nn.Dense(self.num_classes, kernel_init=_xavier, dtype=self.dtype)(x)
         return out.astype(jnp.float32)
+
+
+class Conv3x3(nn.Module):
+    """3x3 convolution (padding 1) as nine shifted slices and one matmul.
+
+    Same parameters as `nn.Conv(features, (3, 3), stride, padding=1)`. On CPU,
+    XLA runs `lax.conv` inside a `while` loop (our scanned task) ~40x slower than
+    outside it (jax-ml/jax#12868); slices and a matmul stay fast there.
+    """
+
+    features: int
+    stride: int = 1
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        c = x.shape[-1]
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (3, 3, c, self.features))
+        bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        s, (h, w) = self.stride, x.shape[1:3]
+        ho, wo = -(-h // s), -(-w // s)
+        xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0))).astype(self.dtype)
+        cols = [
+            xp[:, i : i + s * (ho - 1) + 1 : s, j : j + s * (wo - 1) + 1 : s]
+            for i in range(3)
+            for j in range(3)
+        ]
+        out = jnp.concatenate(cols, -1) @ kernel.reshape(9 * c, -1).astype(self.dtype)
+        return out + bias.astype(self.dtype)
+
+
+class ConvNet(nn.Module):
+    """3x3 conv + ReLU layers (stride 2 after the first), global average pool, linear head.
+
+    Strided convs instead of max-pooling: XLA's CPU backward of max-pool
+    (select-and-scatter) made the net ~10x slower to train.
+
+    `masks[i]` (one value per channel of conv i, broadcast over the batch)
+    multiplies that conv's activations: the channel masks of `dyn_expand`.
+    Dropping a channel whose mask is 0 (`cljax.methods.dyn_expand.prune`) gives
+    a narrower `ConvNet` with the same outputs.
+    """
+
+    widths: Sequence[int] = (32, 64, 128)
+    num_classes: int | None = 10
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool = False, masks=None):
+        del train
+        if x.ndim == 3:  # (N, H, W) grey images
+            x = x[..., None]
+        for i, width in enumerate(self.widths):
+            stride = 1 if i == 0 else 2
+            x = nn.relu(Conv3x3(width, stride, self.dtype, name=f"conv{i}")(x))
+            if masks is not None:
+                x = x * masks[i].astype(x.dtype)
+        x = jnp.mean(x, axis=(1, 2))
+        if self.num_classes is None:
+            return x.astype(jnp.float32)
+        return nn.Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)
 
 
 class BasicBlock(nn.Module):
@@ -57,7 +122,7 @@ class BasicBlock(nn.Module):
 class ResNet18(nn.Module):
     """Reduced ResNet-18 for 32x32 inputs (3x3 stem, no max-pool), as in GEM and Mammoth."""
 
-    num_classes: int = 10
+    num_classes: int | None = 10
     nf: int = 64
     dtype: Any = jnp.float32
 
@@ -73,6 +138,8 @@ class ResNet18(nn.Module):
                 stride = 2 if (i > 0 and b == 0) else 1
                 x = BasicBlock(self.nf * mult, stride, self.dtype)(x, train)
         x = jnp.mean(x, axis=(1, 2))
+        if self.num_classes is None:
+            return x.astype(jnp.float32)
         return nn.Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)
 
 
@@ -80,7 +147,7 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def make(name: str, num_classes: int, dtype: str = "float32", nf: int = 64) -> nn.Module:
-    """Builds a backbone by name (`mlp` or `resnet18`) computing in `dtype`.
+    """Builds a backbone by name (`mlp`, `cnn` or `resnet18`) computing in `dtype`.
 
     `bfloat16` is mixed precision: bf16 activations and matmuls, float32
     parameters, optimizer state and logits.
@@ -89,6 +156,11 @@ def make(name: str, num_classes: int, dtype: str = "float32", nf: int = 64) -> n
         raise ValueError(f"dtype {dtype!r} is not supported; choose one of: {', '.join(DTYPES)}")
     if name == "mlp":
         return MLP((100, 100), num_classes, DTYPES[dtype])
+    if name == "cnn":
+        return ConvNet((32, 64, 128), num_classes, DTYPES[dtype])
     if name == "resnet18":
         return ResNet18(num_classes, nf, DTYPES[dtype])
-    raise ValueError(f"unknown model {name!r}; choose 'mlp' or 'resnet18'")
+    raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
+
+
+MODELS = ("mlp", "cnn", "resnet18")

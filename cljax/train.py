@@ -24,6 +24,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
 from cljax import checkpoint as ckpt_lib
@@ -129,6 +130,20 @@ def _write_samples(method: Method, state, keys, path: Path, title: str):
     )
 
 
+def task_info(scenario: Scenario, config: RunConfig, t: int) -> TaskInfo:
+    """The static facts of task `t` that `begin_task` and `end_task` receive."""
+    seen = tuple(c for j in range(t + 1) for c in scenario.classes(j))
+    per_epoch = math.ceil(scenario.train_sizes[t] / config.batch_size)
+    return TaskInfo(t, tuple(scenario.classes(t)), seen, per_epoch)
+
+
+def _per_seed(fn, state, *args):
+    """Host-side `fn(one seed's state, *args)` over the seed axis of `state`."""
+    n = jax.tree.leaves(state)[0].shape[0]
+    outs = [fn(jax.tree.map(lambda a, i=i: a[i], state), *args) for i in range(n)]
+    return outs
+
+
 def _training_data(method: Method, scenario: Scenario, t: int):
     """The arrays to train on at task t; `(None, None)` where joint waits for the last task."""
     if not method.joint:
@@ -186,8 +201,37 @@ def run(
 
     With `workdir`, a checkpoint is written after every task; `resume=True`
     continues from the latest one. `stop_after=t` returns after task t (as if
-    interrupted), which is how resuming is tested.
+    interrupted), which is how resuming is tested. Methods with `resize`
+    (data-dependent shapes) run their seeds one after another, each in
+    `WORKDIR/seed-S`; the others run all seeds at once under `vmap`.
     """
+    seeds = tuple(config.seeds)
+    if method.resize is None or len(seeds) == 1:
+        raw = _run_seeds(method, scenario, config, workdir, resume, stop_after)
+    else:
+        parts = []
+        for seed in seeds:
+            sub = None if workdir is None else Path(workdir) / f"seed-{seed}"
+            one = dataclasses.replace(config, seeds=(seed,))
+            parts.append(_run_seeds(method, scenario, one, sub, resume, stop_after))
+        raw = {
+            "acc": {k: np.concatenate([p["acc"][k] for p in parts]) for k in parts[0]["acc"]},
+            "timing": {k: sum(p["timing"][k] for p in parts) for k in parts[0]["timing"]},
+            "losses": np.mean([p["losses"] for p in parts], 0).tolist(),
+            "per_task": [sum(rows, []) for rows in zip(*(p["per_task"] for p in parts))],
+            "state": [p["state"] for p in parts],  # one state per seed: shapes may differ
+            "devices": parts[0]["devices"],
+        }
+    out = report.results(
+        method, scenario, config, raw["acc"], raw["timing"], raw["losses"], state=raw["state"]
+    )
+    out["devices"] = raw["devices"]
+    if raw["per_task"]:
+        out["per_task"] = raw["per_task"]  # [task][seed] -> the method's `describe`
+    return out
+
+
+def _run_seeds(method, scenario, config, workdir, resume, stop_after) -> dict:
     wall = time.perf_counter()
     seeds = tuple(config.seeds)
     T = scenario.num_tasks
@@ -203,6 +247,14 @@ def run(
     state = jax.jit(jax.vmap(method.init, in_axes=(0, None)))(init_keys, example_x[:1])
     state, seed_keys = sharding.replicate((state, seed_keys), mesh)
 
+    def keys_for(t, purpose):  # purpose 1: train steps and end_task, 2: begin_task
+        return jax.vmap(lambda k: jax.random.fold_in(jax.random.fold_in(k, purpose), t))(seed_keys)
+
+    def begin(state, t):
+        info = task_info(scenario, config, t)
+        fn = jax.vmap(lambda s, k: method.begin_task(s, info, k))
+        return fn(state, keys_for(t, 2))
+
     (x_test, y_test, v_test), masks, counts, eval_batch = evaluation.stack_tests(
         scenario, config.eval_batch, mesh
     )
@@ -212,7 +264,7 @@ def run(
     acc = {"class-il": np.full((len(seeds), T, T), np.nan), "task-il": None}
     acc["task-il"] = acc["class-il"].copy()
     timer = Timer()
-    losses = []
+    losses, per_task = [], []
     first_task = 0
 
     manager = ckpt_lib.manager(workdir) if workdir is not None else None
@@ -226,20 +278,25 @@ def run(
         "batch_size": config.batch_size,
     }
     if resume and manager is not None and manager.latest_step() is not None:
-        state, acc, saved = ckpt_lib.restore(manager, state, acc, identity)
+
+        def structure_of(meta):  # the state's tree structure after the saved task
+            shaped = jax.eval_shape(lambda s: s, state)
+            for j in range(meta["task"] + 1):
+                shaped = jax.eval_shape(functools.partial(begin, t=j), shaped)
+            return shaped
+
+        replicated = NamedSharding(mesh, PartitionSpec())
+        state, acc, saved = ckpt_lib.restore(manager, structure_of, acc, identity, replicated)
         first_task = saved["task"] + 1
         timer.totals.update(saved["timing"])
-        losses = saved["losses"]
+        losses, per_task = saved["losses"], saved.get("per_task", [])
         wall -= saved["timing"].get("total_s", 0.0)
 
     for t in range(first_task, T):
-        info = TaskInfo(index=t, classes=scenario.classes(t))
+        info = task_info(scenario, config, t)
         if method.begin_task is not identity_begin:
-            begin = functools.partial(method.begin_task, task=info)
-            state = jax.jit(jax.vmap(begin))(state)
-        task_keys = jax.vmap(lambda k, t=t: jax.random.fold_in(jax.random.fold_in(k, 1), t))(
-            seed_keys
-        )
+            state = jax.jit(begin, static_argnums=1)(state, t)
+        task_keys = keys_for(t, 1)
         x, y = _training_data(method, scenario, t)
         if x is not None:
             state, loss = _train_task(
@@ -259,8 +316,14 @@ def run(
             )
             losses.append(loss)
             if method.end_task is not identity_end:
-                end = jax.vmap(method.end_task, in_axes=(0, None, 0))
+                end = jax.vmap(lambda s, d, k: method.end_task(s, d, k, info), (0, None, 0))
                 state = jax.jit(end)(state, (jnp.asarray(x), jnp.asarray(y)), task_keys)
+            if method.resize is not None:
+                resized = _per_seed(method.resize, state, info)
+                state = jax.tree.map(lambda *a: np.stack(a), *resized)
+                state = sharding.replicate(state, mesh)
+        if method.describe is not None:
+            per_task.append(_per_seed(method.describe, state))
 
         start = time.perf_counter()
         seen = masks[: t + 1].any(0)
@@ -282,19 +345,19 @@ def run(
 
         timer.totals["total_s"] = time.perf_counter() - wall
         if manager is not None:
-            ckpt_lib.save(
-                manager,
-                t,
-                state,
-                acc,
-                {"task": t, "timing": timer.totals, "losses": losses, "run": identity},
-            )
+            meta = {"task": t, "timing": timer.totals, "losses": losses, "run": identity}
+            ckpt_lib.save(manager, t, state, acc, {**meta, "per_task": per_task})
         if stop_after is not None and t >= stop_after:
             break
 
     if manager is not None:
         manager.wait_until_finished()
     timer.totals["total_s"] = time.perf_counter() - wall
-    out = report.results(method, scenario, config, acc, timer.totals, losses, state=state)
-    out["devices"] = mesh.size
-    return out
+    return {
+        "acc": acc,
+        "timing": timer.totals,
+        "losses": losses,
+        "per_task": per_task,
+        "state": state,
+        "devices": mesh.size,
+    }

@@ -28,7 +28,7 @@ from cljax.models import DTYPES
 from cljax.scenarios import BENCHMARKS
 from experiments.configs import best_args
 
-RUN_KEYS = ("batch_size", "n_epochs", "steps", "dtype")
+RUN_KEYS = ("batch_size", "n_epochs", "steps", "dtype", "model")
 
 
 class UsageError(Exception):
@@ -66,7 +66,7 @@ def parse_args(argv):
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a hyperparameter (lr, minibatch_size, alpha, beta, batch_size, n_epochs, steps, dtype, ...)",
+        help="override a hyperparameter (lr, minibatch_size, alpha, beta, batch_size, n_epochs, steps, dtype, model, ...)",
     )
     p.add_argument(
         "--devices",
@@ -86,6 +86,10 @@ def parse_setting(key: str, text: str, default):
     if key == "dtype":
         if text not in DTYPES:
             raise UsageError(f"--set dtype={text}: choose one of {', '.join(DTYPES)}")
+        return text
+    if key == "model":
+        if text not in models.MODELS:
+            raise UsageError(f"--set model={text}: choose one of {', '.join(models.MODELS)}")
         return text
     if isinstance(default, bool):
         if text.lower() not in ("true", "false", "1", "0"):
@@ -120,7 +124,11 @@ def resolve_hparams(method_name, benchmark, buffer_size, overrides):
     hparams, tuned = best_args.get(benchmark, method_name, buffer_size)
     hparams.setdefault("dtype", "float32")
     hparams.setdefault("steps", None)
-    defaults = {**module.HPARAMS, "batch_size": 1, "n_epochs": 1, "steps": 1, "dtype": ""}
+    hparams.setdefault("model", None)  # None: the benchmark's backbone
+    defaults = {
+        **module.HPARAMS,
+        **{"batch_size": 1, "n_epochs": 1, "steps": 1, "dtype": "", "model": ""},
+    }
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep:
@@ -190,7 +198,7 @@ def _main(args) -> int:
             f"batch size {run_cfg['batch_size']} cannot be split over {mesh.size} devices; "
             f"pass --set batch_size=<a multiple of {mesh.size}> or --devices 1"
         )
-    model = models.make(scenario.model, scenario.num_classes, run_cfg["dtype"])
+    model = models.make(run_cfg["model"] or scenario.model, scenario.num_classes, run_cfg["dtype"])
     try:
         method = methods.get(args.method).make(model=model, input_fn=scenario.input_fn, **hparams)
     except ValueError as e:
@@ -228,7 +236,9 @@ def _main(args) -> int:
         )
         return 130
     res.pop("state")
-    res["hparams"].update(dtype=run_cfg["dtype"], steps=run_cfg["steps"])
+    res["hparams"].update(
+        dtype=run_cfg["dtype"], steps=run_cfg["steps"], model=run_cfg["model"] or scenario.model
+    )
     if jax.process_index() != 0:  # several hosts: the first one writes the results
         return 0
     res["command"] = "python -m experiments.run " + " ".join(sys.argv[1:])

@@ -90,7 +90,7 @@ def test_gan_step_is_one_compile_per_task():
     chex.clear_trace_counter()
     method = methods.get("mergan").make(model=models.MLP((8,), 4), input_fn=SC.input_fn, **FAST)
     state = method.init(jax.random.key(0), jnp.asarray(SC.train(0)[0][:1]))
-    state = method.begin_task(state, methods.TaskInfo(0, SC.classes(0)))
+    state = method.begin_task(state, methods.TaskInfo(0, SC.classes(0)), jax.random.key(8))
 
     @jax.jit
     @chex.assert_max_traces(n=1)
@@ -119,7 +119,7 @@ def test_dc_gan_replay_on_cifar_shaped_arrays(name):
         model=models.MLP((16,), 4), input_fn=sc.input_fn, gan="dc", n_critic=2, z_dim=8
     )
     state = method.init(jax.random.key(0), jnp.asarray(x[:1]))
-    state = method.begin_task(state, methods.TaskInfo(0, sc.classes(0)))
+    state = method.begin_task(state, methods.TaskInfo(0, sc.classes(0)), jax.random.key(8))
     batch = {"x": jnp.asarray(x[:4]), "y": jnp.asarray(y[:4])}
     state, metrics = jax.jit(method.train_step)(state, batch, jax.random.key(1))
     assert all(np.isfinite(float(v)) for v in metrics.values())

@@ -22,10 +22,13 @@ HP = {
     "derpp": {**SMALL, "alpha": 0.5, "beta": 0.5},
     "dgr": {"n_critic": 2, "z_dim": 8},
     "mergan": {"n_critic": 2, "z_dim": 8},
+    "dyn_expand": {"buffer_size": 8, "minibatch_size": 4, "retrain_epochs": 2},
 }
 
 
 def make(name, model=None, **extra):
+    if model is None and name == "dyn_expand":
+        model = models.ConvNet((4, 8), SC.num_classes)
     model = model or models.MLP((8,), SC.num_classes)
     return methods.get(name).make(model=model, input_fn=SC.input_fn, **HP[name], **extra)
 
@@ -42,7 +45,8 @@ def test_contract(name):
     x0 = jnp.asarray(SC.train(0)[0][:1])
     state = method.init(jax.random.key(0), x0)
     structure = jax.tree.structure(state)
-    state = method.begin_task(state, TaskInfo(0, SC.classes(0)))
+    task = TaskInfo(0, SC.classes(0), SC.classes(0), steps_per_epoch=3)
+    state = method.begin_task(state, task, jax.random.key(8))
 
     @jax.jit
     @chex.assert_max_traces(n=1)
@@ -52,7 +56,9 @@ def test_contract(name):
     for i in range(3):
         state, metrics = step(state, batch(0, offset=i * 4), jax.random.key(i))
         assert np.isfinite(float(metrics["loss"]))
-    state = method.end_task(state, SC.train(0), jax.random.key(9))
+    state = method.end_task(state, SC.train(0), jax.random.key(9), task)
+    if method.resize is not None:
+        state = method.resize(state, task)
     assert jax.tree.structure(state) == structure
     logits = method.predict(state, jnp.asarray(SC.test(0)[0]))
     assert logits.shape == (len(SC.test(0)[1]), SC.num_classes)

@@ -5,10 +5,16 @@ NamedTuple of pure functions (the begin_task / train_step / end_task vocabulary 
 Mammoth, without mutable objects):
 
 - `init(key, example_x) -> state`
-- `begin_task(state, task) -> state`        (task: `TaskInfo`; shapes may change here)
+- `begin_task(state, task, key) -> state`   (task: `TaskInfo`; shapes may change here)
 - `train_step(state, batch, key) -> (state, metrics)`   (jitted, scanned over a task)
-- `end_task(state, task_data, key) -> state`
+- `end_task(state, task_data, key, task) -> state`      (task_data: the task's `(x, y)`)
 - `predict(state, x) -> logits`
+
+These are jitted and vmapped over seeds by the driver. Methods whose state
+changes shape in a way that depends on the data (pruning, growth by the number
+of free units) add `resize(state, task) -> state`: plain host code on one
+seed's state, called after `end_task`; the driver then runs seeds one after
+another instead of under `vmap`.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import importlib
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-NAMES = ("sgd", "joint", "er", "der", "derpp", "dgr", "mergan")
+NAMES = ("sgd", "joint", "er", "der", "derpp", "dgr", "mergan", "dyn_expand")
 
 
 class TaskInfo(NamedTuple):
@@ -25,6 +31,8 @@ class TaskInfo(NamedTuple):
 
     index: int
     classes: tuple[int, ...]
+    seen: tuple[int, ...] = ()  # every class of tasks 0..index (this one included)
+    steps_per_epoch: int = 1  # batches in one pass over the task's training data
 
 
 class Method(NamedTuple):
@@ -43,6 +51,11 @@ class Method(NamedTuple):
     # Generative methods: `sample(state, key) -> (images, labels or None)` for
     # the sample grids the driver writes after every task.
     sample: Callable[..., Any] | None = None
+    # Host-side, per seed, after `end_task`: shape changes that depend on the data.
+    resize: Callable[..., Any] | None = None
+    # Host-side, per seed, after each task: JSON numbers for results.json
+    # (e.g. parameter counts), collected under "per_task".
+    describe: Callable[..., dict] | None = None
 
 
 def get(name: str):
@@ -52,13 +65,13 @@ def get(name: str):
     return importlib.import_module(f"cljax.methods.{name}")
 
 
-def identity_begin(state, task):
+def identity_begin(state, task, key):
     """`begin_task` of methods that need no preparation."""
-    del task
+    del task, key
     return state
 
 
-def identity_end(state, task_data, key):
+def identity_end(state, task_data, key, task):
     """`end_task` of methods that need no consolidation."""
-    del task_data, key
+    del task_data, key, task
     return state

@@ -159,9 +159,9 @@ def begin_generative_task(state, task: TaskInfo, ratio: float, num_classes: int)
     return state.replace(current=current, ratio=jnp.where(state.has_prev > 0, r, 1.0))
 
 
-def end_generative_task(state, task_data, key):
+def end_generative_task(state, task_data, key, task):
     """Freezes the current generator and solver as the previous scholar."""
-    del task_data, key
+    del task_data, key, task
     return state.replace(
         prev_gen=state.gen.params,
         prev_solver=state.solver.params,
@@ -215,7 +215,8 @@ def make(
     num_classes = model.num_classes
     parts, init = scholar_setup(model, input_fn, gan, 0, z_dim, lr, g_lr, d_lr, b1, b2)
 
-    def begin_task(state, task):
+    def begin_task(state, task, key):
+        del key
         return begin_generative_task(state, task, ratio, num_classes)
 
     def train_step(state, batch, key):

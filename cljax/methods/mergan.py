@@ -92,7 +92,8 @@ def make(
     num_classes = model.num_classes
     parts, init = scholar_setup(model, input_fn, gan, num_classes, z_dim, lr, g_lr, d_lr, b1, b2)
 
-    def begin_task(state, task):
+    def begin_task(state, task, key):
+        del key
         return begin_generative_task(state, task, ratio, num_classes)
 
     def train_step(state, batch, key):

@@ -1,0 +1,49 @@
+"""Learned unit masks with an annealed sigmoid, shared by `dyn_expand` and `dgm`.
+
+A layer's mask is `m = sigmoid(s * e)` for a learnable embedding `e` (one value
+per unit or channel). Within a task `s` rises linearly over each epoch's
+batches from `1/s_max` to `s_max` (HAT, Serra et al. 2018, eq. 3; DER, Yan et
+al. 2021, sec. 3.3), so the mask starts soft and ends (almost) binary. At
+inference and for pruning the mask is binarised: `e > 0`, which is
+`sigmoid(s_max * e) > 0.5`.
+
+Gradient compensation: the gradient of `e` through `sigmoid(s * e)` is
+`s * sigmoid'(s * e) * dL/dm`, which vanishes or explodes with `s`. Both papers
+rescale it to be independent of `s`: DER multiplies by
+`sigmoid'(e) / (s * sigmoid'(s * e))`, HAT by
+`s_max * [cosh(s e) + 1] / (s * [cosh(e) + 1])`; the compensated gradients are
+`sigmoid'(e) * dL/dm` and `s_max * sigmoid'(e) * dL/dm`. `gate` builds exactly
+that gradient (forward value `sigmoid(s * e)`, backward `scale * sigmoid'(e)`)
+without dividing two vanishing numbers. After each update the embeddings are
+clamped to `[-bound, bound]` (HAT's `thres_emb = 6`) so the annealing stays stable.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+EMBEDDING_BOUND = 6.0
+
+
+def anneal(batch_in_epoch, batches_per_epoch, s_max: float):
+    """`s` for batch `b` (0-based) of an epoch of `B`: `1/s_max + (s_max - 1/s_max) * b / (B - 1)`."""
+    frac = batch_in_epoch / jnp.maximum(batches_per_epoch - 1, 1)
+    return 1.0 / s_max + (s_max - 1.0 / s_max) * frac
+
+
+def gate(e, s, scale: float = 1.0):
+    """`sigmoid(s * e)` whose gradient with respect to `e` is `scale * sigmoid'(e)` times the upstream one."""
+    hard = jax.lax.stop_gradient(jax.nn.sigmoid(s * e))
+    soft = jax.nn.sigmoid(e)
+    return hard + scale * (soft - jax.lax.stop_gradient(soft))
+
+
+def binary(e):
+    """The mask at inference: 1 where `e > 0` (`sigmoid(s_max * e) > 0.5`), else 0."""
+    return (e > 0).astype(jnp.float32)
+
+
+def clamp(embeddings, bound: float = EMBEDDING_BOUND):
+    """Embeddings clamped to `[-bound, bound]`, as HAT does after every update."""
+    return jax.tree.map(lambda e: jnp.clip(e, -bound, bound), embeddings)
