@@ -218,7 +218,7 @@ def run(
             "acc": {k: np.concatenate([p["acc"][k] for p in parts]) for k in parts[0]["acc"]},
             "timing": {k: sum(p["timing"][k] for p in parts) for k in parts[0]["timing"]},
             "losses": np.mean([p["losses"] for p in parts], 0).tolist(),
-            "per_task": [sum(rows, []) for rows in zip(*(p["per_task"] for p in parts))],
+            "per_task": [sum(r, []) for r in zip(*(p["per_task"] for p in parts), strict=True)],
             "state": [p["state"] for p in parts],  # one state per seed: shapes may differ
             "devices": parts[0]["devices"],
         }
@@ -316,7 +316,7 @@ def _run_seeds(method, scenario, config, workdir, resume, stop_after) -> dict:
             )
             losses.append(loss)
             if method.end_task is not identity_end:
-                end = jax.vmap(lambda s, d, k: method.end_task(s, d, k, info), (0, None, 0))
+                end = jax.vmap(functools.partial(method.end_task, task=info), (0, None, 0))
                 state = jax.jit(end)(state, (jnp.asarray(x), jnp.asarray(y)), task_keys)
             if method.resize is not None:
                 resized = _per_seed(method.resize, state, info)

@@ -132,9 +132,12 @@ def make(
         raise ValueError("buffer_size and minibatch_size must be positive, per_class >= 0")
     capacity = per_class * num_classes if per_class else buffer_size
     base = model.clone(num_classes=None)
-    decay_mask = lambda p: {k: jax.tree.map(lambda _: k != "emb", v) for k, v in p.items()}
+    no_decay_on_masks = lambda p: {
+        **jax.tree.map(lambda _: True, p),
+        "emb": jax.tree.map(lambda _: False, p["emb"]),
+    }
     tx = optax.chain(
-        optax.add_decayed_weights(weight_decay, mask=decay_mask), optax.sgd(lr, momentum)
+        optax.add_decayed_weights(weight_decay, mask=no_decay_on_masks), optax.sgd(lr, momentum)
     )
 
     def extractor_for(params):
