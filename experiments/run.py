@@ -78,7 +78,10 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
-ZERO_OK = ("ratio", "b1", "b2", "alpha", "beta", "ra_weight")
+ZERO_OK = (
+    *("ratio", "b1", "b2", "alpha", "beta", "ra_weight", "lamb_g", "s_max", "weight_decay"),
+    *("per_class", "sparsity", "aux_weight", "retrain_epochs", "momentum"),
+)
 
 
 def parse_setting(key: str, text: str, default):

@@ -24,7 +24,7 @@ def run_tuned(scenario, method_name, buffer_size, seeds, workdir=None, **overrid
     for key, value in overrides.items():
         if value is not None:
             (config if key in CONFIG_KEYS else hparams)[key] = value
-    model = models.make(scenario.model, scenario.num_classes)
+    model = models.make(hparams.pop("model", None) or scenario.model, scenario.num_classes)
     method = methods.get(method_name).make(model=model, input_fn=scenario.input_fn, **hparams)
     res = train.run(method, scenario, train.RunConfig(seeds=tuple(seeds), **config), workdir)
     res.pop("state")

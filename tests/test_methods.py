@@ -22,6 +22,7 @@ HP = {
     "derpp": {**SMALL, "alpha": 0.5, "beta": 0.5},
     "dgr": {"n_critic": 2, "z_dim": 8},
     "mergan": {"n_critic": 2, "z_dim": 8},
+    "dgm": {"n_critic": 2, "z_dim": 8, "hidden": 8},
     "dyn_expand": {"buffer_size": 8, "minibatch_size": 4, "retrain_epochs": 2},
 }
 

@@ -23,7 +23,7 @@ import importlib
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-NAMES = ("sgd", "joint", "er", "der", "derpp", "dgr", "mergan", "dyn_expand")
+NAMES = ("sgd", "joint", "er", "der", "derpp", "dgr", "mergan", "dgm", "dyn_expand")
 
 
 class TaskInfo(NamedTuple):

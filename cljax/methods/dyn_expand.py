@@ -20,8 +20,10 @@ Where this follows the authors' code or deviates, and why:
   variant without them, `masks=False`). Masks apply to the output channels of
   each conv of the `cnn` backbone (`cljax.models.ConvNet`); the paper's ResNet
   masks need channel bookkeeping across residual additions and are not done:
-  `masks=True` with another backbone is an error. Embeddings start N(0, 1) and
-  are clamped to [-6, 6] after each step (HAT's choices; the paper gives none).
+  `masks=True` with another backbone is an error. Embeddings start at
+  `mask_init` (1.0: every channel on, the sparsity term decides what goes; HAT
+  draws them N(0, 1), which prunes a random half before any training) and are
+  clamped to [-6, 6] after each step (HAT's choice; the paper gives none).
 - With `masks=False` the new extractor starts as a copy of the previous one, as
   in the official code; with masks the previous one is pruned, so it starts fresh.
 - Every step draws `minibatch_size` exemplars beside the current batch (the
@@ -59,7 +61,8 @@ HPARAMS = {
     "aux_weight": 1.0,
     "masks": True,
     "s_max": 400.0,
-    "sparsity": 0.01,
+    "sparsity": 3.0,
+    "mask_init": 1.0,
     "retrain_epochs": 30,
     "retrain_lr": 0.05,
     "retrain_batch": 128,
@@ -112,6 +115,7 @@ def make(
     masks: bool = HPARAMS["masks"],
     s_max: float = HPARAMS["s_max"],
     sparsity: float = HPARAMS["sparsity"],
+    mask_init: float = HPARAMS["mask_init"],
     retrain_epochs: int = HPARAMS["retrain_epochs"],
     retrain_lr: float = HPARAMS["retrain_lr"],
     retrain_batch: int = HPARAMS["retrain_batch"],
@@ -156,15 +160,24 @@ def make(
         return module.apply(variables, x, train=train, **kwargs), stats
 
     def new_extractor(key, x):
-        k_ext, k_emb = jax.random.split(key)
-        variables = base.init(k_ext, x, train=False)
+        variables = base.init(key, x, train=False)
         params, stats = variables["params"], variables.get("batch_stats", {})
         emb = ()
         if masks:
-            keys = jax.random.split(k_emb, len(base.widths))
-            emb = tuple(jax.random.normal(k, (w,)) for k, w in zip(keys, base.widths, strict=True))
+            emb = tuple(jnp.full((w,), mask_init) for w in base.widths)
         dim = jax.eval_shape(lambda: extract(params, stats, x)[0]).shape[-1]
         return params, stats, emb, dim
+
+    def embed_pruned(pruned, fresh):
+        """`fresh` conv params with `pruned`'s kept channels copied into the first positions."""
+        out = {}
+        for name, layer in fresh.items():
+            k, b = pruned[name]["kernel"], pruned[name]["bias"]
+            out[name] = {
+                "kernel": layer["kernel"].at[:, :, : k.shape[2], : k.shape[3]].set(k),
+                "bias": layer["bias"].at[: b.shape[0]].set(b),
+            }
+        return out
 
     def old_features(state, x):
         feats = [extract(o["params"], o["batch_stats"], x)[0] for o in state.old]
@@ -211,7 +224,9 @@ def make(
         k_ext, k_fc, k_aux = jax.random.split(key, 3)
         x = input_fn(state.memory.x[:1], None, False)
         params, stats, emb, dim = new_extractor(k_ext, x)
-        if not masks:  # the official code starts from the previous extractor
+        if masks:  # the previous extractor, pruned, fills the first channels of each layer
+            params = embed_pruned(p["new"], params)
+        else:  # the official code starts from the previous extractor
             params, stats = p["new"], state.net.batch_stats["new"]
         fc_new = dense_init(k_fc, dim, num_classes)
         net_params = {
@@ -370,6 +385,7 @@ def make(
         "masks": masks,
         "s_max": s_max,
         "sparsity": sparsity,
+        "mask_init": mask_init,
         "retrain_epochs": retrain_epochs,
         "retrain_lr": retrain_lr,
         "retrain_batch": retrain_batch,

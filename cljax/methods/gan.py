@@ -179,6 +179,8 @@ def critic_then_generator(
     real_y_chunks=None,
     fake_labels: Callable | None = None,
     g_extra: Callable[[Any, jax.Array], jax.Array] | None = None,
+    generate: Callable | None = None,
+    g_grads_fn: Callable | None = None,
 ):
     """`n_critic` critic updates (one per real chunk) then one generator update.
 
@@ -191,16 +193,21 @@ def critic_then_generator(
       fake_labels: `key -> y (B,)` labels to generate (conditional GANs) or None.
       g_extra: `(g_params, key) -> scalar` added to the generator loss (e.g. replay
         alignment); None for nothing.
+      generate: `(g_params, z, y) -> images` for the generator's updates (default
+        `g_state.apply_fn`; DGM passes its masked generator of the current task).
+      g_grads_fn: `grads -> grads` applied before the generator's update (DGM
+        blocks the gradients of units earlier tasks use); None for none.
     Returns:
       `(g_state, d_state, metrics)` with the last critic loss and the generator loss.
     """
     conditional = fake_labels is not None
+    generate = generate or g_state.apply_fn
 
     def critic_step(d_state, inp):
         real, w, y, k = inp
         k_z, k_y, k_gp = jax.random.split(k, 3)
         fy = fake_labels(k_y) if conditional else None
-        fake = jax.lax.stop_gradient(g_state.apply_fn(g_state.params, sample_z(k_z), fy))
+        fake = jax.lax.stop_gradient(generate(g_state.params, sample_z(k_z), fy))
         d_loss, grads = jax.value_and_grad(discriminator_loss)(
             d_state.params,
             d_state.apply_fn,
@@ -223,7 +230,7 @@ def critic_then_generator(
     def g_loss_fn(g_params):
         k_z, k_y = jax.random.split(k_gen)
         fy = fake_labels(k_y) if conditional else None
-        fake = g_state.apply_fn(g_params, sample_z(k_z), fy)
+        fake = generate(g_params, sample_z(k_z), fy)
         adv, cls = d_state.apply_fn(d_state.params, fake)
         value = generator_adv_loss(adv, cls, fy, loss=loss)
         if g_extra is not None:
@@ -231,6 +238,8 @@ def critic_then_generator(
         return value
 
     g_loss, g_grads = jax.value_and_grad(g_loss_fn)(g_state.params)
+    if g_grads_fn is not None:
+        g_grads = g_grads_fn(g_grads)
     g_state = g_state.apply_gradients(grads=g_grads)
     return g_state, d_state, {"d_loss": d_losses[-1], "g_loss": g_loss}
 

@@ -8,6 +8,8 @@ methods without a buffer. seq-digits, seq-fashion-mnist, seq-cifar100 and
 
 from __future__ import annotations
 
+from cljax import methods
+
 
 def _row(lr, batch, epochs=1, mb=None, alpha=None, beta=None):
     out = {"lr": lr, "batch_size": batch, "n_epochs": epochs}
@@ -89,6 +91,9 @@ def _generative(steps_dgr, steps_mergan, gan="mlp", ra_weight=1e-3):
 
 
 SEQ_MNIST.update(_generative(2000, 4001))
+# DGM, the official MNIST settings: chunks of 64 (n_critic = 5 a step), 101
+# epochs a task, Adam 2e-3 with beta1 0.5 (s_max and lamb_G per variant in dgm.py).
+SEQ_MNIST["dgm"] = {-1: {"batch_size": 5 * 64, "n_epochs": 101, "g_lr": 2e-3, "d_lr": 2e-3}}
 SEQ_CIFAR10.update(_generative(2000, 8001, gan="dc", ra_weight=1e-2))
 SEQ_DIGITS.update(
     {
@@ -110,10 +115,42 @@ SEQ_DIGITS.update(
 # settings are the MeRGAN authors' (8001 iterations a task, RA weight 1e-2).
 SEQ_SVHN = {**SEQ_CIFAR10, **_generative(2000, 8001, gan="dc", ra_weight=1e-2)}
 
+# Dynamically Expandable Representation. CPU-sized MNIST-family runs (ours): the
+# `cnn` backbone, batch 32 plus 32 exemplars a step, one epoch, memory 500;
+# mask settings chosen so pruning keeps well under half of each extractor.
+# CIFAR-100 (B0, 10 steps): the official code's recipe (no masks; constant lr
+# here, the official multistep decay is not built).
+_DYN_CPU = {
+    "dyn_expand": {
+        b: {"lr": 0.05, "batch_size": 32, "n_epochs": 1, "model": "cnn", "minibatch_size": 32}
+        for b in (200, 500, 2000)
+    }
+}
+_DYN_CIFAR100 = {
+    "dyn_expand": {
+        2000: {
+            "lr": 0.1,
+            "batch_size": 128,
+            "n_epochs": 170,
+            "weight_decay": 5e-4,
+            "masks": False,
+            "minibatch_size": 128,
+            "retrain_epochs": 30,
+            "temperature": 5.0,
+        }
+    }
+}
+
 BEST_ARGS = {
-    "seq-digits": SEQ_DIGITS,
-    "seq-mnist": SEQ_MNIST,
-    "seq-fashion-mnist": SEQ_MNIST,  # ours: no published tuning, MNIST's values
+    "seq-digits": {
+        **SEQ_DIGITS,
+        "dyn_expand": {
+            b: {"lr": 0.05, "batch_size": 10, "n_epochs": 10, "model": "cnn", "minibatch_size": 10}
+            for b in (200, 500)
+        },
+    },
+    "seq-mnist": {**SEQ_MNIST, **_DYN_CPU},
+    "seq-fashion-mnist": {**SEQ_MNIST, **_DYN_CPU},  # ours: no published tuning, MNIST's values
     "perm-mnist": _domain_mnist(
         der={200: (0.2, 1.0), 500: (0.2, 1.0), 5120: (0.2, 0.5)},
         derpp={200: (0.1, 1.0, 1.0), 500: (0.2, 1.0, 0.5), 5120: (0.2, 0.5, 1.0)},
@@ -123,14 +160,18 @@ BEST_ARGS = {
         derpp={200: (0.1, 1.0, 0.5), 500: (0.2, 0.5, 1.0), 5120: (0.2, 0.5, 0.5)},
     ),
     "seq-cifar10": SEQ_CIFAR10,
-    "seq-cifar100": SEQ_CIFAR10,  # ours: no published tuning, CIFAR-10's values
+    "seq-cifar100": {**SEQ_CIFAR10, **_DYN_CIFAR100},  # CIFAR-10's values, except dyn_expand
     "seq-svhn": SEQ_SVHN,
 }
 
 
 def get(benchmark: str, method: str, buffer_size: int | None) -> tuple[dict, int | None]:
     """`(hparams, tuned_buffer)`: the row for this buffer size, or the nearest tuned one."""
-    rows = BEST_ARGS[benchmark][method]
+    rows = BEST_ARGS[benchmark].get(method)
+    if rows is None:  # untuned: the method's defaults, batch 32, one epoch
+        has_buffer = "buffer_size" in methods.get(method).HPARAMS
+        extra = {"buffer_size": buffer_size} if has_buffer and buffer_size else {}
+        return {"batch_size": 32, "n_epochs": 1, **extra}, None
     if -1 in rows:
         return dict(rows[-1]), None
     tuned = min(rows, key=lambda b: abs(b - buffer_size))

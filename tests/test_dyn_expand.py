@@ -1,0 +1,138 @@
+"""Dynamically Expandable Representation: herding, frozen extractors, pruning, masks, driver."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cljax import exemplars, methods, models, train
+from cljax import masks as masks_lib
+from tests.conftest import tiny_scenario
+
+SC = tiny_scenario()
+HP = {"buffer_size": 8, "minibatch_size": 4, "retrain_epochs": 2, "lr": 0.05}
+
+
+def make(**extra):
+    model = models.ConvNet((4, 8), SC.num_classes)
+    return methods.get("dyn_expand").make(model=model, input_fn=SC.input_fn, **{**HP, **extra})
+
+
+def herding_numpy(features, members, m):
+    """iCaRL's greedy rule, written plainly."""
+    f = features / np.linalg.norm(features, axis=1, keepdims=True)
+    idx = np.flatnonzero(members)
+    mu = f[idx].mean(0)
+    chosen, total = [], np.zeros_like(mu)
+    for k in range(m):
+        best, best_d = None, np.inf
+        for i in idx:
+            if i in chosen:
+                continue
+            d = np.sum((mu - (total + f[i]) / (k + 1)) ** 2)
+            if d < best_d:
+                best, best_d = i, d
+        chosen.append(best)
+        total += f[best]
+    return chosen
+
+
+def test_herding_follows_the_greedy_rule_step_by_step():
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(30, 5)).astype(np.float32)
+    members = rng.random(30) < 0.6
+    got = exemplars.herding(exemplars.normalize(jnp.asarray(features)), jnp.asarray(members), 7)
+    assert got.tolist() == herding_numpy(features, members, 7)
+
+
+def test_memory_update_is_balanced_and_reduces_old_classes_by_rank():
+    rng = np.random.default_rng(1)
+    x = np.arange(40, dtype=np.uint8)[:, None]
+    y = np.repeat(np.arange(4), 10).astype(np.int32)
+    feats = jnp.asarray(rng.normal(size=(40, 3)), jnp.float32)
+    mem = exemplars.init(12, x[0])
+    mem = exemplars.update(mem, x[:20], y[:20], feats[:20], (0, 1), 6)
+    assert sorted(np.asarray(mem.y[mem.valid]).tolist()) == [0] * 6 + [1] * 6
+    first3 = {
+        c: set(np.asarray(mem.x[mem.valid & (mem.y == c) & (mem.rank < 3)]).ravel()) for c in (0, 1)
+    }
+    mem = exemplars.update(mem, x[20:], y[20:], feats[20:], (2, 3), 3)
+    assert sorted(np.asarray(mem.y[mem.valid]).tolist()) == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
+    for c in (0, 1):  # the old classes keep their 3 best-ranked exemplars
+        assert set(np.asarray(mem.x[mem.valid & (mem.y == c)]).ravel()) == first3[c]
+
+
+def test_gate_has_the_compensated_gradient():
+    e = jnp.array([-2.0, 0.3, 4.0])
+    s = 50.0
+    value = masks_lib.gate(e, s)
+    np.testing.assert_allclose(value, jax.nn.sigmoid(s * e), rtol=1e-6)
+    grad = jax.grad(lambda e: jnp.sum(masks_lib.gate(e, s, scale=3.0) * jnp.arange(1.0, 4.0)))(e)
+    sig = jax.nn.sigmoid(e)
+    np.testing.assert_allclose(grad, 3.0 * sig * (1 - sig) * jnp.arange(1.0, 4.0), rtol=1e-5)
+    assert float(masks_lib.anneal(0, 10, 400.0)) == pytest.approx(1 / 400)
+    assert float(masks_lib.anneal(9, 10, 400.0)) == pytest.approx(400.0)
+
+
+def run_task(method, state, t, steps=4, key=0):
+    info = train.task_info(SC, train.RunConfig(batch_size=4), t)
+    state = method.begin_task(state, info, jax.random.key(100 + t))
+    x, y = SC.train(t)
+    step = jax.jit(method.train_step)
+    for i in range(steps):
+        b = {"x": jnp.asarray(x[4 * i : 4 * i + 4]), "y": jnp.asarray(y[4 * i : 4 * i + 4])}
+        state, metrics = step(state, b, jax.random.key(key + i))
+        assert np.isfinite(float(metrics["loss"]))
+    state = jax.jit(method.end_task, static_argnums=3)(
+        state, (jnp.asarray(x), jnp.asarray(y)), jax.random.key(7), info
+    )
+    return state, info
+
+
+def test_pruned_network_equals_masked_network_and_old_extractors_stay_frozen():
+    method = make(sparsity=0.5)
+    state = method.init(jax.random.key(0), jnp.asarray(SC.train(0)[0][:1]))
+    state, info = run_task(method, state, 0)
+    x_test = jnp.asarray(SC.test(0)[0])
+    masked = method.predict(state, x_test)
+    before = method.describe(state)
+    on = [int((np.asarray(e) > 0).sum()) for e in state.net.params["emb"]]
+    state = method.resize(state, info)
+    after = method.describe(state)
+    np.testing.assert_allclose(method.predict(state, x_test), masked, rtol=1e-5, atol=1e-5)
+    assert after["new_extractor_params"] < before["new_extractor_params"]
+    assert after["new_extractor_channels"] == [max(1, c) for c in on]
+
+    frozen = jax.tree.map(np.asarray, state.net.params["new"])
+    state, info = run_task(method, state, 1)
+    assert len(state.old) == 1
+    jax.tree.map(np.testing.assert_array_equal, state.old[0]["params"], frozen)
+    # the classifier grew by the new extractor's feature width
+    width = frozen["conv1"]["kernel"].shape[-1]
+    assert state.net.params["fc"]["kernel"].shape[0] == width + 8
+    assert method.describe(state)["extractors"] == 2
+
+
+def test_masks_need_the_cnn_backbone():
+    with pytest.raises(ValueError, match="masks=false"):
+        methods.get("dyn_expand").make(model=models.MLP((8,), 4), input_fn=SC.input_fn)
+    no_masks = methods.get("dyn_expand").make(
+        model=models.MLP((8,), 4), input_fn=SC.input_fn, masks=False, **HP
+    )
+    assert no_masks.resize is None  # no pruning: seeds run together under vmap
+
+
+def test_driver_runs_seeds_one_by_one_and_resumes_into_pruned_shapes(tmp_path):
+    method = make()
+    config = train.RunConfig(epochs=1, batch_size=4, seeds=(0, 1), progress=False)
+    full = train.run(method, SC, config)
+    assert len(full["per_task"]) == SC.num_tasks and len(full["per_task"][0]) == 2
+    train.run(method, SC, config, workdir=tmp_path, stop_after=0)
+    resumed = train.run(method, SC, config, workdir=tmp_path, resume=True)
+    np.testing.assert_allclose(
+        np.asarray(resumed["accuracy"]["class-il"], float),
+        np.asarray(full["accuracy"]["class-il"], float),
+        atol=1e-6,
+    )
+    assert resumed["per_task"] == full["per_task"]
+    assert (tmp_path / "seed-1" / "checkpoints").is_dir()
