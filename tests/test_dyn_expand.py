@@ -93,6 +93,9 @@ def test_pruned_network_equals_masked_network_and_old_extractors_stay_frozen():
     method = make(sparsity=0.5)
     state = method.init(jax.random.key(0), jnp.asarray(SC.train(0)[0][:1]))
     state, info = run_task(method, state, 0)
+    # Switch off every other channel (as a trained sparse mask would) so pruning has work.
+    emb = tuple(e.at[::2].set(-1.0) for e in state.net.params["emb"])
+    state = state.replace(net=state.net.replace(params={**state.net.params, "emb": emb}))
     x_test = jnp.asarray(SC.test(0)[0])
     masked = method.predict(state, x_test)
     before = method.describe(state)

@@ -61,7 +61,7 @@ HPARAMS = {
     "aux_weight": 1.0,
     "masks": True,
     "s_max": 400.0,
-    "sparsity": 3.0,
+    "sparsity": 1.6,
     "mask_init": 1.0,
     "retrain_epochs": 30,
     "retrain_lr": 0.05,
@@ -164,7 +164,7 @@ def make(
         params, stats = variables["params"], variables.get("batch_stats", {})
         emb = ()
         if masks:
-            emb = tuple(jnp.full((w,), mask_init) for w in base.widths)
+            emb = tuple(jnp.full((w,), mask_init, jnp.float32) for w in base.widths)
         dim = jax.eval_shape(lambda: extract(params, stats, x)[0]).shape[-1]
         return params, stats, emb, dim
 
