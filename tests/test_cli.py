@@ -117,3 +117,25 @@ def test_module_entry_point_and_argparse_errors():
         [sys.executable, "-m", "experiments.run", "--seeds", "two"], capture_output=True, text=True
     )
     assert proc.returncode == 2 and "invalid int value" in proc.stderr
+
+
+def test_dyn_expand_run_reports_parameters_per_task(tmp_path):
+    workdir = tmp_path / "dyn"
+    code = cli.main(
+        [
+            "--method",
+            "dyn_expand",
+            "--seeds",
+            "1",
+            "--workdir",
+            str(workdir),
+            "--set",
+            "retrain_epochs=2",
+            *FAST,
+        ]
+    )
+    assert code == 0
+    res = json.loads((workdir / "results.json").read_text())
+    assert res["hparams"]["model"] == "cnn"
+    assert len(res["per_task"]) == 5 and res["per_task"][-1][0]["extractors"] == 5
+    assert cli.main(["--method", "dyn_expand", "--set", "masks=maybe", *FAST]) == 2
