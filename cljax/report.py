@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 
@@ -52,3 +54,11 @@ def results(method, scenario, config, acc, timing, losses, state=None) -> dict:
 
 def _nan_to_none(a):
     return json.loads(json.dumps(np.asarray(a).tolist()).replace("NaN", "null"))
+
+
+def write_json(path, obj) -> None:
+    """Writes `obj` as JSON to `path` through a temporary file: a crash never leaves half a file."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)

@@ -140,8 +140,7 @@ def task_info(scenario: Scenario, config: RunConfig, t: int) -> TaskInfo:
 def _per_seed(fn, state, *args):
     """Host-side `fn(one seed's state, *args)` over the seed axis of `state`."""
     n = jax.tree.leaves(state)[0].shape[0]
-    outs = [fn(jax.tree.map(lambda a, i=i: a[i], state), *args) for i in range(n)]
-    return outs
+    return [fn(jax.tree.map(lambda a, i=i: a[i], state), *args) for i in range(n)]
 
 
 def _training_data(method: Method, scenario: Scenario, t: int):
@@ -345,8 +344,8 @@ def _run_seeds(method, scenario, config, workdir, resume, stop_after) -> dict:
 
         timer.totals["total_s"] = time.perf_counter() - wall
         if manager is not None:
-            meta = {"task": t, "timing": timer.totals, "losses": losses, "run": identity}
-            ckpt_lib.save(manager, t, state, acc, {**meta, "per_task": per_task})
+            meta = {"task": t, "timing": timer.totals, "losses": losses, "per_task": per_task}
+            ckpt_lib.save(manager, t, state, acc, {**meta, "run": identity})
         if stop_after is not None and t >= stop_after:
             break
 

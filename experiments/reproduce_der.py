@@ -26,7 +26,7 @@ import jax
 import numpy as np
 
 from cljax import metrics as metrics_lib
-from cljax import scenarios
+from cljax import report, scenarios
 from experiments.tuned import run_tuned
 
 BUFFERS = (200, 500, 5120)
@@ -155,9 +155,7 @@ def main(argv=None):
                 rows[key] = res
                 summary = {s: round(v["mean"], 2) for s, v in res["final_average_accuracy"].items()}
                 print(f"{key}: {summary} ({res['timing']['total_s']:.0f}s)", flush=True)
-                tmp = out_json.with_suffix(".tmp")
-                tmp.write_text(json.dumps(rows, indent=1))
-                os.replace(tmp, out_json)
+                report.write_json(out_json, rows)
     header = (
         "# DER paper, Table 2, MNIST rows: cljax vs the paper\n\n"
         f"Command: `python -m experiments.reproduce_der --data-dir DATA --seeds {args.seeds}`\n\n"

@@ -27,7 +27,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from cljax import scenarios
+from cljax import report, scenarios
 from experiments.tuned import run_tuned
 
 ROWS = {
@@ -107,9 +107,7 @@ def main(argv=None):
         res["settings"] = settings
         rows[row] = res
         print(f"{row}: {_pm(res['final_average_accuracy']['class-il'])}", flush=True)
-        tmp = out_json.with_suffix(".tmp")
-        tmp.write_text(json.dumps(rows, indent=1))
-        os.replace(tmp, out_json)
+        report.write_json(out_json, rows)
     header = (
         f"# Dynamically Expandable Representation on {args.benchmark} (5 x 2), memory "
         f"{args.buffer_size}, beside ER and DER++\n\n"

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import jax
 
-from cljax import scenarios
+from cljax import report, scenarios
 from experiments.tuned import run_tuned
 
 PUBLISHED = {
@@ -104,9 +104,7 @@ def main(argv=None):
         rows[row] = res
         a = res["A_n"]["class-il"]["mean"]
         print(f"{row}: A5 {a[4]:.2f} A10 {a[9]:.2f} ({res['timing']['total_s']:.0f}s)", flush=True)
-        tmp = out_json.with_suffix(".tmp")
-        tmp.write_text(json.dumps(rows, indent=1))
-        os.replace(tmp, out_json)
+        report.write_json(out_json, rows)
     header = (
         "# Generative replay on MNIST 10 x 1 (one class per task): cljax vs the DGM paper\n\n"
         f"Command: `python -m experiments.reproduce_generative --data-dir DATA --seeds {args.seeds} "

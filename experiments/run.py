@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import json
-import os
 import shutil
 import sys
 import time
@@ -20,7 +18,7 @@ from pathlib import Path
 
 import jax
 
-from cljax import methods, models, plots, scenarios, sharding, train
+from cljax import methods, models, plots, report, scenarios, sharding, train
 from cljax.checkpoint import CheckpointError
 from cljax.data import DataError
 from cljax.methods import NAMES
@@ -246,9 +244,7 @@ def _main(args) -> int:
         return 0
     res["command"] = "python -m experiments.run " + " ".join(sys.argv[1:])
     res["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
-    tmp = workdir / "results.json.tmp"
-    tmp.write_text(json.dumps(res, indent=1))
-    os.replace(tmp, workdir / "results.json")
+    report.write_json(workdir / "results.json", res)
     plots.accuracy_matrices(
         res["accuracy"], f"{args.method} on {args.benchmark}", workdir / "accuracy.png"
     )

@@ -6,6 +6,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import struct
 from flax.training import train_state
@@ -89,6 +90,11 @@ def replay_batch(state: ReplayState, key, n: int, input_fn):
     idx, valid = buffer_lib.sample_indices(state.buffer, k_idx, n)
     items = buffer_lib.gather(state.buffer, idx)
     return input_fn(items["x"], k_aug, True), items, valid.astype(jnp.float32)
+
+
+def count_params(tree) -> int:
+    """Number of scalars in a pytree (parameter counts for `describe`)."""
+    return int(sum(np.size(a) for a in jax.tree.leaves(tree)))
 
 
 def check_buffer_hparams(buffer_size, minibatch_size):

@@ -42,8 +42,8 @@ from flax.training import train_state
 from cljax import masks as masks_lib
 from cljax.methods import Method, TaskInfo
 from cljax.methods import gan as gan_lib
-from cljax.methods.common import cross_entropy
-from cljax.methods.dgr import chunks
+from cljax.methods.common import count_params, cross_entropy
+from cljax.methods.dgr import check_gan_hparams, chunks
 
 HPARAMS = {
     "variant": "dgmw",
@@ -88,7 +88,6 @@ def make(
     *,
     model,
     input_fn,
-    lr: float = 0.0,
     variant: str = HPARAMS["variant"],
     g_lr: float = HPARAMS["g_lr"],
     d_lr: float = HPARAMS["d_lr"],
@@ -103,11 +102,9 @@ def make(
     replay: bool = HPARAMS["replay"],
 ) -> Method:
     """DGM (`variant` 'dgmw' or 'dgma') for the benchmark `model`'s number of classes."""
-    del lr  # the solver is the discriminator's auxiliary head (trained at d_lr)
     if variant not in PAPER:
         raise ValueError(f"variant must be 'dgmw' or 'dgma', got {variant!r}")
-    if not isinstance(n_critic, int) or n_critic < 1:
-        raise ValueError(f"n_critic must be a positive int, got {n_critic!r}")
+    check_gan_hparams(n_critic, "wgan-gp", 0.0)
     s_max = s_max or PAPER[variant][0]
     lamb_g = PAPER[variant][1] if lamb_g < 0 else lamb_g
     weight_masks = variant == "dgmw"
@@ -118,13 +115,13 @@ def make(
     disc_module = gan_lib.MLPDiscriminator(num_classes=num_classes)
     d_apply = lambda params, x: disc_module.apply({"params": params}, x)
 
+    def mask_fn(s):
+        """Embeddings -> masks: soft (annealed at `s`, HAT-compensated) or binary when `s` is None."""
+        return masks_lib.binary if s is None else (lambda e: masks_lib.gate(e, s, s_max))
+
     def generate(params, z, y, task, s=None, image_shape=None):
         """Images of classes `y` with task `task`'s masks (soft at `s`, binary when `s` is None)."""
-        mask = (
-            (lambda e: masks_lib.binary(e))
-            if s is None
-            else (lambda e: masks_lib.gate(e, s, s_max))
-        )
+        mask = mask_fn(s)
         h = jnp.concatenate([z, jax.nn.one_hot(y, num_classes)], -1)
         layers, emb = params["layers"], params["emb"]
         for i, layer in enumerate(layers):
@@ -150,7 +147,7 @@ def make(
 
     def task_masks(emb, task, s=None):
         """One task's masks shaped like `used` (soft at `s`, binary when `s` is None)."""
-        mask = masks_lib.binary if s is None else (lambda e: masks_lib.gate(e, s, s_max))
+        mask = mask_fn(s)
         return jax.tree.map(lambda e: mask(e[task]), emb)
 
     def new_embeddings(key, layers):
@@ -389,7 +386,7 @@ def make(
         used = jax.tree.leaves(state.used)
         return {
             "hidden_units": [int(layer["bias"].shape[0]) for layer in layers[:-1]],
-            "generator_params": int(sum(np.size(a) for a in jax.tree.leaves(layers))),
+            "generator_params": count_params(layers),
             "last_task_reserved_units": np.asarray(state.grown).tolist(),
             "used_fraction": float(sum(np.sum(u) for u in used) / sum(np.size(u) for u in used)),
         }

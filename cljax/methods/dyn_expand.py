@@ -48,7 +48,13 @@ from flax import struct
 from cljax import exemplars
 from cljax import masks as masks_lib
 from cljax.methods import Method, TaskInfo
-from cljax.methods.common import NetState, cross_entropy, masked_mean
+from cljax.methods.common import (
+    NetState,
+    check_buffer_hparams,
+    count_params,
+    cross_entropy,
+    masked_mean,
+)
 from cljax.models import ConvNet
 
 HPARAMS = {
@@ -96,11 +102,6 @@ def dense(p, x):
     return x @ p["kernel"] + p["bias"]
 
 
-def count(tree) -> int:
-    """Number of scalars in a pytree."""
-    return int(sum(np.size(a) for a in jax.tree.leaves(tree)))
-
-
 def make(
     *,
     model,
@@ -132,8 +133,9 @@ def make(
             "pass --set masks=false (the official variant) or --set model=cnn"
         )
     num_classes = model.num_classes
-    if per_class < 0 or buffer_size < 1 or minibatch_size < 1:
-        raise ValueError("buffer_size and minibatch_size must be positive, per_class >= 0")
+    check_buffer_hparams(buffer_size, minibatch_size)
+    if not isinstance(per_class, int) or per_class < 0:
+        raise ValueError(f"per_class must be a non-negative int, got {per_class!r}")
     capacity = per_class * num_classes if per_class else buffer_size
     base = model.clone(num_classes=None)
     no_decay_on_masks = lambda p: {
@@ -358,14 +360,16 @@ def make(
         """Parameter counts (all extractors + classifier; the newest before/after pruning) and FLOPs."""
         p = state.net.params
         x = input_fn(state.memory.x[:1], None, False)
-        full = count(jax.eval_shape(lambda: base.init(jax.random.key(0), x, train=False)))
+        full = count_params(jax.eval_shape(lambda: base.init(jax.random.key(0), x, train=False)))
         lowered = jax.jit(lambda s: super_features(s, x)).lower(state)
         cost = lowered.compile().cost_analysis()
         cost = cost[0] if isinstance(cost, list) else cost
         return {
             "extractors": len(state.old) + 1,
-            "params": count([o["params"] for o in state.old]) + count(p["new"]) + count(p["fc"]),
-            "new_extractor_params": count(p["new"]),
+            "params": count_params([o["params"] for o in state.old])
+            + count_params(p["new"])
+            + count_params(p["fc"]),
+            "new_extractor_params": count_params(p["new"]),
             "new_extractor_params_unpruned": full,
             "new_extractor_channels": [int(np.shape(e)[0]) for e in p["emb"]],
             "feature_flops_per_input": float(cost.get("flops", float("nan"))),
