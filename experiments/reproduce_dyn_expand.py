@@ -28,13 +28,25 @@ import jax
 import numpy as np
 
 from cljax import report, scenarios
-from experiments.tuned import run_tuned
+from experiments.tuned import planned_hparams, run_tuned
 
 ROWS = {
     "er": ("er", {"lr": 0.1}),
     "derpp": ("derpp", {"lr": 0.03, "alpha": 1.0, "beta": 0.5}),
     "dyn_expand (no masks)": ("dyn_expand", {"masks": False}),
     "dyn_expand (masks + pruning)": ("dyn_expand", {"masks": True}),
+    "dyn_expand (masks, sparsity 0, mask_grad_scale 400)": (
+        "dyn_expand",
+        {"masks": True, "sparsity": 0.0, "mask_grad_scale": 400.0},
+    ),
+    "dyn_expand (masks + pruning, sparsity 0.02, mask_grad_scale 400)": (
+        "dyn_expand",
+        {"masks": True, "sparsity": 0.02, "mask_grad_scale": 400.0},
+    ),
+    "dyn_expand (masks + pruning, sparsity 1.6, mask_grad_scale 1 (the paper's))": (
+        "dyn_expand",
+        {"masks": True, "mask_grad_scale": 1.0, "sparsity": 1.6},
+    ),
 }
 
 
@@ -60,7 +72,8 @@ def table(rows) -> str:
         "| method | class-IL | task-IL | new extractor params per task, before -> after pruning (seed 0) | params after last task | seeds | wall s |",
         "|---|---|---|---|---|---|---|",
     ]
-    for row, res in rows.items():
+    for row in sorted(rows, key=lambda r: list(ROWS).index(r) if r in ROWS else len(ROWS)):
+        res = rows[row]
         per_task, total = _params(res)
         acc = res["final_average_accuracy"]
         lines.append(
@@ -89,21 +102,13 @@ def main(argv=None):
     scenario = scenarios.build(args.benchmark, args.data_dir)
     settings = {"epochs": args.epochs, "buffer_size": args.buffer_size}
     for row in args.rows:
-        done = rows.get(row)
-        if done and done.get("settings") == settings and len(done["seeds"]) >= args.seeds:
-            continue
         name, extra = ROWS[row]
-        res = run_tuned(
-            scenario,
-            name,
-            args.buffer_size,
-            range(args.seeds),
-            model="cnn",
-            batch_size=32,
-            minibatch_size=32,
-            epochs=args.epochs,
-            **extra,
-        )
+        kwargs = dict(model="cnn", batch_size=32, minibatch_size=32, epochs=args.epochs, **extra)
+        planned = planned_hparams(scenario, name, args.buffer_size, **kwargs)
+        done = rows.get(row)
+        if done and done.get("hparams") == planned and len(done["seeds"]) >= args.seeds:
+            continue  # same hyperparameters (buffer and epochs included) already measured
+        res = run_tuned(scenario, name, args.buffer_size, range(args.seeds), **kwargs)
         res["settings"] = settings
         rows[row] = res
         print(f"{row}: {_pm(res['final_average_accuracy']['class-il'])}", flush=True)

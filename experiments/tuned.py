@@ -8,8 +8,8 @@ from experiments.configs import best_args
 CONFIG_KEYS = ("epochs", "steps", "batch_size", "devices", "progress")
 
 
-def run_tuned(scenario, method_name, buffer_size, seeds, workdir=None, **overrides):
-    """Results (state dropped) of `method_name` on `scenario` with `best_args`' settings.
+def build_tuned(scenario, method_name, buffer_size, **overrides):
+    """`(method, RunConfig fields)` of `method_name` on `scenario` with `best_args`' settings.
 
     `overrides` replace tuned hyperparameters, or `RunConfig` fields when named
     in `CONFIG_KEYS` (None leaves the tuned value).
@@ -26,6 +26,19 @@ def run_tuned(scenario, method_name, buffer_size, seeds, workdir=None, **overrid
             (config if key in CONFIG_KEYS else hparams)[key] = value
     model = models.make(hparams.pop("model", None) or scenario.model, scenario.num_classes)
     method = methods.get(method_name).make(model=model, input_fn=scenario.input_fn, **hparams)
+    return method, config
+
+
+def planned_hparams(scenario, method_name, buffer_size, **overrides):
+    """The `hparams` a run of `run_tuned` with these arguments records in its results."""
+    method, config = build_tuned(scenario, method_name, buffer_size, **overrides)
+    return {**method.hparams, "batch_size": config["batch_size"], "n_epochs": config["epochs"]}
+
+
+def run_tuned(scenario, method_name, buffer_size, seeds, workdir=None, **overrides):
+    """Results (state dropped) of `method_name` on `scenario` with `best_args`' settings
+    (`overrides` as in `build_tuned`)."""
+    method, config = build_tuned(scenario, method_name, buffer_size, **overrides)
     res = train.run(method, scenario, train.RunConfig(seeds=tuple(seeds), **config), workdir)
     res.pop("state")
     res["steps_per_task"] = config["steps"]

@@ -89,8 +89,18 @@ def run_task(method, state, t, steps=4, key=0):
     return state, info
 
 
+def test_sparsity_term_switches_channels_off():
+    def channels_on(sparsity):
+        method = make(sparsity=sparsity)
+        state = method.init(jax.random.key(0), jnp.asarray(SC.train(0)[0][:1]))
+        state, _ = run_task(method, state, 0, steps=6)
+        return sum(int((np.asarray(e) > 0).sum()) for e in state.net.params["emb"])
+
+    assert channels_on(0.0) > channels_on(1.0)
+
+
 def test_pruned_network_equals_masked_network_and_old_extractors_stay_frozen():
-    method = make(sparsity=0.5)
+    method = make(sparsity=0.0)
     state = method.init(jax.random.key(0), jnp.asarray(SC.train(0)[0][:1]))
     state, info = run_task(method, state, 0)
     # Switch off every other channel (as a trained sparse mask would) so pruning has work.
