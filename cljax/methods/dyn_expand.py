@@ -271,7 +271,11 @@ def make(
         aux_mask = jnp.concatenate([state.current, jnp.ones(1, bool)])
 
         def loss_fn(params):
-            m = tuple(masks_lib.gate(e, s, mask_grad_scale) for e in params["emb"]) if masks else None
+            m = (
+                tuple(masks_lib.gate(e, s, mask_grad_scale) for e in params["emb"])
+                if masks
+                else None
+            )
             new, stats = extract(params["new"], state.net.batch_stats["new"], x, True, m)
             logits = dense(params["fc"], jnp.concatenate([*frozen, new], -1))
             ce = masked_mean(cross_entropy(jnp.where(state.seen, logits, NEG), y), w)
