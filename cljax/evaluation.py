@@ -68,3 +68,37 @@ def stack_tests(scenario: Scenario, eval_batch: int, mesh):
         masks[t, list(scenario.classes(t))] = True
     counts = valid.sum(1)
     return sharding.replicate((x, y, valid), mesh), masks, counts, eval_batch
+
+
+def generated_accuracy(method: Method, classify, per_class: int = 500):
+    """`accuracy(state, key, classes) -> (S, len(classes))`: how often a reference classifier
+    recognises a conditional generator's samples as the class they were drawn for.
+
+    The evaluation of the MeRGAN paper (Wu et al. 2018; the authors' `--test`
+    mode): `per_class` samples of each class in `classes` from each seed's
+    generator (`method.sample`), labelled by `classify(images) -> logits`, a
+    classifier trained on real data. Percent, per seed and class.
+    """
+    if method.sample is None:
+        raise ValueError(f"method {method.name!r} has no generator to sample from")
+
+    @jax.jit
+    def draw(state, keys):
+        return jax.vmap(lambda s, k: method.sample(s, k, per_class))(state, keys)
+
+    @jax.jit
+    def predict(images):
+        return jax.lax.map(lambda b: jnp.argmax(classify(b), -1), images)
+
+    def accuracy(state, key, classes):
+        n_seeds = jax.tree.leaves(state)[0].shape[0]
+        images, labels = draw(state, jax.random.split(key, n_seeds))
+        if labels is None:
+            raise ValueError(f"method {method.name!r} generates unlabelled samples")
+        flat = images.reshape((-1, per_class, *images.shape[2:]))
+        pred = np.asarray(predict(flat)).reshape(labels.shape)
+        labels = np.asarray(labels)
+        hits = [((pred == c) & (labels == c)).sum(1) / (labels == c).sum(1) for c in classes]
+        return 100.0 * np.stack(hits, 1)
+
+    return accuracy

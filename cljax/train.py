@@ -19,7 +19,9 @@ import dataclasses
 import functools
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -195,6 +197,7 @@ def run(
     workdir: str | Path | None = None,
     resume: bool = False,
     stop_after: int | None = None,
+    after_task: Callable[[int, Any], list] | None = None,
 ) -> dict:
     """Trains `method` on every task of `scenario` for every seed; returns the results dict.
 
@@ -203,21 +206,27 @@ def run(
     interrupted), which is how resuming is tested. Methods with `resize`
     (data-dependent shapes) run their seeds one after another, each in
     `WORKDIR/seed-S`; the others run all seeds at once under `vmap`.
+    `after_task(t, state)` (host code, optional) is called after task t's
+    evaluation with the seed-stacked state and returns one JSON value per seed
+    in it; the values land in `results["after_task"][t][seed]` (an extra
+    measurement, such as the quality of a generator's samples; not checkpointed,
+    so a resumed run has them from the resumed task on, None before).
     """
     seeds = tuple(config.seeds)
     if method.resize is None or len(seeds) == 1:
-        raw = _run_seeds(method, scenario, config, workdir, resume, stop_after)
+        raw = _run_seeds(method, scenario, config, workdir, resume, stop_after, after_task)
     else:
         parts = []
         for seed in seeds:
             sub = None if workdir is None else Path(workdir) / f"seed-{seed}"
             one = dataclasses.replace(config, seeds=(seed,))
-            parts.append(_run_seeds(method, scenario, one, sub, resume, stop_after))
+            parts.append(_run_seeds(method, scenario, one, sub, resume, stop_after, after_task))
         raw = {
             "acc": {k: np.concatenate([p["acc"][k] for p in parts]) for k in parts[0]["acc"]},
             "timing": {k: sum(p["timing"][k] for p in parts) for k in parts[0]["timing"]},
             "losses": np.mean([p["losses"] for p in parts], 0).tolist(),
             "per_task": [sum(r, []) for r in zip(*(p["per_task"] for p in parts), strict=True)],
+            "after_task": [sum(r, []) for r in zip(*(p["after_task"] for p in parts), strict=True)],
             "state": [p["state"] for p in parts],  # one state per seed: shapes may differ
             "devices": parts[0]["devices"],
         }
@@ -227,10 +236,12 @@ def run(
     out["devices"] = raw["devices"]
     if raw["per_task"]:
         out["per_task"] = raw["per_task"]  # [task][seed] -> the method's `describe`
+    if after_task is not None:
+        out["after_task"] = raw["after_task"]
     return out
 
 
-def _run_seeds(method, scenario, config, workdir, resume, stop_after) -> dict:
+def _run_seeds(method, scenario, config, workdir, resume, stop_after, after_task=None) -> dict:
     wall = time.perf_counter()
     seeds = tuple(config.seeds)
     T = scenario.num_tasks
@@ -264,6 +275,7 @@ def _run_seeds(method, scenario, config, workdir, resume, stop_after) -> dict:
     acc["task-il"] = acc["class-il"].copy()
     timer = Timer()
     losses, per_task = [], []
+    extra = [[None] * len(seeds) for _ in range(T)]
     first_task = 0
 
     manager = ckpt_lib.manager(workdir) if workdir is not None else None
@@ -333,6 +345,8 @@ def _run_seeds(method, scenario, config, workdir, resume, stop_after) -> dict:
         acc["class-il"][:, t, : t + 1] = (100.0 * cil / counts[:, None]).T[:, : t + 1]
         acc["task-il"][:, t, : t + 1] = (100.0 * til / counts[:, None]).T[:, : t + 1]
 
+        if after_task is not None:
+            extra[t] = list(after_task(t, state))
         if method.sample is not None and workdir is not None and jax.process_index() == 0:
             _write_samples(
                 method,
@@ -357,6 +371,7 @@ def _run_seeds(method, scenario, config, workdir, resume, stop_after) -> dict:
         "timing": timer.totals,
         "losses": losses,
         "per_task": per_task,
+        "after_task": extra,
         "state": state,
         "devices": mesh.size,
     }

@@ -35,11 +35,19 @@ def planned_hparams(scenario, method_name, buffer_size, **overrides):
     return {**method.hparams, "batch_size": config["batch_size"], "n_epochs": config["epochs"]}
 
 
-def run_tuned(scenario, method_name, buffer_size, seeds, workdir=None, **overrides):
+def run_tuned(
+    scenario, method_name, buffer_size, seeds, workdir=None, after_task=None, **overrides
+):
     """Results (state dropped) of `method_name` on `scenario` with `best_args`' settings
-    (`overrides` as in `build_tuned`)."""
+    (`overrides` as in `build_tuned`; `after_task(method) -> train.run's after_task` or None)."""
     method, config = build_tuned(scenario, method_name, buffer_size, **overrides)
-    res = train.run(method, scenario, train.RunConfig(seeds=tuple(seeds), **config), workdir)
+    res = train.run(
+        method,
+        scenario,
+        train.RunConfig(seeds=tuple(seeds), **config),
+        workdir,
+        after_task=after_task(method) if after_task else None,
+    )
     res.pop("state")
     res["steps_per_task"] = config["steps"]
     return res

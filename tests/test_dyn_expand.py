@@ -138,8 +138,10 @@ def test_masks_need_the_cnn_backbone():
 def test_driver_runs_seeds_one_by_one_and_resumes_into_pruned_shapes(tmp_path):
     method = make()
     config = train.RunConfig(epochs=1, batch_size=4, seeds=(0, 1), progress=False)
-    full = train.run(method, SC, config)
+    seeds_in = lambda t, state: [t] * len(jax.tree.leaves(state)[0])  # noqa: E731
+    full = train.run(method, SC, config, after_task=seeds_in)
     assert len(full["per_task"]) == SC.num_tasks and len(full["per_task"][0]) == 2
+    assert full["after_task"] == [[t, t] for t in range(SC.num_tasks)]  # one seed per call
     one = train.RunConfig(epochs=1, batch_size=4, seeds=(1,), progress=False)
     train.run(method, SC, one, workdir=tmp_path, stop_after=0)
     resumed = train.run(method, SC, one, workdir=tmp_path, resume=True)

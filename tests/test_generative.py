@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cljax import methods, models, scenarios, train
+from cljax import evaluation, methods, models, scenarios, train
 from cljax.methods import gan
 
 
@@ -30,24 +30,55 @@ SC = pattern_scenario()
 FAST = dict(n_critic=2, g_lr=1e-3, d_lr=1e-3, lr=1e-2, z_dim=16)
 
 
-def run(name, **extra):
+def quadrant_oracle(x):
+    """Logits of a perfect classifier of `pattern_scenario`: each quadrant's brightness."""
+    return x.reshape(x.shape[0], 2, 4, 2, 4).mean((2, 4)).reshape(x.shape[0], 4)
+
+
+def run(name, after_task=None, **extra):
     method = methods.get(name).make(
         model=models.MLP((32,), SC.num_classes), input_fn=SC.input_fn, **FAST, **extra
     )
     config = train.RunConfig(
         seeds=(0,), batch_size=32, steps=150, progress=False, chunks_per_task=1
     )
-    res = train.run(method, SC, config)
-    return np.asarray(res["accuracy"]["class-il"], float)[0], res["state"]
+    res = train.run(method, SC, config, after_task=after_task and after_task(method))
+    return np.asarray(res["accuracy"]["class-il"], float)[0], res
+
+
+def generated_task1_accuracy(method):
+    """`after_task`: the oracle's accuracy on generated samples of task 1's classes, per seed."""
+    accuracy = evaluation.generated_accuracy(method, quadrant_oracle, per_class=64)
+    return lambda t, state: accuracy(state, jax.random.key(t), [0, 1]).mean(1).tolist()
 
 
 @pytest.mark.parametrize("name,extra", [("dgr", {}), ("mergan", {}), ("mergan", {"variant": "ra"})])
 def test_replay_keeps_task1_without_real_task1_data(name, extra):
-    acc, state = run(name, **extra)
+    conditional = name == "mergan"
+    acc, res = run(name, generated_task1_accuracy if conditional else None, **extra)
     assert acc[1, 0] > 80.0, acc  # chance is 25% over the 4 classes seen
     # Nothing in the state is image data: no uint8 leaf, no leaf shaped like images.
-    for leaf in jax.tree.leaves(state):
+    for leaf in jax.tree.leaves(res["state"]):
         assert leaf.dtype != jnp.uint8 and tuple(leaf.shape[-2:]) != (8, 8)
+    if conditional:  # the generator itself still draws task 1's classes after task 2
+        (after_1,), (after_2,) = res["after_task"]
+        assert after_1 > 80.0 and after_2 > 80.0, res["after_task"]
+
+
+def test_generated_accuracy_counts_each_class_drawn():
+    """Class 2's "samples" are class 1's pattern: 0% for it, 100% for the others, per seed."""
+    images = jnp.asarray(SC.input_fn(SC.test(0)[0], None, False))  # classes 0, 1 in order
+
+    def sample(state, key, per_class):
+        del key
+        pats = [images[0], images[-1], images[-1]]
+        y = jnp.repeat(jnp.arange(3), per_class)
+        return jnp.stack(pats)[y] * state, y
+
+    fake = methods.Method("fake", *[None] * 5, {}, sample=sample)
+    acc = evaluation.generated_accuracy(fake, quadrant_oracle, per_class=4)
+    got = acc(jnp.ones(2), jax.random.key(0), [0, 1, 2])
+    np.testing.assert_array_equal(got, [[100.0, 100.0, 0.0]] * 2)
 
 
 def test_without_replay_task1_is_forgotten():

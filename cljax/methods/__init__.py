@@ -48,8 +48,9 @@ class Method(NamedTuple):
     # True for the `joint` upper bound: the driver trains it once, after the
     # last task has arrived, on the union of every task's training data.
     joint: bool = False
-    # Generative methods: `sample(state, key) -> (images, labels or None)` for
-    # the sample grids the driver writes after every task.
+    # Generative methods: `sample(state, key, per_class=8) -> (images, labels or
+    # None)` for the sample grids the driver writes after every task (and for
+    # `evaluation.generated_accuracy`).
     sample: Callable[..., Any] | None = None
     # Host-side, per seed, after `end_task`: shape changes that depend on the data.
     resize: Callable[..., Any] | None = None
