@@ -12,9 +12,13 @@ previous classes. Two variants (`variant=jr|ra`):
   with the same z (pixels in [-1, 1]; summed over the batch and divided by the
   number of previous classes, as the authors' `tf.nn.l2_loss` term; 1e-3 on MNIST).
 
-The reported accuracy is that of a solver (the benchmark's classifier, Adam)
+The accuracy matrix is that of a solver (the benchmark's classifier, Adam)
 trained alongside on real current data and generated previous classes, and
-tested on the real test set (the protocol of the DGM paper's table).
+tested on the real test set (the protocol of the DGM paper for its own method).
+The MeRGAN paper measures the generator instead: its authors' code labels
+generated samples of each class seen with a classifier trained on real data
+(`cljax.evaluation.generated_accuracy`; `experiments/reproduce_generative.py`
+reports both).
 
 Settings as the authors' TF code: Adam lr 1e-4, beta1 0, beta2 0.9 for both
 networks, 5 critic iterations per generator step, gradient penalty 10, batch 64,
