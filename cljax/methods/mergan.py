@@ -19,8 +19,8 @@ The MeRGAN paper measures the generator instead: its authors' code labels
 generated samples of each class seen with a classifier trained on real data
 (`cljax.evaluation.generated_accuracy`; `experiments/reproduce_generative.py`
 reports both). The two disagree: on MNIST 10 x 1 at 1000 iterations a task
-the old classes' samples are labelled right 93-100% of the time, yet teach a
-fresh classifier only 38-90% of the real class (`experiments/generated_coverage.py`).
+the old classes' samples are labelled right 80-100% of the time, yet teach a
+fresh classifier only 38-93% of the real class (`experiments/generated_coverage.py`).
 
 Settings as the authors' TF code: Adam lr 1e-4, beta1 0, beta2 0.9 for both
 networks, 5 critic iterations per generator step, gradient penalty 10, batch 64,
