@@ -63,6 +63,7 @@ def all_tasks(split):
 
 
 def per_class(pred, y):
+    """Percent of each class 0..9 of `y` that `pred` gets right."""
     return [round(100.0 * float((pred[y == c] == c).mean()), 1) for c in range(10)]
 
 
