@@ -136,7 +136,8 @@ def task_info(scenario: Scenario, config: RunConfig, t: int) -> TaskInfo:
     """The static facts of task `t` that `begin_task` and `end_task` receive."""
     seen = tuple(c for j in range(t + 1) for c in scenario.classes(j))
     per_epoch = math.ceil(scenario.train_sizes[t] / config.batch_size)
-    return TaskInfo(t, tuple(scenario.classes(t)), seen, per_epoch)
+    steps = config.steps or config.epochs * per_epoch
+    return TaskInfo(t, tuple(scenario.classes(t)), seen, per_epoch, steps)
 
 
 def _per_seed(fn, state, *args):

@@ -117,6 +117,39 @@ def test_gradient_penalty_is_zero_for_unit_gradient_critic():
     assert float(loss2) == pytest.approx(-4.0 + 10.0 * 1.0, abs=1e-4)  # |grad| = 2
 
 
+def test_rows_without_adversarial_weight_teach_only_the_class_head():
+    """DGM's replayed rows (`adv_w = 0`) change the classifier term, never the critic's."""
+    w = jnp.ones(4) / 2.0
+
+    def critic(params, x):
+        flat = x.reshape(x.shape[0], -1)
+        return flat @ params, jnp.stack([flat[:, 0], -flat[:, 0]], -1)
+
+    fake = jnp.zeros((4, 2, 2))
+    y = jnp.array([0, 0, 1, 1])
+    adv_w = jnp.array([1.0, 1.0, 0.0, 0.0])
+
+    def loss(real, ac_weight):
+        return gan.discriminator_loss(
+            w,
+            critic,
+            real,
+            jnp.ones(4),
+            fake,
+            jax.random.key(0),
+            loss="wgan-gp",
+            real_y=y,
+            ac_weight=ac_weight,
+            adv_w=adv_w,
+        )
+
+    a = jnp.ones((4, 2, 2))
+    b = a.at[2:].set(3.0)  # only the rows the critic must ignore differ
+    assert float(loss(a, 0.0)) == pytest.approx(float(loss(b, 0.0)), abs=1e-5)
+    assert float(loss(a, 0.0)) == pytest.approx(-2.0, abs=1e-5)  # 0 - mean D(real rows 0, 1)
+    assert float(loss(a, 1.0)) != pytest.approx(float(loss(b, 1.0)), abs=1e-3)
+
+
 def test_gan_step_is_one_compile_per_task():
     chex.clear_trace_counter()
     method = methods.get("mergan").make(model=models.MLP((8,), 4), input_fn=SC.input_fn, **FAST)

@@ -33,6 +33,7 @@ class TaskInfo(NamedTuple):
     classes: tuple[int, ...]
     seen: tuple[int, ...] = ()  # every class of tasks 0..index (this one included)
     steps_per_epoch: int = 1  # batches in one pass over the task's training data
+    steps: int = 0  # training steps this task takes (0: unknown)
 
 
 class Method(NamedTuple):

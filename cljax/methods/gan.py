@@ -132,12 +132,19 @@ def discriminator_loss(
     gp_weight: float = 10.0,
     real_y=None,
     ac_weight: float = 1.0,
+    adv_w=None,
 ):
-    """Critic loss on a weighted real batch and a fake batch (+ the AC-GAN term when labelled)."""
+    """Critic loss on a weighted real batch and a fake batch (+ the AC-GAN term when labelled).
+
+    `real_w` weights the real rows in every term; `adv_w`, when given, replaces it
+    in the adversarial terms (and the gradient penalty), so rows with `adv_w = 0`
+    (DGM's replayed images) teach the classifier head only.
+    """
+    adv_w = real_w if adv_w is None else adv_w
     adv_real, cls_real = d_apply(d_params, real)
     adv_fake, _ = d_apply(d_params, fake)  # the AC head learns from real images only
     if loss == "wgan-gp":
-        value = jnp.mean(adv_fake) - _wmean(adv_real, real_w)
+        value = jnp.mean(adv_fake) - _wmean(adv_real, adv_w)
         eps = jax.random.uniform(key, (real.shape[0],) + (1,) * (real.ndim - 1))
         mixed = eps * real + (1 - eps) * fake
 
@@ -146,9 +153,9 @@ def discriminator_loss(
 
         grads = jax.vmap(jax.grad(score))(mixed)
         norms = jnp.sqrt(jnp.sum(grads.reshape(grads.shape[0], -1) ** 2, -1) + 1e-12)
-        value = value + gp_weight * _wmean((norms - 1.0) ** 2, real_w)
+        value = value + gp_weight * _wmean((norms - 1.0) ** 2, adv_w)
     elif loss == "ns":
-        value = _wmean(jax.nn.softplus(-adv_real), real_w) + jnp.mean(jax.nn.softplus(adv_fake))
+        value = _wmean(jax.nn.softplus(-adv_real), adv_w) + jnp.mean(jax.nn.softplus(adv_fake))
     else:
         raise ValueError(f"unknown GAN loss {loss!r}; choose 'wgan-gp' or 'ns'")
     if cls_real is not None and real_y is not None:
@@ -181,6 +188,9 @@ def critic_then_generator(
     g_extra: Callable[[Any, jax.Array], jax.Array] | None = None,
     generate: Callable | None = None,
     g_grads_fn: Callable | None = None,
+    real_adv_w=None,
+    gp_weight: float = 10.0,
+    g_ac_weight: float = 1.0,
 ):
     """`n_critic` critic updates (one per real chunk) then one generator update.
 
@@ -197,6 +207,10 @@ def critic_then_generator(
         `g_state.apply_fn`; DGM passes its masked generator of the current task).
       g_grads_fn: `grads -> grads` applied before the generator's update (DGM
         blocks the gradients of units earlier tasks use); None for none.
+      real_adv_w: `(n_critic, B)` weights of the real rows in the adversarial
+        terms only (`discriminator_loss`'s `adv_w`); None: `real_w`.
+      gp_weight: the WGAN-GP penalty weight (10 in WGAN-GP, 1 in DGM's code).
+      g_ac_weight: weight of the AC-GAN class term in the generator's loss (0: none).
     Returns:
       `(g_state, d_state, metrics)` with the last critic loss and the generator loss.
     """
@@ -204,7 +218,7 @@ def critic_then_generator(
     generate = generate or g_state.apply_fn
 
     def critic_step(d_state, inp):
-        real, w, y, k = inp
+        real, w, aw, y, k = inp
         k_z, k_y, k_gp = jax.random.split(k, 3)
         fy = fake_labels(k_y) if conditional else None
         fake = jax.lax.stop_gradient(generate(g_state.params, sample_z(k_z), fy))
@@ -216,15 +230,18 @@ def critic_then_generator(
             fake,
             k_gp,
             loss=loss,
+            gp_weight=gp_weight,
             real_y=y if conditional else None,
+            adv_w=aw,
         )
         return d_state.apply_gradients(grads=grads), d_loss
 
     n = real_chunks.shape[0]
     k_critic, k_gen, k_extra = jax.random.split(key, 3)
     ys = real_y_chunks if conditional else jnp.zeros(real_w.shape, jnp.int32)
+    adv_ws = real_w if real_adv_w is None else real_adv_w
     d_state, d_losses = jax.lax.scan(
-        critic_step, d_state, (real_chunks, real_w, ys, jax.random.split(k_critic, n))
+        critic_step, d_state, (real_chunks, real_w, adv_ws, ys, jax.random.split(k_critic, n))
     )
 
     def g_loss_fn(g_params):
@@ -232,7 +249,7 @@ def critic_then_generator(
         fy = fake_labels(k_y) if conditional else None
         fake = generate(g_params, sample_z(k_z), fy)
         adv, cls = d_state.apply_fn(d_state.params, fake)
-        value = generator_adv_loss(adv, cls, fy, loss=loss)
+        value = generator_adv_loss(adv, cls, fy, loss=loss, ac_weight=g_ac_weight)
         if g_extra is not None:
             value = value + g_extra(g_params, k_extra)
         return value
