@@ -12,7 +12,8 @@ grid after the last task of each row. The papers' budgets are 2000 (DGR) and
 4001 (MeRGAN) iterations per task: `--steps 0` uses them. Rows already in the
 JSON file with the same budget are skipped. `--rows dgmw dgma` runs Dynamic
 Generative Memory (published 98.75 / 96.46 and 99.17 / 97.92; the paper trains
-101 epochs a task, `--steps 0` uses that).
+101 epochs a task, `--steps 0` uses that). A row interrupted after a task
+goes on from its checkpoint with the same command plus `--resume`.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ ROWS = {
     "dgmw": ("dgm", {"variant": "dgmw"}),
     "dgma": ("dgm", {"variant": "dgma"}),
 }
+OUT = "experiments/results/generative_mnist10x1"
 DEFAULT_ROWS = ["dgr", "mergan-jr", "mergan-ra"]
 
 
@@ -98,15 +100,33 @@ def table(rows) -> str:
         a5 = f"{a['mean'][4]:.2f} +- {a['std'][4]:.2f}"
         a10 = f"{a['mean'][9]:.2f} +- {a['std'][9]:.2f}"
         gen = res.get("after_task")
-        g5, g10 = (_pm(gen[4]), _pm(gen[9])) if gen else ("n/a", "n/a")
+        # a resumed run has no generated measure for the tasks before it resumed
+        g5, g10 = (_pm(gen[t]) if gen and None not in gen[t] else "n/a" for t in (4, 9))
+        budget = res["steps_per_task"] or "{} epochs (~{})".format(
+            res["hparams"]["n_epochs"],
+            res["timing"]["steps"] // (res["tasks_done"] * len(res["seeds"])),
+        )
         pub = "{} / {}".format(*PUBLISHED[row])
         lines.append(
-            f"| {row} | {a5} | {a10} | {g5} | {g10} | {pub} | {res['steps_per_task']} | "
+            f"| {row} | {a5} | {a10} | {g5} | {g10} | {pub} | {budget} | "
             f"{res['hparams'].get('gan', 'mlp')} | "
             f"{res['hparams']['g_lr']} | "
             f"{len(res['seeds'])} | {res['timing']['total_s']:.0f} |"
         )
     return "\n".join(lines)
+
+
+def command_line(args) -> str:
+    """The command that reproduces `args`' table (flags left at their defaults are left out)."""
+    cmd = f"python -m experiments.reproduce_generative --data-dir DATA --seeds {args.seeds} "
+    cmd += f"--steps {args.steps}"
+    if list(args.rows) != list(DEFAULT_ROWS):
+        cmd += " --rows " + " ".join(args.rows)
+    if any(ROWS[r][0] != "dgm" for r in args.rows):  # DGM has its own generator and lr
+        cmd += f" --gan {args.gan}" + (f" --gan-lr {args.gan_lr}" if args.gan_lr else "")
+    if args.out != OUT:
+        cmd += f" --out {args.out}"
+    return cmd
 
 
 def main(argv=None):
@@ -122,7 +142,12 @@ def main(argv=None):
         help="Adam lr of generator and critic (default: the papers' 1e-4)",
     )
     p.add_argument("--rows", nargs="+", default=DEFAULT_ROWS, choices=list(ROWS))
-    p.add_argument("--out", default="experiments/results/generative_mnist10x1")
+    p.add_argument("--out", default=OUT)
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted row from its checkpoint in runs/generative-ROW",
+    )
     args = p.parse_args(argv)
 
     out_json, out_md = Path(args.out + ".json"), Path(args.out + ".md")
@@ -137,7 +162,8 @@ def main(argv=None):
         if same and len(done["seeds"]) >= args.seeds:
             continue
         workdir = Path("runs") / f"generative-{row}"
-        shutil.rmtree(workdir, ignore_errors=True)
+        if not args.resume:
+            shutil.rmtree(workdir, ignore_errors=True)
         name, extra = ROWS[row]
         if name != "dgm":  # DGM has its own generator (dgm.py) and its paper's lr
             extra = {**extra, "gan": args.gan, "g_lr": args.gan_lr, "d_lr": args.gan_lr}
@@ -147,7 +173,15 @@ def main(argv=None):
                 classify, reference_acc = reference_classifier(scenario)
             after_task = generated_a_n(scenario, classify)
         res = run_tuned(
-            scenario, name, None, seeds, workdir, after_task, steps=args.steps or None, **extra
+            scenario,
+            name,
+            None,
+            seeds,
+            workdir,
+            after_task,
+            resume=args.resume,
+            steps=args.steps or None,
+            **extra,
         )
         grid = workdir / "samples" / "task10.png"
         if grid.exists():
@@ -162,8 +196,7 @@ def main(argv=None):
     references = [r["reference_classifier_accuracy"] for r in rows.values() if r.get("after_task")]
     header = (
         "# Generative replay on MNIST 10 x 1 (one class per task): cljax vs the DGM paper\n\n"
-        f"Command: `python -m experiments.reproduce_generative --data-dir DATA --seeds {args.seeds} "
-        f"--steps {args.steps} --gan {args.gan} --gan-lr {args.gan_lr}`\n\n"
+        f"Command: `{command_line(args)}`\n\n"
         f"Machine: {platform.machine()} {os.cpu_count()} CPU cores, jax {jax.__version__} on "
         f"{jax.devices()[0].platform}.\n\n"
         "A_n (solver): class-IL accuracy on the real test set of the n classes seen after n tasks (percent, "

@@ -36,16 +36,25 @@ def planned_hparams(scenario, method_name, buffer_size, **overrides):
 
 
 def run_tuned(
-    scenario, method_name, buffer_size, seeds, workdir=None, after_task=None, **overrides
+    scenario,
+    method_name,
+    buffer_size,
+    seeds,
+    workdir=None,
+    after_task=None,
+    resume=False,
+    **overrides,
 ):
     """Results (state dropped) of `method_name` on `scenario` with `best_args`' settings
-    (`overrides` as in `build_tuned`; `after_task(method) -> train.run's after_task` or None)."""
+    (`overrides` as in `build_tuned`; `after_task(method) -> train.run's after_task` or None;
+    `resume`: continue from the checkpoint in `workdir`, as `train.run`)."""
     method, config = build_tuned(scenario, method_name, buffer_size, **overrides)
     res = train.run(
         method,
         scenario,
         train.RunConfig(seeds=tuple(seeds), **config),
         workdir,
+        resume=resume,
         after_task=after_task(method) if after_task else None,
     )
     res.pop("state")
