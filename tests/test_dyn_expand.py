@@ -110,6 +110,7 @@ def test_pruned_network_equals_masked_network_and_old_extractors_stay_frozen():
     masked = method.predict(state, x_test)
     before = method.describe(state)
     on = [int((np.asarray(e) > 0).sum()) for e in state.net.params["emb"]]
+    unpruned = jax.tree.map(np.asarray, state.net.params["new"])
     state = method.resize(state, info)
     after = method.describe(state)
     np.testing.assert_allclose(method.predict(state, x_test), masked, rtol=1e-5, atol=1e-5)
@@ -117,6 +118,9 @@ def test_pruned_network_equals_masked_network_and_old_extractors_stay_frozen():
     assert after["new_extractor_channels"] == [max(1, c) for c in on]
 
     frozen = jax.tree.map(np.asarray, state.net.params["new"])
+    info1 = train.task_info(SC, train.RunConfig(batch_size=4), 1)
+    started = method.begin_task(state, info1, jax.random.key(3)).net.params["new"]
+    jax.tree.map(np.testing.assert_array_equal, started, unpruned)  # the next one starts unpruned
     state, info = run_task(method, state, 1)
     assert len(state.old) == 1
     jax.tree.map(np.testing.assert_array_equal, state.old[0]["params"], frozen)
