@@ -73,7 +73,7 @@ class ConvNet(nn.Module):
 
     `masks[i]` (one value per channel of conv i, broadcast over the batch)
     multiplies that conv's activations: the channel masks of `dyn_expand`.
-    Dropping a channel whose mask is 0 (`cljax.methods.dyn_expand.prune`) gives
+    Dropping a channel whose mask is 0 (`resize` in `cljax.methods.dyn_expand`) gives
     a narrower `ConvNet` with the same outputs.
     """
 

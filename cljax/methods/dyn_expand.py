@@ -185,14 +185,13 @@ def make(
             return out, updates["batch_stats"]
         return module.apply(variables, x, train=train, **kwargs), stats
 
-    def new_extractor(key, x):
-        variables = base.init(key, x, train=False)
-        params, stats = variables["params"], variables.get("batch_stats", {})
+    def embeddings_and_dim(params, stats, x):
+        """Fresh mask embeddings (every channel at `mask_init`) and the feature width of `params`."""
         emb = ()
         if masks:
             emb = tuple(jnp.full((w,), mask_init, jnp.float32) for w in base.widths)
         dim = jax.eval_shape(lambda: extract(params, stats, x)[0]).shape[-1]
-        return params, stats, emb, dim
+        return emb, dim
 
     def old_features(state, x):
         feats = [extract(o["params"], o["batch_stats"], x)[0] for o in state.old]
@@ -208,7 +207,9 @@ def make(
     def init(key, example_x):
         x = input_fn(example_x, None, False)
         k_ext, k_fc, k_aux = jax.random.split(key, 3)
-        params, stats, emb, dim = new_extractor(k_ext, x)
+        variables = base.init(k_ext, x, train=False)
+        params, stats = variables["params"], variables.get("batch_stats", {})
+        emb, dim = embeddings_and_dim(params, stats, x)
         net_params = {
             "new": params,
             "emb": emb,
@@ -237,11 +238,11 @@ def make(
             return state
         p = state.net.params
         frozen = {"params": p["new"], "batch_stats": state.net.batch_stats["new"]}
-        k_ext, k_fc, k_aux = jax.random.split(key, 3)
+        _, k_fc, k_aux = jax.random.split(key, 3)  # the first key is init's extractor key
         x = input_fn(state.memory.x[:1], None, False)
-        _, _, emb, dim = new_extractor(k_ext, x)
         # the official code starts from the previous extractor; with masks, from it unpruned
         params, stats = state.unpruned if masks else p["new"], state.net.batch_stats["new"]
+        emb, dim = embeddings_and_dim(params, stats, x)
         fc_new = dense_init(k_fc, dim, num_classes)
         net_params = {
             "new": params,
@@ -372,7 +373,7 @@ def make(
         }
         params = jax.tree.map(jnp.asarray, params)
         net = state.net.replace(params=params, opt_state=tx.init(params))
-        return state.replace(net=net, unpruned=jax.tree.map(jnp.asarray, p["new"]))
+        return state.replace(net=net, unpruned=state.net.params["new"])
 
     def describe(state):
         """Parameter counts (all extractors + classifier; the newest before/after pruning) and FLOPs."""
