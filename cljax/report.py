@@ -42,13 +42,74 @@ def results(method, scenario, config, acc, timing, losses, state=None) -> dict:
         },
         "final_train_loss": losses,
     }
-    out["A_n"] = {
-        s: {"mean": np.mean(a, 0).tolist(), "std": np.std(a, 0).tolist()}
-        for s, a in ((s, metrics_lib.accuracy_after_each_task(a)) for s, a in accuracy.items())
+    out.update(_summaries(accuracy, summary))
+    out["state"] = state
+    return out
+
+
+def _summaries(accuracy, summary) -> dict:
+    """`A_n` and every metric of `metrics.METRICS`, mean and std over seeds, per setting."""
+    out = {
+        "A_n": {
+            s: {"mean": np.mean(a, 0).tolist(), "std": np.std(a, 0).tolist()}
+            for s, a in ((s, metrics_lib.accuracy_after_each_task(a)) for s, a in accuracy.items())
+        }
     }
     for name in metrics_lib.METRICS:
-        out[name] = {s: {k: v for k, v in m[name].items()} for s, m in summary.items()}
-    out["state"] = state
+        out[name] = {s: dict(m[name]) for s, m in summary.items()}
+    return out
+
+
+def merge_seeds(a: dict, b: dict) -> dict:
+    """One results dict from two finished runs of the same configuration on different seeds.
+
+    For runs that cannot share one program (methods whose shapes differ per
+    seed run their seeds one after another anyway): a long reproduction can
+    then add seeds across sessions. Accuracy matrices, per-task descriptions and
+    extra measurements are joined seed by seed; every mean and std is recomputed
+    over the union; times and step counts add up (as for seeds run one after
+    another in one `train.run`). Raises ValueError when the runs differ in
+    method, benchmark or hyperparameters, share a seed, or one is unfinished.
+    """
+    for key in ("method", "benchmark", "hparams", "settings"):
+        if a[key] != b[key]:
+            raise ValueError(
+                f"cannot merge results: {key} differs ({a[key]!r} vs {b[key]!r}); "
+                "rerun with the same configuration"
+            )
+    if set(a["seeds"]) & set(b["seeds"]):
+        raise ValueError(f"cannot merge results: seeds overlap ({a['seeds']} and {b['seeds']})")
+    if not a["final_average_accuracy"] or not b["final_average_accuracy"]:
+        raise ValueError("cannot merge results: a run is unfinished; resume it first")
+    n_a, n_b = len(a["seeds"]), len(b["seeds"])
+    accuracy = {  # None entries (tasks not run) become NaN; a setting not measured stays None
+        s: np.concatenate([np.asarray(r["accuracy"][s], dtype=np.float64) for r in (a, b)])
+        for s in a["settings"]
+        if a["accuracy"][s] is not None
+    }
+    rates = ("steps_per_s", "samples_per_s")
+    timing = {k: v + b["timing"][k] for k, v in a["timing"].items() if k not in rates}
+    timing = {k: round(v, 4) if isinstance(v, float) else v for k, v in timing.items()}
+    timing["steps_per_s"] = round(timing["steps"] / timing["train_s"], 1)
+    samples = sum(r["timing"]["samples_per_s"] * r["timing"]["train_s"] for r in (a, b))
+    timing["samples_per_s"] = round(samples / timing["train_s"], 1)
+    losses = [np.asarray(r["final_train_loss"], dtype=np.float64) for r in (a, b)]
+    out = {
+        **a,
+        "seeds": a["seeds"] + b["seeds"],
+        "accuracy": {
+            s: _nan_to_none(accuracy[s]) if s in accuracy else None for s in a["settings"]
+        },
+        "timing": timing,
+        "final_train_loss": ((n_a * losses[0] + n_b * losses[1]) / (n_a + n_b)).tolist(),
+    }
+    out.update(_summaries(accuracy, {s: metrics_lib.summarize(v) for s, v in accuracy.items()}))
+    for key in ("per_task", "after_task"):
+        if key in a or key in b:
+            tasks = range(len(next(iter(a["A_n"].values()))["mean"]))
+            rows_a = a.get(key) or [[None] * n_a for _ in tasks]
+            rows_b = b.get(key) or [[None] * n_b for _ in tasks]
+            out[key] = [ra + rb for ra, rb in zip(rows_a, rows_b, strict=True)]
     return out
 
 

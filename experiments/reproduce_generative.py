@@ -13,7 +13,10 @@ grid after the last task of each row. The papers' budgets are 2000 (DGR) and
 JSON file with the same budget are skipped. `--rows dgmw dgma` runs Dynamic
 Generative Memory (published 98.75 / 96.46 and 99.17 / 97.92; the paper trains
 101 epochs a task, `--steps 0` uses that). A row interrupted after a task
-goes on from its checkpoint with the same command plus `--resume`.
+goes on from its checkpoint with the same command plus `--resume`. A row in the
+JSON file at the same budget but with fewer seeds runs only the missing ones and
+joins them (`report.merge_seeds`): `--seeds 2` then `--seeds 3` adds a seed at
+a time, for rows that take hours a seed on a CPU.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import numpy as np
 
 from cljax import evaluation, report, scenarios, train
 from cljax.methods.common import predict
-from experiments.tuned import build_tuned, run_tuned
+from experiments.tuned import build_tuned, planned_hparams, run_tuned
 
 CONDITIONAL = ("mergan", "dgm")  # generators that take a class: A_n (generated) applies
 PUBLISHED = {
@@ -156,17 +159,18 @@ def main(argv=None):
     seeds = tuple(range(args.seeds))
     classify = reference_acc = None
     for row in args.rows:
+        name, extra = ROWS[row]
+        if name != "dgm":  # DGM has its own generator (dgm.py) and its paper's lr
+            extra = {**extra, "gan": args.gan, "g_lr": args.gan_lr, "d_lr": args.gan_lr}
         done = rows.get(row)
-        lr = (args.gan_lr or 1e-4) if ROWS[row][0] != "dgm" else 2e-3
-        same = done and (done["requested_steps"], done["hparams"]["g_lr"]) == (args.steps, lr)
-        if same and len(done["seeds"]) >= args.seeds:
+        planned = planned_hparams(scenario, name, None, steps=args.steps or None, **extra)
+        same = done and (done["requested_steps"], done["hparams"]) == (args.steps, planned)
+        todo = tuple(s for s in seeds if not (same and s in done["seeds"]))
+        if not todo:
             continue
         workdir = Path("runs") / f"generative-{row}"
         if not args.resume:
             shutil.rmtree(workdir, ignore_errors=True)
-        name, extra = ROWS[row]
-        if name != "dgm":  # DGM has its own generator (dgm.py) and its paper's lr
-            extra = {**extra, "gan": args.gan, "g_lr": args.gan_lr, "d_lr": args.gan_lr}
         after_task = None
         if name in CONDITIONAL:
             if classify is None:
@@ -176,7 +180,7 @@ def main(argv=None):
             scenario,
             name,
             None,
-            seeds,
+            todo,
             workdir,
             after_task,
             resume=args.resume,
@@ -189,6 +193,8 @@ def main(argv=None):
         res["requested_steps"] = args.steps
         if after_task is not None:
             res["reference_classifier_accuracy"] = reference_acc
+        if same:  # the seeds already in the table join the new ones
+            res = report.merge_seeds(done, res)
         rows[row] = res
         a = res["A_n"]["class-il"]["mean"]
         print(f"{row}: A5 {a[4]:.2f} A10 {a[9]:.2f} ({res['timing']['total_s']:.0f}s)", flush=True)

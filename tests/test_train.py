@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from cljax import methods, models, train
+from cljax import methods, models, report, train
 from tests.conftest import tiny_scenario
 
 SC = tiny_scenario(num_tasks=3)
@@ -28,9 +28,17 @@ def method():
     return derpp()
 
 
-def test_vmapped_seeds_equal_separate_runs(method):
-    both = train.run(method, SC, train.RunConfig(seeds=(0, 1), **CONFIG))
-    one = train.run(method, SC, train.RunConfig(seeds=(1,), **CONFIG))
+@pytest.fixture(scope="module")
+def seed_runs(method):
+    """`(run of seeds 0 and 1 together, run of seed 0 alone, run of seed 1 alone)`."""
+    return tuple(
+        train.run(method, SC, train.RunConfig(seeds=seeds, **CONFIG))
+        for seeds in ((0, 1), (0,), (1,))
+    )
+
+
+def test_vmapped_seeds_equal_separate_runs(seed_runs):
+    both, _, one = seed_runs
     np.testing.assert_allclose(
         np.asarray(both["accuracy"]["class-il"], float)[1],
         np.asarray(one["accuracy"]["class-il"], float)[0],
@@ -42,6 +50,32 @@ def test_vmapped_seeds_equal_separate_runs(method):
     assert both["timing"]["steps"] == one["timing"]["steps"] > 0
     assert both["tasks_done"] == SC.num_tasks
     assert set(both["final_average_accuracy"]) == {"class-il", "task-il"}
+
+
+def test_merged_seed_runs_equal_one_run(seed_runs):
+    both, *parts = ({k: v for k, v in r.items() if k != "state"} for r in seed_runs)
+    merged = report.merge_seeds(*parts)
+    assert merged["seeds"] == [0, 1]
+    for setting in ("class-il", "task-il"):
+        np.testing.assert_allclose(
+            np.asarray(merged["accuracy"][setting], float),
+            np.asarray(both["accuracy"][setting], float),
+            rtol=1e-5,
+        )
+        for name in ("final_average_accuracy", "forgetting", "average_incremental_accuracy"):
+            for stat in ("mean", "std"):
+                assert merged[name][setting][stat] == pytest.approx(
+                    both[name][setting][stat], rel=1e-4, abs=1e-4
+                )
+        np.testing.assert_allclose(
+            merged["A_n"][setting]["std"], both["A_n"][setting]["std"], atol=1e-4
+        )
+    assert merged["timing"]["steps"] == parts[0]["timing"]["steps"] + parts[1]["timing"]["steps"]
+    with pytest.raises(ValueError, match="seeds overlap"):
+        report.merge_seeds(parts[0], parts[0])
+    other = {**parts[1], "hparams": {**parts[1]["hparams"], "lr": 1.0}}
+    with pytest.raises(ValueError, match="hparams differs"):
+        report.merge_seeds(parts[0], other)
 
 
 def test_resume_equals_uninterrupted_run(method, tmp_path):
