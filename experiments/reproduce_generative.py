@@ -149,7 +149,7 @@ def main(argv=None):
     p.add_argument(
         "--resume",
         action="store_true",
-        help="continue an interrupted row from its checkpoint in runs/generative-ROW",
+        help="continue an interrupted row from its checkpoint in runs/OUT-ROW (OUT: the name of --out)",
     )
     args = p.parse_args(argv)
 
@@ -168,7 +168,8 @@ def main(argv=None):
         todo = tuple(s for s in seeds if not (same and s in done["seeds"]))
         if not todo:
             continue
-        workdir = Path("runs") / f"generative-{row}"
+        # one work dir per table and row: a fresh run of another table never deletes this one's
+        workdir = Path("runs") / f"{Path(args.out).name}-{row}"
         if not args.resume:
             shutil.rmtree(workdir, ignore_errors=True)
         after_task = None
