@@ -170,6 +170,7 @@ def main(argv=None):
             continue
         # one work dir per table and row: a fresh run of another table never deletes this one's
         workdir = Path("runs") / f"{Path(args.out).name}-{row}"
+        print(f"{row}: seeds {list(todo)}, work dir {workdir}", flush=True)
         if not args.resume:
             shutil.rmtree(workdir, ignore_errors=True)
         after_task = None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from cljax import methods, models, train
 from experiments.configs import best_args
 
@@ -19,7 +21,7 @@ def build_tuned(scenario, method_name, buffer_size, **overrides):
         "epochs": hparams.pop("n_epochs"),
         "batch_size": hparams.pop("batch_size"),
         "steps": hparams.pop("steps", None),
-        "progress": False,
+        "progress": sys.stderr.isatty(),  # bars in a terminal, none in a log file
     }
     for key, value in overrides.items():
         if value is not None:
