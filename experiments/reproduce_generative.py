@@ -190,7 +190,7 @@ def main(argv=None):
             **extra,
         )
         grid = workdir / "samples" / "task10.png"
-        if grid.exists():
+        if grid.exists() and not same:  # a row that gained seeds keeps its first run's grid
             shutil.copy(grid, f"{args.out}-{row}-samples.png")
         res["requested_steps"] = args.steps
         if after_task is not None:
