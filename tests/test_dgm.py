@@ -67,8 +67,7 @@ def test_growth_equals_newly_used_units_for_dgma():
     method = make("dgma")
     state = method.init(jax.random.key(1), jnp.asarray(SC.train(0)[0][:1]))
     state, info = run_task(method, state, 0)
-    emb = state.gen.params["emb"]
-    newly = [int((np.asarray(e[0]) > 0).sum()) for e in emb]  # nothing was used before task 0
+    newly = [int((np.asarray(e[0]) > 0).sum()) for e in state.bank]  # nothing used before task 0
     assert np.asarray(state.grown).tolist() == newly
 
 

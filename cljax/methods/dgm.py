@@ -85,10 +85,21 @@ PAPER = {"dgmw": (1e4, 0.08), "dgma": (1e5, 0.01)}
 
 @struct.dataclass
 class DgmState:
-    """Generator (layers + per-task mask embeddings), discriminator/solver, masks in use."""
+    """Generator (layers + the current task's mask embeddings), the other tasks' embeddings,
+    discriminator/solver, masks in use.
+
+    Only the current task's embeddings are trainable (`gen.params["emb"]`); the
+    bank holds every task's (a leading axis of `max_tasks`): the current row is
+    loaded at `begin_task` and written back at `end_task`. Keeping the other
+    rows out of the optimiser changes nothing in the maths (they get no
+    gradient, and Adam's moments restart every task) but spares every step an
+    update of `max_tasks` copies of the generator's size (DGMw's masks are per
+    weight).
+    """
 
     gen: train_state.TrainState  # params {"layers": ({"kernel", "bias"}, ...), "emb": ...}
     disc: train_state.TrainState
+    bank: tuple  # every task's mask embeddings, (max_tasks, ...) per leaf of `used`
     used: tuple  # cumulative binary masks of tasks 0..t-1 (shaped like one task's embeddings)
     grown: jax.Array  # (hidden layers,) units the last task reserved (added by `resize`)
     task: jax.Array  # int32 (): index of the current task
@@ -159,36 +170,39 @@ def make(
         frac = (step % per_epoch) / per_epoch
         return 1.0 / top + (top - 1.0 / top) * frac, top
 
-    def generate(params, z, y, task, s=None, image_shape=None):
-        """Images of classes `y` with task `task`'s masks (soft at `s`, binary when `s` is None)."""
+    def generate(layers, emb, z, y, s=None, image_shape=None):
+        """Images of classes `y` with one task's mask embeddings `emb` (soft masks at `s`,
+        binary when `s` is None)."""
         mask = mask_fn(s)
         h = jnp.concatenate([z, jax.nn.one_hot(y, num_classes)], -1)
-        layers, emb = params["layers"], params["emb"]
         for i, layer in enumerate(layers):
             if weight_masks:
-                w = layer["kernel"] * mask(emb[i]["kernel"][task])
-                b = layer["bias"] * mask(emb[i]["bias"][task])
+                w = layer["kernel"] * mask(emb[i]["kernel"])
+                b = layer["bias"] * mask(emb[i]["bias"])
             else:
                 w, b = layer["kernel"], layer["bias"]
             h = h @ w + b
             if i < len(layers) - 1:
                 h = jax.nn.relu(h)
                 if not weight_masks:
-                    h = h * mask(emb[i][task])
+                    h = h * mask(emb[i])
         return jax.nn.sigmoid(h).reshape((*z.shape[:-1], *image_shape))
 
-    def generate_mixed(params, z, y, task_ids, image_shape):
+    def row(bank, task):
+        """Task `task`'s embeddings out of the bank."""
+        return jax.tree.map(lambda e: e[task], bank)
+
+    def generate_mixed(layers, bank, z, y, task_ids, image_shape):
         """Binary-mask generation where each sample's class may belong to another task."""
         out = jnp.zeros((z.shape[0], *image_shape))
         for t in range(max_tasks):
             pick = (task_ids == t).reshape((-1,) + (1,) * len(image_shape))
-            out = out + pick * generate(params, z, y, t, None, image_shape)
+            out = out + pick * generate(layers, row(bank, t), z, y, None, image_shape)
         return out
 
-    def task_masks(emb, task, s=None):
-        """One task's masks shaped like `used` (soft at `s`, binary when `s` is None)."""
-        mask = mask_fn(s)
-        return jax.tree.map(lambda e: mask(e[task]), emb)
+    def task_masks(emb, s=None):
+        """One task's masks from its embeddings (soft at `s`, binary when `s` is None)."""
+        return jax.tree.map(mask_fn(s), emb)
 
     def new_embeddings(key, layers):
         if weight_masks:
@@ -214,9 +228,9 @@ def make(
         layers = tuple(
             _dense_init(k, a, b) for k, a, b in zip(keys, sizes[:-1], sizes[1:], strict=True)
         )
-        emb = new_embeddings(k_e, layers)
+        bank = new_embeddings(k_e, layers)
         gen = train_state.TrainState.create(
-            apply_fn=None, params={"layers": layers, "emb": emb}, tx=g_tx
+            apply_fn=None, params={"layers": layers, "emb": row(bank, 0)}, tx=g_tx
         )
         disc = train_state.TrainState.create(
             apply_fn=d_apply, params=disc_module.init(k_d, image)["params"], tx=d_tx
@@ -227,7 +241,8 @@ def make(
             image_shape=tuple(image.shape[1:]),
             gen=gen,
             disc=disc,
-            used=jax.tree.map(lambda e: jnp.zeros(e.shape[1:]), emb),
+            bank=bank,
+            used=jax.tree.map(lambda e: jnp.zeros(e.shape[1:]), bank),
             grown=jnp.zeros(len(widths0), jnp.int32),
             task=jnp.zeros((), jnp.int32),
             task_of_class=jnp.zeros(num_classes, jnp.int32),
@@ -242,7 +257,9 @@ def make(
             raise ValueError(f"dgm keeps masks for {max_tasks} tasks; got task {task.index + 1}")
         classes = jnp.asarray(task.classes)
         current = jnp.zeros(num_classes, bool).at[classes].set(True)
-        gen = state.gen.replace(step=0, opt_state=g_tx.init(state.gen.params))  # fresh moments
+        # this task's embeddings become the trainable ones (clamped as after every step)
+        params = {**state.gen.params, "emb": masks_lib.clamp(row(state.bank, task.index))}
+        gen = state.gen.replace(params=params, step=0, opt_state=g_tx.init(params))
         disc = state.disc
         if reinit_d:
             params = disc_module.init(key, jnp.zeros((1, *state.image_shape)))["params"]
@@ -282,9 +299,9 @@ def make(
             new = tuple(new)
         return {**grads, "layers": new}
 
-    def sparsity(emb, used, task, s):
+    def sparsity(emb, used, s):
         """HAT's regulariser: the current masks' share of the capacity still free (all layers pooled)."""
-        soft = task_masks(emb, task, s)
+        soft = task_masks(emb, s)
         pairs = zip(jax.tree.leaves(soft), jax.tree.leaves(used), strict=True)
         taken = sum(jnp.sum(m * (1 - u)) for m, u in pairs)
         free = sum(jnp.sum(1 - u) for u in jax.tree.leaves(used))
@@ -299,7 +316,8 @@ def make(
         in_task = old[None] & (state.task_of_class[None] == tasks[:, None])  # (n, C)
         y = jax.random.categorical(k_y, jax.vmap(uniform)(in_task)[:, None], shape=(n, b))
         z = jax.random.normal(k_z, (n, b, z_dim))
-        fn = lambda zz, yy, tt: generate(state.gen.params, zz, yy, tt, None, shape)
+        layers = state.gen.params["layers"]
+        fn = lambda zz, yy, tt: generate(layers, row(state.bank, tt), zz, yy, None, shape)
         return jax.lax.stop_gradient(jax.vmap(fn)(z, y, tasks)), y
 
     def train_step(state, batch, key):
@@ -327,7 +345,6 @@ def make(
         # lamb_G grows with the generator, as in the official code (total / initial units).
         units = sum(layer["bias"].shape[0] for layer in state.gen.params["layers"][:-1])
         lamb = lamb_g * units / sum(widths0)
-        task = state.task
         current_logits = jnp.where(state.current, 0.0, -jnp.inf)
         gen, disc, metrics = gan_lib.critic_then_generator(
             state.gen,
@@ -339,9 +356,9 @@ def make(
             loss="wgan-gp",
             real_y_chunks=mixed_y,
             fake_labels=lambda k: jax.random.categorical(k, current_logits, shape=(2 * b,)),
-            g_extra=lambda p, k: lamb * sparsity(p["emb"], state.used, task, s),
-            generate=lambda p, z, y: generate(p, z, y, task, s, shape),
-            g_grads_fn=lambda g: block(g, state.used, (task > 0).astype(jnp.float32)),
+            g_extra=lambda p, k: lamb * sparsity(p["emb"], state.used, s),
+            generate=lambda p, z, y: generate(p["layers"], p["emb"], z, y, s, shape),
+            g_grads_fn=lambda g: block(g, state.used, (state.task > 0).astype(jnp.float32)),
             real_adv_w=adv_weights,
             gp_weight=gp_weight,
             g_ac_weight=1.0 if aux_g else 0.0,
@@ -352,9 +369,12 @@ def make(
         return state.replace(gen=gen, disc=disc), {"loss": solver_loss, **metrics}
 
     def end_task(state, task_data, key, task: TaskInfo):
-        """Marks the task's binary masks as used and records the units it newly reserved."""
+        """Puts the task's embeddings back in the bank, marks its binary masks as used and
+        records the units it newly reserved."""
         del task_data, key
-        mine = task_masks(state.gen.params["emb"], task.index)
+        emb = state.gen.params["emb"]
+        bank = jax.tree.map(lambda b, e: b.at[task.index].set(e), state.bank, emb)
+        mine = task_masks(emb)
         used = jax.tree.map(jnp.maximum, state.used, mine)
         new = jax.tree.map(lambda m, u: jnp.sum(m * (1 - u)), mine, state.used)
         if weight_masks:  # units that hold the newly used weights of each hidden layer
@@ -366,6 +386,7 @@ def make(
         else:
             grown = list(new)
         return state.replace(
+            bank=bank,
             used=used,
             grown=jnp.stack(grown).astype(jnp.int32),
             seen=state.seen | state.current,
@@ -373,9 +394,8 @@ def make(
 
     def resize(state, task: TaskInfo):
         """Adds `state.grown[l]` units to hidden layer l (host code, one seed)."""
-        p = jax.tree.map(np.asarray, state.gen.params)
-        layers = [dict(layer) for layer in p["layers"]]
-        emb = list(p["emb"])
+        layers = [dict(layer) for layer in jax.tree.map(np.asarray, state.gen.params["layers"])]
+        emb = list(jax.tree.map(np.asarray, state.bank))
         used = list(jax.tree.map(np.asarray, state.used))
         rng = np.random.default_rng(
             [task.index, int(np.sum(layers[0]["kernel"][:3]) * 1e6) % 2**31]
@@ -430,9 +450,11 @@ def make(
             else:
                 emb[i] = np.concatenate([emb[i], fresh((max_tasks, g))], 1)
                 used[i] = np.concatenate([used[i], np.zeros(g, np.float32)])
-        params = jax.tree.map(jnp.asarray, {"layers": tuple(layers), "emb": tuple(emb)})
+        bank = jax.tree.map(jnp.asarray, tuple(emb))
+        # the trainable embeddings only need the grown shape: begin_task loads the next task's
+        params = {"layers": jax.tree.map(jnp.asarray, tuple(layers)), "emb": row(bank, task.index)}
         gen = state.gen.replace(params=params, opt_state=g_tx.init(params))
-        return state.replace(gen=gen, used=jax.tree.map(jnp.asarray, tuple(used)))
+        return state.replace(gen=gen, bank=bank, used=jax.tree.map(jnp.asarray, tuple(used)))
 
     def describe(state):
         """Generator size: hidden widths, parameters (weights + biases), share of units in use."""
@@ -452,7 +474,8 @@ def make(
         """`per_class` samples of every class seen, each with its task's binary masks."""
         y = jnp.repeat(jnp.arange(num_classes), per_class)
         z = jax.random.normal(key, (y.shape[0], z_dim))
-        images = generate_mixed(state.gen.params, z, y, state.task_of_class[y], state.image_shape)
+        layers = state.gen.params["layers"]
+        images = generate_mixed(layers, state.bank, z, y, state.task_of_class[y], state.image_shape)
         return images, y
 
     hparams = {
