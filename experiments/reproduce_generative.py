@@ -149,7 +149,7 @@ def main(argv=None):
     p.add_argument(
         "--resume",
         action="store_true",
-        help="continue an interrupted row from its checkpoint in runs/OUT-ROW (OUT: the name of --out)",
+        help="continue an interrupted row from its checkpoint in runs/OUT-ROW-seeds-S (OUT: the name of --out)",
     )
     args = p.parse_args(argv)
 
@@ -168,8 +168,10 @@ def main(argv=None):
         todo = tuple(s for s in seeds if not (same and s in done["seeds"]))
         if not todo:
             continue
-        # one work dir per table and row: a fresh run of another table never deletes this one's
-        workdir = Path("runs") / f"{Path(args.out).name}-{row}"
+        # one work dir per table, row and seeds run: a fresh run of another table never deletes
+        # this one's, and seeds added later do not meet the checkpoints of the earlier ones
+        seed_names = "-".join(map(str, todo))
+        workdir = Path("runs") / f"{Path(args.out).name}-{row}-seeds-{seed_names}"
         print(f"{row}: seeds {list(todo)}, work dir {workdir}", flush=True)
         if not args.resume:
             shutil.rmtree(workdir, ignore_errors=True)
