@@ -471,7 +471,8 @@ def make(
         return d_apply(state.disc.params, input_fn(x, None, False))[1]
 
     def sample(state, key, per_class=8):
-        """`per_class` samples of every class seen, each with its task's binary masks."""
+        """`per_class` samples of every class seen, each with its task's binary masks
+        (from the bank: call it after `end_task`, as the driver does)."""
         y = jnp.repeat(jnp.arange(num_classes), per_class)
         z = jax.random.normal(key, (y.shape[0], z_dim))
         layers = state.gen.params["layers"]
