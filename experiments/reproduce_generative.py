@@ -119,17 +119,42 @@ def table(rows) -> str:
     return "\n".join(lines)
 
 
-def command_line(args) -> str:
-    """The command that reproduces `args`' table (flags left at their defaults are left out)."""
-    cmd = f"python -m experiments.reproduce_generative --data-dir DATA --seeds {args.seeds} "
+def command_line(args, rows=None, seeds=None) -> str:
+    """The command that reproduces `rows` (default: `args.rows`) with `seeds` seeds (default:
+    `args.seeds`) at `args`' budget (flags left at their defaults are left out)."""
+    rows = list(args.rows if rows is None else rows)
+    seeds = args.seeds if seeds is None else seeds
+    cmd = f"python -m experiments.reproduce_generative --data-dir DATA --seeds {seeds} "
     cmd += f"--steps {args.steps}"
-    if list(args.rows) != list(DEFAULT_ROWS):
-        cmd += " --rows " + " ".join(args.rows)
-    if any(ROWS[r][0] != "dgm" for r in args.rows):  # DGM has its own generator and lr
+    if rows != list(DEFAULT_ROWS):
+        cmd += " --rows " + " ".join(rows)
+    if any(ROWS[r][0] != "dgm" for r in rows):  # DGM has its own generator and lr
         cmd += f" --gan {args.gan}" + (f" --gan-lr {args.gan_lr}" if args.gan_lr else "")
     if args.out != OUT:
         cmd += f" --out {args.out}"
     return cmd
+
+
+def commands(args, rows) -> str:
+    """The header's command: one for the whole table, or one per row where the rows were run
+    with different seeds or budgets (a row run alone later, or seeds added to one row)."""
+    runs = {(len(r["seeds"]), r["requested_steps"]) for r in rows.values()}
+    if runs == {(args.seeds, args.steps)} and set(rows) == set(args.rows):
+        return f"Command: `{command_line(args)}`\n\n"
+    lines = ["Commands, one per row:\n"]
+    for row, res in rows.items():
+        hp = res["hparams"]
+        gan_lr = None if hp["g_lr"] == 1e-4 else hp["g_lr"]  # 1e-4: the papers' (no flag)
+        run = argparse.Namespace(
+            **{
+                **vars(args),
+                "steps": res["requested_steps"],
+                "gan": hp.get("gan", "mlp"),
+                "gan_lr": gan_lr,
+            }
+        )
+        lines.append(f"- {row}: `{command_line(run, [row], len(res['seeds']))}`")
+    return "\n".join(lines) + "\n\n"
 
 
 def main(argv=None):
@@ -206,8 +231,8 @@ def main(argv=None):
     references = [r["reference_classifier_accuracy"] for r in rows.values() if r.get("after_task")]
     header = (
         "# Generative replay on MNIST 10 x 1 (one class per task): cljax vs the DGM paper\n\n"
-        f"Command: `{command_line(args)}`\n\n"
-        f"Machine: {platform.machine()} {os.cpu_count()} CPU cores, jax {jax.__version__} on "
+        + commands(args, rows)
+        + f"Machine: {platform.machine()} {os.cpu_count()} CPU cores, jax {jax.__version__} on "
         f"{jax.devices()[0].platform}.\n\n"
         "A_n (solver): class-IL accuracy on the real test set of the n classes seen after n tasks (percent, "
         "mean +- std over seeds), of the solver trained on real current data and replayed "
