@@ -57,6 +57,8 @@ def test_past_classes_are_generated_exactly_as_before(variant):
     ]
     images0, labels = method.sample(state, jax.random.key(3), per_class=4)
     state, info = run_task(method, state, 1)
+    # per iteration, as the official code: one solver step per task seen, then the critic's 2
+    assert int(state.disc.step) == 6 * (2 + 2)
     images1, _ = method.sample(state, jax.random.key(3), per_class=4)
     old = np.isin(np.asarray(labels), SC.classes(0))
     np.testing.assert_allclose(images1[old], images0[old], atol=1e-5)

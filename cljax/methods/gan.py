@@ -191,6 +191,7 @@ def critic_then_generator(
     real_adv_w=None,
     gp_weight: float = 10.0,
     g_ac_weight: float = 1.0,
+    d_ac_weight: float = 1.0,
 ):
     """`n_critic` critic updates (one per real chunk) then one generator update.
 
@@ -211,6 +212,8 @@ def critic_then_generator(
         terms only (`discriminator_loss`'s `adv_w`); None: `real_w`.
       gp_weight: the WGAN-GP penalty weight (10 in WGAN-GP, 1 in DGM's code).
       g_ac_weight: weight of the AC-GAN class term in the generator's loss (0: none).
+      d_ac_weight: weight of the class term in the critic's loss (0: none; DGM trains its
+        class head in steps of its own).
     Returns:
       `(g_state, d_state, metrics)` with the last critic loss and the generator loss.
     """
@@ -232,6 +235,7 @@ def critic_then_generator(
             loss=loss,
             gp_weight=gp_weight,
             real_y=y if conditional else None,
+            ac_weight=d_ac_weight,
             adv_w=aw,
         )
         return d_state.apply_gradients(grads=grads), d_loss
