@@ -110,7 +110,22 @@ def merge_seeds(a: dict, b: dict) -> dict:
             rows_a = a.get(key) or [[None] * n_a for _ in tasks]
             rows_b = b.get(key) or [[None] * n_b for _ in tasks]
             out[key] = [ra + rb for ra, rb in zip(rows_a, rows_b, strict=True)]
+    if "after_chunk" in a or "after_chunk" in b:  # [task][chunk][seed]; None: task not measured
+        tasks = range(len(next(iter(a["A_n"].values()))["mean"]))
+        rows_a, rows_b = (r.get("after_chunk") or [None for _ in tasks] for r in (a, b))
+        out["after_chunk"] = [
+            _join_chunks(ta, tb, n_a, n_b) for ta, tb in zip(rows_a, rows_b, strict=True)
+        ]
     return out
+
+
+def _join_chunks(ta, tb, n_a, n_b):
+    """One task's `after_chunk` values of two runs joined seed by seed (None: not measured)."""
+    if ta is None and tb is None:
+        return None
+    ta = ta or [[None] * n_a for _ in tb]
+    tb = tb or [[None] * n_b for _ in ta]
+    return [ca + cb for ca, cb in zip(ta, tb, strict=True)]
 
 
 def _nan_to_none(a):

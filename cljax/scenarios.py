@@ -123,6 +123,31 @@ def class_incremental(name, arrays, num_tasks, input_fn, model, num_classes=None
     )
 
 
+def split_validation(scenario: Scenario, fraction: float, seed: int = 0):
+    """`(scenario without the held-out images, valid)`: `valid(t)` is a random `fraction` of
+    task t's training data (drawn with `seed`), which the returned scenario no longer trains
+    on. For model selection on data the test set never sees, as the DGM authors' code does
+    (15% of each task's training images)."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"validation fraction must be in (0, 1), got {fraction}")
+
+    def parts(t):
+        x, y = scenario.train(t)
+        order = np.random.default_rng([seed, t]).permutation(len(y))
+        n_valid = int(fraction * len(y))
+        if n_valid == 0 or n_valid == len(y):
+            raise ValueError(
+                f"{scenario.name} task {t + 1}: {len(y)} training images leave nothing to "
+                f"hold out (or to train on) at a validation fraction of {fraction}"
+            )
+        keep, held = np.sort(order[n_valid:]), np.sort(order[:n_valid])
+        return (x[keep], y[keep]), (x[held], y[held])
+
+    sizes = tuple(n - int(fraction * n) for n in scenario.train_sizes)
+    reduced = dataclasses.replace(scenario, train=lambda t: parts(t)[0], train_sizes=sizes)
+    return reduced, lambda t: parts(t)[1]
+
+
 def domain_incremental(name, arrays, transforms, input_fn, model) -> Scenario:
     """One task per transform (a function of uint8 images (N, H, W)), all classes each time."""
     x_tr, y_tr, x_te, y_te = arrays

@@ -156,7 +156,24 @@ def _training_data(method: Method, scenario: Scenario, t: int):
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
-def _train_task(runner, cache, mesh, state, keys, x, y, seeds, t, config, timer, desc, pad_to=0):
+def _train_task(
+    runner,
+    cache,
+    mesh,
+    state,
+    keys,
+    x,
+    y,
+    seeds,
+    t,
+    config,
+    timer,
+    desc,
+    pad_to=0,
+    after_chunk=None,
+):
+    """Task t's steps in compiled chunks; `after_chunk(c, state)` (host code) after chunk c.
+    Returns `(state, mean loss of the last tenth of the steps, [after_chunk's values])`."""
     n = len(y)
     idx = np.stack(
         [schedule(s, t, n, config.epochs, config.batch_size, config.steps) for s in seeds]
@@ -174,7 +191,7 @@ def _train_task(runner, cache, mesh, state, keys, x, y, seeds, t, config, timer,
     first = sharding.replicate((idx[:, :length], np.int32(0), valid[:length]), mesh)
     compiled = _compile(runner, timer, cache, state, keys, x, y, *first)
     bar = tqdm(total=steps, desc=desc, disable=not config.progress, leave=False, unit="step")
-    losses = []
+    losses, measured = [], []
     for c in range(chunks):
         sl = slice(c * length, (c + 1) * length)
         start = time.perf_counter()
@@ -186,9 +203,11 @@ def _train_task(runner, cache, mesh, state, keys, x, y, seeds, t, config, timer,
         losses.append(metrics["loss"][:, ok])
         bar.update(int(ok.sum()))
         bar.set_postfix({k: f"{v[:, ok].mean():.3f}" for k, v in metrics.items()})
+        if after_chunk is not None:
+            measured.append(list(after_chunk(c, state)))
     bar.close()
     timer.add("steps", steps)
-    return state, float(np.concatenate(losses, 1)[:, -max(1, steps // 10) :].mean())
+    return state, float(np.concatenate(losses, 1)[:, -max(1, steps // 10) :].mean()), measured
 
 
 def run(
@@ -199,6 +218,7 @@ def run(
     resume: bool = False,
     stop_after: int | None = None,
     after_task: Callable[[int, Any], list] | None = None,
+    after_chunk: Callable[[int, int, Any], list] | None = None,
 ) -> dict:
     """Trains `method` on every task of `scenario` for every seed; returns the results dict.
 
@@ -212,22 +232,34 @@ def run(
     in it; the values land in `results["after_task"][t][seed]` (an extra
     measurement, such as the quality of a generator's samples; not checkpointed,
     so a resumed run has them from the resumed task on, None before).
+    `after_chunk(t, c, state)` likewise after each of the `chunks_per_task`
+    compiled chunks of task t's training (the state mid-task, before
+    `end_task`): `results["after_chunk"][t][c][seed]` (model selection within
+    a task, as the DGM authors' code does every 5 epochs).
     """
     seeds = tuple(config.seeds)
     if method.resize is None or len(seeds) == 1:
-        raw = _run_seeds(method, scenario, config, workdir, resume, stop_after, after_task)
+        raw = _run_seeds(
+            method, scenario, config, workdir, resume, stop_after, after_task, after_chunk
+        )
     else:
         parts = []
         for seed in seeds:
             sub = None if workdir is None else Path(workdir) / f"seed-{seed}"
             one = dataclasses.replace(config, seeds=(seed,))
-            parts.append(_run_seeds(method, scenario, one, sub, resume, stop_after, after_task))
+            parts.append(
+                _run_seeds(method, scenario, one, sub, resume, stop_after, after_task, after_chunk)
+            )
         raw = {
             "acc": {k: np.concatenate([p["acc"][k] for p in parts]) for k in parts[0]["acc"]},
             "timing": {k: sum(p["timing"][k] for p in parts) for k in parts[0]["timing"]},
             "losses": np.mean([p["losses"] for p in parts], 0).tolist(),
             "per_task": [sum(r, []) for r in zip(*(p["per_task"] for p in parts), strict=True)],
             "after_task": [sum(r, []) for r in zip(*(p["after_task"] for p in parts), strict=True)],
+            "after_chunk": [
+                None if None in task else [sum(c, []) for c in zip(*task, strict=True)]
+                for task in zip(*(p["after_chunk"] for p in parts), strict=True)
+            ],
             "state": [p["state"] for p in parts],  # one state per seed: shapes may differ
             "devices": parts[0]["devices"],
         }
@@ -239,10 +271,14 @@ def run(
         out["per_task"] = raw["per_task"]  # [task][seed] -> the method's `describe`
     if after_task is not None:
         out["after_task"] = raw["after_task"]
+    if after_chunk is not None:
+        out["after_chunk"] = raw["after_chunk"]
     return out
 
 
-def _run_seeds(method, scenario, config, workdir, resume, stop_after, after_task=None) -> dict:
+def _run_seeds(
+    method, scenario, config, workdir, resume, stop_after, after_task=None, after_chunk=None
+) -> dict:
     wall = time.perf_counter()
     seeds = tuple(config.seeds)
     T = scenario.num_tasks
@@ -277,6 +313,7 @@ def _run_seeds(method, scenario, config, workdir, resume, stop_after, after_task
     timer = Timer()
     losses, per_task = [], []
     extra = [[None] * len(seeds) for _ in range(T)]
+    chunk_extra = [None] * T  # [task][chunk][seed] where after_chunk measured it
     first_task = 0
 
     manager = ckpt_lib.manager(workdir) if workdir is not None else None
@@ -311,7 +348,7 @@ def _run_seeds(method, scenario, config, workdir, resume, stop_after, after_task
         task_keys = keys_for(t, 1)
         x, y = _training_data(method, scenario, t)
         if x is not None:
-            state, loss = _train_task(
+            state, loss, measured = _train_task(
                 runner,
                 compiled_cache,
                 mesh,
@@ -325,8 +362,11 @@ def _run_seeds(method, scenario, config, workdir, resume, stop_after, after_task
                 timer,
                 desc=f"{method.name} {scenario.name} task {t + 1}/{T}",
                 pad_to=0 if method.joint else max(scenario.train_sizes),
+                after_chunk=None if after_chunk is None else functools.partial(after_chunk, t),
             )
             losses.append(loss)
+            if after_chunk is not None:
+                chunk_extra[t] = measured
             if method.end_task is not identity_end:
                 end = jax.vmap(functools.partial(method.end_task, task=info), (0, None, 0))
                 state = jax.jit(end)(state, (jnp.asarray(x), jnp.asarray(y)), task_keys)
@@ -373,6 +413,7 @@ def _run_seeds(method, scenario, config, workdir, resume, stop_after, after_task
         "losses": losses,
         "per_task": per_task,
         "after_task": extra,
+        "after_chunk": chunk_extra,
         "state": state,
         "devices": mesh.size,
     }

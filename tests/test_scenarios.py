@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from cljax import scenarios
+from tests.conftest import tiny_scenario
 
 
 def test_seq_digits_splits_classes_in_order():
@@ -91,3 +92,22 @@ def test_perm_and_rot_mnist_are_domain_il(mnist_dir):
         np.testing.assert_array_equal(y0, y1)
         assert not np.array_equal(x0, x1)
         assert sc.classes(2) == tuple(range(10))
+
+
+def test_validation_split_holds_out_a_fraction_the_training_no_longer_sees():
+    sc = tiny_scenario(num_tasks=2, per_class=10)
+    reduced, valid = scenarios.split_validation(sc, 0.15)
+    for t in range(sc.num_tasks):
+        x, y = sc.train(t)
+        (xr, yr), (xv, yv) = reduced.train(t), valid(t)
+        assert len(yv) == int(0.15 * len(y)) and len(yr) + len(yv) == len(y)
+        assert reduced.train_sizes[t] == len(yr)
+        # disjoint, and together exactly the task's training data
+        rows = lambda a, b: sorted(
+            map(bytes, np.concatenate([a.reshape(len(a), -1), b[:, None]], 1))
+        )
+        assert rows(np.concatenate([xr, xv]), np.concatenate([yr, yv])) == rows(x, y)
+        np.testing.assert_array_equal(valid(t)[0], xv)  # the same split every call
+    assert reduced.test(0)[1].tolist() == sc.test(0)[1].tolist()
+    with pytest.raises(ValueError, match="fraction"):
+        scenarios.split_validation(sc, 1.0)

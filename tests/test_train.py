@@ -28,11 +28,17 @@ def method():
     return derpp()
 
 
+def chunk_probe(t, c, state):
+    """An `after_chunk` measurement: task, chunk and a per-seed statistic of the state."""
+    first = jax.tree.leaves(state.net.params)[0]
+    return [[t, c, float(np.asarray(first[i]).sum())] for i in range(first.shape[0])]
+
+
 @pytest.fixture(scope="module")
 def seed_runs(method):
     """`(run of seeds 0 and 1 together, run of seed 0 alone, run of seed 1 alone)`."""
     return tuple(
-        train.run(method, SC, train.RunConfig(seeds=seeds, **CONFIG))
+        train.run(method, SC, train.RunConfig(seeds=seeds, **CONFIG), after_chunk=chunk_probe)
         for seeds in ((0, 1), (0,), (1,))
     )
 
@@ -49,6 +55,15 @@ def test_vmapped_seeds_equal_separate_runs(seed_runs):
         np.testing.assert_allclose(a[1], b[0], rtol=1e-5, atol=1e-6)
     assert both["timing"]["steps"] == one["timing"]["steps"] > 0
     assert both["tasks_done"] == SC.num_tasks
+    # after_chunk saw every chunk of every task, with each seed's mid-task state
+    chunks = both["after_chunk"]
+    assert [[c[0][:2] for c in task] for task in chunks] == [
+        [[t, c] for c in range(len(chunks[t]))] for t in range(SC.num_tasks)
+    ]
+    assert all(len(task) > 1 for task in chunks)
+    for task_both, task_one in zip(chunks, one["after_chunk"], strict=True):
+        for c_both, c_one in zip(task_both, task_one, strict=True):
+            assert c_both[1][2] == pytest.approx(c_one[0][2], rel=1e-5)
     assert set(both["final_average_accuracy"]) == {"class-il", "task-il"}
 
 
@@ -71,6 +86,9 @@ def test_merged_seed_runs_equal_one_run(seed_runs):
             merged["A_n"][setting]["std"], both["A_n"][setting]["std"], atol=1e-4
         )
     assert merged["timing"]["steps"] == parts[0]["timing"]["steps"] + parts[1]["timing"]["steps"]
+    np.testing.assert_allclose(
+        np.asarray(merged["after_chunk"], float), np.asarray(both["after_chunk"], float), rtol=1e-5
+    )
     with pytest.raises(ValueError, match="seeds overlap"):
         report.merge_seeds(parts[0], parts[0])
     other = {**parts[1], "hparams": {**parts[1]["hparams"], "lr": 1.0}}
