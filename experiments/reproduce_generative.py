@@ -94,6 +94,59 @@ def generated_a_n(scenario, classify, per_class: int = 500):
     return make
 
 
+def selection_accuracy(scenario, valid):
+    """`after_chunk` for `run_tuned`: per seed, `[validation, test]` class-IL accuracy of the
+    mid-task solver (percent; the mean over the tasks seen of each task's accuracy among the
+    classes seen), the two numbers the DGM authors' code logs every 5 epochs to report the
+    test accuracy at the best validation accuracy."""
+
+    def arrays(split, t):
+        parts = [split(j) for j in range(t + 1)]
+        return np.concatenate([x for x, _ in parts]), np.concatenate([y for _, y in parts])
+
+    def make(method):
+        predict = jax.jit(jax.vmap(method.predict, in_axes=(0, None)))
+        cache = {}
+
+        def after_chunk(t, c, state):
+            del c
+            seen = np.zeros(scenario.num_classes, bool)
+            task_of = np.zeros(scenario.num_classes, int)
+            for j in range(t + 1):
+                seen[list(scenario.classes(j))] = True
+                task_of[list(scenario.classes(j))] = j
+            out = []
+            for name, split in (("valid", valid), ("test", scenario.test)):
+                if (name, t) not in cache:
+                    for old in [k for k in cache if k[1] != t]:  # keep one task's arrays
+                        del cache[old]
+                    cache[name, t] = arrays(split, t)
+                x, y = cache[name, t]
+                logits = np.asarray(predict(state, x))  # (seeds, n, classes)
+                hit = np.argmax(np.where(seen, logits, -np.inf), -1) == y
+                per_task = [hit[:, task_of[y] == j].mean(1) for j in range(t + 1)]
+                out.append(100.0 * np.mean(per_task, 0))
+            return [[float(v), float(te)] for v, te in zip(*out, strict=True)]
+
+        return after_chunk
+
+    return make
+
+
+def best_validation_a_n(res):
+    """Per seed and task, the test accuracy at the chunk of best validation accuracy (the
+    first best, as the official code keeps the first); None without `after_chunk`."""
+    chunks = res.get("after_chunk")
+    if not chunks or any(task is None for task in chunks):
+        return None
+    out = np.zeros((len(res["seeds"]), len(chunks)))
+    for t, task in enumerate(chunks):
+        per_seed = np.asarray(task, float).transpose(1, 0, 2)  # (seeds, chunks, [valid, test])
+        for s, series in enumerate(per_seed):
+            out[s, t] = series[int(np.argmax(series[:, 0])), 1]
+    return out
+
+
 def _pm(values) -> str:
     return f"{np.mean(values):.2f} +- {np.std(values):.2f}"
 
@@ -101,8 +154,9 @@ def _pm(values) -> str:
 def table(rows) -> str:
     lines = [
         "| method | A5 (solver) | A10 (solver) | A5 (generated) | A10 (generated) | A5 / A10 published "
-        "| iterations per task | GAN | GAN lr | seeds | wall s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| A5 / A10 (solver, best validation) | iterations per task | GAN | GAN lr | seeds "
+        "| wall s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row, res in rows.items():
         a = res["A_n"]["class-il"]
@@ -116,8 +170,10 @@ def table(rows) -> str:
             res["timing"]["steps"] // (res["tasks_done"] * len(res["seeds"])),
         )
         pub = "{} / {}".format(*PUBLISHED[row])
+        best = best_validation_a_n(res)
+        sel = "n/a" if best is None else f"{_pm(best[:, 4])} / {_pm(best[:, 9])}"
         lines.append(
-            f"| {row} | {a5} | {a10} | {g5} | {g10} | {pub} | {budget} | "
+            f"| {row} | {a5} | {a10} | {g5} | {g10} | {pub} | {sel} | {budget} | "
             f"{res['hparams'].get('gan', 'mlp')} | "
             f"{res['hparams']['g_lr']} | "
             f"{len(res['seeds'])} | {res['timing']['total_s']:.0f} |"
@@ -136,6 +192,8 @@ def command_line(args, rows=None, seeds=None) -> str:
         cmd += " --rows " + " ".join(rows)
     if any(ROWS[r][0] != "dgm" for r in rows):  # DGM has its own generator and lr
         cmd += f" --gan {args.gan}" + (f" --gan-lr {args.gan_lr}" if args.gan_lr else "")
+    if getattr(args, "valid_fraction", 0.0):
+        cmd += f" --valid-fraction {args.valid_fraction}"
     if args.out != OUT:
         cmd += f" --out {args.out}"
     return cmd
@@ -144,8 +202,11 @@ def command_line(args, rows=None, seeds=None) -> str:
 def commands(args, rows) -> str:
     """The header's command: one for the whole table, or one per row where the rows were run
     with different seeds or budgets (a row run alone later, or seeds added to one row)."""
-    runs = {(len(r["seeds"]), r["requested_steps"]) for r in rows.values()}
-    if runs == {(args.seeds, args.steps)} and set(rows) == set(args.rows):
+    runs = {
+        (len(r["seeds"]), r["requested_steps"], r.get("requested_valid_fraction", 0.0))
+        for r in rows.values()
+    }
+    if runs == {(args.seeds, args.steps, args.valid_fraction)} and set(rows) == set(args.rows):
         return f"Command: `{command_line(args)}`\n\n"
     lines = ["Commands, one per row:\n"]
     for row, res in rows.items():
@@ -155,6 +216,7 @@ def commands(args, rows) -> str:
             **{
                 **vars(args),
                 "steps": res["requested_steps"],
+                "valid_fraction": res.get("requested_valid_fraction", 0.0),
                 "gan": hp.get("gan", "mlp"),
                 "gan_lr": gan_lr,
             }
@@ -178,6 +240,14 @@ def main(argv=None):
     p.add_argument("--rows", nargs="+", default=DEFAULT_ROWS, choices=list(ROWS))
     p.add_argument("--out", default=OUT)
     p.add_argument(
+        "--valid-fraction",
+        type=float,
+        default=0.0,
+        help="hold out this share of each task's training data (0.15 in the DGM authors' code) "
+        "and report the test accuracy at each task's checkpoint of best validation accuracy "
+        "(measured after each twentieth of the task), as their code reports it",
+    )
+    p.add_argument(
         "--resume",
         action="store_true",
         help="continue an interrupted row from its checkpoint in runs/OUT-ROW-seeds-S (OUT: the name of --out)",
@@ -187,6 +257,10 @@ def main(argv=None):
     out_json, out_md = Path(args.out + ".json"), Path(args.out + ".md")
     rows = json.loads(out_json.read_text()) if out_json.exists() else {}
     scenario = scenarios.build("seq-mnist", args.data_dir, num_tasks=10)
+    full, after_chunk = scenario, None  # the reference classifier learns all training data
+    if args.valid_fraction:
+        scenario, valid = scenarios.split_validation(scenario, args.valid_fraction)
+        after_chunk = selection_accuracy(scenario, valid)
     seeds = tuple(range(args.seeds))
     classify = reference_acc = None
     for row in args.rows:
@@ -195,7 +269,11 @@ def main(argv=None):
             extra = {**extra, "gan": args.gan, "g_lr": args.gan_lr, "d_lr": args.gan_lr}
         done = rows.get(row)
         planned = planned_hparams(scenario, name, None, steps=args.steps or None, **extra)
-        same = done and (done["requested_steps"], done["hparams"]) == (args.steps, planned)
+        same = done and (
+            done["requested_steps"],
+            done.get("requested_valid_fraction", 0.0),
+            done["hparams"],
+        ) == (args.steps, args.valid_fraction, planned)
         todo = tuple(s for s in seeds if not (same and s in done["seeds"]))
         if not todo:
             continue
@@ -209,7 +287,7 @@ def main(argv=None):
         after_task = None
         if name in CONDITIONAL:
             if classify is None:
-                classify, reference_acc = reference_classifier(scenario)
+                classify, reference_acc = reference_classifier(full)
             after_task = generated_a_n(scenario, classify)
         res = run_tuned(
             scenario,
@@ -219,6 +297,7 @@ def main(argv=None):
             workdir,
             after_task,
             resume=args.resume,
+            after_chunk=after_chunk,
             steps=args.steps or None,
             **extra,
         )
@@ -226,6 +305,7 @@ def main(argv=None):
         if grid.exists() and not same:  # a row that gained seeds keeps its first run's grid
             shutil.copy(grid, f"{args.out}-{row}-samples.png")
         res["requested_steps"] = args.steps
+        res["requested_valid_fraction"] = args.valid_fraction
         if after_task is not None:
             res["reference_classifier_accuracy"] = reference_acc
         if same:  # the seeds already in the table join the new ones

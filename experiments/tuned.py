@@ -45,10 +45,12 @@ def run_tuned(
     workdir=None,
     after_task=None,
     resume=False,
+    after_chunk=None,
     **overrides,
 ):
     """Results (state dropped) of `method_name` on `scenario` with `best_args`' settings
-    (`overrides` as in `build_tuned`; `after_task(method) -> train.run's after_task` or None;
+    (`overrides` as in `build_tuned`; `after_task(method) -> train.run's after_task` or None,
+    `after_chunk` likewise;
     `resume`: continue from the checkpoint in `workdir`, as `train.run`)."""
     method, config = build_tuned(scenario, method_name, buffer_size, **overrides)
     res = train.run(
@@ -58,6 +60,7 @@ def run_tuned(
         workdir,
         resume=resume,
         after_task=after_task(method) if after_task else None,
+        after_chunk=after_chunk(method) if after_chunk else None,
     )
     res.pop("state")
     res["steps_per_task"] = config["steps"]
