@@ -230,8 +230,8 @@ def run(
     `after_task(t, state)` (host code, optional) is called after task t's
     evaluation with the seed-stacked state and returns one JSON value per seed
     in it; the values land in `results["after_task"][t][seed]` (an extra
-    measurement, such as the quality of a generator's samples; not checkpointed,
-    so a resumed run has them from the resumed task on, None before).
+    measurement, such as the quality of a generator's samples; checkpointed with
+    the task, so a resumed run keeps those of the tasks before the stop).
     `after_chunk(t, c, state)` likewise after each of the `chunks_per_task`
     compiled chunks of task t's training (the state mid-task, before
     `end_task`): `results["after_chunk"][t][c][seed]` (model selection within
@@ -339,6 +339,12 @@ def _run_seeds(
         first_task = saved["task"] + 1
         timer.totals.update(saved["timing"])
         losses, per_task = saved["losses"], saved.get("per_task", [])
+        # measurements of the tasks before the stop (checkpoints written before they were kept
+        # have none: None there)
+        for t, values in enumerate(saved.get("after_task") or []):
+            extra[t] = values
+        for t, values in enumerate(saved.get("after_chunk") or []):
+            chunk_extra[t] = values
         wall -= saved["timing"].get("total_s", 0.0)
 
     for t in range(first_task, T):
@@ -399,7 +405,14 @@ def _run_seeds(
 
         timer.totals["total_s"] = time.perf_counter() - wall
         if manager is not None:
-            meta = {"task": t, "timing": timer.totals, "losses": losses, "per_task": per_task}
+            meta = {
+                "task": t,
+                "timing": timer.totals,
+                "losses": losses,
+                "per_task": per_task,
+                "after_task": extra[: t + 1],
+                "after_chunk": chunk_extra[: t + 1],
+            }
             ckpt_lib.save(manager, t, state, acc, {**meta, "run": identity})
         if stop_after is not None and t >= stop_after:
             break

@@ -163,7 +163,7 @@ def table(rows) -> str:
         a5 = f"{a['mean'][4]:.2f} +- {a['std'][4]:.2f}"
         a10 = f"{a['mean'][9]:.2f} +- {a['std'][9]:.2f}"
         gen = res.get("after_task")
-        # a resumed run has no generated measure for the tasks before it resumed
+        # a run resumed from a checkpoint of before 2026-11-24 lacks the tasks before the stop
         g5, g10 = (_pm(gen[t]) if gen and None not in gen[t] else "n/a" for t in (4, 9))
         budget = res["steps_per_task"] or "{} epochs (~{})".format(
             res["hparams"]["n_epochs"],

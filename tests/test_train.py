@@ -98,12 +98,16 @@ def test_merged_seed_runs_equal_one_run(seed_runs):
 
 def test_resume_equals_uninterrupted_run(method, tmp_path):
     config = train.RunConfig(seeds=(0, 1), **CONFIG)
-    full = train.run(method, SC, config)
-    partial = train.run(method, SC, config, workdir=tmp_path, stop_after=0)
+    full = train.run(method, SC, config, after_chunk=chunk_probe)
+    partial = train.run(method, SC, config, workdir=tmp_path, stop_after=0, after_chunk=chunk_probe)
     assert partial["tasks_done"] == 1
-    resumed = train.run(method, SC, config, workdir=tmp_path, resume=True)
+    resumed = train.run(method, SC, config, workdir=tmp_path, resume=True, after_chunk=chunk_probe)
     assert resumed["tasks_done"] == SC.num_tasks
     assert resumed["accuracy"] == full["accuracy"]
+    # the measurements of the task before the stop come back from the checkpoint
+    np.testing.assert_allclose(
+        np.asarray(resumed["after_chunk"], float), np.asarray(full["after_chunk"], float), rtol=1e-5
+    )
     for a, b in zip(jax.tree.leaves(resumed["state"]), jax.tree.leaves(full["state"]), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6)
     assert resumed["timing"]["steps"] == full["timing"]["steps"]
