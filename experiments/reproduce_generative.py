@@ -332,7 +332,7 @@ def main(argv=None):
         + ".\n\n"
         + (
             "Rows `-joint`: DGM with its solver (the discriminator's class head) trained in "
-            "the critic's step, one update an iteration (`--set cls_steps=joint`, our first "
+            "the critic's step, one update an iteration (the method's `cls_steps=joint`, our first "
             "version); the others as the official code, one solver step per task seen before "
             "the critic's.\n\n"
             if any(r.endswith("-joint") for r in rows)
