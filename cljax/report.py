@@ -104,14 +104,13 @@ def merge_seeds(a: dict, b: dict) -> dict:
         "final_train_loss": ((n_a * losses[0] + n_b * losses[1]) / (n_a + n_b)).tolist(),
     }
     out.update(_summaries(accuracy, {s: metrics_lib.summarize(v) for s, v in accuracy.items()}))
+    tasks = range(len(next(iter(a["A_n"].values()))["mean"]))
     for key in ("per_task", "after_task"):
         if key in a or key in b:
-            tasks = range(len(next(iter(a["A_n"].values()))["mean"]))
             rows_a = a.get(key) or [[None] * n_a for _ in tasks]
             rows_b = b.get(key) or [[None] * n_b for _ in tasks]
             out[key] = [ra + rb for ra, rb in zip(rows_a, rows_b, strict=True)]
     if "after_chunk" in a or "after_chunk" in b:  # [task][chunk][seed]; None: task not measured
-        tasks = range(len(next(iter(a["A_n"].values()))["mean"]))
         rows_a, rows_b = (r.get("after_chunk") or [None for _ in tasks] for r in (a, b))
         out["after_chunk"] = [
             _join_chunks(ta, tb, n_a, n_b) for ta, tb in zip(rows_a, rows_b, strict=True)
