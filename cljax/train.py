@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -33,6 +34,23 @@ from cljax import checkpoint as ckpt_lib
 from cljax import evaluation, plots, report, sharding
 from cljax.methods import Method, TaskInfo, identity_begin, identity_end
 from cljax.scenarios import Scenario
+
+log = logging.getLogger(__name__)
+
+
+def log_tasks() -> None:
+    """Prints the driver's line per task (accuracy so far, time) on stderr.
+
+    The scripts under `experiments/` call it, so that a run whose output goes
+    to a log file, where no progress bar is drawn, still shows how far it is.
+    Only the `cljax` loggers are set; other libraries' logging is left alone.
+    """
+    logger = logging.getLogger("cljax")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -391,6 +409,17 @@ def _run_seeds(
         timer.add("eval_s", time.perf_counter() - start)
         acc["class-il"][:, t, : t + 1] = (100.0 * cil / counts[:, None]).T[:, : t + 1]
         acc["task-il"][:, t, : t + 1] = (100.0 * til / counts[:, None]).T[:, : t + 1]
+        log.info(
+            "%s %s task %d/%d, seeds %s: class-IL %.2f, task-IL %.2f (mean over tasks seen), %.0f s",
+            method.name,
+            scenario.name,
+            t + 1,
+            T,
+            list(seeds),
+            acc["class-il"][:, t, : t + 1].mean(),
+            acc["task-il"][:, t, : t + 1].mean(),
+            time.perf_counter() - wall,
+        )
 
         if after_task is not None:
             extra[t] = list(after_task(t, state))

@@ -77,6 +77,7 @@ def main(argv=None):
     p.add_argument("--per-class", type=int, default=3000, help="generated samples per class")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
+    train.log_tasks()
 
     scenario = scenarios.build("seq-mnist", args.data_dir, num_tasks=10)
     extra = {"variant": args.variant}

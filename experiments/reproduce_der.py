@@ -26,7 +26,7 @@ import jax
 import numpy as np
 
 from cljax import metrics as metrics_lib
-from cljax import report, scenarios
+from cljax import report, scenarios, train
 from experiments.tuned import run_tuned
 
 BUFFERS = (200, 500, 5120)
@@ -139,6 +139,7 @@ def main(argv=None):
     p.add_argument("--buffers", nargs="+", type=int, default=list(BUFFERS))
     p.add_argument("--out", default="experiments/results/der_table2_mnist")
     args = p.parse_args(argv)
+    train.log_tasks()
 
     out_json, out_md = Path(args.out + ".json"), Path(args.out + ".md")
     rows = json.loads(out_json.read_text()) if out_json.exists() else {}

@@ -27,7 +27,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from cljax import report, scenarios
+from cljax import report, scenarios, train
 from experiments.tuned import planned_hparams, run_tuned
 
 ROWS = {
@@ -145,6 +145,7 @@ def main(argv=None):
         "--out", default=None, help="default experiments/results/dyn_expand_BENCHMARK_EPOCHSep"
     )
     args = p.parse_args(argv)
+    train.log_tasks()
 
     out = args.out or f"experiments/results/dyn_expand_{args.benchmark}_{args.epochs}ep"
     out_json, out_md = Path(out + ".json"), Path(out + ".md")

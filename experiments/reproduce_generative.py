@@ -244,6 +244,7 @@ def main(argv=None):
         help="continue an interrupted row from its checkpoint in runs/OUT-ROW-seeds-S (OUT: the name of --out)",
     )
     args = p.parse_args(argv)
+    train.log_tasks()
 
     out_json, out_md = Path(args.out + ".json"), Path(args.out + ".md")
     rows = json.loads(out_json.read_text()) if out_json.exists() else {}

@@ -150,6 +150,7 @@ def resolve_hparams(method_name, benchmark, buffer_size, overrides):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    train.log_tasks()
     try:
         return _main(args)
     except UsageError as e:

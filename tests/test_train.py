@@ -96,9 +96,17 @@ def test_merged_seed_runs_equal_one_run(seed_runs):
         report.merge_seeds(parts[0], other)
 
 
-def test_resume_equals_uninterrupted_run(method, tmp_path):
+def test_resume_equals_uninterrupted_run(method, tmp_path, caplog):
     config = train.RunConfig(seeds=(0, 1), **CONFIG)
-    full = train.run(method, SC, config, after_chunk=chunk_probe)
+    with caplog.at_level("INFO", logger="cljax"):
+        full = train.run(method, SC, config, after_chunk=chunk_probe)
+    # a line per task, with the accuracy so far (for logs, where no bar is drawn)
+    lines = [r.getMessage() for r in caplog.records if r.name == "cljax.train"]
+    assert [line.split(":")[0] for line in lines] == [
+        f"derpp {SC.name} task {t + 1}/{SC.num_tasks}, seeds [0, 1]" for t in range(SC.num_tasks)
+    ]
+    last = np.asarray(full["accuracy"]["class-il"], float)[:, -1].mean()
+    assert f"class-IL {last:.2f}," in lines[-1]
     partial = train.run(method, SC, config, workdir=tmp_path, stop_after=0, after_chunk=chunk_probe)
     assert partial["tasks_done"] == 1
     resumed = train.run(method, SC, config, workdir=tmp_path, resume=True, after_chunk=chunk_probe)
