@@ -70,6 +70,11 @@ def stack_tests(scenario: Scenario, eval_batch: int, mesh):
     return sharding.replicate((x, y, valid), mesh), masks, counts, eval_batch
 
 
+def percent_seen(correct, counts, t: int) -> np.ndarray:
+    """`(S, t + 1)` percent correct on tasks 0..t from `make_evaluator`'s `(T, S)` counts."""
+    return (100.0 * np.asarray(correct) / counts[:, None]).T[:, : t + 1]
+
+
 def generated_accuracy(method: Method, classify, per_class: int = 500):
     """`accuracy(state, key, classes) -> (S, len(classes))`: how often a reference classifier
     recognises a conditional generator's samples as the class they were drawn for.

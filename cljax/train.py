@@ -405,10 +405,10 @@ def _run_seeds(
         seen = masks[: t + 1].any(0)
         active = np.arange(T) <= t
         cil, til = evaluate(state, x_test, y_test, v_test, active, seen, masks)
-        cil, til = np.asarray(cil), np.asarray(til)
+        cil, til = np.asarray(cil), np.asarray(til)  # blocks: eval_s includes the wait
         timer.add("eval_s", time.perf_counter() - start)
-        acc["class-il"][:, t, : t + 1] = (100.0 * cil / counts[:, None]).T[:, : t + 1]
-        acc["task-il"][:, t, : t + 1] = (100.0 * til / counts[:, None]).T[:, : t + 1]
+        acc["class-il"][:, t, : t + 1] = evaluation.percent_seen(cil, counts, t)
+        acc["task-il"][:, t, : t + 1] = evaluation.percent_seen(til, counts, t)
         log.info(
             "%s %s task %d/%d, seeds %s: class-IL %.2f, task-IL %.2f (mean over tasks seen), %.0f s",
             method.name,

@@ -113,10 +113,10 @@ def selection_accuracy(scenario, valid, eval_batch: int = 1000):
         def after_chunk(t, c, state):
             del c
             out = []
+            active = np.arange(scenario.num_tasks) <= t
             for (x, y, v), masks, counts, _ in splits:
-                active = np.arange(scenario.num_tasks) <= t
                 cil, _ = evaluate(state, x, y, v, active, masks[: t + 1].any(0), masks)
-                out.append((100.0 * np.asarray(cil) / counts[:, None]).T[:, : t + 1].mean(1))
+                out.append(evaluation.percent_seen(cil, counts, t).mean(1))
             return [[float(va), float(te)] for va, te in zip(*out, strict=True)]
 
         return after_chunk
