@@ -44,6 +44,8 @@ def log_tasks() -> None:
     The scripts under `experiments/` call it, so that a run whose output goes
     to a log file, where no progress bar is drawn, still shows how far it is.
     Only the `cljax` loggers are set; other libraries' logging is left alone.
+    The lines do not go on to the root logger: a library that configures it
+    (a module-level `logging.warning` does) would print each line twice.
     """
     logger = logging.getLogger("cljax")
     if not logger.handlers:
@@ -51,6 +53,7 @@ def log_tasks() -> None:
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+    logger.propagate = False
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,5 +1,7 @@
 """The driver: vmapped seeds equal separate runs; resuming equals not stopping."""
 
+import logging
+
 import jax
 import numpy as np
 import pytest
@@ -96,12 +98,31 @@ def test_merged_seed_runs_equal_one_run(seed_runs):
         report.merge_seeds(parts[0], other)
 
 
-def test_resume_equals_uninterrupted_run(method, tmp_path, caplog):
+class _Lines(logging.Handler):
+    """The messages logged to a logger (caplog's handler sits on the root logger, which
+    `train.log_tasks` cuts the `cljax` loggers off from)."""
+
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
+def test_resume_equals_uninterrupted_run(method, tmp_path):
     config = train.RunConfig(seeds=(0, 1), **CONFIG)
-    with caplog.at_level("INFO", logger="cljax"):
+    logger, handler = logging.getLogger("cljax.train"), _Lines()
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    try:
         full = train.run(method, SC, config, after_chunk=chunk_probe)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
     # a line per task, with the accuracy so far (for logs, where no bar is drawn)
-    lines = [r.getMessage() for r in caplog.records if r.name == "cljax.train"]
+    lines = handler.lines
     assert [line.split(":")[0] for line in lines] == [
         f"derpp {SC.name} task {t + 1}/{SC.num_tasks}, seeds [0, 1]" for t in range(SC.num_tasks)
     ]
