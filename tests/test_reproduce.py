@@ -1,0 +1,22 @@
+"""The reproduction scripts' own arithmetic (their runs are benchmarks, never tests)."""
+
+from experiments import reproduce_dyn_expand
+
+
+def _row(seeds, class_il):
+    return {"seeds": seeds, "final_average_accuracy": {"class-il": {"per_seed": class_il}}}
+
+
+def test_pruning_cost_pairs_rows_seed_by_seed():
+    rows = {
+        "dyn_expand (masks + pruning)": _row([1, 2, 3], [74.0, 71.0, 50.0]),
+        "dyn_expand (no masks)": _row([0, 1, 2], [99.0, 75.0, 73.0]),
+        "er": _row([1, 2], [10.0, 10.0]),  # not a masked row: no line
+        "dyn_expand (masks + pruning, sparsity 0.025)": _row([2], [72.0]),  # one common seed
+    }
+    text = reproduce_dyn_expand.pruning_cost(rows)
+    # seeds 1 and 2 only (0 and 3 are in one row each): losses 1 and 2
+    assert "- dyn_expand (masks + pruning): 1.50 +- 0.50 points" in text
+    assert "over 2 seeds; per seed 1.00, 2.00)" in text
+    assert "er:" not in text and "0.025" not in text
+    assert reproduce_dyn_expand.pruning_cost({"er": rows["er"]}) == ""
