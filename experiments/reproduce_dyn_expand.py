@@ -158,7 +158,7 @@ def header(args) -> str:
         "dyn_expand's seeds run one after another (pruned shapes differ per seed); the "
         "others run under vmap. dyn_expand's default `mask_grad_scale` (100) was chosen on "
         "this benchmark with these seeds at 1 epoch a task, and `sparsity` (0.03) after "
-        "runs of 0.025 (5 seeds), 0.0275 and 0.03 (10 seeds each) at 2 epochs (there is no "
+        "runs of 0.025, 0.0275 and 0.03 (10 seeds each) at 2 epochs (there is no "
         "validation split). "
         "Rows marked 'first version' started each new extractor from the pruned previous one "
         "with fresh channels in place of the pruned ones; the others start it from the "
