@@ -79,6 +79,7 @@ def parse_args(argv):
 ZERO_OK = (
     *("ratio", "b1", "b2", "alpha", "beta", "ra_weight", "lamb_g", "s_max", "weight_decay"),
     *("per_class", "sparsity", "aux_weight", "retrain_epochs", "momentum"),
+    *("warmup_epochs", "retrain_weight_decay"),
 )
 
 
@@ -102,6 +103,11 @@ def parse_setting(key: str, text: str, default):
         value = ast.literal_eval(text)
     except (ValueError, SyntaxError):
         value = text
+    if isinstance(default, tuple):  # epochs, e.g. milestones=100,120 (empty: none)
+        value = value if isinstance(value, tuple) else () if text.strip() == "" else (value,)
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
+            raise UsageError(f"--set {key}={text}: expected positive integers, e.g. {key}=100,120")
+        return value
     expected = type(default)
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)

@@ -85,6 +85,7 @@ def test_end_to_end_run_writes_results_and_plot(tmp_path):
         (["--method", "mergan", "--set", "variant=xx"], "variant must be 'jr' or 'ra'"),
         (["--method", "mergan", "--set", "n_critic=3"], "must be a multiple of n_critic 3"),
         (["--method", "dgr", "--set", "ratio=-0.5"], "expected a non-negative float"),
+        (["--method", "dyn_expand", "--set", "milestones=0,5"], "expected positive integers"),
     ],
 )
 def test_errors_are_one_line_exit_2_nothing_written(args, message, tmp_path, capsys):
@@ -131,11 +132,16 @@ def test_dyn_expand_run_reports_parameters_per_task(tmp_path):
             str(workdir),
             "--set",
             "retrain_epochs=2",
+            "--set",
+            "warmup_epochs=1",
+            "--set",
+            "retrain_milestones=1",
             *FAST,
         ]
     )
     assert code == 0
     res = json.loads((workdir / "results.json").read_text())
     assert res["hparams"]["model"] == "cnn"
+    assert (res["hparams"]["warmup_epochs"], res["hparams"]["retrain_milestones"]) == (1, [1])
     assert len(res["per_task"]) == 5 and res["per_task"][-1][0]["extractors"] == 5
     assert cli.main(["--method", "dyn_expand", "--set", "masks=maybe", *FAST]) == 2

@@ -7,6 +7,7 @@ import pytest
 
 from cljax import exemplars, methods, models, train
 from cljax import masks as masks_lib
+from cljax.methods import dyn_expand as dyn
 from tests.conftest import tiny_scenario
 
 SC = tiny_scenario()
@@ -128,6 +129,40 @@ def test_pruned_network_equals_masked_network_and_old_extractors_stay_frozen():
     width = frozen["conv1"]["kernel"].shape[-1]
     assert state.net.params["fc"]["kernel"].shape[0] == width + 8
     assert method.describe(state)["extractors"] == 2
+
+
+def test_lr_schedule_is_the_official_warmup_then_milestones():
+    f = lambda e, *a: float(dyn.lr_factor(jnp.asarray(e), *a))  # noqa: E731
+    # GradualWarmupScheduler(multiplier=1, 10 epochs) chained to MultiStepLR([100, 120], 0.1)
+    got = [f(e, 10, (100, 120), 0.1) for e in (0, 4, 9, 10, 109, 110, 129, 130, 169)]
+    assert got == pytest.approx([0.1, 0.5, 1, 1, 1, 0.1, 0.1, 0.01, 0.01])
+    assert [f(e, 0, (15,), 0.1) for e in (0, 14, 15, 29)] == pytest.approx([1, 1, 0.1, 0.1])
+
+    plain, warm = make(), make(warmup_epochs=2)
+    info = train.task_info(SC, train.RunConfig(batch_size=4), 0)
+    state = plain.init(jax.random.key(0), jnp.asarray(SC.train(0)[0][:1]))
+    state = plain.begin_task(state, info, jax.random.key(1)).replace(steps_per_epoch=jnp.asarray(1))
+    x, y = SC.train(0)
+    batch = lambda i: {
+        "x": jnp.asarray(x[4 * i : 4 * i + 4]),
+        "y": jnp.asarray(y[4 * i : 4 * i + 4]),
+    }  # noqa: E731
+    p0 = state.net.params
+    p_plain = plain.train_step(state, batch(0), jax.random.key(2))[0].net.params
+    s_warm = warm.train_step(state, batch(0), jax.random.key(2))[0]
+    # epoch 0 of a 2-epoch warm-up: the same SGD step at half the learning rate
+    delta = lambda p: jax.tree.map(lambda a, b: a - b, p["new"], p0["new"])  # noqa: E731
+    jax.tree.map(
+        lambda w, q: np.testing.assert_allclose(w, 0.5 * q, rtol=1e-4, atol=1e-7),
+        delta(s_warm.net.params),
+        delta(p_plain),
+    )
+    assert np.any(np.asarray(s_warm.net.params["fc"]["bias"]) != 0)
+    # the heads are re-initialised (zero bias) when the warm-up ends, as in the official code
+    after = warm.train_step(s_warm, batch(1), jax.random.key(3))[0].net.params
+    for head in ("fc", "aux"):
+        assert not np.any(np.asarray(after[head]["bias"]))
+        assert not np.allclose(after[head]["kernel"], s_warm.net.params[head]["kernel"])
 
 
 def test_masks_need_the_cnn_backbone():

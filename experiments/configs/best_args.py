@@ -119,8 +119,9 @@ SEQ_SVHN = {**SEQ_CIFAR10, **_generative(2000, 8001, gan="dc", ra_weight=1e-2)}
 # Dynamically Expandable Representation. CPU-sized MNIST-family runs (ours): the
 # `cnn` backbone, batch 32 plus 32 exemplars a step, two epochs, memory 500;
 # mask settings chosen so pruning keeps well under half of each extractor.
-# CIFAR-100 (B0, 10 steps): the official code's recipe (no masks; constant lr
-# here, the official multistep decay is not built).
+# CIFAR-100 (B0, 10 steps): the official code's recipe (no masks; 10 warm-up
+# epochs, lr x0.1 100 and 120 epochs after them; classifier re-training at lr 0.1,
+# x0.1 after 15 of 30 epochs, weight decay 5e-4).
 _DYN_CPU = {
     "dyn_expand": {
         b: {"lr": 0.05, "batch_size": 32, "n_epochs": 2, "model": "cnn", "minibatch_size": 32}
@@ -136,7 +137,12 @@ _DYN_CIFAR100 = {
             "weight_decay": 5e-4,
             "masks": False,
             "minibatch_size": 128,
+            "warmup_epochs": 10,
+            "milestones": (100, 120),
             "retrain_epochs": 30,
+            "retrain_lr": 0.1,
+            "retrain_milestones": (15,),
+            "retrain_weight_decay": 5e-4,
             "temperature": 5.0,
         }
     }
