@@ -8,6 +8,7 @@ import pytest
 
 from cljax import evaluation, methods, models, scenarios, train
 from cljax.methods import gan
+from experiments.configs import best_args
 
 
 def pattern_scenario(per_class=64, seed=0):
@@ -189,3 +190,32 @@ def test_dc_gan_replay_on_cifar_shaped_arrays(name):
     assert all(np.isfinite(float(v)) for v in metrics.values())
     images, _ = method.sample(state, jax.random.key(2), per_class=1)
     assert images.shape == (4, 32, 32, 3)
+
+
+def test_dgm_on_svhn_shaped_arrays_with_the_svhn_config():
+    """The SVHN config (the official cfg_svhn_dgmw.yml) on 32x32x3 inputs, tiny widths."""
+    hp, _ = best_args.get("seq-svhn", "dgm", None)
+    assert (hp["batch_size"], hp["n_epochs"], hp["g_lr"], hp["lamb_g"]) == (64, 151, 5e-4, 1e-3)
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(4), 4).astype(np.int32)
+    x = rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
+    sc = scenarios.class_incremental(
+        "svhn-like", (x, y, x, y), 2, scenarios.scaled_input(255.0), "resnet18"
+    )
+    method = methods.get("dgm").make(
+        model=models.MLP((16,), 4),
+        input_fn=sc.input_fn,
+        g_lr=hp["g_lr"],
+        d_lr=hp["d_lr"],
+        lamb_g=hp["lamb_g"],
+        z_dim=8,
+        hidden=8,
+    )
+    state = method.init(jax.random.key(0), jnp.asarray(x[:1]))
+    info = train.task_info(sc, train.RunConfig(batch_size=4), 0)
+    state = method.begin_task(state, info, jax.random.key(8))
+    batch = {"x": jnp.asarray(x[:4]), "y": jnp.asarray(y[:4])}
+    state, metrics = jax.jit(method.train_step)(state, batch, jax.random.key(1))
+    assert all(np.isfinite(float(v)) for v in metrics.values())
+    images, _ = method.sample(state, jax.random.key(2), per_class=1)
+    assert images.shape[1:] == (32, 32, 3)

@@ -115,6 +115,11 @@ SEQ_DIGITS.update(
 # SVHN: ours for the rehearsal methods (CIFAR-10's values); the generative
 # settings are the MeRGAN authors' (8001 iterations a task, RA weight 1e-2).
 SEQ_SVHN = {**SEQ_CIFAR10, **_generative(2000, 8001, gan="dc", ra_weight=1e-2)}
+# DGM on SVHN: the official code's cfg_svhn_dgmw.yml (151 epochs of 64, Adam 5e-4
+# with beta1 0.5, s_max 1e4, lamb_G 0.001); published for DGMw only.
+SEQ_SVHN["dgm"] = {
+    -1: {"batch_size": 64, "n_epochs": 151, "g_lr": 5e-4, "d_lr": 5e-4, "lamb_g": 1e-3}
+}
 
 # Dynamically Expandable Representation. CPU-sized MNIST-family runs (ours): the
 # `cnn` backbone, batch 32 plus 32 exemplars a step, two epochs, memory 500;
