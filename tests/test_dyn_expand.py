@@ -75,14 +75,19 @@ def test_gate_has_the_compensated_gradient():
     assert float(masks_lib.anneal(9, 10, 400.0)) == pytest.approx(400.0)
 
 
+def batch_at(x, y, i, size=4):
+    """The `i`-th batch of `size` from arrays `x`, `y`."""
+    sl = slice(size * i, size * i + size)
+    return {"x": jnp.asarray(x[sl]), "y": jnp.asarray(y[sl])}
+
+
 def run_task(method, state, t, steps=4, key=0):
     info = train.task_info(SC, train.RunConfig(batch_size=4), t)
     state = method.begin_task(state, info, jax.random.key(100 + t))
     x, y = SC.train(t)
     step = jax.jit(method.train_step)
     for i in range(steps):
-        b = {"x": jnp.asarray(x[4 * i : 4 * i + 4]), "y": jnp.asarray(y[4 * i : 4 * i + 4])}
-        state, metrics = step(state, b, jax.random.key(key + i))
+        state, metrics = step(state, batch_at(x, y, i), jax.random.key(key + i))
         assert np.isfinite(float(metrics["loss"]))
     state = jax.jit(method.end_task, static_argnums=3)(
         state, (jnp.asarray(x), jnp.asarray(y)), jax.random.key(7), info
@@ -143,13 +148,9 @@ def test_lr_schedule_is_the_official_warmup_then_milestones():
     state = plain.init(jax.random.key(0), jnp.asarray(SC.train(0)[0][:1]))
     state = plain.begin_task(state, info, jax.random.key(1)).replace(steps_per_epoch=jnp.asarray(1))
     x, y = SC.train(0)
-    batch = lambda i: {
-        "x": jnp.asarray(x[4 * i : 4 * i + 4]),
-        "y": jnp.asarray(y[4 * i : 4 * i + 4]),
-    }  # noqa: E731
     p0 = state.net.params
-    p_plain = plain.train_step(state, batch(0), jax.random.key(2))[0].net.params
-    s_warm = warm.train_step(state, batch(0), jax.random.key(2))[0]
+    p_plain = plain.train_step(state, batch_at(x, y, 0), jax.random.key(2))[0].net.params
+    s_warm = warm.train_step(state, batch_at(x, y, 0), jax.random.key(2))[0]
     # epoch 0 of a 2-epoch warm-up: the same SGD step at half the learning rate
     delta = lambda p: jax.tree.map(lambda a, b: a - b, p["new"], p0["new"])  # noqa: E731
     jax.tree.map(
@@ -159,7 +160,7 @@ def test_lr_schedule_is_the_official_warmup_then_milestones():
     )
     assert np.any(np.asarray(s_warm.net.params["fc"]["bias"]) != 0)
     # the heads are re-initialised (zero bias) when the warm-up ends, as in the official code
-    after = warm.train_step(s_warm, batch(1), jax.random.key(3))[0].net.params
+    after = warm.train_step(s_warm, batch_at(x, y, 1), jax.random.key(3))[0].net.params
     for head in ("fc", "aux"):
         assert not np.any(np.asarray(after[head]["bias"]))
         assert not np.allclose(after[head]["kernel"], s_warm.net.params[head]["kernel"])

@@ -171,24 +171,37 @@ def test_gan_step_is_one_compile_per_task():
     assert images.shape == (8, 8, 8) and labels.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
 
 
-@pytest.mark.parametrize("name", ["dgr", "mergan"])
-def test_dc_gan_replay_on_cifar_shaped_arrays(name):
-    """The SVHN / CIFAR-10 configs' path: conv GAN on 32x32x3 inputs."""
+def svhn_like():
+    """16 random 32x32x3 images of 4 classes in 2 tasks: the SVHN / CIFAR-10 configs' shapes."""
     rng = np.random.default_rng(0)
     y = np.repeat(np.arange(4), 4).astype(np.int32)
     x = rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
     sc = scenarios.class_incremental(
         "svhn-like", (x, y, x, y), 2, scenarios.scaled_input(255.0), "resnet18"
     )
+    return sc, x, y
+
+
+def one_step_then_sample(method, sc, x, y):
+    """`method`'s metrics after one jitted step of task 0, and one generated image a class."""
+    state = method.init(jax.random.key(0), jnp.asarray(x[:1]))
+    info = train.task_info(sc, train.RunConfig(batch_size=4), 0)
+    state = method.begin_task(state, info, jax.random.key(8))
+    batch = {"x": jnp.asarray(x[:4]), "y": jnp.asarray(y[:4])}
+    state, metrics = jax.jit(method.train_step)(state, batch, jax.random.key(1))
+    images, _ = method.sample(state, jax.random.key(2), per_class=1)
+    return metrics, images
+
+
+@pytest.mark.parametrize("name", ["dgr", "mergan"])
+def test_dc_gan_replay_on_cifar_shaped_arrays(name):
+    """The SVHN / CIFAR-10 configs' path: conv GAN on 32x32x3 inputs."""
+    sc, x, y = svhn_like()
     method = methods.get(name).make(
         model=models.MLP((16,), 4), input_fn=sc.input_fn, gan="dc", n_critic=2, z_dim=8
     )
-    state = method.init(jax.random.key(0), jnp.asarray(x[:1]))
-    state = method.begin_task(state, methods.TaskInfo(0, sc.classes(0)), jax.random.key(8))
-    batch = {"x": jnp.asarray(x[:4]), "y": jnp.asarray(y[:4])}
-    state, metrics = jax.jit(method.train_step)(state, batch, jax.random.key(1))
+    metrics, images = one_step_then_sample(method, sc, x, y)
     assert all(np.isfinite(float(v)) for v in metrics.values())
-    images, _ = method.sample(state, jax.random.key(2), per_class=1)
     assert images.shape == (4, 32, 32, 3)
 
 
@@ -196,12 +209,7 @@ def test_dgm_on_svhn_shaped_arrays_with_the_svhn_config():
     """The SVHN config (the official cfg_svhn_dgmw.yml) on 32x32x3 inputs, tiny widths."""
     hp, _ = best_args.get("seq-svhn", "dgm", None)
     assert (hp["batch_size"], hp["n_epochs"], hp["g_lr"], hp["lamb_g"]) == (64, 151, 5e-4, 1e-3)
-    rng = np.random.default_rng(0)
-    y = np.repeat(np.arange(4), 4).astype(np.int32)
-    x = rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
-    sc = scenarios.class_incremental(
-        "svhn-like", (x, y, x, y), 2, scenarios.scaled_input(255.0), "resnet18"
-    )
+    sc, x, y = svhn_like()
     method = methods.get("dgm").make(
         model=models.MLP((16,), 4),
         input_fn=sc.input_fn,
@@ -211,11 +219,6 @@ def test_dgm_on_svhn_shaped_arrays_with_the_svhn_config():
         z_dim=8,
         hidden=8,
     )
-    state = method.init(jax.random.key(0), jnp.asarray(x[:1]))
-    info = train.task_info(sc, train.RunConfig(batch_size=4), 0)
-    state = method.begin_task(state, info, jax.random.key(8))
-    batch = {"x": jnp.asarray(x[:4]), "y": jnp.asarray(y[:4])}
-    state, metrics = jax.jit(method.train_step)(state, batch, jax.random.key(1))
+    metrics, images = one_step_then_sample(method, sc, x, y)
     assert all(np.isfinite(float(v)) for v in metrics.values())
-    images, _ = method.sample(state, jax.random.key(2), per_class=1)
     assert images.shape[1:] == (32, 32, 3)
