@@ -166,6 +166,12 @@ def test_lr_schedule_is_the_official_warmup_then_milestones():
         assert not np.allclose(after[head]["kernel"], s_warm.net.params[head]["kernel"])
 
 
+@pytest.mark.parametrize("bad", [(True,), (0, 5), [1.5], 100])
+def test_milestones_must_be_positive_epochs(bad):
+    with pytest.raises(ValueError, match="milestones must be a tuple of positive epochs"):
+        make(milestones=bad)
+
+
 def test_masks_need_the_cnn_backbone():
     with pytest.raises(ValueError, match="masks=false"):
         methods.get("dyn_expand").make(model=models.MLP((8,), 4), input_fn=SC.input_fn)

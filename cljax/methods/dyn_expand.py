@@ -160,7 +160,7 @@ def lr_factor(epoch, warmup_epochs: int, milestones, decay: float):
 
 def check_milestones(name, milestones):
     if not isinstance(milestones, tuple | list) or not all(
-        isinstance(m, int) and m > 0 for m in milestones
+        isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in milestones
     ):
         raise ValueError(
             f"{name} must be a tuple of positive epochs, e.g. (100, 120); got {milestones!r}"
@@ -354,16 +354,17 @@ def make(
         factor = lr_factor(epoch, warmup_epochs, milestones, lr_decay)
         params = optax.apply_updates(net.params, jax.tree.map(lambda u: factor * u, updates))
         if warmup_epochs:
-            k_fc, k_aux = jax.random.split(jax.random.fold_in(key, 1))
-            fresh = {
-                "fc": dense_init(k_fc, *params["fc"]["kernel"].shape),
-                "aux": dense_init(k_aux, *params["aux"]["kernel"].shape),
-            }
+
+            def fresh_heads(params):
+                k_fc, k_aux = jax.random.split(jax.random.fold_in(key, 1))
+                return {
+                    **params,
+                    "fc": dense_init(k_fc, *params["fc"]["kernel"].shape),
+                    "aux": dense_init(k_aux, *params["aux"]["kernel"].shape),
+                }
+
             reset = net.step + 1 == warmup_epochs * state.steps_per_epoch
-            heads = jax.tree.map(
-                lambda f, p: jnp.where(reset, f, p), fresh, {k: params[k] for k in fresh}
-            )
-            params = {**params, **heads}
+            params = jax.lax.cond(reset, fresh_heads, lambda p: p, params)
         return net.replace(step=net.step + 1, params=params, opt_state=opt_state, batch_stats=stats)
 
     def sparsity_loss(channel_masks, in_channels):
