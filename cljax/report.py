@@ -27,7 +27,12 @@ def results(method, scenario, config, acc, timing, losses, state=None) -> dict:
         "benchmark": scenario.name,
         "buffer_size": method.hparams.get("buffer_size"),
         "seeds": list(config.seeds),
-        "hparams": {**method.hparams, "batch_size": config.batch_size, "n_epochs": config.epochs},
+        "hparams": {
+            **method.hparams,
+            "batch_size": config.batch_size,
+            "n_epochs": config.epochs,
+            **({"first_epochs": config.first_epochs} if config.first_epochs else {}),
+        },
         "settings": list(accuracy),
         "tasks_done": done,
         "accuracy": {s: _nan_to_none(a) for s, a in accuracy.items()},

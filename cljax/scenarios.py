@@ -13,6 +13,7 @@ keep one 10-way head.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 
 import jax
@@ -91,22 +92,43 @@ CIFAR100_STATS = ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
 # ---------------------------------------------------------------- builders
 
 
-def class_incremental(name, arrays, num_tasks, input_fn, model, num_classes=None) -> Scenario:
-    """Splits classes 0..C-1 into `num_tasks` equal groups in label order."""
+def class_incremental(
+    name, arrays, num_tasks, input_fn, model, num_classes=None, base_classes=0
+) -> Scenario:
+    """Splits classes 0..C-1 into `num_tasks` equal groups in label order; with
+    `base_classes` B > 0 the first task holds classes 0..B-1 and the other C-B are split
+    equally over the remaining tasks (PyCIL's `init_cls`, the DER paper's "B50"), and
+    the scenario is named `NAME-bB`."""
     x_tr, y_tr, x_te, y_te = arrays
     num_classes = num_classes or int(max(y_tr.max(), y_te.max())) + 1
-    if num_tasks < 1 or num_classes % num_tasks:
-        raise ValueError(
-            f"{name}: {num_classes} classes cannot be split into {num_tasks} equal tasks; "
-            f"choose a divisor of {num_classes}"
-        )
-    per = num_classes // num_tasks
+    if base_classes:
+        rest, steps = num_classes - base_classes, num_tasks - 1
+        if not 0 < base_classes < num_classes:
+            raise ValueError(
+                f"{name}: a first task of {base_classes} classes must leave some of the "
+                f"{num_classes} classes for later tasks; choose 1 to {num_classes - 1}"
+            )
+        if steps < 1 or rest % steps:
+            raise ValueError(
+                f"{name}: a first task of {base_classes} classes leaves {rest} of "
+                f"{num_classes} classes, which cannot be split into {steps} equal tasks; "
+                f"choose --tasks so that 1 + a divisor of {rest} tasks remain"
+            )
+        bounds = [0, *range(base_classes, num_classes + 1, rest // steps)]
+        name = f"{name}-b{base_classes}"
+    else:
+        if num_tasks < 1 or num_classes % num_tasks:
+            raise ValueError(
+                f"{name}: {num_classes} classes cannot be split into {num_tasks} equal tasks; "
+                f"choose a divisor of {num_classes}"
+            )
+        bounds = list(range(0, num_classes + 1, num_classes // num_tasks))
 
     def classes(t):
-        return tuple(range(t * per, (t + 1) * per))
+        return tuple(range(bounds[t], bounds[t + 1]))
 
     def pick(x, y, t):
-        mask = (y >= t * per) & (y < (t + 1) * per)
+        mask = (y >= bounds[t]) & (y < bounds[t + 1])
         return x[mask], y[mask]
 
     return Scenario(
@@ -209,17 +231,32 @@ def _cifar_arrays(name, data_dir, download):
 
 
 def build(
-    name: str, data_dir=None, download: bool = False, num_tasks: int | None = None, seed: int = 0
+    name: str,
+    data_dir=None,
+    download: bool = False,
+    num_tasks: int | None = None,
+    seed: int = 0,
+    base_classes: int = 0,
 ) -> Scenario:
-    """The benchmark `name` (one of `BENCHMARKS`); `seed` fixes perm/rot-mnist's transforms."""
+    """The benchmark `name` (one of `BENCHMARKS`); `seed` fixes perm/rot-mnist's transforms;
+    `base_classes` > 0 gives a class-incremental benchmark a larger first task (then
+    `num_tasks`, the first one included, must be given)."""
     if name not in BENCHMARKS:
         raise ValueError(f"unknown benchmark {name!r}; choose one of: {', '.join(BENCHMARKS)}")
+    if base_classes and name in ("perm-mnist", "rot-mnist"):
+        raise ValueError(f"{name} is domain-incremental: every task has all classes, no base")
+    if base_classes and num_tasks is None:
+        raise ValueError(
+            f"a first task of {base_classes} classes needs the number of tasks, the first "
+            "included (e.g. --tasks 6 for seq-cifar100's B50 in steps of 10)"
+        )
+    split = functools.partial(class_incremental, base_classes=base_classes)
     rng = np.random.default_rng(seed)
     if name == "seq-digits":
-        return class_incremental(name, digits.load(), num_tasks or 5, scaled_input(16.0), "mlp")
+        return split(name, digits.load(), num_tasks or 5, scaled_input(16.0), "mlp")
     if name in ("seq-mnist", "seq-fashion-mnist"):
         arrays = idx.load("mnist" if name == "seq-mnist" else "fashion_mnist", data_dir, download)
-        return class_incremental(name, arrays, num_tasks or 5, scaled_input(255.0), "mlp")
+        return split(name, arrays, num_tasks or 5, scaled_input(255.0), "mlp")
     if name in ("perm-mnist", "rot-mnist"):
         arrays = idx.load("mnist", data_dir, download)
         n = num_tasks or 20
@@ -231,11 +268,9 @@ def build(
         return domain_incremental(name, arrays, transforms, scaled_input(255.0), "mlp")
     if name == "seq-svhn":  # digits: no flips; pixels in [0, 1] as the GAN replay expects
         arrays = tfds_adapter.load("svhn_cropped", data_dir, download=download)
-        return class_incremental(name, arrays, num_tasks or 5, scaled_input(255.0), "resnet18")
+        return split(name, arrays, num_tasks or 5, scaled_input(255.0), "resnet18")
     dataset = "cifar10" if name == "seq-cifar10" else "cifar100"
     stats = CIFAR10_STATS if dataset == "cifar10" else CIFAR100_STATS
     arrays = _cifar_arrays(dataset, data_dir, download)
     default_tasks = 5 if dataset == "cifar10" else 10
-    return class_incremental(
-        name, arrays, num_tasks or default_tasks, cifar_input(*stats), "resnet18"
-    )
+    return split(name, arrays, num_tasks or default_tasks, cifar_input(*stats), "resnet18")

@@ -68,6 +68,11 @@ class RunConfig:
     progress: bool = True
     devices: int | None = None  # data-parallel over this many devices (default: all)
     steps: int | None = None  # optimizer steps per task; overrides `epochs` when set
+    first_epochs: int | None = None  # the first task's epochs when it differs (the DER paper's B50)
+
+    def epochs_of(self, task: int) -> int:
+        """Epochs of task `task`: `first_epochs` for the first one when set, else `epochs`."""
+        return self.first_epochs if task == 0 and self.first_epochs else self.epochs
 
 
 class Timer:
@@ -139,7 +144,8 @@ def _compile(fn, timer, cache, *args):
 
 def _chunk_length(config: RunConfig, max_items: int) -> int:
     """Steps per compiled chunk: the same for every task of a run, so one compile serves all."""
-    steps = config.steps or config.epochs * math.ceil(max_items / config.batch_size)
+    epochs = max(config.epochs, config.first_epochs or 0)
+    steps = config.steps or epochs * math.ceil(max_items / config.batch_size)
     return math.ceil(steps / max(1, min(config.chunks_per_task, steps)))
 
 
@@ -157,7 +163,7 @@ def task_info(scenario: Scenario, config: RunConfig, t: int) -> TaskInfo:
     """The static facts of task `t` that `begin_task` and `end_task` receive."""
     seen = tuple(c for j in range(t + 1) for c in scenario.classes(j))
     per_epoch = math.ceil(scenario.train_sizes[t] / config.batch_size)
-    steps = config.steps or config.epochs * per_epoch
+    steps = config.steps or config.epochs_of(t) * per_epoch
     return TaskInfo(t, tuple(scenario.classes(t)), seen, per_epoch, steps)
 
 
@@ -197,7 +203,7 @@ def _train_task(
     Returns `(state, mean loss of the last tenth of the steps, [after_chunk's values])`."""
     n = len(y)
     idx = np.stack(
-        [schedule(s, t, n, config.epochs, config.batch_size, config.steps) for s in seeds]
+        [schedule(s, t, n, config.epochs_of(t), config.batch_size, config.steps) for s in seeds]
     )
     steps = idx.shape[1]
     length = _chunk_length(config, max(n, pad_to))
@@ -345,6 +351,7 @@ def _run_seeds(
         "seeds": list(seeds),
         "hparams": method.hparams,
         "epochs": config.epochs,
+        **({"first_epochs": config.first_epochs} if config.first_epochs else {}),
         "batch_size": config.batch_size,
     }
     if resume and manager is not None and manager.latest_step() is not None:

@@ -16,7 +16,8 @@ the JSON with the same settings keep their seeds and gain the missing ones
 row against the row without masks, paired seed by seed. The CIFAR-100 targets (B0 10
 steps, ResNet-18, memory 2000: average incremental accuracy 75.36 without
 pruning, 74.64 with, last 65.22) need a GPU: `python -m experiments.run
---method dyn_expand --benchmark seq-cifar100 --buffer-size 2000 --data-dir DATA`.
+--method dyn_expand --benchmark seq-cifar100 --buffer-size 2000 --data-dir DATA`
+(B50: add `--base-classes 50 --tasks 6`).
 """
 
 from __future__ import annotations

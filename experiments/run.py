@@ -26,7 +26,7 @@ from cljax.models import DTYPES
 from cljax.scenarios import BENCHMARKS
 from experiments.configs import best_args
 
-RUN_KEYS = ("batch_size", "n_epochs", "steps", "dtype", "model")
+RUN_KEYS = ("batch_size", "n_epochs", "first_epochs", "steps", "dtype", "model")
 
 
 class UsageError(Exception):
@@ -47,6 +47,13 @@ def parse_args(argv):
         type=int,
         default=None,
         help="number of tasks (class-IL: a divisor of the classes)",
+    )
+    p.add_argument(
+        "--base-classes",
+        type=int,
+        default=0,
+        help="classes of the first task (class-IL, e.g. 50 for seq-cifar100's B50); the others "
+        "split equally over the other --tasks - 1 tasks",
     )
     p.add_argument("--data-dir", default=None, help="dataset folder (default $CLJAX_DATA_DIR)")
     p.add_argument(
@@ -131,10 +138,11 @@ def resolve_hparams(method_name, benchmark, buffer_size, overrides):
     hparams, tuned = best_args.get(benchmark, method_name, buffer_size)
     hparams.setdefault("dtype", "float32")
     hparams.setdefault("steps", None)
+    hparams.setdefault("first_epochs", None)  # None: the first task trains n_epochs too
     hparams.setdefault("model", None)  # None: the benchmark's backbone
     defaults = {
         **module.HPARAMS,
-        **{"batch_size": 1, "n_epochs": 1, "steps": 1, "dtype": "", "model": ""},
+        **{"batch_size": 1, "n_epochs": 1, "first_epochs": 1, "steps": 1, "dtype": "", "model": ""},
     }
     for item in overrides:
         key, sep, text = item.partition("=")
@@ -173,10 +181,13 @@ def _main(args) -> int:
             )
         if args.seeds < 1:
             raise ValueError(f"--seeds must be at least 1, got {args.seeds}")
-        hparams, tuned = resolve_hparams(args.method, args.benchmark, args.buffer_size, args.set)
+        if args.base_classes < 0:
+            raise ValueError(f"--base-classes must be positive, got {args.base_classes}")
+        name = f"{args.benchmark}-b{args.base_classes}" if args.base_classes else args.benchmark
+        hparams, tuned = resolve_hparams(args.method, name, args.buffer_size, args.set)
     except ValueError as e:
         raise UsageError(str(e)) from e
-    workdir = Path(args.workdir or f"runs/{args.method}-{args.benchmark}-{args.buffer_size}")
+    workdir = Path(args.workdir or f"runs/{args.method}-{name}-{args.buffer_size}")
     if args.resume and args.overwrite:
         raise UsageError("--resume and --overwrite exclude each other")
     has_run = (workdir / "results.json").exists() or (workdir / "checkpoints").exists()
@@ -186,7 +197,9 @@ def _main(args) -> int:
             "replace it, or choose another --workdir"
         )
     try:
-        scenario = scenarios.build(args.benchmark, args.data_dir, args.download, args.tasks)
+        scenario = scenarios.build(
+            args.benchmark, args.data_dir, args.download, args.tasks, base_classes=args.base_classes
+        )
     except (DataError, ValueError) as e:
         raise UsageError(str(e)) from e
     run_cfg = {k: hparams.pop(k) for k in RUN_KEYS}
@@ -221,6 +234,7 @@ def _main(args) -> int:
         batch_size=run_cfg["batch_size"],
         devices=args.devices,
         steps=run_cfg["steps"],
+        first_epochs=run_cfg["first_epochs"],
         seeds=seeds,
         progress=not args.no_progress,
     )
@@ -229,7 +243,7 @@ def _main(args) -> int:
             f"note: no tuned row for buffer {buffer_size}; using buffer {tuned}'s hyperparameters"
         )
     print(
-        f"{args.method} on {args.benchmark} ({scenario.num_tasks} tasks), seeds {list(seeds)}, "
+        f"{args.method} on {scenario.name} ({scenario.num_tasks} tasks), seeds {list(seeds)}, "
         f"hparams {method.hparams | run_cfg} -> {workdir}"
     )
     try:
@@ -253,7 +267,7 @@ def _main(args) -> int:
     res["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
     report.write_json(workdir / "results.json", res)
     plots.accuracy_matrices(
-        res["accuracy"], f"{args.method} on {args.benchmark}", workdir / "accuracy.png"
+        res["accuracy"], f"{args.method} on {scenario.name}", workdir / "accuracy.png"
     )
     print(summary_line(res))
     print(f"wrote {workdir / 'results.json'} and {workdir / 'accuracy.png'}")

@@ -7,7 +7,7 @@ import sys
 from cljax import methods, models, train
 from experiments.configs import best_args
 
-CONFIG_KEYS = ("epochs", "steps", "batch_size", "devices", "progress")
+CONFIG_KEYS = ("epochs", "first_epochs", "steps", "batch_size", "devices", "progress")
 
 
 def build_tuned(scenario, method_name, buffer_size, **overrides):
@@ -21,6 +21,7 @@ def build_tuned(scenario, method_name, buffer_size, **overrides):
         "epochs": hparams.pop("n_epochs"),
         "batch_size": hparams.pop("batch_size"),
         "steps": hparams.pop("steps", None),
+        "first_epochs": hparams.pop("first_epochs", None),
         "progress": sys.stderr.isatty(),  # bars in a terminal, none in a log file
     }
     for key, value in overrides.items():
@@ -34,7 +35,13 @@ def build_tuned(scenario, method_name, buffer_size, **overrides):
 def planned_hparams(scenario, method_name, buffer_size, **overrides):
     """The `hparams` a run of `run_tuned` with these arguments records in its results."""
     method, config = build_tuned(scenario, method_name, buffer_size, **overrides)
-    return {**method.hparams, "batch_size": config["batch_size"], "n_epochs": config["epochs"]}
+    first = {"first_epochs": config["first_epochs"]} if config["first_epochs"] else {}
+    return {
+        **method.hparams,
+        "batch_size": config["batch_size"],
+        "n_epochs": config["epochs"],
+        **first,
+    }
 
 
 def run_tuned(

@@ -22,10 +22,11 @@ def mnist_dir() -> Path:
     return root
 
 
-def tiny_scenario(num_tasks=2, per_class=12, test_per_class=6, size=6, seed=0):
-    """A class-incremental scenario over random 6x6 'images' whose class sets the mean."""
+def tiny_scenario(num_tasks=2, per_class=12, test_per_class=6, size=6, seed=0, base_classes=0):
+    """A class-incremental scenario over random 6x6 'images' whose class sets the mean:
+    2 classes a task, or `base_classes` in the first and the rest 1 a task after it."""
     rng = np.random.default_rng(seed)
-    classes = 2 * num_tasks
+    classes = base_classes + num_tasks - 1 if base_classes else 2 * num_tasks
 
     def make(n):
         y = np.repeat(np.arange(classes), n).astype(np.int32)
@@ -34,7 +35,7 @@ def tiny_scenario(num_tasks=2, per_class=12, test_per_class=6, size=6, seed=0):
 
     arrays = (*make(per_class), *make(test_per_class))
     return scenarios.class_incremental(
-        "tiny", arrays, num_tasks, scenarios.scaled_input(255.0), "mlp"
+        "tiny", arrays, num_tasks, scenarios.scaled_input(255.0), "mlp", base_classes=base_classes
     )
 
 

@@ -86,6 +86,10 @@ def test_end_to_end_run_writes_results_and_plot(tmp_path):
         (["--method", "mergan", "--set", "n_critic=3"], "must be a multiple of n_critic 3"),
         (["--method", "dgr", "--set", "ratio=-0.5"], "expected a non-negative float"),
         (["--method", "dyn_expand", "--set", "milestones=0,5"], "expected positive integers"),
+        (["--tasks", "3", "--base-classes", "5"], "leaves 5 of 10 classes"),
+        (["--base-classes", "4"], "needs the number of tasks"),
+        (["--benchmark", "perm-mnist", "--base-classes", "4"], "domain-incremental"),
+        (["--method", "dyn_expand", "--set", "first_milestones=x"], "expected positive integers"),
     ],
 )
 def test_errors_are_one_line_exit_2_nothing_written(args, message, tmp_path, capsys):

@@ -8,6 +8,7 @@ import pytest
 from cljax import exemplars, methods, models, train
 from cljax import masks as masks_lib
 from cljax.methods import dyn_expand as dyn
+from experiments import run as cli
 from tests.conftest import tiny_scenario
 
 SC = tiny_scenario()
@@ -164,6 +165,18 @@ def test_lr_schedule_is_the_official_warmup_then_milestones():
     for head in ("fc", "aux"):
         assert not np.any(np.asarray(after[head]["bias"]))
         assert not np.allclose(after[head]["kernel"], s_warm.net.params[head]["kernel"])
+    # B50's first task has its own schedule (the official "pretraining"): no warm-up, and
+    # x0.1 from epoch 1 here; the other tasks keep the warm-up
+    first = make(warmup_epochs=2, first_milestones=(1,))
+    p_first = first.train_step(state, batch_at(x, y, 0), jax.random.key(2))[0].net.params
+    at_1 = state.replace(net=state.net.replace(step=jnp.asarray(1)))
+    p_first1 = first.train_step(at_1, batch_at(x, y, 0), jax.random.key(2))[0].net.params
+    for got, scale in ((p_first, 1.0), (p_first1, 0.1)):
+        jax.tree.map(
+            lambda w, q, c=scale: np.testing.assert_allclose(w, c * q, rtol=1e-4, atol=1e-7),
+            delta(got),
+            delta(p_plain),
+        )
 
 
 @pytest.mark.parametrize("bad", [(True,), (0, 5), [1.5], 100])
@@ -197,3 +210,23 @@ def test_driver_runs_seeds_one_by_one_and_resumes_into_pruned_shapes(tmp_path):
         atol=1e-6,
     )
     assert [row[0] for row in resumed["per_task"]] == [row[1] for row in full["per_task"]]
+
+
+def test_official_cifar100_configs_b0_and_b50():
+    """The official recipes resolve as the CLI resolves them (`--base-classes 50` for B50)."""
+    hp = {}
+    for name in ("seq-cifar100", "seq-cifar100-b50"):
+        hp[name], _ = cli.resolve_hparams("dyn_expand", name, 2000, [])
+    b0, b50 = hp["seq-cifar100"], hp["seq-cifar100-b50"]
+    assert (b0["n_epochs"], b0["first_epochs"], b0.get("per_class", 0)) == (170, None, 0)
+    assert (b50["n_epochs"], b50["first_epochs"], b50["per_class"]) == (170, 200, 20)
+    assert b50["first_milestones"] == (60, 120, 160) and b50["milestones"] == (100, 120)
+    assert (b50["retrain_epochs"], b50["retrain_lr"], b50["retrain_milestones"]) == (
+        50,
+        0.05,
+        (15, 30),
+    )
+    model = models.make("resnet18", 100)
+    kwargs = {k: v for k, v in b50.items() if k not in cli.RUN_KEYS}
+    method = methods.get("dyn_expand").make(model=model, input_fn=SC.input_fn, **kwargs)
+    assert method.hparams["first_milestones"] == [60, 120, 160]

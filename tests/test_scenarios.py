@@ -30,6 +30,21 @@ def test_bad_task_count_and_name():
         scenarios.build("seq-foo")
 
 
+def test_a_larger_first_task_and_equal_steps_after_it():
+    sc = scenarios.build("seq-digits", num_tasks=4, base_classes=4)
+    assert sc.name == "seq-digits-b4" and sc.num_tasks == 4
+    assert [sc.classes(t) for t in range(4)] == [(0, 1, 2, 3), (4, 5), (6, 7), (8, 9)]
+    for t in range(4):
+        for x, y in (sc.train(t), sc.test(t)):
+            assert set(np.unique(y)) == set(sc.classes(t)) and len(x) == len(y)
+        assert sc.train_sizes[t] == len(sc.train(t)[1])
+    assert sum(sc.train_sizes) == 1437
+    with pytest.raises(ValueError, match="leaves 6 of 10 classes, which cannot be split into 4"):
+        scenarios.build("seq-digits", num_tasks=5, base_classes=4)
+    with pytest.raises(ValueError, match="choose 1 to 9"):
+        scenarios.build("seq-digits", num_tasks=2, base_classes=10)
+
+
 def synthetic_cifar(n_classes, per_class=2):
     rng = np.random.default_rng(0)
     y = np.repeat(np.arange(n_classes), per_class).astype(np.int32)

@@ -150,6 +150,16 @@ def test_schedule_is_a_shuffle_per_epoch():
     assert not np.array_equal(idx[:3], idx[3:])
 
 
+def test_a_larger_first_task_trains_its_own_epochs(method):
+    sc = tiny_scenario(num_tasks=3, base_classes=4)  # classes (0-3), (4), (5)
+    res = train.run(method, sc, train.RunConfig(seeds=(0,), first_epochs=3, **CONFIG))
+    per_epoch = [-(-n // CONFIG["batch_size"]) for n in sc.train_sizes]
+    assert per_epoch == [12, 3, 3]
+    assert res["timing"]["steps"] == 3 * per_epoch[0] + CONFIG["epochs"] * sum(per_epoch[1:])
+    assert res["benchmark"] == "tiny-b4" and res["hparams"]["first_epochs"] == 3
+    assert res["tasks_done"] == 3
+
+
 def test_joint_trains_once_on_everything():
     joint = methods.get("joint").make(model=models.MLP((8,), SC.num_classes), input_fn=SC.input_fn)
     res = train.run(joint, SC, train.RunConfig(seeds=(0,), **CONFIG))

@@ -58,6 +58,11 @@ Where this follows the authors' code or deviates, and why:
   of 170); as there, the classifier and the auxiliary head are re-initialised
   when the warm-up ends. The classifier re-training has its own
   `retrain_milestones` (15 of 30 epochs officially) and `retrain_weight_decay`.
+  B50 (`--base-classes 50`, the seq-cifar100-b50 config) trains its first task
+  as the official code's "pretraining": 200 epochs (`first_epochs`, a driver
+  setting) with x0.1 at `first_milestones` (60, 120, 160) and no warm-up; the
+  later tasks follow the recipe above, the re-training 50 epochs at lr 0.05,
+  x0.1 after 15 and 30, with 20 exemplars per class (`per_class`).
   The official re-training runs before the memory update, on the current
   task's data and the old memory through a class-balanced sampler; here it
   runs on the updated memory, which is class-balanced by construction.
@@ -107,6 +112,7 @@ HPARAMS = {
     "temperature": 5.0,
     "warmup_epochs": 0,
     "milestones": (),
+    "first_milestones": (),
     "lr_decay": 0.1,
     "retrain_milestones": (),
     "retrain_weight_decay": 0.0,
@@ -114,6 +120,7 @@ HPARAMS = {
 SCHEDULE_HPARAMS = (
     "warmup_epochs",
     "milestones",
+    "first_milestones",
     "lr_decay",
     "retrain_milestones",
     "retrain_weight_decay",
@@ -190,6 +197,7 @@ def make(
     temperature: float = HPARAMS["temperature"],
     warmup_epochs: int = HPARAMS["warmup_epochs"],
     milestones: tuple = HPARAMS["milestones"],
+    first_milestones: tuple = HPARAMS["first_milestones"],
     lr_decay: float = HPARAMS["lr_decay"],
     retrain_milestones: tuple = HPARAMS["retrain_milestones"],
     retrain_weight_decay: float = HPARAMS["retrain_weight_decay"],
@@ -207,10 +215,11 @@ def make(
     num_classes = model.num_classes
     check_buffer_hparams(buffer_size, minibatch_size)
     milestones = check_milestones("milestones", milestones)
+    first_milestones = check_milestones("first_milestones", first_milestones)
     retrain_milestones = check_milestones("retrain_milestones", retrain_milestones)
     if not isinstance(warmup_epochs, int) or warmup_epochs < 0:
         raise ValueError(f"warmup_epochs must be a non-negative int, got {warmup_epochs!r}")
-    scheduled = bool(warmup_epochs or milestones)
+    scheduled = bool(warmup_epochs or milestones or first_milestones)
     if not isinstance(per_class, int) or per_class < 0:
         raise ValueError(f"per_class must be a non-negative int, got {per_class!r}")
     capacity = per_class * num_classes if per_class else buffer_size
@@ -351,9 +360,12 @@ def make(
         net = state.net
         epoch = net.step // state.steps_per_epoch
         updates, opt_state = net.tx.update(grads, net.opt_state, net.params)
-        factor = lr_factor(epoch, warmup_epochs, milestones, lr_decay)
+        warm, marks = warmup_epochs, milestones
+        if first_milestones and not state.old:  # static: the first task's own schedule, no warm-up
+            warm, marks = 0, first_milestones
+        factor = lr_factor(epoch, warm, marks, lr_decay)
         params = optax.apply_updates(net.params, jax.tree.map(lambda u: factor * u, updates))
-        if warmup_epochs:
+        if warm:
 
             def fresh_heads(params):
                 k_fc, k_aux = jax.random.split(jax.random.fold_in(key, 1))
@@ -500,6 +512,7 @@ def make(
         "temperature": temperature,
         "warmup_epochs": warmup_epochs,
         "milestones": list(milestones),
+        "first_milestones": list(first_milestones),
         "lr_decay": lr_decay,
         "retrain_milestones": list(retrain_milestones),
         "retrain_weight_decay": retrain_weight_decay,

@@ -8,6 +8,8 @@ methods without a buffer. seq-digits, seq-fashion-mnist, seq-cifar100 and
 
 from __future__ import annotations
 
+import re
+
 from cljax import methods
 
 
@@ -126,7 +128,10 @@ SEQ_SVHN["dgm"] = {
 # mask settings chosen so pruning keeps well under half of each extractor.
 # CIFAR-100 (B0, 10 steps): the official code's recipe (no masks; 10 warm-up
 # epochs, lr x0.1 100 and 120 epochs after them; classifier re-training at lr 0.1,
-# x0.1 after 15 of 30 epochs, weight decay 5e-4).
+# x0.1 after 15 of 30 epochs, weight decay 5e-4). B50 (`--base-classes 50`): its
+# config, with 20 exemplars per class, the first task's 200 epochs of
+# "pretraining" (x0.1 at 60, 120, 160, no warm-up) and re-training at lr 0.05
+# for 50 epochs (x0.1 at 15 and 30).
 _DYN_CPU = {
     "dyn_expand": {
         b: {"lr": 0.05, "batch_size": 32, "n_epochs": 2, "model": "cnn", "minibatch_size": 32}
@@ -153,6 +158,20 @@ _DYN_CIFAR100 = {
     }
 }
 
+_DYN_CIFAR100_B50 = {
+    "dyn_expand": {
+        2000: {
+            **_DYN_CIFAR100["dyn_expand"][2000],
+            "per_class": 20,
+            "first_epochs": 200,
+            "first_milestones": (60, 120, 160),
+            "retrain_epochs": 50,
+            "retrain_lr": 0.05,
+            "retrain_milestones": (15, 30),
+        }
+    }
+}
+
 BEST_ARGS = {
     "seq-digits": {
         **SEQ_DIGITS,
@@ -173,13 +192,16 @@ BEST_ARGS = {
     ),
     "seq-cifar10": SEQ_CIFAR10,
     "seq-cifar100": {**SEQ_CIFAR10, **_DYN_CIFAR100},  # CIFAR-10's values, except dyn_expand
+    "seq-cifar100-b50": {**SEQ_CIFAR10, **_DYN_CIFAR100_B50},
     "seq-svhn": SEQ_SVHN,
 }
 
 
 def get(benchmark: str, method: str, buffer_size: int | None) -> tuple[dict, int | None]:
-    """`(hparams, tuned_buffer)`: the row for this buffer size, or the nearest tuned one."""
-    rows = BEST_ARGS[benchmark].get(method)
+    """`(hparams, tuned_buffer)`: the row for this buffer size, or the nearest tuned one.
+    A benchmark with a larger first task (`NAME-bB`) without rows of its own takes NAME's."""
+    table = BEST_ARGS.get(benchmark) or BEST_ARGS[re.sub(r"-b\d+$", "", benchmark)]
+    rows = table.get(method)
     if rows is None:  # untuned: the method's defaults, batch 32, one epoch
         has_buffer = "buffer_size" in methods.get(method).HPARAMS
         extra = {"buffer_size": buffer_size} if has_buffer and buffer_size else {}
