@@ -37,9 +37,9 @@ Where this follows the authors' code or deviates, and why:
   and on (sparsity 0 still prunes up to half, and costs 0.7 points); 100
   prunes mostly the middle layer, as the paper's L_s weights it, and
   `sparsity` 0.03 is the CPU default (2 epochs a task, no validation split):
-  over 10 seeds it removes at least 52% of every new extractor for 1.14 +-
-  0.36 points against no masks (paired by seed), where 0.0275 costs the same
-  (1.17 +- 0.32) and leaves one extractor of 50 at 49.6%; 0.025 costs 0.82
+  over 20 seeds it removes at least 52% of every new extractor for 1.28 +-
+  0.24 points against no masks (paired by seed), where 0.0275 costs about as much
+  (1.17 +- 0.32, 10 seeds) and leaves one extractor of 50 at 49.6%; 0.025 costs 0.82
   +- 0.34 (10 seeds) but leaves two of 50 below half (47.8% the least). Numbers:
   experiments/results/dyn_expand_seq-fashion-mnist_{1ep,2ep,3ep}.md.
 - The new extractor starts as a copy of the previous one, as in the official
