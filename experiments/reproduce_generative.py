@@ -45,6 +45,8 @@ PUBLISHED = {
     "dgr": (90.39, 85.40),
     "mergan-jr": (98.19, 97.00),
     "mergan-ra": (98.19, 97.00),
+    "mergan-jr-s5": (98.19, 97.00),
+    "mergan-ra-s5": (98.19, 97.00),
     "dgmw": (98.75, 96.46),
     "dgma": (99.17, 97.92),
 }
@@ -52,6 +54,9 @@ ROWS = {
     "dgr": ("dgr", {}),
     "mergan-jr": ("mergan", {"variant": "jr"}),
     "mergan-ra": ("mergan", {"variant": "ra"}),
+    # the solver steps on each of the 5 critic batches, as DGM's solver steps with its critic
+    "mergan-jr-s5": ("mergan", {"variant": "jr", "solver_steps": 5}),
+    "mergan-ra-s5": ("mergan", {"variant": "ra", "solver_steps": 5}),
     "dgmw": ("dgm", {"variant": "dgmw"}),
     "dgma": ("dgm", {"variant": "dgma"}),
     # DGM's solver trained in the critic's step: one update an iteration (dgm.py)

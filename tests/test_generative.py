@@ -8,6 +8,7 @@ import pytest
 
 from cljax import evaluation, methods, models, scenarios, train
 from cljax.methods import gan
+from cljax.methods.dgr import solver_step
 from experiments.configs import best_args
 
 
@@ -169,6 +170,27 @@ def test_gan_step_is_one_compile_per_task():
     assert set(m) == {"loss", "d_loss", "g_loss"}
     images, labels = method.sample(state, jax.random.key(0), per_class=2)
     assert images.shape == (8, 8, 8) and labels.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+
+
+def test_mergan_solver_steps_take_one_solver_step_per_critic_batch():
+    """`solver_steps=2`: the solver steps on real chunk 0, then on chunk 1 (task 0: no replay)."""
+    x, y = SC.train(0)
+    batch = {"x": jnp.asarray(x[:8]), "y": jnp.asarray(y[:8])}
+    make = methods.get("mergan").make
+    method = make(model=models.MLP((8,), 4), input_fn=SC.input_fn, **FAST, solver_steps=2)
+    state = method.init(jax.random.key(0), jnp.asarray(x[:1]))
+    state = method.begin_task(state, methods.TaskInfo(0, SC.classes(0)), jax.random.key(8))
+    new, _ = jax.jit(method.train_step)(state, batch, jax.random.key(1))
+
+    real = SC.input_fn(batch["x"], None, True).reshape(2, 4, 8, 8)
+    ys = batch["y"].reshape(2, 4)
+    expected = state.solver
+    for c in range(2):  # the replay term has weight 0 before any task is learned
+        expected, _ = solver_step(expected, real[c], ys[c], real[c], ys[c], 1.0)
+    assert int(new.solver.step) == 2
+    chex.assert_trees_all_close(new.solver.params, expected.params, atol=1e-6)
+    with pytest.raises(ValueError, match=r"solver_steps must be an int in 1..n_critic \(2\)"):
+        make(model=models.MLP((8,), 4), input_fn=SC.input_fn, **FAST, solver_steps=3)
 
 
 def svhn_like():
