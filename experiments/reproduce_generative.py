@@ -335,6 +335,13 @@ def main(argv=None):
             if any(r.endswith("-joint") for r in rows)
             else ""
         )
+        + (
+            "Rows `-s5`: MeRGAN's solver takes a step on each of the iteration's 5 critic "
+            "batches (`solver_steps=5`) instead of one; the GAN is trained alike (same keys), "
+            "so A_n (generated) is the plain row's.\n\n"
+            if any(r.endswith("-s5") for r in rows)
+            else ""
+        )
         + "Published: DGM paper (Ostapenko et al. 2019), MNIST table. Its MeRGAN row "
         "is, as far as we can tell, the MeRGAN paper's result, which the authors' code measures as "
         "A_n (generated).\n\n"
