@@ -11,6 +11,17 @@ import numpy as np
 from cljax import metrics as metrics_lib
 
 
+def recorded_hparams(method_hparams: dict, config) -> dict:
+    """The `hparams` a run's results record: the method's, plus the run settings of
+    `config` (a `train.RunConfig`) that change what is learned."""
+    return {
+        **method_hparams,
+        "batch_size": config.batch_size,
+        "n_epochs": config.epochs,
+        **({"first_epochs": config.first_epochs} if config.first_epochs else {}),
+    }
+
+
 def results(method, scenario, config, acc, timing, losses, state=None) -> dict:
     """The results dictionary written to `results.json` (plus the final `state`, not saved)."""
     if scenario.settings == ("domain-il",):
@@ -27,12 +38,7 @@ def results(method, scenario, config, acc, timing, losses, state=None) -> dict:
         "benchmark": scenario.name,
         "buffer_size": method.hparams.get("buffer_size"),
         "seeds": list(config.seeds),
-        "hparams": {
-            **method.hparams,
-            "batch_size": config.batch_size,
-            "n_epochs": config.epochs,
-            **({"first_epochs": config.first_epochs} if config.first_epochs else {}),
-        },
+        "hparams": recorded_hparams(method.hparams, config),
         "settings": list(accuracy),
         "tasks_done": done,
         "accuracy": {s: _nan_to_none(a) for s, a in accuracy.items()},

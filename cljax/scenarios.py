@@ -92,6 +92,11 @@ CIFAR100_STATS = ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
 # ---------------------------------------------------------------- builders
 
 
+def benchmark_name(name: str, base_classes: int = 0) -> str:
+    """`NAME-bB` for a class-incremental benchmark whose first task holds B classes."""
+    return f"{name}-b{base_classes}" if base_classes else name
+
+
 def class_incremental(
     name, arrays, num_tasks, input_fn, model, num_classes=None, base_classes=0
 ) -> Scenario:
@@ -115,7 +120,7 @@ def class_incremental(
                 f"choose --tasks so that 1 + a divisor of {rest} tasks remain"
             )
         bounds = [0, *range(base_classes, num_classes + 1, rest // steps)]
-        name = f"{name}-b{base_classes}"
+        name = benchmark_name(name, base_classes)
     else:
         if num_tasks < 1 or num_classes % num_tasks:
             raise ValueError(

@@ -144,7 +144,7 @@ def _compile(fn, timer, cache, *args):
 
 def _chunk_length(config: RunConfig, max_items: int) -> int:
     """Steps per compiled chunk: the same for every task of a run, so one compile serves all."""
-    epochs = max(config.epochs, config.first_epochs or 0)
+    epochs = max(config.epochs, config.epochs_of(0))
     steps = config.steps or epochs * math.ceil(max_items / config.batch_size)
     return math.ceil(steps / max(1, min(config.chunks_per_task, steps)))
 

@@ -183,7 +183,7 @@ def _main(args) -> int:
             raise ValueError(f"--seeds must be at least 1, got {args.seeds}")
         if args.base_classes < 0:
             raise ValueError(f"--base-classes must be positive, got {args.base_classes}")
-        name = f"{args.benchmark}-b{args.base_classes}" if args.base_classes else args.benchmark
+        name = scenarios.benchmark_name(args.benchmark, args.base_classes)
         hparams, tuned = resolve_hparams(args.method, name, args.buffer_size, args.set)
     except ValueError as e:
         raise UsageError(str(e)) from e

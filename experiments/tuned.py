@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from cljax import methods, models, train
+from cljax import methods, models, report, train
 from experiments.configs import best_args
 
 CONFIG_KEYS = ("epochs", "first_epochs", "steps", "batch_size", "devices", "progress")
@@ -35,13 +35,7 @@ def build_tuned(scenario, method_name, buffer_size, **overrides):
 def planned_hparams(scenario, method_name, buffer_size, **overrides):
     """The `hparams` a run of `run_tuned` with these arguments records in its results."""
     method, config = build_tuned(scenario, method_name, buffer_size, **overrides)
-    first = {"first_epochs": config["first_epochs"]} if config["first_epochs"] else {}
-    return {
-        **method.hparams,
-        "batch_size": config["batch_size"],
-        "n_epochs": config["epochs"],
-        **first,
-    }
+    return report.recorded_hparams(method.hparams, train.RunConfig(**config))
 
 
 def run_tuned(
