@@ -1,4 +1,9 @@
-"""Per-task orbax checkpoints of a run: the (seed-stacked) state, accuracies and metadata."""
+"""Orbax checkpoints of a run: the (seed-stacked) state, accuracies and metadata.
+
+One after every task, and (for long tasks) others after a chunk of a task's
+steps. Their orbax step numbers order them in the run (`step_of`); what a
+checkpoint holds is read from its metadata (`task`, and `chunk` mid-task).
+"""
 
 from __future__ import annotations
 
@@ -10,14 +15,28 @@ import orbax.checkpoint as ocp
 
 
 def manager(workdir) -> ocp.CheckpointManager:
-    """A manager over `WORKDIR/checkpoints` keeping the last two tasks' checkpoints."""
+    """A manager over `WORKDIR/checkpoints` keeping the last two checkpoints."""
     directory = Path(workdir).absolute() / "checkpoints"
     options = ocp.CheckpointManagerOptions(max_to_keep=2, create=True)
     return ocp.CheckpointManager(directory, options=options, item_names=("tree", "meta"))
 
 
+MID_TASK = 1_000_000  # chunks a task can have; a task's checkpoints sort before the next task's
+
+
+def step_of(task: int, chunk: int | None = None) -> int:
+    """The orbax step of the checkpoint after `chunk` of `task`, or after the whole task.
+
+    Later in the run is a larger number, so the manager's latest step is the
+    one to resume from (runs checkpointed before mid-task checkpoints existed
+    numbered tasks 0, 1, ...: smaller than any number here but the first
+    task's, which they cannot meet, as a resumed run starts after them).
+    """
+    return task * MID_TASK + (MID_TASK - 1 if chunk is None else chunk)
+
+
 def save(mgr: ocp.CheckpointManager, step: int, state, acc: dict, meta: dict):
-    """Saves after task `step`; `meta` must be JSON-serialisable.
+    """Saves as orbax step `step` (`step_of`); `meta` must be JSON-serialisable.
 
     The state's leaf shapes go into `meta` too: a growing or pruned state is
     restored into the shapes it was saved with.

@@ -8,9 +8,10 @@ same compiled program (padding steps at the end are skipped by a `lax.cond`
 whose predicate is shared by all seeds, so it stays a real branch under
 `vmap`). After each task every seen task's test set is evaluated in one
 compiled call, the accuracy matrices are updated and an orbax checkpoint is
-written; `resume=True` continues from the last one and gives the same result
-as an uninterrupted run (every random choice is derived from the seed and the
-task index).
+written; a task that runs long also writes one after a chunk every
+`checkpoint_every_s` seconds. `resume=True` continues from the last one and
+gives the same result as an uninterrupted run (every random choice is derived
+from the seed, the task index and the step).
 """
 
 from __future__ import annotations
@@ -69,6 +70,9 @@ class RunConfig:
     devices: int | None = None  # data-parallel over this many devices (default: all)
     steps: int | None = None  # optimizer steps per task; overrides `epochs` when set
     first_epochs: int | None = None  # the first task's epochs when it differs (the DER paper's B50)
+    # with a workdir, also checkpoint mid-task: after the first chunk that ends this long after
+    # the last checkpoint (a run stopped mid-task then loses at most about this much work)
+    checkpoint_every_s: float = 600.0
 
     def epochs_of(self, task: int) -> int:
         """Epochs of task `task`: `first_epochs` for the first one when set, else `epochs`."""
@@ -183,6 +187,30 @@ def _training_data(method: Method, scenario: Scenario, t: int):
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
+@dataclasses.dataclass
+class Partial:
+    """How far a task got when a run stopped mid-task: after `chunk` (-1: none yet) of chunks
+    of `length` steps (`steps` in the task), with those chunks' losses and measurements."""
+
+    task: int
+    chunk: int
+    length: int
+    steps: int
+    losses: list = dataclasses.field(default_factory=list)  # per chunk: (seeds, steps) array
+    measured: list = dataclasses.field(default_factory=list)  # per chunk: after_chunk's values
+
+    def to_json(self) -> dict:
+        return {
+            **dataclasses.asdict(self),
+            "losses": [np.asarray(a).tolist() for a in self.losses],
+        }
+
+    @classmethod
+    def from_json(cls, d: dict) -> Partial:
+        losses = [np.asarray(a, np.float32) for a in d["losses"]]
+        return cls(**{**d, "losses": losses})
+
+
 def _train_task(
     runner,
     cache,
@@ -198,9 +226,17 @@ def _train_task(
     desc,
     pad_to=0,
     after_chunk=None,
+    done=None,
+    on_chunk=None,
 ):
     """Task t's steps in compiled chunks; `after_chunk(c, state)` (host code) after chunk c.
-    Returns `(state, mean loss of the last tenth of the steps, [after_chunk's values])`."""
+
+    `done` (a `Partial` of a run stopped mid-task) starts after its chunks, with
+    their losses and measurements. `on_chunk(partial, state)` is called after
+    each chunk but the last; when it returns True the task stops there.
+    Returns `(state, mean loss of the last tenth of the steps, [after_chunk's
+    values])`, or `(state, None, partial)` when stopped.
+    """
     n = len(y)
     idx = np.stack(
         [schedule(s, t, n, config.epochs_of(t), config.batch_size, config.steps) for s in seeds]
@@ -208,6 +244,13 @@ def _train_task(
     steps = idx.shape[1]
     length = _chunk_length(config, max(n, pad_to))
     chunks = math.ceil(steps / length)
+    done = done or Partial(t, -1, length, steps)
+    if (done.length, done.steps) != (length, steps):
+        raise ckpt_lib.CheckpointError(
+            f"the checkpoint stopped task {t + 1} after chunk {done.chunk + 1} of "
+            f"{done.length} steps ({done.steps} in the task), but this run cuts it into chunks "
+            f"of {length} ({steps} in the task); resume with the settings it was made with"
+        )
     pad = chunks * length - steps
     idx = np.concatenate([idx, np.zeros((len(seeds), pad, config.batch_size), np.int32)], 1)
     valid = np.arange(chunks * length) < steps
@@ -217,9 +260,16 @@ def _train_task(
     x, y = sharding.replicate((x, y), mesh)
     first = sharding.replicate((idx[:, :length], np.int32(0), valid[:length]), mesh)
     compiled = _compile(runner, timer, cache, state, keys, x, y, *first)
-    bar = tqdm(total=steps, desc=desc, disable=not config.progress, leave=False, unit="step")
-    losses, measured = [], []
-    for c in range(chunks):
+    bar = tqdm(
+        total=steps,
+        initial=int(valid[: (done.chunk + 1) * length].sum()),
+        desc=desc,
+        disable=not config.progress,
+        leave=False,
+        unit="step",
+    )
+    losses, measured = list(done.losses), list(done.measured)
+    for c in range(done.chunk + 1, chunks):
         sl = slice(c * length, (c + 1) * length)
         start = time.perf_counter()
         chunk = sharding.replicate((idx[:, sl], np.int32(c * length), valid[sl]), mesh)
@@ -232,6 +282,11 @@ def _train_task(
         bar.set_postfix({k: f"{v[:, ok].mean():.3f}" for k, v in metrics.items()})
         if after_chunk is not None:
             measured.append(list(after_chunk(c, state)))
+        if on_chunk is not None and c < chunks - 1:
+            partial = Partial(t, c, length, steps, losses, measured)
+            if on_chunk(partial, state):
+                bar.close()
+                return state, None, partial
     bar.close()
     timer.add("steps", steps)
     return state, float(np.concatenate(losses, 1)[:, -max(1, steps // 10) :].mean()), measured
@@ -249,9 +304,11 @@ def run(
 ) -> dict:
     """Trains `method` on every task of `scenario` for every seed; returns the results dict.
 
-    With `workdir`, a checkpoint is written after every task; `resume=True`
-    continues from the latest one. `stop_after=t` returns after task t (as if
-    interrupted), which is how resuming is tested. Methods with `resize`
+    With `workdir`, a checkpoint is written after every task, and mid-task
+    after a chunk every `config.checkpoint_every_s`; `resume=True` continues
+    from the latest one. `stop_after=t` returns after task t (as if
+    interrupted), `stop_after=(t, c)` after chunk c of task t (its checkpoint
+    written), which is how resuming is tested. Methods with `resize`
     (data-dependent shapes) run their seeds one after another, each in
     `WORKDIR/seed-S`; the others run all seeds at once under `vmap`.
     `after_task(t, state)` (host code, optional) is called after task t's
@@ -341,7 +398,7 @@ def _run_seeds(
     losses, per_task = [], []
     extra = [[None] * len(seeds) for _ in range(T)]
     chunk_extra = [None] * T  # [task][chunk][seed] where after_chunk measured it
-    first_task = 0
+    first_task, partial = 0, None
 
     manager = ckpt_lib.manager(workdir) if workdir is not None else None
     identity = {
@@ -356,15 +413,19 @@ def _run_seeds(
     }
     if resume and manager is not None and manager.latest_step() is not None:
 
-        def structure_of(meta):  # the state's tree structure after the saved task
+        def structure_of(meta):  # the state's tree structure at the checkpoint
             shaped = jax.eval_shape(lambda s: s, state)
-            for j in range(meta["task"] + 1):
+            begun = meta["partial"]["task"] if "partial" in meta else meta["task"]
+            for j in range(begun + 1):
                 shaped = jax.eval_shape(functools.partial(begin, t=j), shaped)
             return shaped
 
         replicated = NamedSharding(mesh, PartitionSpec())
         state, acc, saved = ckpt_lib.restore(manager, structure_of, acc, identity, replicated)
         first_task = saved["task"] + 1
+        if "partial" in saved:  # stopped mid-task: begin_task done, some chunks trained
+            partial = Partial.from_json(saved["partial"])
+            first_task = partial.task
         timer.totals.update(saved["timing"])
         losses, per_task = saved["losses"], saved.get("per_task", [])
         # measurements of the tasks before the stop (checkpoints written before they were kept
@@ -375,9 +436,34 @@ def _run_seeds(
             chunk_extra[t] = values
         wall -= saved["timing"].get("total_s", 0.0)
 
+    def meta_of(t):  # what a checkpoint during or after task t records besides state and acc
+        timer.totals["total_s"] = time.perf_counter() - wall
+        return {
+            "task": t,
+            "timing": timer.totals,
+            "losses": losses,
+            "per_task": per_task,
+            "after_task": extra[: t + 1],
+            "after_chunk": chunk_extra[: t + 1],
+            "run": identity,
+        }
+
+    last_save = time.perf_counter()
+
+    def on_chunk(done, state):  # mid-task: checkpoint when due; True stops the run here
+        nonlocal last_save
+        stop = stop_after == (done.task, done.chunk)
+        due = time.perf_counter() - last_save >= config.checkpoint_every_s
+        if manager is not None and (stop or due):
+            meta = {**meta_of(done.task - 1), "partial": done.to_json()}
+            ckpt_lib.save(manager, ckpt_lib.step_of(done.task, done.chunk), state, acc, meta)
+            last_save = time.perf_counter()
+        return stop
+
     for t in range(first_task, T):
         info = task_info(scenario, config, t)
-        if method.begin_task is not identity_begin:
+        resumed_mid_task = partial is not None and partial.task == t
+        if method.begin_task is not identity_begin and not resumed_mid_task:
             state = jax.jit(begin, static_argnums=1)(state, t)
         task_keys = keys_for(t, 1)
         x, y = _training_data(method, scenario, t)
@@ -397,7 +483,11 @@ def _run_seeds(
                 desc=f"{method.name} {scenario.name} task {t + 1}/{T}",
                 pad_to=0 if method.joint else max(scenario.train_sizes),
                 after_chunk=None if after_chunk is None else functools.partial(after_chunk, t),
+                done=partial if resumed_mid_task else None,
+                on_chunk=on_chunk,
             )
+            if loss is None:  # stopped mid-task
+                break
             losses.append(loss)
             if after_chunk is not None:
                 chunk_extra[t] = measured
@@ -442,18 +532,10 @@ def _run_seeds(
                 f"{method.name} samples after task {t + 1}/{T}",
             )
 
-        timer.totals["total_s"] = time.perf_counter() - wall
         if manager is not None:
-            meta = {
-                "task": t,
-                "timing": timer.totals,
-                "losses": losses,
-                "per_task": per_task,
-                "after_task": extra[: t + 1],
-                "after_chunk": chunk_extra[: t + 1],
-            }
-            ckpt_lib.save(manager, t, state, acc, {**meta, "run": identity})
-        if stop_after is not None and t >= stop_after:
+            ckpt_lib.save(manager, ckpt_lib.step_of(t), state, acc, meta_of(t))
+            last_save = time.perf_counter()
+        if isinstance(stop_after, int) and t >= stop_after:
             break
 
     if manager is not None:

@@ -13,8 +13,9 @@ grid after the last task of each row. The papers' budgets are 2000 (DGR) and
 JSON file with the same budget are skipped. `--rows dgmw dgma` runs Dynamic
 Generative Memory (published 98.75 / 96.46 and 99.17 / 97.92; the paper trains
 101 epochs a task, `--steps 0` uses that; `dgmw-joint`, `dgma-joint`: DGM with
-its solver trained in the critic's step, our first version). A row interrupted after a task
-goes on from its checkpoint with the same command plus `--resume`. A row in the
+its solver trained in the critic's step, our first version). An interrupted row
+goes on from its last checkpoint (after a task, or after a chunk of a task at
+most 10 minutes earlier) with the same command plus `--resume`. A row in the
 JSON file at the same budget but with fewer seeds runs only the missing ones and
 joins them (`report.merge_seeds`): `--seeds 2` then `--seeds 3` adds a seed at
 a time, for rows that take hours a seed on a CPU. `--valid-fraction 0.15` holds

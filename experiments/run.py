@@ -67,6 +67,13 @@ def parse_args(argv):
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing workdir's results")
     p.add_argument(
+        "--checkpoint-minutes",
+        type=float,
+        default=10.0,
+        help="within a long task, checkpoint after a chunk at most this often (a checkpoint "
+        "after every task is always written)",
+    )
+    p.add_argument(
         "--set",
         action="append",
         default=[],
@@ -237,6 +244,7 @@ def _main(args) -> int:
         first_epochs=run_cfg["first_epochs"],
         seeds=seeds,
         progress=not args.no_progress,
+        checkpoint_every_s=args.checkpoint_minutes * 60,
     )
     if tuned is not None and tuned != buffer_size:
         print(
@@ -252,7 +260,8 @@ def _main(args) -> int:
         raise UsageError(str(e)) from e
     except KeyboardInterrupt:
         print(
-            f"\ninterrupted; the last finished task is checkpointed: rerun with --resume "
+            f"\ninterrupted; the last finished task (or chunk of a long task) is checkpointed: "
+            f"rerun with --resume "
             f"--workdir {workdir}",
             file=sys.stderr,
         )

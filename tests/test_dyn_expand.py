@@ -210,6 +210,11 @@ def test_driver_runs_seeds_one_by_one_and_resumes_into_pruned_shapes(tmp_path):
         atol=1e-6,
     )
     assert [row[0] for row in resumed["per_task"]] == [row[1] for row in full["per_task"]]
+    # stopped within task 2 (a second extractor added, the first pruned) and resumed
+    train.run(method, SC, one, workdir=tmp_path / "mid", stop_after=(1, 0))
+    mid = train.run(method, SC, one, workdir=tmp_path / "mid", resume=True)
+    assert mid["accuracy"] == resumed["accuracy"]
+    assert mid["per_task"] == resumed["per_task"]
 
 
 def test_official_cifar100_configs_b0_and_b50():

@@ -1,11 +1,13 @@
 """The driver: vmapped seeds equal separate runs; resuming equals not stopping."""
 
+import dataclasses
 import logging
 
 import jax
 import numpy as np
 import pytest
 
+from cljax import checkpoint as ckpt_lib
 from cljax import methods, models, report, train
 from tests.conftest import tiny_scenario
 
@@ -140,6 +142,48 @@ def test_resume_equals_uninterrupted_run(method, tmp_path):
     for a, b in zip(jax.tree.leaves(resumed["state"]), jax.tree.leaves(full["state"]), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6)
     assert resumed["timing"]["steps"] == full["timing"]["steps"]
+
+
+def test_resume_mid_task_equals_uninterrupted_run(method, tmp_path):
+    """A run stopped after a chunk of task 2 (its checkpoint written mid-task) and resumed
+    trains the rest of that task and ends as the run that never stopped."""
+    config = train.RunConfig(seeds=(0, 1), checkpoint_every_s=float("inf"), **CONFIG)
+    full = train.run(method, SC, config, after_chunk=chunk_probe)
+    partial = train.run(
+        method, SC, config, workdir=tmp_path, stop_after=(1, 0), after_chunk=chunk_probe
+    )
+    assert partial["tasks_done"] == 1
+    trained = []  # (task, chunk) the resumed run trains: task 2 from its second chunk on
+
+    def probe(t, c, state):
+        trained.append((t, c))
+        return chunk_probe(t, c, state)
+
+    resumed = train.run(method, SC, config, workdir=tmp_path, resume=True, after_chunk=probe)
+    assert trained[0] == (1, 1) and trained[-1][0] == 2
+    assert resumed["accuracy"] == full["accuracy"]
+    assert resumed["final_train_loss"] == pytest.approx(full["final_train_loss"], rel=1e-6)
+    assert resumed["timing"]["steps"] == full["timing"]["steps"]
+    np.testing.assert_allclose(
+        np.asarray(resumed["after_chunk"], float), np.asarray(full["after_chunk"], float), rtol=1e-5
+    )
+    for a, b in zip(jax.tree.leaves(resumed["state"]), jax.tree.leaves(full["state"]), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6)
+    # chunks of another length cannot continue that task
+    train.run(method, SC, config, workdir=tmp_path / "b", stop_after=(1, 0))
+    other = dataclasses.replace(config, chunks_per_task=2)
+    with pytest.raises(ValueError, match="resume with the settings it was made with"):
+        train.run(method, SC, other, workdir=tmp_path / "b", resume=True)
+
+
+def test_mid_task_checkpoints_follow_the_clock(method, tmp_path):
+    """`checkpoint_every_s=0` saves after every chunk but a task's last (that one is the
+    end-of-task checkpoint's); the manager keeps the last two."""
+    config = train.RunConfig(seeds=(0,), checkpoint_every_s=0.0, **CONFIG)
+    train.run(method, SC, config, workdir=tmp_path, stop_after=(2, 1))
+    manager = ckpt_lib.manager(tmp_path)
+    last_two = [ckpt_lib.step_of(2, 0), ckpt_lib.step_of(2, 1)]
+    assert manager.all_steps() == last_two
 
 
 def test_schedule_is_a_shuffle_per_epoch():
