@@ -25,10 +25,24 @@ DATA = "data"
 
 
 def initialize() -> None:
-    """Joins a multi-host job when its environment says so (no-op on one host)."""
+    """Joins a multi-host job when its environment says so (no-op on one host).
+
+    Call it before anything else touches JAX: `jax.distributed.initialize` refuses
+    once a backend is up (even `jax.process_count()` starts one).
+    """
     markers = ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS", "TPU_WORKER_HOSTNAMES")
-    if any(os.environ.get(m) for m in markers) and jax.process_count() == 1:
-        jax.distributed.initialize()
+    if not any(os.environ.get(m) for m in markers) or jax.distributed.is_initialized():
+        return
+    # JAX reads the coordinator from the environment but not these two (it detects them on
+    # Cloud TPU, SLURM and the like); elsewhere the README has users set them
+    counts = {}
+    for name, var in (("num_processes", "JAX_NUM_PROCESSES"), ("process_id", "JAX_PROCESS_ID")):
+        text = os.environ.get(var)
+        if text is not None:
+            if not text.strip().isdigit():
+                raise ValueError(f"{var}={text!r}: expected a non-negative integer")
+            counts[name] = int(text)
+    jax.distributed.initialize(**counts)
 
 
 def make_mesh(num_devices: int | None = None) -> Mesh:
@@ -51,7 +65,13 @@ def replicate(tree, mesh: Mesh):
         a = np.asarray(a) if not isinstance(a, jax.Array) else a
         if jax.process_count() == 1:
             return jax.device_put(a, sharding)
-        host = np.asarray(a)
+        if isinstance(a, jax.Array) and a.sharding.is_equivalent_to(sharding, a.ndim):
+            return a
+        if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):  # typed keys: via their data
+            return jax.random.wrap_key_data(
+                put(jax.random.key_data(a)), impl=jax.random.key_impl(a)
+            )
+        host = np.asarray(a)  # a host copy (every host holds the same values)
         return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
 
     return jax.tree.map(put, tree)

@@ -28,6 +28,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
@@ -264,7 +265,7 @@ def _train_task(
         total=steps,
         initial=int(valid[: (done.chunk + 1) * length].sum()),
         desc=desc,
-        disable=not config.progress,
+        disable=not config.progress or jax.process_index() != 0,  # one bar for a multi-host job
         leave=False,
         unit="step",
     )
@@ -454,6 +455,8 @@ def _run_seeds(
         nonlocal last_save
         stop = stop_after == (done.task, done.chunk)
         due = time.perf_counter() - last_save >= config.checkpoint_every_s
+        if manager is not None and jax.process_count() > 1:  # orbax saves with every host
+            due = bool(multihost_utils.broadcast_one_to_all(np.asarray(due)))  # host 0's clock
         if manager is not None and (stop or due):
             meta = {**meta_of(done.task - 1), "partial": done.to_json()}
             ckpt_lib.save(manager, ckpt_lib.step_of(done.task, done.chunk), state, acc, meta)

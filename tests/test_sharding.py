@@ -1,13 +1,18 @@
 """Data parallelism: 8 fake CPU devices give the results of 1 (in a fresh process)."""
 
+import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
+from subprocess import PIPE, STDOUT
 
+import numpy as np
 import pytest
 
-from cljax import sharding
+from cljax import sharding, train
+from tests import multihost_check
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("sgd", "er", "derpp", "dgr", "mergan")
@@ -26,6 +31,43 @@ def test_eight_devices_equal_one_device():
     assert proc.returncode == 0, proc.stdout + proc.stderr[-4000:]
     for name in METHODS:
         assert f"{name}: 1 device == 8 devices" in proc.stdout
+
+
+def test_two_processes_as_two_hosts_equal_one_process(tmp_path):
+    """The README's multi-host set-up, two processes on this machine: both join, train on
+    one mesh, checkpoint mid-task into one work dir, resume, and end as one process does."""
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    procs = []
+    for pid in range(2):
+        env = {
+            **os.environ,
+            "JAX_COORDINATOR_ADDRESS": f"localhost:{port}",
+            "JAX_NUM_PROCESSES": "2",
+            "JAX_PROCESS_ID": str(pid),
+        }
+        env.pop("XLA_FLAGS", None)  # one device a process
+        cmd = [sys.executable, "-m", "tests.multihost_check", str(tmp_path)]
+        procs.append(
+            subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=PIPE, stderr=STDOUT, text=True)
+        )
+    try:
+        outputs = [p.communicate(timeout=600)[0] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    for p, out in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, out[-4000:]
+    one = multihost_check.summary(
+        train.run(
+            multihost_check.make(), multihost_check.SC, train.RunConfig(**multihost_check.CONFIG)
+        )
+    )
+    for pid in range(2):
+        host = json.loads((tmp_path / f"host-{pid}.json").read_text())
+        assert host["accuracy"] == one["accuracy"]
+        np.testing.assert_allclose(host["sums"], one["sums"], rtol=1e-4, atol=1e-5)
 
 
 def test_mesh_errors_are_clear():
