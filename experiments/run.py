@@ -216,8 +216,8 @@ def _main(args) -> int:
             f"--buffer-size {buffer_size} is larger than the {sum(scenario.train_sizes)} training "
             f"items of {args.benchmark}; choose a smaller buffer"
         )
-    sharding.initialize()  # joins a multi-host job when its environment says so
     try:
+        sharding.initialize()  # joins a multi-host job when its environment says so
         mesh = sharding.make_mesh(args.devices)
     except ValueError as e:
         raise UsageError(str(e)) from e

@@ -101,6 +101,16 @@ def test_errors_are_one_line_exit_2_nothing_written(args, message, tmp_path, cap
     assert not workdir.exists()
 
 
+def test_bad_multi_host_environment_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "localhost:1")
+    monkeypatch.setenv("JAX_NUM_PROCESSES", "two")
+    workdir = tmp_path / "out"
+    assert cli.main([*FAST, "--workdir", str(workdir)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: JAX_NUM_PROCESSES='two': expected a non-negative integer"
+    assert not workdir.exists()
+
+
 def test_missing_mnist_files_error(tmp_path, capsys):
     code = cli.main(
         [
