@@ -57,7 +57,9 @@ def parse_args(argv):
     )
     p.add_argument("--data-dir", default=None, help="dataset folder (default $CLJAX_DATA_DIR)")
     p.add_argument(
-        "--download", action="store_true", help="fetch missing MNIST-family files (md5-checked)"
+        "--download",
+        action="store_true",
+        help="fetch missing MNIST-family files (md5-checked); CIFAR/SVHN through tensorflow-datasets",
     )
     p.add_argument(
         "--workdir", default=None, help="output folder (default runs/METHOD-BENCHMARK-BUFFER)"

@@ -159,3 +159,26 @@ def test_tfds_adapter_errors_clearly(monkeypatch, tmp_path):
     monkeypatch.setattr(builtins, "__import__", no_tfds)
     with pytest.raises(DataError, match=r"pip install 'cljax\[tfds\]'"):
         tfds_adapter.load("mnist", tmp_path)
+
+
+class _FakeTfds:
+    """A stand-in for `tensorflow_datasets`: `data_source` returns `sources`."""
+
+    def __init__(self, sources):
+        self.sources = sources
+
+    def data_source(self, name, data_dir=None, download=False):
+        return self.sources
+
+
+def test_tfds_adapter_reads_splits_and_refuses_an_unprepared_dataset(monkeypatch, tmp_path):
+    record = lambda label: {"image": np.full((4, 4, 3), label, np.uint8), "label": label}  # noqa: E731
+    fake = _FakeTfds({"train": [record(1), record(2)], "test": [record(3)]})
+    monkeypatch.setattr(tfds_adapter, "_tfds", lambda: fake)
+    x_tr, y_tr, x_te, y_te = tfds_adapter.load("cifar10", tmp_path)
+    assert x_tr.shape == (2, 4, 4, 3) and x_tr.dtype == np.uint8 and x_te[0, 0, 0, 0] == 3
+    assert y_tr.tolist() == [1, 2] and y_te.tolist() == [3]
+    # offline, tfds hands back a source without splits for a dataset never prepared
+    monkeypatch.setattr(tfds_adapter, "_tfds", lambda: _FakeTfds({}))
+    with pytest.raises(DataError, match=r"no prepared 'cifar10' .*no 'train' split.*--download"):
+        tfds_adapter.load("cifar10", tmp_path)

@@ -23,16 +23,23 @@ def _tfds():
 def load(name: str, data_dir=None, download: bool = False, splits=("train", "test")):
     """Arrays `(x_train, y_train, x_test, y_test)` of tfds dataset `name` (uint8 images)."""
     tfds = _tfds()
+
+    def missing(why):
+        return DataError(
+            f"tensorflow-datasets has no prepared {name!r} in {data_dir or 'its default dir'} "
+            f"({why}); prepare it with internet access (--download)"
+        )
+
     try:
         source = tfds.data_source(name, data_dir=data_dir, download=download)
     except Exception as e:  # tfds raises many types for a missing or unprepared dataset
-        raise DataError(
-            f"tensorflow-datasets has no prepared {name!r} in {data_dir or 'its default dir'} "
-            f"({type(e).__name__}); prepare it with internet access, or pass download=True"
-        ) from e
+        raise missing(type(e).__name__) from e
     out = []
     for split in splits:
-        records = source[split]
+        try:  # an unprepared dataset can come back as a source without splits
+            records = source[split]
+        except (KeyError, TypeError) as e:
+            raise missing(f"no {split!r} split") from e
         items = [records[i] for i in range(len(records))]
         out.append(np.stack([np.asarray(r["image"], np.uint8) for r in items]))
         out.append(np.asarray([r["label"] for r in items], np.int32))
