@@ -200,6 +200,8 @@ def _main(args) -> int:
     if args.resume and args.overwrite:
         raise UsageError("--resume and --overwrite exclude each other")
     has_run = (workdir / "results.json").exists() or (workdir / "checkpoints").exists()
+    if args.resume and not has_run:
+        print(f"note: nothing to resume in {workdir}; starting a new run")
     if has_run and not (args.resume or args.overwrite):
         raise UsageError(
             f"{workdir} already holds a run: pass --resume to continue it, --overwrite to "
@@ -212,6 +214,12 @@ def _main(args) -> int:
     except (DataError, ValueError) as e:
         raise UsageError(str(e)) from e
     run_cfg = {k: hparams.pop(k) for k in RUN_KEYS}
+    smallest = min(scenario.train_sizes)
+    if run_cfg["batch_size"] > smallest:
+        raise UsageError(
+            f"batch_size {run_cfg['batch_size']} is larger than the {smallest} training items of "
+            f"{scenario.name}'s smallest task; choose at most {smallest}"
+        )
     buffer_size = hparams.get("buffer_size")
     if buffer_size is not None and buffer_size > sum(scenario.train_sizes):
         raise UsageError(

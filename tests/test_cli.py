@@ -76,6 +76,7 @@ def test_end_to_end_run_writes_results_and_plot(tmp_path):
         (["--buffer-size", "0"], "must be positive"),
         (["--buffer-size", "5000"], "larger than the 1437 training items"),
         (["--seeds", "0"], "--seeds must be at least 1"),
+        (["--set", "batch_size=400"], "larger than the 283 training items of seq-digits's"),
         (["--benchmark", "seq-mnist", "--data-dir", "/nonexistent/dir"], "does not exist"),
         (["--tasks", "3"], "cannot be split into 3"),
         (["--devices", "4"], "choose 1..1"),
