@@ -308,8 +308,8 @@ def run(
     With `workdir`, a checkpoint is written after every task, and mid-task
     after a chunk every `config.checkpoint_every_s`; `resume=True` continues
     from the latest one. `stop_after=t` returns after task t (as if
-    interrupted), `stop_after=(t, c)` after chunk c of task t (its checkpoint
-    written), which is how resuming is tested. Methods with `resize`
+    interrupted), `stop_after=(t, c)` after chunk c (not the last) of task t,
+    its checkpoint written, which is how resuming is tested. Methods with `resize`
     (data-dependent shapes) run their seeds one after another, each in
     `WORKDIR/seed-S`; the others run all seeds at once under `vmap`.
     `after_task(t, state)` (host code, optional) is called after task t's
