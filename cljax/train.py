@@ -512,17 +512,18 @@ def _run_seeds(
         timer.add("eval_s", time.perf_counter() - start)
         acc["class-il"][:, t, : t + 1] = evaluation.percent_seen(cil, counts, t)
         acc["task-il"][:, t, : t + 1] = evaluation.percent_seen(til, counts, t)
-        log.info(
-            "%s %s task %d/%d, seeds %s: class-IL %.2f, task-IL %.2f (mean over tasks seen), %.0f s",
-            method.name,
-            scenario.name,
-            t + 1,
-            T,
-            list(seeds),
-            acc["class-il"][:, t, : t + 1].mean(),
-            acc["task-il"][:, t, : t + 1].mean(),
-            time.perf_counter() - wall,
-        )
+        if jax.process_index() == 0:  # one host speaks for a multi-host job, as with the bar
+            log.info(
+                "%s %s task %d/%d, seeds %s: class-IL %.2f, task-IL %.2f (mean over tasks seen), %.0f s",
+                method.name,
+                scenario.name,
+                t + 1,
+                T,
+                list(seeds),
+                acc["class-il"][:, t, : t + 1].mean(),
+                acc["task-il"][:, t, : t + 1].mean(),
+                time.perf_counter() - wall,
+            )
 
         if after_task is not None:
             extra[t] = list(after_task(t, state))
