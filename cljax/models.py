@@ -147,7 +147,10 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def make(name: str, num_classes: int, dtype: str = "float32", nf: int = 64) -> nn.Module:
-    """Builds a backbone by name (`mlp`, `cnn` or `resnet18`) computing in `dtype`.
+    """Builds a backbone by name (`mlp`, `cnn`, `cnn-wide` or `resnet18`) computing in `dtype`.
+
+    `cnn-wide` is `cnn` with twice the channels (64-128-256), four times the
+    parameters: a backbone with room to prune (dyn_expand's pruning study).
 
     `bfloat16` is mixed precision: bf16 activations and matmuls, float32
     parameters, optimizer state and logits.
@@ -158,9 +161,11 @@ def make(name: str, num_classes: int, dtype: str = "float32", nf: int = 64) -> n
         return MLP((100, 100), num_classes, DTYPES[dtype])
     if name == "cnn":
         return ConvNet((32, 64, 128), num_classes, DTYPES[dtype])
+    if name == "cnn-wide":
+        return ConvNet((64, 128, 256), num_classes, DTYPES[dtype])
     if name == "resnet18":
         return ResNet18(num_classes, nf, DTYPES[dtype])
     raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
 
 
-MODELS = ("mlp", "cnn", "resnet18")
+MODELS = ("mlp", "cnn", "cnn-wide", "resnet18")

@@ -3,8 +3,9 @@
     python -m experiments.reproduce_dyn_expand --data-dir ../shared/data --seeds 3 \
         [--benchmark seq-fashion-mnist] [--buffer-size 500] [--epochs 2]
 
-Every row uses the same `cnn` backbone (cljax.models.ConvNet 32-64-128), batch
-32 plus 32 memory items a step, the same epochs and the same memory: ER, DER++
+Every row uses the same `cnn` backbone (cljax.models.ConvNet 32-64-128; `--model
+cnn-wide` doubles its channels), batch 32 plus 32 memory items a step, the same
+epochs and the same memory: ER, DER++
 (Mammoth's MNIST values of alpha/beta/lr), `dyn_expand` without masks (the
 official release) and with masks and pruning (the paper). It writes a markdown
 table of class-IL / task-IL final average accuracy (mean +- std over seeds),
@@ -145,29 +146,43 @@ def pruning_cost(rows, base="dyn_expand (no masks)") -> str:
     return f"\nClass-IL accuracy lost against '{base}', seed by seed:\n\n" + "\n".join(lines) + "\n"
 
 
+BACKBONES = {"cnn": "3x3 convs 32-64-128", "cnn-wide": "3x3 convs 64-128-256"}
+
+
 def header(args) -> str:
     """The markdown table's title, command, machine and protocol."""
+    model = "" if args.model == "cnn" else f" --model {args.model}"
+    if args.model == "cnn":
+        history = (
+            "The seeds column gives each row's count: the no-mask and default rows were "
+            "extended from 10 to 20 seeds (seeds 10-19, decided before any of them ran) to "
+            "tighten the paired estimate of pruning's cost below. Rows marked 'first version' "
+            "started each new extractor from the pruned previous one with fresh channels in "
+            "place of the pruned ones; the others start it from the previous one before "
+            "pruning (the module docstring). Rows that name settings are ones tried on the way "
+            "(tables for other epochs: the `_1ep` / `_2ep` / `_3ep` files)."
+        )
+    else:
+        history = (
+            "Every setting is the one chosen on `cnn` (nothing retuned for this backbone); only "
+            "the width differs, to see whether pruning half of a network with more redundant "
+            "channels costs less (the `cnn` table is the file without the model suffix)."
+        )
     return (
         f"# Dynamically Expandable Representation on {args.benchmark} (5 x 2), memory "
         f"{args.buffer_size}, beside ER and DER++\n\n"
         f"Command: `python -m experiments.reproduce_dyn_expand --data-dir DATA --benchmark "
         f"{args.benchmark} --seeds {args.seeds} --buffer-size {args.buffer_size} --epochs "
-        f"{args.epochs}`\n\n"
+        f"{args.epochs}{model}`\n\n"
         f"Machine: {platform.machine()} {os.cpu_count()} CPU cores, jax {jax.__version__} on "
-        f"{jax.devices()[0].platform}. Backbone `cnn` (3x3 convs 32-64-128, global average "
-        f"pool) for every row; batch 32 + 32 memory items a step; {args.epochs} epoch(s) per "
-        "task. Final average accuracy over the 5 tasks, percent, mean +- std over seeds. "
-        "dyn_expand's seeds run one after another (pruned shapes differ per seed); the "
+        f"{jax.devices()[0].platform}. Backbone `{args.model}` ({BACKBONES[args.model]}, global "
+        f"average pool) for every row; batch 32 + 32 memory items a step; {args.epochs} "
+        "epoch(s) per task. Final average accuracy over the 5 tasks, percent, mean +- std over "
+        "seeds. dyn_expand's seeds run one after another (pruned shapes differ per seed); the "
         "others run under vmap. dyn_expand's default `mask_grad_scale` (100) was chosen on "
         "seq-fashion-mnist with seeds 0-2 at 1 epoch a task, and `sparsity` (0.03) after "
         "runs of 0.025, 0.0275 and 0.03 (10 seeds each) at 2 epochs there (there is no "
-        "validation split). The seeds column gives each row's count: the no-mask and default "
-        "rows were extended from 10 to 20 seeds (seeds 10-19, decided before any of them ran) "
-        "to tighten the paired estimate of pruning's cost below. "
-        "Rows marked 'first version' started each new extractor from the pruned previous one "
-        "with fresh channels in place of the pruned ones; the others start it from the "
-        "previous one before pruning (the module docstring). Rows that name settings are "
-        "ones tried on the way (tables for other epochs: the `_1ep` / `_2ep` / `_3ep` files).\n\n"
+        f"validation split). {history}\n\n"
     )
 
 
@@ -180,20 +195,31 @@ def main(argv=None):
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--buffer-size", type=int, default=500)
     p.add_argument("--epochs", type=int, default=2)
+    p.add_argument(
+        "--model",
+        default="cnn",
+        choices=list(BACKBONES),
+        help="backbone of every row: cnn (32-64-128) or cnn-wide (64-128-256, room to prune)",
+    )
     p.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
     p.add_argument(
-        "--out", default=None, help="default experiments/results/dyn_expand_BENCHMARK_EPOCHSep"
+        "--out",
+        default=None,
+        help="default experiments/results/dyn_expand_BENCHMARK_EPOCHSep (+ _cnn-wide)",
     )
     args = p.parse_args(argv)
     train.log_tasks()
 
-    out = args.out or f"experiments/results/dyn_expand_{args.benchmark}_{args.epochs}ep"
+    wide = "" if args.model == "cnn" else f"_{args.model}"
+    out = args.out or f"experiments/results/dyn_expand_{args.benchmark}_{args.epochs}ep{wide}"
     out_json, out_md = Path(out + ".json"), Path(out + ".md")
     rows = json.loads(out_json.read_text()) if out_json.exists() else {}
     scenario = scenarios.build(args.benchmark, args.data_dir)
     for row in args.rows:
         name, extra = ROWS[row]
-        kwargs = dict(model="cnn", batch_size=32, minibatch_size=32, epochs=args.epochs, **extra)
+        kwargs = dict(
+            model=args.model, batch_size=32, minibatch_size=32, epochs=args.epochs, **extra
+        )
         planned = planned_hparams(scenario, name, args.buffer_size, **kwargs)
         done = rows.get(row)
         same = done is not None and done["hparams"] == planned  # buffer and epochs included

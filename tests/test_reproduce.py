@@ -1,5 +1,8 @@
 """The reproduction scripts' own arithmetic (their runs are benchmarks, never tests)."""
 
+import argparse
+
+from cljax import models
 from experiments import reproduce_dyn_expand
 
 
@@ -20,3 +23,17 @@ def test_pruning_cost_pairs_rows_seed_by_seed():
     assert "over 2 seeds; per seed 1.00, 2.00)" in text
     assert "er:" not in text and "0.025" not in text
     assert reproduce_dyn_expand.pruning_cost({"er": rows["er"]}) == ""
+
+
+def test_header_names_the_backbone_and_its_command():
+    args = argparse.Namespace(
+        benchmark="seq-fashion-mnist", buffer_size=500, seeds=5, epochs=2, model="cnn-wide"
+    )
+    text = reproduce_dyn_expand.header(args)
+    assert (
+        "--epochs 2 --model cnn-wide`" in text
+        and "Backbone `cnn-wide` (3x3 convs 64-128-256" in text
+    )
+    assert models.make("cnn-wide", 10).widths == (64, 128, 256)
+    plain = reproduce_dyn_expand.header(argparse.Namespace(**{**vars(args), "model": "cnn"}))
+    assert "--model" not in plain and "32-64-128" in plain

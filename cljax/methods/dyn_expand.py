@@ -209,7 +209,7 @@ def make(
     """
     if masks and not isinstance(model, ConvNet):
         raise ValueError(
-            f"masks=True needs the 'cnn' backbone (got {type(model).__name__}); "
+            f"masks=True needs a ConvNet backbone, 'cnn' or 'cnn-wide' (got {type(model).__name__}); "
             "pass --set masks=false (the official variant) or --set model=cnn"
         )
     num_classes = model.num_classes
