@@ -56,6 +56,10 @@ ROWS = {
         "dyn_expand",
         {"masks": True, "sparsity": 0.02},
     ),
+    "dyn_expand (masks + pruning, sparsity 0.045)": (
+        "dyn_expand",
+        {"masks": True, "sparsity": 0.045},
+    ),
     "dyn_expand (masks, sparsity 0)": ("dyn_expand", {"masks": True, "sparsity": 0.0}),
     "dyn_expand (masks, sparsity 0, mask_grad_scale 400)": (
         "dyn_expand",
