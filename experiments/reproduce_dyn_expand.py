@@ -32,7 +32,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from cljax import report, scenarios, train
+from cljax import models, report, scenarios, train
 from experiments.tuned import planned_hparams, run_tuned
 
 ROWS = {
@@ -150,7 +150,12 @@ def pruning_cost(rows, base="dyn_expand (no masks)") -> str:
     return f"\nClass-IL accuracy lost against '{base}', seed by seed:\n\n" + "\n".join(lines) + "\n"
 
 
-BACKBONES = {"cnn": "3x3 convs 32-64-128", "cnn-wide": "3x3 convs 64-128-256"}
+BACKBONES = ("cnn", "cnn-wide")
+
+
+def _convs(model: str) -> str:
+    """'3x3 convs 32-64-128': the backbone's widths, read from `cljax.models.make`."""
+    return "3x3 convs " + "-".join(str(w) for w in models.make(model, None).widths)
 
 
 def header(args) -> str:
@@ -179,7 +184,7 @@ def header(args) -> str:
         f"{args.benchmark} --seeds {args.seeds} --buffer-size {args.buffer_size} --epochs "
         f"{args.epochs}{model}`\n\n"
         f"Machine: {platform.machine()} {os.cpu_count()} CPU cores, jax {jax.__version__} on "
-        f"{jax.devices()[0].platform}. Backbone `{args.model}` ({BACKBONES[args.model]}, global "
+        f"{jax.devices()[0].platform}. Backbone `{args.model}` ({_convs(args.model)}, global "
         f"average pool) for every row; batch 32 + 32 memory items a step; {args.epochs} "
         "epoch(s) per task. Final average accuracy over the 5 tasks, percent, mean +- std over "
         "seeds. dyn_expand's seeds run one after another (pruned shapes differ per seed); the "
@@ -202,7 +207,7 @@ def main(argv=None):
     p.add_argument(
         "--model",
         default="cnn",
-        choices=list(BACKBONES),
+        choices=BACKBONES,
         help="backbone of every row: cnn (32-64-128) or cnn-wide (64-128-256, room to prune)",
     )
     p.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
