@@ -265,7 +265,9 @@ def _train_task(
         total=steps,
         initial=int(valid[: (done.chunk + 1) * length].sum()),
         desc=desc,
-        disable=not config.progress or jax.process_index() != 0,  # one bar for a multi-host job
+        # None: tqdm draws only on a terminal, so a log file gets the per-task lines alone;
+        # one bar for a multi-host job.
+        disable=True if not config.progress or jax.process_index() != 0 else None,
         leave=False,
         unit="step",
     )

@@ -11,21 +11,15 @@ from experiments import run as cli
 FAST = ["--benchmark", "seq-digits", "--set", "n_epochs=1", "--no-progress"]
 
 
-def test_end_to_end_run_writes_results_and_plot(tmp_path):
+def test_end_to_end_run_writes_results_and_plot(tmp_path, capsys):
     workdir = tmp_path / "run"
-    code = cli.main(
-        [
-            "--method",
-            "derpp",
-            "--seeds",
-            "2",
-            "--workdir",
-            str(workdir),
-            "--set",
-            "dtype=bfloat16",
-            *FAST,
-        ]
-    )
+    args = ["--method", "derpp", "--seeds", "2", "--workdir", str(workdir)]
+    # Progress on (no --no-progress), but stderr is not a terminal here: no bar is drawn
+    # into it, as into a log file, and the per-task lines are still printed.
+    with_progress = [a for a in FAST if a != "--no-progress"]
+    code = cli.main([*args, "--set", "dtype=bfloat16", *with_progress])
+    out = capsys.readouterr()
+    assert "step/s" not in out.err + out.out and "task 5/5" in out.err + out.out
     assert code == 0
     res = json.loads((workdir / "results.json").read_text())
     for key in (
