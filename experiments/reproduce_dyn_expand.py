@@ -213,7 +213,9 @@ def main(argv=None):
         "--model",
         default="cnn",
         choices=BACKBONES,
-        help="backbone of every row: cnn (32-64-128) or cnn-wide (64-128-256, room to prune)",
+        help="backbone of every row: "
+        + ", ".join(f"{m} ({_convs(m)})" for m in BACKBONES)
+        + "; the wider one has more room to prune",
     )
     p.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
     p.add_argument(
