@@ -151,8 +151,8 @@ CIFAR100_TARGETS = """
 CIFAR-100 targets (the DER paper's B0 table, 10 steps, ResNet-18, memory 2000): average
 incremental accuracy 75.36 without pruning, 74.64 with; last accuracy 65.22 without pruning.
 Not run here (they need a GPU): `python -m experiments.run --method dyn_expand --benchmark
-seq-cifar100 --buffer-size 2000 --data-dir DATA` (the official code's recipe, without masks,
-which here need a ConvNet backbone; add `--base-classes 50 --tasks 6` for B50).
+seq-cifar100 --buffer-size 2000 --seeds 1 --data-dir DATA` (the official code's recipe,
+without masks, which here need a ConvNet backbone; add `--base-classes 50 --tasks 6` for B50).
 """
 
 BACKBONES = ("cnn", "cnn-wide")
