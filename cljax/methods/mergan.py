@@ -122,9 +122,13 @@ def make(
         b = real.shape[1]
         on = jnp.asarray(replay) & (state.has_prev > 0)
         r = jnp.where(on, state.ratio, 1.0)
-        rep_y = sample_labels(k_ry, state.seen, n_critic * b)
-        rep_x = p.g_apply(state.prev_gen, p.sample_z(k_rz, n_critic * b), rep_y)
-        rep_x, rep_y = jax.lax.stop_gradient(chunks(rep_x, n_critic)), chunks(rep_y, n_critic)
+        # JR's critic replays every chunk, RA's solver only the first solver_steps: the
+        # draws are made for every chunk either way, so both variants see the same ones
+        used = n_critic if variant == "jr" else solver_steps
+        rep_y = chunks(sample_labels(k_ry, state.seen, n_critic * b), n_critic)[:used]
+        rep_z = chunks(p.sample_z(k_rz, n_critic * b), n_critic)[:used]
+        rep_x = p.g_apply(state.prev_gen, rep_z.reshape(used * b, -1), rep_y.reshape(-1))
+        rep_x = jax.lax.stop_gradient(rep_x.reshape(used, b, *rep_x.shape[1:]))
 
         if variant == "jr":
             mixed = jnp.concatenate([real, rep_x], axis=1)
