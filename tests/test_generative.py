@@ -88,9 +88,13 @@ def test_without_replay_task1_is_forgotten():
     assert acc[0, 0] > 80.0 and acc[1, 0] < 20.0, acc
 
 
-@pytest.mark.parametrize("arch,shape", [("mlp", (8, 8)), ("dc", (28, 28)), ("dc", (32, 32, 3))])
+@pytest.mark.parametrize(
+    "arch,shape", [("mlp", (8, 8)), ("mlp-wide", (8, 8)), ("dc", (28, 28)), ("dc", (32, 32, 3))]
+)
 def test_gan_pairs_shapes(arch, shape):
     g, d = gan.make_pair(arch, shape, num_classes=10)
+    if arch == "mlp-wide":
+        assert (g.hidden, d.hidden) == ((512, 1024), (1024, 512))
     z = jnp.zeros((2, 16))
     y = jnp.array([1, 2])
     gp = g.init(jax.random.key(0), z, y)

@@ -94,8 +94,10 @@ class GanParts:
 
 def check_gan_hparams(n_critic, gan_loss, ratio, gan="mlp"):
     """Clear errors for generative-replay settings that cannot work."""
-    if gan not in ("mlp", "dc"):
-        raise ValueError(f"unknown GAN architecture {gan!r}; choose 'mlp' or 'dc'")
+    if gan not in gan_lib.ARCHS:
+        raise ValueError(
+            f"unknown GAN architecture {gan!r}; choose one of {', '.join(gan_lib.ARCHS)}"
+        )
     if not isinstance(n_critic, int) or n_critic < 1:
         raise ValueError(f"n_critic must be a positive int, got {n_critic!r}")
     if gan_loss not in ("wgan-gp", "ns"):
@@ -210,7 +212,7 @@ def make(
     soft_targets: bool = HPARAMS["soft_targets"],
     temperature: float = HPARAMS["temperature"],
 ) -> Method:
-    """DGR with a `gan` ('mlp' or 'dc') generator trained by `gan_loss`."""
+    """DGR with a `gan` (one of `gan.ARCHS`) generator trained by `gan_loss`."""
     check_gan_hparams(n_critic, gan_loss, ratio, gan)
     num_classes = model.num_classes
     parts, init = scholar_setup(model, input_fn, gan, 0, z_dim, lr, g_lr, d_lr, b1, b2)

@@ -98,7 +98,7 @@ def make(
     replay: bool = HPARAMS["replay"],
     solver_steps: int = HPARAMS["solver_steps"],
 ) -> Method:
-    """MeRGAN (`variant` 'jr' or 'ra') with a conditional `gan` ('mlp' or 'dc')."""
+    """MeRGAN (`variant` 'jr' or 'ra') with a conditional `gan` (one of `gan.ARCHS`)."""
     check_gan_hparams(n_critic, "wgan-gp", ratio, gan)
     if variant not in ("jr", "ra"):
         raise ValueError(f"variant must be 'jr' or 'ra', got {variant!r}")
