@@ -94,10 +94,7 @@ class GanParts:
 
 def check_gan_hparams(n_critic, gan_loss, ratio, gan="mlp"):
     """Clear errors for generative-replay settings that cannot work."""
-    if gan not in gan_lib.ARCHS:
-        raise ValueError(
-            f"unknown GAN architecture {gan!r}; choose one of {', '.join(gan_lib.ARCHS)}"
-        )
+    gan_lib.check_arch(gan)
     if not isinstance(n_critic, int) or n_critic < 1:
         raise ValueError(f"n_critic must be a positive int, got {n_critic!r}")
     if gan_loss not in ("wgan-gp", "ns"):
