@@ -1,0 +1,104 @@
+"""Short driver runs of every method whose outputs are pinned in `tests/golden/`.
+
+`python -m tests.golden_runs` records them (do it only when a change is meant to
+move results, and say so in the commit); `tests/test_golden.py` checks them.
+Each run: the tiny two-task scenario, seeds 0 and 1, batch 4, one epoch, the
+method's test-sized hyperparameters. Recorded: both accuracy matrices, the
+per-seed final training losses and a checksum of every leaf of the final state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from cljax import methods, models, train
+from tests.conftest import tiny_scenario
+
+GOLDEN = Path(__file__).with_name("golden")
+
+
+def machine() -> dict:
+    """What must match for the outputs to be bit-identical."""
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "jax": jax.__version__,
+        "jaxlib": jax.lib.__version__ if hasattr(jax.lib, "__version__") else "",
+        "backend": jax.default_backend(),
+        "machine": platform.machine(),
+        "cpu": cpu,
+    }
+
+
+def _leaves(state):
+    out = []
+    for leaf in jax.tree.leaves(state):
+        if jax.dtypes.issubdtype(getattr(leaf, "dtype", np.float32), jax.dtypes.prng_key):
+            leaf = jax.random.key_data(leaf)
+        out.append(np.asarray(leaf))
+    return out
+
+
+def state_summary(states) -> dict:
+    """sha256 of every leaf's bytes, and float sums (for comparisons across machines)."""
+    digest = hashlib.sha256()
+    total, absolute = 0.0, 0.0
+    for leaf in (a for s in states for a in _leaves(s)):
+        digest.update(str((leaf.shape, str(leaf.dtype))).encode())
+        digest.update(np.ascontiguousarray(leaf).tobytes())
+        if np.issubdtype(leaf.dtype, np.floating):
+            total += float(np.sum(leaf, dtype=np.float64))
+            absolute += float(np.sum(np.abs(leaf), dtype=np.float64))
+    return {"sha256": digest.hexdigest(), "sum": total, "abs_sum": absolute}
+
+
+def build(name):
+    """The method under test, as the contract test builds it."""
+    from tests.test_methods import make
+
+    return make(name)
+
+
+def run(name) -> dict:
+    """One golden run of method `name`."""
+    scenario = tiny_scenario()
+    config = train.RunConfig(epochs=1, batch_size=4, seeds=(0, 1), chunks_per_task=2)
+    config = config.__class__(**{**config.__dict__, "progress": False})
+    res = train.run(build(name), scenario, config)
+    state = res.pop("state")
+    states = state if isinstance(state, list) else [state]
+    return {
+        "accuracy": res["accuracy"],
+        "final_train_loss": res["final_train_loss"],
+        "state": state_summary(states),
+    }
+
+
+def names():
+    return list(methods.NAMES)
+
+
+def main(argv) -> int:
+    GOLDEN.mkdir(exist_ok=True)
+    for name in argv or names():
+        out = {"machine": machine(), **run(name)}
+        (GOLDEN / f"{name}.json").write_text(json.dumps(out, indent=1) + "\n")
+        print(name, out["state"]["sha256"][:12], out["accuracy"]["class-il"][0][-1])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
