@@ -18,7 +18,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from cljax import methods, models, train
+from cljax import methods, train
 from tests.conftest import tiny_scenario
 
 GOLDEN = Path(__file__).with_name("golden")
