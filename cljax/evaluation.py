@@ -81,15 +81,15 @@ def generated_accuracy(method: Method, classify, per_class: int = 500):
 
     The evaluation of the MeRGAN paper (Wu et al. 2018; the authors' `--test`
     mode): `per_class` samples of each class in `classes` from each seed's
-    generator (`method.sample`), labelled by `classify(images) -> logits`, a
+    generator (`method.host.sample`), labelled by `classify(images) -> logits`, a
     classifier trained on real data. Percent, per seed and class.
     """
-    if method.sample is None:
+    if method.host.sample is None:
         raise ValueError(f"method {method.name!r} has no generator to sample from")
 
     @jax.jit
     def draw(state, keys):
-        return jax.vmap(lambda s, k: method.sample(s, k, per_class))(state, keys)
+        return jax.vmap(lambda s, k: method.host.sample(s, k, per_class))(state, keys)
 
     @jax.jit
     def predict(images):

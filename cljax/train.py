@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from cljax import checkpoint as ckpt_lib
 from cljax import evaluation, plots, report, sharding
-from cljax.methods import Method, TaskInfo, identity_begin, identity_end
+from cljax.methods import Method, TaskInfo
 from cljax.scenarios import Scenario
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,9 @@ class RunConfig:
     # with a workdir, also checkpoint mid-task: after the first chunk that ends this long after
     # the last checkpoint (a run stopped mid-task then loses at most about this much work)
     checkpoint_every_s: float = 600.0
+    # "sequential": each task's data in turn; "joint": once, after the last task, on the union
+    # of every task's training data (the upper bound of the tables)
+    protocol: str = "sequential"
 
     def epochs_of(self, task: int) -> int:
         """Epochs of task `task`: `first_epochs` for the first one when set, else `epochs`."""
@@ -157,7 +160,7 @@ def _chunk_length(config: RunConfig, max_items: int) -> int:
 def _write_samples(method: Method, state, keys, path: Path, title: str):
     """A PNG grid of the first seed's generated samples."""
     first = jax.tree.map(lambda a: a[0], (state, keys))
-    images, labels = jax.jit(method.sample)(*first)
+    images, labels = jax.jit(method.host.sample)(*first)
     path.parent.mkdir(parents=True, exist_ok=True)
     plots.sample_grid(
         np.asarray(images), None if labels is None else np.asarray(labels), title, path
@@ -178,9 +181,9 @@ def _per_seed(fn, state, *args):
     return [fn(jax.tree.map(lambda a, i=i: a[i], state), *args) for i in range(n)]
 
 
-def _training_data(method: Method, scenario: Scenario, t: int):
+def _training_data(protocol: str, scenario: Scenario, t: int):
     """The arrays to train on at task t; `(None, None)` where joint waits for the last task."""
-    if not method.joint:
+    if protocol != "joint":
         return scenario.train(t)
     if t < scenario.num_tasks - 1:
         return None, None
@@ -325,7 +328,7 @@ def run(
     a task, as the DGM authors' code does every 5 epochs).
     """
     seeds = tuple(config.seeds)
-    if method.resize is None or len(seeds) == 1:
+    if method.host.resize is None or len(seeds) == 1:
         raw = _run_seeds(
             method, scenario, config, workdir, resume, stop_after, after_task, after_chunk
         )
@@ -468,10 +471,10 @@ def _run_seeds(
     for t in range(first_task, T):
         info = task_info(scenario, config, t)
         resumed_mid_task = partial is not None and partial.task == t
-        if method.begin_task is not identity_begin and not resumed_mid_task:
+        if method.begin_task is not None and not resumed_mid_task:
             state = jax.jit(begin, static_argnums=1)(state, t)
         task_keys = keys_for(t, 1)
-        x, y = _training_data(method, scenario, t)
+        x, y = _training_data(config.protocol, scenario, t)
         if x is not None:
             state, loss, measured = _train_task(
                 runner,
@@ -486,7 +489,7 @@ def _run_seeds(
                 config,
                 timer,
                 desc=f"{method.name} {scenario.name} task {t + 1}/{T}",
-                pad_to=0 if method.joint else max(scenario.train_sizes),
+                pad_to=0 if config.protocol == "joint" else max(scenario.train_sizes),
                 after_chunk=None if after_chunk is None else functools.partial(after_chunk, t),
                 done=partial if resumed_mid_task else None,
                 on_chunk=on_chunk,
@@ -496,15 +499,15 @@ def _run_seeds(
             losses.append(loss)
             if after_chunk is not None:
                 chunk_extra[t] = measured
-            if method.end_task is not identity_end:
+            if method.end_task is not None:
                 end = jax.vmap(functools.partial(method.end_task, task=info), (0, None, 0))
                 state = jax.jit(end)(state, (jnp.asarray(x), jnp.asarray(y)), task_keys)
-            if method.resize is not None:
-                resized = _per_seed(method.resize, state, info)
+            if method.host.resize is not None:
+                resized = _per_seed(method.host.resize, state, info)
                 state = jax.tree.map(lambda *a: np.stack(a), *resized)
                 state = sharding.replicate(state, mesh)
-        if method.describe is not None:
-            per_task.append(_per_seed(method.describe, state))
+        if method.host.describe is not None:
+            per_task.append(_per_seed(method.host.describe, state))
 
         start = time.perf_counter()
         seen = masks[: t + 1].any(0)
@@ -529,7 +532,7 @@ def _run_seeds(
 
         if after_task is not None:
             extra[t] = list(after_task(t, state))
-        if method.sample is not None and workdir is not None and jax.process_index() == 0:
+        if method.host.sample is not None and workdir is not None and jax.process_index() == 0:
             _write_samples(
                 method,
                 state,

@@ -38,8 +38,8 @@ import jax
 import numpy as np
 
 from cljax import evaluation, report, scenarios, sharding, train
-from cljax.methods import gan as gan_lib
 from cljax.methods.common import predict
+from cljax.models import gan as gan_models
 from experiments.tuned import build_tuned, planned_hparams, run_tuned
 
 CONDITIONAL = ("mergan", "dgm")  # generators that take a class: A_n (generated) applies
@@ -228,7 +228,7 @@ def main(argv=None):
     p.add_argument("--data-dir", default=None)
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--steps", type=int, default=0, help="iterations per task (0: the papers')")
-    p.add_argument("--gan", default="mlp", choices=gan_lib.ARCHS)
+    p.add_argument("--gan", default="mlp", choices=gan_models.ARCHS)
     p.add_argument(
         "--gan-lr",
         type=float,

@@ -75,8 +75,14 @@ def build(name):
 def run(name) -> dict:
     """One golden run of method `name`."""
     scenario = tiny_scenario()
-    config = train.RunConfig(epochs=1, batch_size=4, seeds=(0, 1), chunks_per_task=2)
-    config = config.__class__(**{**config.__dict__, "progress": False})
+    config = train.RunConfig(
+        epochs=1,
+        batch_size=4,
+        seeds=(0, 1),
+        chunks_per_task=2,
+        progress=False,
+        protocol=methods.protocol(name),
+    )
     res = train.run(build(name), scenario, config)
     state = res.pop("state")
     states = state if isinstance(state, list) else [state]
@@ -88,7 +94,7 @@ def run(name) -> dict:
 
 
 def names():
-    return list(methods.NAMES)
+    return list(methods.names())
 
 
 def main(argv) -> int:

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from cljax import evaluation, methods, models, scenarios, train
-from cljax.methods import gan
+from cljax.methods import generative
 from cljax.methods.dgr import solver_step
+from cljax.models import gan
 from experiments.configs import best_args
 
 
@@ -113,11 +114,11 @@ def test_gradient_penalty_is_zero_for_unit_gradient_critic():
         return x.reshape(x.shape[0], -1) @ params, None
 
     real, fake = jnp.ones((3, 2, 2)), jnp.zeros((3, 2, 2))
-    loss = gan.discriminator_loss(
+    loss = generative.discriminator_loss(
         w, critic, real, jnp.ones(3), fake, jax.random.key(0), loss="wgan-gp"
     )
     assert float(loss) == pytest.approx(0.0 - 2.0, abs=1e-5)  # mean D(fake) - mean D(real)
-    loss2 = gan.discriminator_loss(
+    loss2 = generative.discriminator_loss(
         2 * w, critic, real, jnp.ones(3), fake, jax.random.key(0), loss="wgan-gp"
     )
     assert float(loss2) == pytest.approx(-4.0 + 10.0 * 1.0, abs=1e-4)  # |grad| = 2
@@ -136,7 +137,7 @@ def test_rows_without_adversarial_weight_teach_only_the_class_head():
     adv_w = jnp.array([1.0, 1.0, 0.0, 0.0])
 
     def loss(real, ac_weight):
-        return gan.discriminator_loss(
+        return generative.discriminator_loss(
             w,
             critic,
             real,

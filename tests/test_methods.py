@@ -13,25 +13,18 @@ from cljax.methods.common import predict
 from tests.conftest import tiny_scenario
 
 SC = tiny_scenario()
-SMALL = {"buffer_size": 16, "minibatch_size": 4}
-HP = {
-    "sgd": {},
-    "joint": {},
-    "er": SMALL,
-    "der": {**SMALL, "alpha": 0.5},
-    "derpp": {**SMALL, "alpha": 0.5, "beta": 0.5},
-    "dgr": {"n_critic": 2, "z_dim": 8},
-    "mergan": {"n_critic": 2, "z_dim": 8},
-    "dgm": {"n_critic": 2, "z_dim": 8, "hidden": 8},
-    "dyn_expand": {"buffer_size": 8, "minibatch_size": 4, "retrain_epochs": 2},
+TEST_MODELS = {
+    "mlp": lambda: models.MLP((8,), SC.num_classes),
+    "cnn": lambda: models.ConvNet((4, 8), SC.num_classes),
 }
 
 
 def make(name, model=None, **extra):
-    if model is None and name == "dyn_expand":
-        model = models.ConvNet((4, 8), SC.num_classes)
-    model = model or models.MLP((8,), SC.num_classes)
-    return methods.get(name).make(model=model, input_fn=SC.input_fn, **HP[name], **extra)
+    """Method `name` at the small settings its module declares for tests."""
+    module = methods.get(name)
+    model = model or TEST_MODELS[getattr(module, "TEST_MODEL", "mlp")]()
+    overrides = {**getattr(module, "TEST_CONFIG", {}), **extra}
+    return module.make(model=model, input_fn=SC.input_fn, **overrides)
 
 
 def batch(t, n=4, offset=0):
@@ -39,7 +32,7 @@ def batch(t, n=4, offset=0):
     return {"x": jnp.asarray(x[offset : offset + n]), "y": jnp.asarray(y[offset : offset + n])}
 
 
-@pytest.mark.parametrize("name", methods.NAMES)
+@pytest.mark.parametrize("name", methods.names())
 def test_contract(name):
     chex.clear_trace_counter()
     method = make(name)
@@ -47,7 +40,8 @@ def test_contract(name):
     state = method.init(jax.random.key(0), x0)
     structure = jax.tree.structure(state)
     task = TaskInfo(0, SC.classes(0), SC.classes(0), steps_per_epoch=3)
-    state = method.begin_task(state, task, jax.random.key(8))
+    if method.begin_task is not None:
+        state = method.begin_task(state, task, jax.random.key(8))
 
     @jax.jit
     @chex.assert_max_traces(n=1)
@@ -57,9 +51,10 @@ def test_contract(name):
     for i in range(3):
         state, metrics = step(state, batch(0, offset=i * 4), jax.random.key(i))
         assert np.isfinite(float(metrics["loss"]))
-    state = method.end_task(state, SC.train(0), jax.random.key(9), task)
-    if method.resize is not None:
-        state = method.resize(state, task)
+    if method.end_task is not None:
+        state = method.end_task(state, SC.train(0), jax.random.key(9), task)
+    if method.host.resize is not None:
+        state = method.host.resize(state, task)
     assert jax.tree.structure(state) == structure
     logits = method.predict(state, jnp.asarray(SC.test(0)[0]))
     assert logits.shape == (len(SC.test(0)[1]), SC.num_classes)
@@ -88,9 +83,7 @@ def test_dark_stores_training_logits_and_never_rewrites_them(name):
 def test_derpp_beta_term_uses_buffer_labels():
     """beta > 0 changes the update only through the replayed cross-entropy."""
     method_a = make("derpp")
-    method_b = methods.get("derpp").make(
-        model=models.MLP((8,), SC.num_classes), input_fn=SC.input_fn, **{**HP["derpp"], "beta": 0.0}
-    )
+    method_b = make("derpp", beta=0.0)
     state = method_a.init(jax.random.key(0), jnp.asarray(SC.train(0)[0][:1]))
     state, _ = method_a.train_step(state, batch(0), jax.random.key(1))
     sa, la = method_a.train_step(state, batch(1), jax.random.key(2))
@@ -110,7 +103,9 @@ def test_er_equals_sgd_on_empty_buffer():
 def test_resnet_step_updates_batch_stats():
     model = models.ResNet18(num_classes=SC.num_classes, nf=2)
     rgb = lambda x, key, train: jnp.repeat(SC.input_fn(x, key, train)[..., None], 3, -1)
-    method = methods.get("derpp").make(model=model, input_fn=rgb, **HP["derpp"])
+    method = methods.get("derpp").make(
+        model=model, input_fn=rgb, **methods.get("derpp").TEST_CONFIG
+    )
     state = method.init(jax.random.key(0), jnp.asarray(SC.train(0)[0][:1]))
     stats0 = state.net.batch_stats
     state, m = jax.jit(method.train_step)(state, batch(0), jax.random.key(1))
@@ -124,6 +119,19 @@ def test_bad_hparams_are_clear():
         methods.get("der").make(model=models.MLP(), input_fn=SC.input_fn, buffer_size=0)
     with pytest.raises(ValueError, match="unknown method"):
         methods.get("ewc")
+    with pytest.raises(ValueError, match="der alpha must be >= 0"):
+        methods.get("der").make(model=models.MLP(), input_fn=SC.input_fn, alpha=-1.0)
+    with pytest.raises(ValueError, match="er has no setting alpha"):
+        methods.get("er").make(model=models.MLP(), input_fn=SC.input_fn, alpha=1.0)
+
+
+def test_registry_lists_the_methods_folder():
+    assert {"sgd", "joint", "er", "der", "derpp"} <= set(methods.names())
+    assert not set(methods.names()) & set(methods.SHARED)
+    for name in methods.names():
+        config = methods.get(name).Config()
+        assert config.to_dict().keys() == set(config.names())
+        assert all(line.split(" ", 1)[0] in config.names() for line in config.describe())
 
 
 def test_buffer_items_are_raw_inputs():

@@ -1,8 +1,18 @@
-"""Continual-learning methods, one module each, looked up by name.
+"""Continual-learning methods, one module each, found by listing this folder.
 
-Every module has `make(*, model, input_fn, **hparams) -> Method`. A `Method` is a
-NamedTuple of pure functions (the begin_task / train_step / end_task vocabulary of
-Mammoth, without mutable objects):
+A method module (any module here not starting with `_` that defines `Config`
+and `make`) declares:
+
+- `Config`: a frozen dataclass of `cljax.config.hparam` fields, the one place
+  each hyperparameter is named (type, default, range, doc);
+- `make(config=None, *, model, input_fn, **overrides) -> Method`;
+- optionally `TEST_CONFIG` (small overrides the contract tests use),
+  `TEST_MODEL` ("mlp" or "cnn": the tiny backbone of those tests),
+  `PROTOCOL` ("joint": the driver trains it once on every task's data) and
+  `check_run(config, batch_size)` (constraints between it and the run settings).
+
+A `Method` is a NamedTuple of pure functions (the begin_task / train_step /
+end_task vocabulary of Mammoth, without mutable objects):
 
 - `init(key, example_x) -> state`
 - `begin_task(state, task, key) -> state`   (task: `TaskInfo`; shapes may change here)
@@ -10,20 +20,23 @@ Mammoth, without mutable objects):
 - `end_task(state, task_data, key, task) -> state`      (task_data: the task's `(x, y)`)
 - `predict(state, x) -> logits`
 
-These are jitted and vmapped over seeds by the driver. Methods whose state
-changes shape in a way that depends on the data (pruning, growth by the number
-of free units) add `resize(state, task) -> state`: plain host code on one
-seed's state, called after `end_task`; the driver then runs seeds one after
-another instead of under `vmap`.
+`begin_task` / `end_task` are None for methods with nothing to do there. These
+are jitted and vmapped over seeds by the driver. Host-side extras are one
+optional `HostHooks`.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
+import pkgutil
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-NAMES = ("sgd", "joint", "er", "der", "derpp", "dgr", "mergan", "dgm", "dyn_expand")
+from cljax.config import Hyperparams
+
+# Modules of this folder that hold pieces shared by several methods, not methods.
+SHARED = ("common", "gan", "generative")
 
 
 class TaskInfo(NamedTuple):
@@ -36,44 +49,70 @@ class TaskInfo(NamedTuple):
     steps: int = 0  # training steps this task takes (0: unknown)
 
 
+class HostHooks(NamedTuple):
+    """Optional host-side extras of a method (each None where it has none).
+
+    - `resize(state, task) -> state`: plain host code on one seed's state after
+      `end_task`, for shape changes that depend on the data (pruning, growth);
+      the driver then runs seeds one after another instead of under `vmap`.
+    - `describe(state) -> dict`: JSON numbers per seed after each task (e.g.
+      parameter counts), collected under "per_task" in results.json.
+    - `sample(state, key, per_class=8) -> (images, labels or None)`: generated
+      samples (pure, jittable), for sample grids and generated-sample accuracy.
+    """
+
+    resize: Callable[..., Any] | None = None
+    describe: Callable[..., dict] | None = None
+    sample: Callable[..., Any] | None = None
+
+
 class Method(NamedTuple):
     """A continual-learning method as pure functions over its state pytree."""
 
     name: str
+    config: Hyperparams
     init: Callable[..., Any]
-    begin_task: Callable[..., Any]
     train_step: Callable[..., Any]
-    end_task: Callable[..., Any]
     predict: Callable[..., Any]
-    hparams: dict
-    # True for the `joint` upper bound: the driver trains it once, after the
-    # last task has arrived, on the union of every task's training data.
-    joint: bool = False
-    # Generative methods: `sample(state, key, per_class=8) -> (images, labels or
-    # None)` for the sample grids the driver writes after every task (and for
-    # `evaluation.generated_accuracy`).
-    sample: Callable[..., Any] | None = None
-    # Host-side, per seed, after `end_task`: shape changes that depend on the data.
-    resize: Callable[..., Any] | None = None
-    # Host-side, per seed, after each task: JSON numbers for results.json
-    # (e.g. parameter counts), collected under "per_task".
-    describe: Callable[..., dict] | None = None
+    begin_task: Callable[..., Any] | None = None
+    end_task: Callable[..., Any] | None = None
+    host: HostHooks = HostHooks()
+
+    @property
+    def hparams(self) -> dict:
+        """The configuration as written (what results.json records)."""
+        return self.config.to_dict()
+
+
+@functools.cache
+def names() -> tuple[str, ...]:
+    """Every method of this folder, sorted."""
+    found = []
+    for info in pkgutil.iter_modules(__path__):
+        if info.name.startswith("_") or info.name in SHARED:
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        if hasattr(module, "Config") and hasattr(module, "make"):
+            found.append(info.name)
+    return tuple(sorted(found))
 
 
 def get(name: str):
-    """The module of method `name` (it has `make` and `HPARAMS`)."""
-    if name not in NAMES:
-        raise ValueError(f"unknown method {name!r}; choose one of: {', '.join(NAMES)}")
-    return importlib.import_module(f"cljax.methods.{name}")
+    """The module of method `name` (it has `Config` and `make`)."""
+    if name not in names():
+        raise ValueError(f"unknown method {name!r}; choose one of: {', '.join(names())}")
+    return importlib.import_module(f"{__name__}.{name}")
 
 
-def identity_begin(state, task, key):
-    """`begin_task` of methods that need no preparation."""
-    del task, key
-    return state
+def protocol(name: str) -> str:
+    """How the driver feeds method `name` its data: "sequential" or "joint"."""
+    return getattr(get(name), "PROTOCOL", "sequential")
 
 
-def identity_end(state, task_data, key, task):
-    """`end_task` of methods that need no consolidation."""
-    del task_data, key, task
-    return state
+def configure(config_cls, config, overrides: dict):
+    """`config` (or the defaults) with `overrides` applied, validated by `config_cls`."""
+    if config is None:
+        return config_cls.build(overrides)
+    if not isinstance(config, config_cls):
+        raise TypeError(f"expected a {config_cls.__module__}.Config, got {type(config).__name__}")
+    return config_cls.build({**config.to_dict(), **overrides}) if overrides else config

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
@@ -12,6 +13,8 @@ from flax import struct
 from flax.training import train_state
 
 from cljax import buffer as buffer_lib
+from cljax.config import Hyperparams, hparam
+from cljax.methods import Method
 
 
 class NetState(train_state.TrainState):
@@ -97,7 +100,114 @@ def count_params(tree) -> int:
     return int(sum(np.size(a) for a in jax.tree.leaves(tree)))
 
 
-def check_buffer_hparams(buffer_size, minibatch_size):
+@dataclasses.dataclass(frozen=True)
+class FinetuneConfig(Hyperparams):
+    """Settings of a classifier trained by SGD on cross-entropy (`sgd`, `joint`)."""
+
+    lr: float = hparam(0.03, "SGD step size", gt=0)
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplayConfig(Hyperparams):
+    """Settings every rehearsal method with a reservoir buffer has."""
+
+    lr: float = hparam(0.1, "SGD step size", gt=0)
+    buffer_size: int = hparam(500, "replay buffer capacity (items)", ge=1)
+    minibatch_size: int = hparam(10, "buffer items replayed per step", ge=1)
+
+
+@struct.dataclass
+class NetOnlyState:
+    """Just the network (`sgd`, `joint`)."""
+
+    net: NetState
+
+
+def finetune_step(input_fn, state: NetOnlyState, batch, key):
+    """One SGD step on the cross-entropy of the current batch."""
+    x = input_fn(batch["x"], key, True)
+
+    def loss_fn(params):
+        logits, stats = forward(state.net, params, x, state.net.batch_stats)
+        return cross_entropy(logits, batch["y"]).mean(), (stats, None)
+
+    net, loss, _ = sgd_update(state.net, loss_fn)
+    return NetOnlyState(net=net), {"loss": loss}
+
+
+def make_finetune(name: str, config: FinetuneConfig, *, model, input_fn):
+    """A classifier trained by cross-entropy on whatever batches the driver feeds it."""
+    tx = optax.sgd(config.lr)
+
+    def init(key, example_x):
+        return NetOnlyState(net=create_net(model, tx, key, input_fn(example_x, key, False)))
+
+    return Method(
+        name=name,
+        config=config,
+        init=init,
+        train_step=lambda state, batch, key: finetune_step(input_fn, state, batch, key),
+        predict=predict_with(input_fn),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class DarkConfig(ReplayConfig):
+    """Settings of Dark Experience Replay (`der`; `derpp` adds `beta`)."""
+
+    lr: float = hparam(0.03, "SGD step size", gt=0)
+    alpha: float = hparam(1.0, "weight of the logit MSE (the paper's alpha)", ge=0)
+
+
+def dark_step(config: DarkConfig, input_fn, state: ReplayState, batch, key):
+    """One DER step (DER++ when `config` has `beta`: a CE on a second, independent draw)."""
+    beta = getattr(config, "beta", None)
+    k_cur, k_mse, k_ce, k_add = jax.random.split(key, 4)
+    x = input_fn(batch["x"], k_cur, True)
+    mse_x, mse_items, mse_valid = replay_batch(state, k_mse, config.minibatch_size, input_fn)
+    if beta is not None:
+        ce_x, ce_items, ce_valid = replay_batch(state, k_ce, config.minibatch_size, input_fn)
+    active = state.buffer.num_seen > 0
+
+    def loss_fn(params):
+        logits, stats = forward(state.net, params, x, state.net.batch_stats)
+        loss = cross_entropy(logits, batch["y"]).mean()
+        out, stats = forward(state.net, params, mse_x, stats, active=active)
+        mse = jnp.mean((out - mse_items["logits"]) ** 2, axis=-1)
+        loss = loss + config.alpha * masked_mean(mse, mse_valid)
+        if beta is not None:
+            out, stats = forward(state.net, params, ce_x, stats, active=active)
+            loss = loss + beta * masked_mean(cross_entropy(out, ce_items["y"]), ce_valid)
+        return loss, (stats, logits)
+
+    net, loss, logits = sgd_update(state.net, loss_fn)
+    offered = {"x": batch["x"], "y": batch["y"], "logits": jax.lax.stop_gradient(logits)}
+    new_buffer = buffer_lib.add(state.buffer, offered, k_add)
+    return ReplayState(net=net, buffer=new_buffer), {"loss": loss}
+
+
+def make_dark(name: str, config: DarkConfig, *, model, input_fn) -> Method:
+    """DER or DER++ (by `config`) as a `Method`."""
+    tx = optax.sgd(config.lr)
+
+    def init(key, example_x):
+        net = create_net(model, tx, key, input_fn(example_x, key, False))
+        logits = predict(net, input_fn(example_x, None, False))
+        example = {"x": example_x[0], "y": jnp.zeros((), jnp.int32), "logits": logits[0]}
+        return ReplayState(net=net, buffer=buffer_lib.init(config.buffer_size, example))
+
+    return Method(
+        name=name,
+        config=config,
+        init=init,
+        train_step=lambda state, batch, key: dark_step(config, input_fn, state, batch, key),
+        predict=predict_with(input_fn),
+    )
+
+
+def check_buffer_hparams(
+    buffer_size, minibatch_size
+):  # TODO(refactor): goes with dyn_expand's Config
     """Clear errors for buffer settings that cannot work."""
     if not isinstance(buffer_size, int) or buffer_size < 1:
         raise ValueError(f"buffer_size must be a positive int, got {buffer_size!r}")

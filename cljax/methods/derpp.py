@@ -7,31 +7,22 @@ Loss: CE(f(x), y) + alpha * ||f(x') - z'||^2 + beta * CE(f(x''), y''), where
 
 from __future__ import annotations
 
-from cljax.methods import Method
-from cljax.methods.der import DerState, make_dark
+import dataclasses
 
-HPARAMS = {"lr": 0.03, "buffer_size": 500, "minibatch_size": 10, "alpha": 1.0, "beta": 0.5}
-DerppState = DerState
+from cljax.config import hparam
+from cljax.methods import Method, configure
+from cljax.methods.common import DarkConfig, make_dark
+
+TEST_CONFIG = {"buffer_size": 16, "minibatch_size": 4, "alpha": 0.5, "beta": 0.5}
 
 
-def make(
-    *,
-    model,
-    input_fn,
-    lr: float = HPARAMS["lr"],
-    buffer_size: int = HPARAMS["buffer_size"],
-    minibatch_size: int = HPARAMS["minibatch_size"],
-    alpha: float = HPARAMS["alpha"],
-    beta: float = HPARAMS["beta"],
-) -> Method:
+@dataclasses.dataclass(frozen=True)
+class Config(DarkConfig):
+    minibatch_size: int = hparam(10, "buffer items in each of the two replay minibatches", ge=1)
+    beta: float = hparam(0.5, "weight of the replayed cross-entropy (the paper's beta)", ge=0)
+
+
+def make(config: Config | None = None, *, model, input_fn, **overrides) -> Method:
     """DER++ with SGD at `lr`; `alpha` weights the logit MSE, `beta` the replayed CE."""
-    return make_dark(
-        "derpp",
-        model=model,
-        input_fn=input_fn,
-        lr=lr,
-        buffer_size=buffer_size,
-        minibatch_size=minibatch_size,
-        alpha=alpha,
-        beta=beta,
-    )
+    config = configure(Config, config, overrides)
+    return make_dark("derpp", config, model=model, input_fn=input_fn)

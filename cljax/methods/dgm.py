@@ -69,9 +69,10 @@ from flax.training import train_state
 
 from cljax import masks as masks_lib
 from cljax.methods import Method, TaskInfo
-from cljax.methods import gan as gan_lib
+from cljax.methods import generative as gan_lib
 from cljax.methods.common import count_params, cross_entropy
-from cljax.methods.dgr import check_gan_hparams, chunks
+from cljax.methods.generative import check_gan_hparams, chunks
+from cljax.models import gan as gan_models
 
 HPARAMS = {
     "variant": "dgmw",
@@ -163,7 +164,7 @@ def make(
     max_tasks = num_classes  # at most one task per class: embeddings for every task exist
     widths0 = (hidden, 2 * hidden)
     g_tx, d_tx = gan_lib.adam(g_lr, b1, b2), gan_lib.adam(d_lr, b1, b2)
-    disc_module = gan_lib.MLPDiscriminator(num_classes=num_classes)
+    disc_module = gan_models.MLPDiscriminator(num_classes=num_classes)
     d_apply = lambda params, x: disc_module.apply({"params": params}, x)
 
     def mask_fn(s):

@@ -34,8 +34,10 @@ from flax import struct
 from flax.training import train_state
 
 from cljax.methods import Method, TaskInfo
-from cljax.methods import gan as gan_lib
+from cljax.methods import generative as gan_lib
 from cljax.methods.common import NetState, create_net, cross_entropy, forward, predict
+from cljax.methods.generative import check_gan_hparams, chunks
+from cljax.models import gan as gan_models
 
 HPARAMS = {
     "lr": 1e-3,
@@ -74,7 +76,7 @@ class GanParts:
 
     def __init__(self, arch, image_shape, num_classes, z_dim):
         self.z_dim = z_dim
-        self.g, self.d = gan_lib.make_pair(arch, image_shape, num_classes)
+        self.g, self.d = gan_models.make_pair(arch, image_shape, num_classes)
         self.g_apply = lambda params, z, y=None: self.g.apply({"params": params}, z, y)
         self.d_apply = lambda params, x: self.d.apply({"params": params}, x)
 
@@ -90,17 +92,6 @@ class GanParts:
         gen = train_state.TrainState.create(apply_fn=self.g_apply, params=g_params, tx=g_tx)
         disc = train_state.TrainState.create(apply_fn=self.d_apply, params=d_params, tx=d_tx)
         return gen, disc
-
-
-def check_gan_hparams(n_critic, gan_loss, ratio, gan="mlp"):
-    """Clear errors for generative-replay settings that cannot work."""
-    gan_lib.check_arch(gan)
-    if not isinstance(n_critic, int) or n_critic < 1:
-        raise ValueError(f"n_critic must be a positive int, got {n_critic!r}")
-    if gan_loss not in ("wgan-gp", "ns"):
-        raise ValueError(f"gan_loss must be 'wgan-gp' or 'ns', got {gan_loss!r}")
-    if not 0.0 <= ratio <= 1.0:
-        raise ValueError(f"ratio must be in [0, 1] (0: 1/t), got {ratio!r}")
 
 
 def init_scholar(key, image, model, parts, solver_tx, g_tx, d_tx) -> DgrState:
@@ -184,11 +175,6 @@ def solver_step(solver: NetState, x, y, x_rep, rep_targets, r):
 
     (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(solver.params)
     return solver.apply_gradients(grads=grads, batch_stats=stats), loss
-
-
-def chunks(x, n):
-    """`(n * B, ...) -> (n, B, ...)`."""
-    return x.reshape((n, x.shape[0] // n, *x.shape[1:]))
 
 
 def make(

@@ -3,17 +3,26 @@
 As in Mammoth, the network is trained once, when the last task has arrived, on
 the shuffled union of all tasks' training data for the usual number of epochs;
 rows of the accuracy matrix before the last one are the untrained network.
-Loss: cross-entropy.
+That schedule is the driver's `joint` protocol (`RunConfig.protocol`), which
+`PROTOCOL` asks for; the method itself is fine-tuning. Loss: cross-entropy.
 """
 
 from __future__ import annotations
 
-from cljax.methods import Method
-from cljax.methods.sgd import make_finetune
+import dataclasses
 
-HPARAMS = {"lr": 0.03}
+from cljax.methods import Method, configure
+from cljax.methods.common import FinetuneConfig, make_finetune
+
+PROTOCOL = "joint"
 
 
-def make(*, model, input_fn, lr: float = HPARAMS["lr"]) -> Method:
+@dataclasses.dataclass(frozen=True)
+class Config(FinetuneConfig):
+    pass
+
+
+def make(config: Config | None = None, *, model, input_fn, **overrides) -> Method:
     """Joint training with SGD at learning rate `lr`."""
-    return make_finetune("joint", model=model, input_fn=input_fn, lr=lr, joint=True)
+    config = configure(Config, config, overrides)
+    return make_finetune("joint", config, model=model, input_fn=input_fn)

@@ -43,17 +43,16 @@ import jax
 import jax.numpy as jnp
 
 from cljax.methods import Method
-from cljax.methods import gan as gan_lib
+from cljax.methods import generative as gan_lib
 from cljax.methods.dgr import (
     DgrState,
     begin_generative_task,
-    check_gan_hparams,
-    chunks,
     end_generative_task,
     scholar_setup,
     solver_predict,
     solver_step,
 )
+from cljax.methods.generative import check_gan_hparams, chunks
 
 HPARAMS = {
     "lr": 1e-3,

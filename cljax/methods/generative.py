@@ -1,11 +1,5 @@
-"""GAN machinery shared by the generative-replay methods (DGR, MeRGAN, and DGM after them).
+"""Generative-replay machinery shared by DGR, MeRGAN and DGM.
 
-- Generator / discriminator pairs for image inputs: a small MLP pair (`mlp`;
-  `mlp-wide` at twice its widths) and a DCGAN-style conv pair (`dc`: two stride-2
-  (transposed) convolutions, so 28x28 and 32x32 inputs both work). Generators take
-  `(z, y)`; `y` (integer labels) is used only when `num_classes > 0`
-  (class-conditional, one-hot concatenated to z). Discriminators return `(adv, cls)`: the adversarial score and, when
-  `num_classes > 0`, the logits of an auxiliary classifier (AC-GAN).
 - Losses: WGAN-GP (Gulrajani et al. 2017; penalty weight 10, one-sided
   interpolates between real and fake) and the non-saturating loss of Goodfellow
   et al. Both take per-sample weights for the real batch, so a real batch that
@@ -14,121 +8,20 @@
 - `critic_then_generator`: `n_critic` discriminator updates (each on its own
   real chunk) then one generator update, one pure function (scanned inside a
   task like every `train_step`).
+- `check_gan_hparams`, `chunks`: settings checks and batch splitting.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
 
 from cljax.methods.common import cross_entropy
-
-
-def _with_labels(z, y, num_classes):
-    if num_classes <= 0:
-        return z
-    return jnp.concatenate([z, jax.nn.one_hot(y, num_classes, dtype=z.dtype)], axis=-1)
-
-
-class MLPGenerator(nn.Module):
-    """z (+ one-hot class) -> ReLU MLP -> sigmoid image of `image_shape`."""
-
-    image_shape: Sequence[int]
-    num_classes: int = 0
-    hidden: Sequence[int] = (256, 512)
-
-    @nn.compact
-    def __call__(self, z, y=None):
-        h = _with_labels(z, y, self.num_classes)
-        for width in self.hidden:
-            h = nn.relu(nn.Dense(width)(h))
-        size = 1
-        for d in self.image_shape:
-            size *= d
-        return nn.sigmoid(nn.Dense(size)(h)).reshape((z.shape[0], *self.image_shape))
-
-
-class MLPDiscriminator(nn.Module):
-    """image -> leaky-ReLU MLP -> (adversarial score, class logits or None)."""
-
-    num_classes: int = 0
-    hidden: Sequence[int] = (512, 256)
-
-    @nn.compact
-    def __call__(self, x):
-        h = x.reshape((x.shape[0], -1))
-        for width in self.hidden:
-            h = nn.leaky_relu(nn.Dense(width)(h), 0.2)
-        adv = nn.Dense(1)(h)[:, 0]
-        cls = nn.Dense(self.num_classes)(h) if self.num_classes > 0 else None
-        return adv, cls
-
-
-class DCGenerator(nn.Module):
-    """DCGAN-style: z -> dense (H/4 x W/4 x 2ch) -> two stride-2 transposed convs -> sigmoid."""
-
-    image_shape: Sequence[int]
-    num_classes: int = 0
-    ch: int = 64
-
-    @nn.compact
-    def __call__(self, z, y=None):
-        h, w = self.image_shape[:2]
-        c = self.image_shape[2] if len(self.image_shape) == 3 else 1
-        x = nn.relu(nn.Dense(h // 4 * w // 4 * 2 * self.ch)(_with_labels(z, y, self.num_classes)))
-        x = x.reshape((z.shape[0], h // 4, w // 4, 2 * self.ch))
-        x = nn.relu(nn.ConvTranspose(self.ch, (5, 5), (2, 2))(x))
-        x = nn.sigmoid(nn.ConvTranspose(c, (5, 5), (2, 2))(x))
-        return x.reshape((z.shape[0], *self.image_shape))
-
-
-class DCDiscriminator(nn.Module):
-    """Two 5x5 stride-2 convs (leaky ReLU, no normalisation: WGAN-GP wants none) -> heads."""
-
-    num_classes: int = 0
-    ch: int = 64
-
-    @nn.compact
-    def __call__(self, x):
-        if x.ndim == 3:
-            x = x[..., None]
-        x = nn.leaky_relu(nn.Conv(self.ch, (5, 5), (2, 2))(x), 0.2)
-        x = nn.leaky_relu(nn.Conv(2 * self.ch, (5, 5), (2, 2))(x), 0.2)
-        x = x.reshape((x.shape[0], -1))
-        adv = nn.Dense(1)(x)[:, 0]
-        cls = nn.Dense(self.num_classes)(x) if self.num_classes > 0 else None
-        return adv, cls
-
-
-# `mlp-wide`: the `mlp` pair at twice its widths (ours, for CPU budgets: ~3.4x the `mlp`'s
-# time on 2 CPU cores, far below the `dc` pair's)
-MLP_WIDTHS = {
-    name: tuple(tuple(k * w for w in m.hidden) for m in (MLPGenerator, MLPDiscriminator))
-    for name, k in (("mlp", 1), ("mlp-wide", 2))
-}
-ARCHS = (*MLP_WIDTHS, "dc")
-
-
-def check_arch(arch: str):
-    """A one-line error for an `arch` not in `ARCHS`."""
-    if arch not in ARCHS:
-        raise ValueError(f"unknown GAN architecture {arch!r}; choose one of {', '.join(ARCHS)}")
-
-
-def make_pair(arch: str, image_shape, num_classes: int = 0):
-    """`(generator, discriminator)` modules: `arch` is one of `ARCHS`."""
-    check_arch(arch)
-    if arch in MLP_WIDTHS:
-        g, d = MLP_WIDTHS[arch]
-        return MLPGenerator(tuple(image_shape), num_classes, g), MLPDiscriminator(num_classes, d)
-    if image_shape[0] % 4 or image_shape[1] % 4:
-        raise ValueError(f"the dc GAN needs image sides divisible by 4, got {image_shape}")
-    return DCGenerator(tuple(image_shape), num_classes), DCDiscriminator(num_classes)
+from cljax.models import gan as gan_models
 
 
 def _wmean(v, w):
@@ -283,3 +176,19 @@ def critic_then_generator(
 def adam(lr: float, b1: float, b2: float = 0.999):
     """The GAN optimizers of the papers: Adam with the given betas."""
     return optax.adam(lr, b1=b1, b2=b2)
+
+
+def check_gan_hparams(n_critic, gan_loss, ratio, gan="mlp"):
+    """Clear errors for generative-replay settings that cannot work."""
+    gan_models.check_arch(gan)
+    if not isinstance(n_critic, int) or n_critic < 1:
+        raise ValueError(f"n_critic must be a positive int, got {n_critic!r}")
+    if gan_loss not in ("wgan-gp", "ns"):
+        raise ValueError(f"gan_loss must be 'wgan-gp' or 'ns', got {gan_loss!r}")
+    if not 0.0 <= ratio <= 1.0:
+        raise ValueError(f"ratio must be in [0, 1] (0: 1/t), got {ratio!r}")
+
+
+def chunks(x, n):
+    """`(n * B, ...) -> (n, B, ...)`."""
+    return x.reshape((n, x.shape[0] // n, *x.shape[1:]))
