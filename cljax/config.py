@@ -17,9 +17,6 @@ from __future__ import annotations
 import ast
 import dataclasses
 import typing
-from typing import Any
-
-_MISSING = object()
 
 
 def hparam(default, doc: str, *, gt=None, ge=None, le=None, choices=None):
@@ -29,10 +26,14 @@ def hparam(default, doc: str, *, gt=None, ge=None, le=None, choices=None):
     return dataclasses.field(default=default, metadata=meta)
 
 
-def _kind(tp) -> type:
-    """`int`, `float`, `bool`, `str` or `tuple` (of ints) for a field's annotation."""
+def _kind(tp) -> tuple[type, bool]:
+    """`(int, float, bool, str or tuple (of ints), whether None is allowed)` of an annotation."""
+    args = typing.get_args(tp)
+    nullable = type(None) in args
+    if nullable:
+        (tp,) = (a for a in args if a is not type(None))
     origin = typing.get_origin(tp)
-    return tuple if origin is tuple or tp is tuple else tp
+    return (tuple if origin is tuple or tp is tuple else tp), nullable
 
 
 def _bounds_text(meta) -> str:
@@ -62,7 +63,7 @@ class Hyperparams:
     def __post_init__(self):
         hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):
-            value = _check(type(self), f, _kind(hints[f.name]), getattr(self, f.name))
+            value = _check(type(self), f, *_kind(hints[f.name]), getattr(self, f.name))
             object.__setattr__(self, f.name, value)
         self.check()
 
@@ -102,7 +103,9 @@ class Hyperparams:
                 f"--set {key}: {cls.owner()} has no such setting; "
                 f"choose from {', '.join(sorted(fields))}"
             )
-        kind = _kind(typing.get_type_hints(cls)[key])
+        kind, nullable = _kind(typing.get_type_hints(cls)[key])
+        if nullable and text.lower() == "none":
+            return None
         if kind is bool:
             if text.lower() not in ("true", "false", "1", "0"):
                 raise ValueError(f"--set {key}={text}: expected true or false")
@@ -125,7 +128,8 @@ class Hyperparams:
         hints = typing.get_type_hints(cls)
         lines = []
         for f in dataclasses.fields(cls):
-            kind = _kind(hints[f.name]).__name__
+            kind, nullable = _kind(hints[f.name])
+            kind = kind.__name__ + (" or None" if nullable else "")
             allowed = _bounds_text(f.metadata)
             allowed = f" [{allowed}]" if allowed else ""
             lines.append(f"{f.name} ({kind}, default {f.default!r}){allowed}: {f.metadata['doc']}")
@@ -139,9 +143,11 @@ def _literal(text):
         return text
 
 
-def _check(cls, f, kind, value):
+def _check(cls, f, kind, nullable, value):
     """`value` as field `f` stores it, or a ValueError naming the field and what it accepts."""
     where = f"{cls.owner()} {f.name}"
+    if nullable and value is None:
+        return None
     meta = f.metadata
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
@@ -158,7 +164,8 @@ def _check(cls, f, kind, value):
             )
         return value
     if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-        raise ValueError(f"{where} must be a {kind.__name__}, got {value!r}")
+        article = "an" if kind is int else "a"
+        raise ValueError(f"{where} must be {article} {kind.__name__}, got {value!r}")
     if kind is str:
         if meta.get("choices") and value not in meta["choices"]:
             raise ValueError(f"{where} must be one of {', '.join(meta['choices'])}, got {value!r}")
@@ -166,8 +173,3 @@ def _check(cls, f, kind, value):
     if kind in (int, float) and not _in_bounds(value, meta):
         raise ValueError(f"{where} must be {_bounds_text(meta)}, got {value!r}")
     return value
-
-
-def fields_of(config) -> dict[str, Any]:
-    """`config.to_dict()` for a `Hyperparams`, `{}` for None."""
-    return {} if config is None else config.to_dict()

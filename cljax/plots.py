@@ -71,3 +71,16 @@ def sample_grid(images, labels, title: str, path: str | Path, per_row: int | Non
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
+
+
+def write_samples(method, folder, num_tasks: int, t: int, state, keys):
+    """`on_task` callback of `train.run`: a PNG grid of the first seed's generated samples
+    (`method.host.sample`) after task t, as `folder/task{t + 1}.png`."""
+    import jax
+
+    first = jax.tree.map(lambda a: a[0], (state, keys))
+    images, labels = jax.jit(method.host.sample)(*first)
+    path = Path(folder) / f"task{t + 1}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    title = f"{method.name} samples after task {t + 1}/{num_tasks}"
+    sample_grid(np.asarray(images), None if labels is None else np.asarray(labels), title, path)

@@ -22,8 +22,22 @@ def recorded_hparams(method_hparams: dict, config) -> dict:
     }
 
 
-def results(method, scenario, config, acc, timing, losses, state=None) -> dict:
-    """The results dictionary written to `results.json` (plus the final `state`, not saved)."""
+def results(
+    method,
+    scenario,
+    config,
+    acc,
+    timing,
+    losses,
+    per_task=None,
+    after_task=None,
+    after_chunk=None,
+) -> dict:
+    """The results dictionary written to `results.json`.
+
+    `per_task` ([task][seed], the method's `host.describe`), `after_task` and
+    `after_chunk` (the driver's measurements) are recorded when given.
+    """
     if scenario.settings == ("domain-il",):
         accuracy = {"domain-il": acc["class-il"]}
     else:
@@ -54,7 +68,11 @@ def results(method, scenario, config, acc, timing, losses, state=None) -> dict:
         "final_train_loss": losses,
     }
     out.update(_summaries(accuracy, summary))
-    out["state"] = state
+    for key, value in (("per_task", per_task), ("after_task", after_task)):
+        if value is not None:
+            out[key] = value
+    if after_chunk is not None:
+        out["after_chunk"] = after_chunk
     return out
 
 
@@ -71,7 +89,7 @@ def _summaries(accuracy, summary) -> dict:
     return out
 
 
-def merge_seeds(a: dict, b: dict) -> dict:
+def merge_seeds(a: dict, b: dict, allow_unfinished: bool = False) -> dict:
     """One results dict from two finished runs of the same configuration on different seeds.
 
     For runs that cannot share one program (methods whose shapes differ per
@@ -80,7 +98,9 @@ def merge_seeds(a: dict, b: dict) -> dict:
     extra measurements are joined seed by seed; every mean and std is recomputed
     over the union; times and step counts add up (as for seeds run one after
     another in one `train.run`). Raises ValueError when the runs differ in
-    method, benchmark or hyperparameters, share a seed, or one is unfinished.
+    method, benchmark or hyperparameters, share a seed, or one is unfinished
+    (unless `allow_unfinished`: the driver joins seeds stopped at the same point,
+    and the summaries of an unfinished run stay empty, as `results` leaves them).
     """
     for key in ("method", "benchmark", "hparams", "settings"):
         if a[key] != b[key]:
@@ -90,7 +110,8 @@ def merge_seeds(a: dict, b: dict) -> dict:
             )
     if set(a["seeds"]) & set(b["seeds"]):
         raise ValueError(f"cannot merge results: seeds overlap ({a['seeds']} and {b['seeds']})")
-    if not a["final_average_accuracy"] or not b["final_average_accuracy"]:
+    finished = bool(a["final_average_accuracy"]) and bool(b["final_average_accuracy"])
+    if not finished and not allow_unfinished:
         raise ValueError("cannot merge results: a run is unfinished; resume it first")
     n_a, n_b = len(a["seeds"]), len(b["seeds"])
     accuracy = {  # None entries (tasks not run) become NaN; a setting not measured stays None
@@ -101,9 +122,10 @@ def merge_seeds(a: dict, b: dict) -> dict:
     rates = ("steps_per_s", "samples_per_s")
     timing = {k: v + b["timing"][k] for k, v in a["timing"].items() if k not in rates}
     timing = {k: round(v, 4) if isinstance(v, float) else v for k, v in timing.items()}
-    timing["steps_per_s"] = round(timing["steps"] / timing["train_s"], 1)
-    samples = sum(r["timing"]["samples_per_s"] * r["timing"]["train_s"] for r in (a, b))
-    timing["samples_per_s"] = round(samples / timing["train_s"], 1)
+    train_s = timing["train_s"]
+    timing["steps_per_s"] = round(timing["steps"] / train_s, 1) if train_s else None
+    samples = sum((r["timing"]["samples_per_s"] or 0) * r["timing"]["train_s"] for r in (a, b))
+    timing["samples_per_s"] = round(samples / train_s, 1) if train_s else None
     losses = [np.asarray(r["final_train_loss"], dtype=np.float64) for r in (a, b)]
     out = {
         **a,
@@ -114,7 +136,8 @@ def merge_seeds(a: dict, b: dict) -> dict:
         "timing": timing,
         "final_train_loss": ((n_a * losses[0] + n_b * losses[1]) / (n_a + n_b)).tolist(),
     }
-    out.update(_summaries(accuracy, {s: metrics_lib.summarize(v) for s, v in accuracy.items()}))
+    done = {s: metrics_lib.summarize(v) for s, v in accuracy.items()} if finished else {}
+    out.update(_summaries(accuracy, done))
     tasks = range(len(next(iter(a["A_n"].values()))["mean"]))
     for key in ("per_task", "after_task"):
         if key in a or key in b:

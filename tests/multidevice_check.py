@@ -13,7 +13,7 @@ os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from cljax import methods, models, sharding, train  # noqa: E402
+from cljax import methods, models, sharding, train, train_chunks  # noqa: E402
 from tests.conftest import tiny_scenario  # noqa: E402
 
 SC = tiny_scenario(num_tasks=2, per_class=16)
@@ -64,7 +64,7 @@ def main(names):
     x, y = SC.train(0)
     chunk = (np.zeros((2, 3, 8), np.int32), np.int32(0), np.ones(3, bool))
     args = sharding.replicate((state, keys, x, y, *chunk), mesh)
-    hlo = train.make_task_runner(method, mesh).lower(*args).compile().as_text()
+    hlo = train_chunks.make_task_runner(method, mesh).lower(*args).compile().as_text()
     assert "all-reduce" in hlo
     print("derpp step has all-reduce", flush=True)
 

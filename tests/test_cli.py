@@ -1,4 +1,4 @@
-"""`python -m experiments.run`: one real end-to-end run and every documented error."""
+"""The `cljax` command (`python -m experiments.run`): one real end-to-end run and every documented error."""
 
 import json
 import subprocess
@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from experiments import run as cli
+from cljax import cli
 
 FAST = ["--benchmark", "seq-digits", "--set", "n_epochs=1", "--no-progress"]
 
@@ -62,11 +62,12 @@ def test_end_to_end_run_writes_results_and_plot(tmp_path, capsys):
     [
         (["--method", "ewc"], "unknown method 'ewc'"),
         (["--benchmark", "seq-foo"], "unknown benchmark 'seq-foo'"),
-        (["--set", "lr=-1"], "expected a positive float"),
+        (["--set", "lr=-1"], "derpp lr must be > 0, got -1.0"),
         (["--set", "lr"], "expects KEY=VALUE"),
         (["--set", "gamma=2"], "has no such setting"),
         (["--method", "sgd", "--set", "alpha=0.5"], "has no such setting"),
-        (["--set", "minibatch_size=2.5"], "expected a positive int"),
+        (["--set", "minibatch_size=2.5"], "derpp minibatch_size must be an int, got 2.5"),
+        (["--set", "minibatch_size=0"], "derpp minibatch_size must be >= 1, got 0"),
         (["--buffer-size", "0"], "must be positive"),
         (["--buffer-size", "5000"], "larger than the 1437 training items"),
         (["--seeds", "0"], "--seeds must be at least 1"),
@@ -154,3 +155,36 @@ def test_dyn_expand_run_reports_parameters_per_task(tmp_path):
     assert (res["hparams"]["warmup_epochs"], res["hparams"]["retrain_milestones"]) == (1, [1])
     assert len(res["per_task"]) == 5 and res["per_task"][-1][0]["extractors"] == 5
     assert cli.main(["--method", "dyn_expand", "--set", "masks=maybe", *FAST]) == 2
+
+
+def test_list_hparams_prints_every_field_and_the_tuned_row(capsys):
+    assert cli.main(["--method", "der", "--benchmark", "seq-mnist", "--list-hparams"]) == 0
+    out = capsys.readouterr().out
+    from cljax.methods import der
+
+    for name in der.Config.names():
+        assert f"\n  {name} (" in out
+    assert "alpha (float, default 1.0) [>= 0]: weight of the logit MSE" in out
+    assert "batch_size (int, default 32)" in out  # the run settings too
+    assert "tuned for seq-mnist, buffer 500 (the DER paper's appendix" in out
+
+
+def test_untuned_run_says_so_on_stderr_and_in_results(tmp_path, capsys, monkeypatch):
+    from cljax import tuned
+
+    monkeypatch.setattr(tuned, "table", lambda method: {})
+    workdir = tmp_path / "untuned"
+    args = ["--method", "sgd", "--seeds", "1", "--workdir", str(workdir), *FAST]
+    assert cli.main(args) == 0
+    assert "untuned defaults" in capsys.readouterr().err
+    res = json.loads((workdir / "results.json").read_text())
+    assert res["tuned"] == "untuned defaults" and res["hparams"]["batch_size"] == 32
+
+
+def test_console_script_is_declared():
+    from pathlib import Path
+
+    import tomllib
+
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert project["project"]["scripts"]["cljax"] == "cljax.cli:main"

@@ -5,12 +5,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from experiments.configs import best_args
 
 from cljax import evaluation, methods, models, scenarios, train
 from cljax.methods import generative
 from cljax.methods.dgr import solver_step
 from cljax.models import gan
-from experiments.configs import best_args
 
 
 def pattern_scenario(per_class=64, seed=0):

@@ -1,0 +1,251 @@
+"""Run a continual-learning method on a benchmark and write results.json and a plot.
+
+    cljax                                  # DER++ on seq-digits, no files needed
+    cljax --method derpp --benchmark seq-mnist --buffer-size 500 \
+        --seeds 5 --data-dir ../shared/data --workdir runs/derpp-mnist [--resume] [--set lr=0.05]
+    cljax --method der --list-hparams      # every setting, its default, range and doc
+
+(`python -m experiments.run` in a checkout is the same command.) Settings per
+(method, benchmark, buffer size) come from `cljax/tuned/<method>.py`; a run without a
+tuned row says so and records "untuned defaults".
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import jax
+
+from cljax import methods, plots, report, scenarios, sharding, train, tuned
+from cljax.checkpoint import CheckpointError
+from cljax.data import DataError
+from cljax.scenarios import BENCHMARKS
+
+
+class UsageError(Exception):
+    """Bad command-line input; printed as one line, exit code 2."""
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="cljax", description=__doc__.split("\n")[0])
+    p.add_argument("--method", default="derpp", help=f"one of: {', '.join(methods.names())}")
+    p.add_argument("--benchmark", default="seq-digits", help=f"one of: {', '.join(BENCHMARKS)}")
+    p.add_argument("--buffer-size", type=int, default=500, help="replay buffer capacity")
+    p.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1), run under vmap")
+    p.add_argument("--seed-offset", type=int, default=0, help="first seed")
+    p.add_argument(
+        "--tasks",
+        type=int,
+        default=None,
+        help="number of tasks (class-IL: a divisor of the classes)",
+    )
+    p.add_argument(
+        "--base-classes",
+        type=int,
+        default=0,
+        help="classes of the first task (class-IL, e.g. 50 for seq-cifar100's B50); the others "
+        "split equally over the other --tasks - 1 tasks",
+    )
+    p.add_argument("--data-dir", default=None, help="dataset folder (default $CLJAX_DATA_DIR)")
+    p.add_argument(
+        "--download",
+        action="store_true",
+        help="fetch missing MNIST-family files (md5-checked); CIFAR/SVHN through tensorflow-datasets",
+    )
+    p.add_argument(
+        "--workdir", default=None, help="output folder (default runs/METHOD-BENCHMARK-BUFFER)"
+    )
+    p.add_argument(
+        "--resume", action="store_true", help="continue from the workdir's last checkpoint"
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing workdir's results")
+    p.add_argument(
+        "--checkpoint-minutes",
+        type=float,
+        default=10.0,
+        help="within a long task, checkpoint after a chunk at most this often (a checkpoint "
+        "after every task is always written)",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting of the method or the run (see --list-hparams)",
+    )
+    p.add_argument(
+        "--list-hparams",
+        action="store_true",
+        help="print the method's settings (defaults, ranges, docs) and its tuned row, then exit",
+    )
+    p.add_argument(
+        "--devices",
+        type=int,
+        default=None,
+        help="data-parallel over this many devices (default: all local devices)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p.parse_args(argv)
+
+
+def list_hparams(args) -> int:
+    """Prints the method's and the run's settings, and what is tuned for this benchmark."""
+    module = methods.get(args.method)
+    name = scenarios.benchmark_name(args.benchmark, args.base_classes)
+    print(f"{args.method} ({module.__name__}.Config):")
+    print("\n".join("  " + line for line in module.Config.describe()))
+    print("run settings:")
+    print("\n".join("  " + line for line in tuned.RunSettings.describe()))
+    row = tuned.lookup(args.method, name, args.buffer_size)
+    if row is None:
+        print(f"tuned for {name}: nothing ({tuned.UNTUNED})")
+    else:
+        where = "" if row.buffer_size is None else f", buffer {row.buffer_size}"
+        print(f"tuned for {name}{where} ({row.source}): {row.values}")
+    return 0
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    train.log_tasks()
+    try:
+        return _main(args)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _main(args) -> int:
+    try:
+        methods.get(args.method)
+        if args.benchmark not in scenarios.BENCHMARKS:
+            raise ValueError(
+                f"unknown benchmark {args.benchmark!r}; choose one of: {', '.join(scenarios.BENCHMARKS)}"
+            )
+        if args.seeds < 1:
+            raise ValueError(f"--seeds must be at least 1, got {args.seeds}")
+        if args.base_classes < 0:
+            raise ValueError(f"--base-classes must be positive, got {args.base_classes}")
+        name = scenarios.benchmark_name(args.benchmark, args.base_classes)
+        if args.buffer_size < 1:
+            raise ValueError(f"--buffer-size must be positive, got {args.buffer_size}")
+        if args.list_hparams:
+            return list_hparams(args)
+        overrides = tuned.parse_overrides(args.method, args.set)
+        settings = tuned.resolve(args.method, name, args.buffer_size, overrides)
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+    workdir = Path(args.workdir or f"runs/{args.method}-{name}-{args.buffer_size}")
+    if args.resume and args.overwrite:
+        raise UsageError("--resume and --overwrite exclude each other")
+    has_run = (workdir / "results.json").exists() or (workdir / "checkpoints").exists()
+    if args.resume and not has_run:
+        print(f"note: nothing to resume in {workdir}; starting a new run")
+    if has_run and not (args.resume or args.overwrite):
+        raise UsageError(
+            f"{workdir} already holds a run: pass --resume to continue it, --overwrite to "
+            "replace it, or choose another --workdir"
+        )
+    try:
+        scenario = scenarios.build(
+            args.benchmark, args.data_dir, args.download, args.tasks, base_classes=args.base_classes
+        )
+    except (DataError, ValueError) as e:
+        raise UsageError(str(e)) from e
+    run = settings.run
+    smallest = min(scenario.train_sizes)
+    if run.batch_size > smallest:
+        raise UsageError(
+            f"batch_size {run.batch_size} is larger than the {smallest} training items of "
+            f"{scenario.name}'s smallest task; choose at most {smallest}"
+        )
+    buffer_size = settings.config.to_dict().get("buffer_size")
+    if buffer_size is not None and buffer_size > sum(scenario.train_sizes):
+        raise UsageError(
+            f"--buffer-size {buffer_size} is larger than the {sum(scenario.train_sizes)} training "
+            f"items of {args.benchmark}; choose a smaller buffer"
+        )
+    try:
+        sharding.initialize()  # joins a multi-host job when its environment says so
+        mesh = sharding.make_mesh(args.devices)
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+    if run.batch_size % mesh.size:
+        raise UsageError(
+            f"batch size {run.batch_size} cannot be split over {mesh.size} devices; "
+            f"pass --set batch_size=<a multiple of {mesh.size}> or --devices 1"
+        )
+    try:
+        method = tuned.build(settings, scenario)
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+
+    if args.overwrite and workdir.exists():
+        shutil.rmtree(workdir / "checkpoints", ignore_errors=True)
+    workdir.mkdir(parents=True, exist_ok=True)
+    seeds = tuple(range(args.seed_offset, args.seed_offset + args.seeds))
+    config = run.run_config(
+        devices=args.devices,
+        seeds=seeds,
+        progress=not args.no_progress,
+        checkpoint_every_s=args.checkpoint_minutes * 60,
+        protocol=methods.protocol(args.method),
+    )
+    tuned.note_tuning(settings, scenario.name, args.buffer_size)
+    print(
+        f"{args.method} on {scenario.name} ({scenario.num_tasks} tasks), seeds {list(seeds)}, "
+        f"hparams {method.hparams | run.to_dict()} -> {workdir}"
+    )
+    on_task = None
+    if method.host.sample is not None:
+        samples = workdir / "samples"
+        on_task = functools.partial(plots.write_samples, method, samples, scenario.num_tasks)
+    try:
+        res = train.run(
+            method, scenario, config, workdir=workdir, resume=args.resume, on_task=on_task
+        )
+    except CheckpointError as e:
+        raise UsageError(str(e)) from e
+    except KeyboardInterrupt:
+        print(
+            f"\ninterrupted; the last finished task (or chunk of a long task) is checkpointed: "
+            f"rerun with --resume "
+            f"--workdir {workdir}",
+            file=sys.stderr,
+        )
+        return 130
+    res.pop("state")
+    res["hparams"].update(dtype=run.dtype, steps=run.steps, model=run.model or scenario.model)
+    res["tuned"] = settings.tuned_record()
+    if jax.process_index() != 0:  # several hosts: the first one writes the results
+        return 0
+    res["command"] = "cljax " + " ".join(sys.argv[1:])
+    res["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    report.write_json(workdir / "results.json", res)
+    plots.accuracy_matrices(
+        res["accuracy"], f"{args.method} on {scenario.name}", workdir / "accuracy.png"
+    )
+    print(summary_line(res))
+    print(f"wrote {workdir / 'results.json'} and {workdir / 'accuracy.png'}")
+    return 0
+
+
+def summary_line(res) -> str:
+    """One human-readable line of final accuracies and timing."""
+    parts = []
+    for setting, stats in res["final_average_accuracy"].items():
+        parts.append(f"{setting} {stats['mean']:.2f} +- {stats['std']:.2f}")
+    t = res["timing"]
+    return (
+        f"final average accuracy: {'; '.join(parts)} | train {t['train_s']:.1f}s, "
+        f"compile {t['compile_s']:.1f}s, total {t['total_s']:.1f}s, {t['steps_per_s']} steps/s"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,222 @@
+"""One task's training as compiled chunks: the batch schedule, the scanned runner, the loop.
+
+The task's steps are cut into a few equal chunks so that a progress bar can
+move and a long task can be checkpointed mid-way; every chunk runs the same
+compiled program (padding steps at the end are skipped by a `lax.cond` whose
+predicate is shared by all seeds, so it stays a real branch under `vmap`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from cljax import checkpoint as ckpt_lib
+from cljax import sharding
+from cljax.methods import Method
+
+
+def schedule(seed: int, task: int, n: int, epochs: int, batch: int, steps=None) -> np.ndarray:
+    """Batch indices `(steps, batch)` of one seed on one task: a fresh shuffle per epoch.
+
+    The last batch of an epoch is filled up with the first items of the same
+    shuffle, so every step has `batch` items (at most batch-1 repeats an epoch).
+    With `steps`, exactly that many steps are taken (as many epochs as needed).
+    """
+    per_epoch = math.ceil(n / batch)
+    if steps is not None:
+        epochs = math.ceil(steps / per_epoch)
+    rows = []
+    for epoch in range(epochs):
+        perm = np.random.default_rng([seed, task, epoch]).permutation(n)
+        perm = np.concatenate([perm, np.resize(perm, per_epoch * batch - n)])
+        rows.append(perm.reshape(per_epoch, batch))
+    return np.concatenate(rows)[:steps].astype(np.int32)
+
+
+def make_task_runner(method: Method, mesh=None):
+    """`run(state, keys, x, y, idx, step0, valid) -> (state, losses)` over one chunk, all seeds.
+
+    With a `mesh`, each step's batch is split over its `data` axis.
+    """
+
+    def per_seed(state, key, idx, x, y, step0, valid):
+        def step(state, i, batch_idx):
+            batch = sharding.shard_batch({"x": x[batch_idx], "y": y[batch_idx]}, mesh)
+            return method.train_step(state, batch, jax.random.fold_in(key, i))
+
+        def body(state, inp):
+            i, batch_idx, ok = inp
+            shapes = jax.eval_shape(step, state, i, batch_idx)[1]
+            zeros = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), shapes)
+            return jax.lax.cond(ok, lambda s: step(s, i, batch_idx), lambda s: (s, zeros), state)
+
+        steps = step0 + jnp.arange(idx.shape[0])
+        return jax.lax.scan(body, state, (steps, idx, valid))
+
+    def run(state, keys, x, y, idx, step0, valid):
+        return jax.vmap(per_seed, in_axes=(0, 0, 0, None, None, None, None))(
+            state, keys, idx, x, y, step0, valid
+        )
+
+    return jax.jit(run, donate_argnums=(0,))
+
+
+class Timer:
+    """Accumulates named wall-clock durations."""
+
+    def __init__(self, **start):
+        self.totals = {"compile_s": 0.0, "train_s": 0.0, "eval_s": 0.0, "steps": 0, **start}
+
+    def add(self, name, seconds):
+        self.totals[name] += seconds
+
+
+def compile_once(fn, timer: Timer, cache: dict, *args):
+    """AOT-compiles `fn` for `args` once per distinct argument signature, timing the compile."""
+    leaves, structure = jax.tree.flatten(args)
+    signature = (structure, tuple((a.shape, str(a.dtype)) for a in leaves))
+    if signature not in cache:
+        start = time.perf_counter()
+        cache[signature] = fn.lower(*args).compile()
+        timer.add("compile_s", time.perf_counter() - start)
+    return cache[signature]
+
+
+def chunk_length(config, max_items: int) -> int:
+    """Steps per compiled chunk: the same for every task of a run, so one compile serves all."""
+    epochs = max(config.epochs, config.epochs_of(0))
+    steps = config.steps or epochs * math.ceil(max_items / config.batch_size)
+    return math.ceil(steps / max(1, min(config.chunks_per_task, steps)))
+
+
+@dataclasses.dataclass
+class Partial:
+    """How far a task got when a run stopped mid-task: after `chunk` (-1: none yet) of chunks
+    of `length` steps (`steps` in the task), with those chunks' losses and measurements."""
+
+    task: int
+    chunk: int
+    length: int
+    steps: int
+    losses: list = dataclasses.field(default_factory=list)  # per chunk: (seeds, steps) array
+    measured: list = dataclasses.field(default_factory=list)  # per chunk: after_chunk's values
+
+    def to_json(self) -> dict:
+        return {
+            **dataclasses.asdict(self),
+            "losses": [np.asarray(a).tolist() for a in self.losses],
+        }
+
+    @classmethod
+    def from_json(cls, d: dict) -> Partial:
+        losses = [np.asarray(a, np.float32) for a in d["losses"]]
+        return cls(**{**d, "losses": losses})
+
+
+@dataclasses.dataclass
+class TaskContext:
+    """What training one task needs besides the state and the task's arrays.
+
+    `after_chunk(t, c, state)` (host code) measures after chunk c; `on_chunk(partial,
+    state)` is called after each chunk but the last, and stops the task when it returns True.
+    """
+
+    runner: Callable
+    mesh: Any
+    keys: Any  # the seeds' keys of this task's steps
+    seeds: tuple
+    config: Any  # train.RunConfig
+    timer: Timer
+    cache: dict = dataclasses.field(default_factory=dict)  # compiled runners by signature
+    pad_to: int = 0  # pad the task's arrays to this many items (one compile for every task)
+    after_chunk: Callable | None = None
+    on_chunk: Callable | None = None
+
+
+def _plan(ctx: TaskContext, t: int, n: int, done: Partial | None):
+    """`(idx, valid, length, chunks, steps, done)`: the padded schedule of task t's chunks."""
+    cfg = ctx.config
+    idx = np.stack(
+        [schedule(s, t, n, cfg.epochs_of(t), cfg.batch_size, cfg.steps) for s in ctx.seeds]
+    )
+    steps = idx.shape[1]
+    length = chunk_length(cfg, max(n, ctx.pad_to))
+    chunks = math.ceil(steps / length)
+    done = done or Partial(t, -1, length, steps)
+    if (done.length, done.steps) != (length, steps):
+        raise ckpt_lib.CheckpointError(
+            f"the checkpoint stopped task {t + 1} after chunk {done.chunk + 1} of "
+            f"{done.length} steps ({done.steps} in the task), but this run cuts it into chunks "
+            f"of {length} ({steps} in the task); resume with the settings it was made with"
+        )
+    pad = chunks * length - steps
+    idx = np.concatenate([idx, np.zeros((len(ctx.seeds), pad, cfg.batch_size), np.int32)], 1)
+    valid = np.arange(chunks * length) < steps
+    return idx, valid, length, chunks, steps, done
+
+
+def _padded(x, y, pad_to: int):
+    """The task's arrays padded to `pad_to` items (one shape for every task: one compile)."""
+    n = len(y)
+    if pad_to > n:
+        x = np.concatenate([x, np.zeros((pad_to - n, *x.shape[1:]), x.dtype)])
+        y = np.concatenate([y, np.zeros(pad_to - n, y.dtype)])
+    return x, y
+
+
+def _bar(config, steps: int, initial: int, desc: str):
+    # disable=None: tqdm draws only on a terminal, so a log file gets the per-task lines alone;
+    # one bar for a multi-host job.
+    return tqdm(
+        total=steps,
+        initial=initial,
+        desc=desc,
+        disable=True if not config.progress or jax.process_index() != 0 else None,
+        leave=False,
+        unit="step",
+    )
+
+
+def train_task(ctx: TaskContext, state, x, y, t: int, desc: str, done: Partial | None = None):
+    """Task t's steps in compiled chunks.
+
+    `done` (a `Partial` of a run stopped mid-task) starts after its chunks, with
+    their losses and measurements. Returns `(state, mean loss of the last tenth of
+    the steps, [after_chunk's values])`, or `(state, None, partial)` when stopped.
+    """
+    idx, valid, length, chunks, steps, done = _plan(ctx, t, len(y), done)
+    x, y = sharding.replicate(_padded(x, y, ctx.pad_to), ctx.mesh)
+    first = sharding.replicate((idx[:, :length], np.int32(0), valid[:length]), ctx.mesh)
+    compiled = compile_once(ctx.runner, ctx.timer, ctx.cache, state, ctx.keys, x, y, *first)
+    bar = _bar(ctx.config, steps, int(valid[: (done.chunk + 1) * length].sum()), desc)
+    losses, measured = list(done.losses), list(done.measured)
+    for c in range(done.chunk + 1, chunks):
+        sl = slice(c * length, (c + 1) * length)
+        start = time.perf_counter()
+        chunk = sharding.replicate((idx[:, sl], np.int32(c * length), valid[sl]), ctx.mesh)
+        state, metrics = compiled(state, ctx.keys, x, y, *chunk)
+        metrics = jax.tree.map(np.asarray, metrics)  # blocks: the chunk is done
+        ctx.timer.add("train_s", time.perf_counter() - start)
+        ok = valid[sl]
+        losses.append(metrics["loss"][:, ok])
+        bar.update(int(ok.sum()))
+        bar.set_postfix({k: f"{v[:, ok].mean():.3f}" for k, v in metrics.items()})
+        if ctx.after_chunk is not None:
+            measured.append(list(ctx.after_chunk(t, c, state)))
+        if ctx.on_chunk is not None and c < chunks - 1:
+            partial = Partial(t, c, length, steps, losses, measured)
+            if ctx.on_chunk(partial, state):
+                bar.close()
+                return state, None, partial
+    bar.close()
+    ctx.timer.add("steps", steps)
+    return state, float(np.concatenate(losses, 1)[:, -max(1, steps // 10) :].mean()), measured

@@ -1,0 +1,283 @@
+"""One vmapped run of a set of seeds: set-up, resume, the per-task loop, evaluation and
+checkpoints (the part of the driver between `train.run` and `train_chunks.train_task`)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import NamedSharding, PartitionSpec
+
+from cljax import checkpoint as ckpt_lib
+from cljax import evaluation, sharding
+from cljax.methods import TaskInfo
+from cljax.scenarios import Scenario
+from cljax.train_chunks import Partial, TaskContext, Timer, make_task_runner, train_task
+
+log = logging.getLogger("cljax.train")
+
+
+def task_info(scenario: Scenario, config, t: int) -> TaskInfo:
+    """The static facts of task `t` that `begin_task` and `end_task` receive."""
+    seen = tuple(c for j in range(t + 1) for c in scenario.classes(j))
+    per_epoch = math.ceil(scenario.train_sizes[t] / config.batch_size)
+    steps = config.steps or config.epochs_of(t) * per_epoch
+    return TaskInfo(t, tuple(scenario.classes(t)), seen, per_epoch, steps)
+
+
+def _per_seed(fn, state, *args):
+    """Host-side `fn(one seed's state, *args)` over the seed axis of `state`."""
+    n = jax.tree.leaves(state)[0].shape[0]
+    return [fn(jax.tree.map(lambda a, i=i: a[i], state), *args) for i in range(n)]
+
+
+def training_data(protocol: str, scenario: Scenario, t: int):
+    """The arrays to train on at task t; `(None, None)` where joint waits for the last task."""
+    if protocol != "joint":
+        return scenario.train(t)
+    if t < scenario.num_tasks - 1:
+        return None, None
+    parts = [scenario.train(j) for j in range(scenario.num_tasks)]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+class SeedsRun:
+    """One run of `config.seeds` under `vmap`: set-up, resume, the per-task loop, evaluation and
+    checkpoints. `run()` fills `raw` (the arguments of `report.results`), `state`, `devices`."""
+
+    def __init__(self, method, scenario, config, workdir, hooks):
+        self.method, self.scenario, self.config, self.hooks = method, scenario, config, hooks
+        self.workdir = None if workdir is None else Path(workdir)
+        self.seeds = tuple(config.seeds)
+        self.mesh = sharding.make_mesh(config.devices)
+        if config.batch_size % self.mesh.size:
+            raise ValueError(
+                f"batch size {config.batch_size} cannot be split over {self.mesh.size} devices; "
+                f"choose a multiple of {self.mesh.size} or fewer devices"
+            )
+        T = scenario.num_tasks
+        self.acc = {"class-il": np.full((len(self.seeds), T, T), np.nan), "task-il": None}
+        self.acc["task-il"] = self.acc["class-il"].copy()
+        self.timer = Timer()
+        self.losses, self.per_task = [], []
+        self.extra = [[None] * len(self.seeds) for _ in range(T)]  # after_task: [task][seed]
+        self.chunk_extra = [None] * T  # [task][chunk][seed] where after_chunk measured it
+        self.manager = ckpt_lib.manager(self.workdir) if self.workdir is not None else None
+        self.devices = self.mesh.size
+
+    # -- set-up ------------------------------------------------------------------------------
+
+    def _init_state(self):
+        seed_keys = jax.vmap(jax.random.key)(jnp.asarray(self.seeds, jnp.uint32))
+        init_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0))(seed_keys)
+        example_x, _ = self.scenario.train(0)
+        init = jax.jit(jax.vmap(self.method.init, in_axes=(0, None)))
+        state = init(init_keys, example_x[:1])
+        state, self.seed_keys = sharding.replicate((state, seed_keys), self.mesh)
+        return state
+
+    def keys_for(self, t, purpose):
+        """The seeds' keys of task t; purpose 1: train steps and end_task, 2: begin_task."""
+        fold = lambda k: jax.random.fold_in(jax.random.fold_in(k, purpose), t)
+        return jax.vmap(fold)(self.seed_keys)
+
+    def begin(self, state, t):
+        info = task_info(self.scenario, self.config, t)
+        fn = jax.vmap(lambda s, k: self.method.begin_task(s, info, k))
+        return fn(state, self.keys_for(t, 2))
+
+    def identity(self) -> dict:
+        """What a checkpoint must have been made with to be resumed by this run (as JSON)."""
+        cfg = self.config
+        identity = {
+            "method": self.method.name,
+            "benchmark": self.scenario.name,
+            "num_tasks": self.scenario.num_tasks,
+            "seeds": list(self.seeds),
+            "hparams": self.method.hparams,
+            "epochs": cfg.epochs,
+            **({"first_epochs": cfg.first_epochs} if cfg.first_epochs else {}),
+            "batch_size": cfg.batch_size,
+        }
+        return json.loads(json.dumps(identity))  # tuples as the saved JSON has them: lists
+
+    # -- resume ------------------------------------------------------------------------------
+
+    def _restore(self, state):
+        """`(state, first task, partial)` from the latest checkpoint."""
+
+        def structure_of(meta):  # the state's tree structure at the checkpoint
+            shaped = jax.eval_shape(lambda s: s, state)
+            begun = meta["partial"]["task"] if "partial" in meta else meta["task"]
+            if self.method.begin_task is not None:
+                for j in range(begun + 1):
+                    shaped = jax.eval_shape(functools.partial(self.begin, t=j), shaped)
+            return shaped
+
+        replicated = NamedSharding(self.mesh, PartitionSpec())
+        state, self.acc, saved = ckpt_lib.restore(
+            self.manager, structure_of, self.acc, self.identity(), replicated
+        )
+        first_task, partial = saved["task"] + 1, None
+        if "partial" in saved:  # stopped mid-task: begin_task done, some chunks trained
+            partial = Partial.from_json(saved["partial"])
+            first_task = partial.task
+        self.timer.totals.update(saved["timing"])
+        self.losses, self.per_task = saved["losses"], saved.get("per_task", [])
+        # measurements of the tasks before the stop (checkpoints written before they were kept
+        # have none: None there)
+        for t, values in enumerate(saved.get("after_task") or []):
+            self.extra[t] = values
+        for t, values in enumerate(saved.get("after_chunk") or []):
+            self.chunk_extra[t] = values
+        self.wall -= saved["timing"].get("total_s", 0.0)
+        return state, first_task, partial
+
+    # -- checkpoints -------------------------------------------------------------------------
+
+    def meta_of(self, t):
+        """What a checkpoint during or after task t records besides state and acc."""
+        self.timer.totals["total_s"] = time.perf_counter() - self.wall
+        return {
+            "task": t,
+            "timing": self.timer.totals,
+            "losses": self.losses,
+            "per_task": self.per_task,
+            "after_task": self.extra[: t + 1],
+            "after_chunk": self.chunk_extra[: t + 1],
+            "run": self.identity(),
+        }
+
+    def save(self, state, t, partial: Partial | None = None):
+        if partial is None:
+            ckpt_lib.save(self.manager, ckpt_lib.step_of(t), state, self.acc, self.meta_of(t))
+        else:
+            meta = {**self.meta_of(t - 1), "partial": partial.to_json()}
+            step = ckpt_lib.step_of(partial.task, partial.chunk)
+            ckpt_lib.save(self.manager, step, state, self.acc, meta)
+        self.last_save = time.perf_counter()
+
+    def on_chunk(self, stop_after, done: Partial, state) -> bool:
+        """Mid-task: checkpoint when due; True stops the run here."""
+        stop = stop_after == (done.task, done.chunk)
+        due = time.perf_counter() - self.last_save >= self.config.checkpoint_every_s
+        if self.manager is not None and jax.process_count() > 1:  # orbax saves with every host
+            due = bool(multihost_utils.broadcast_one_to_all(np.asarray(due)))  # host 0's clock
+        if self.manager is not None and (stop or due):
+            self.save(state, done.task, done)
+        return stop
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def run(self, resume: bool, stop_after) -> SeedsRun:
+        self.wall = time.perf_counter()
+        state = self._init_state()
+        first_task, partial = 0, None
+        if resume and self.manager is not None and self.manager.latest_step() is not None:
+            state, first_task, partial = self._restore(state)
+        tests = evaluation.stack_tests(self.scenario, self.config.eval_batch, self.mesh)
+        evaluate = evaluation.make_evaluator(self.method, tests[3], self.mesh)
+        joint = self.config.protocol == "joint"
+        ctx = TaskContext(
+            runner=make_task_runner(self.method, self.mesh),
+            mesh=self.mesh,
+            keys=None,
+            seeds=self.seeds,
+            config=self.config,
+            timer=self.timer,
+            pad_to=0 if joint else max(self.scenario.train_sizes),
+            after_chunk=self.hooks.after_chunk,
+            on_chunk=functools.partial(self.on_chunk, stop_after),
+        )
+        self.last_save = time.perf_counter()
+        for t in range(first_task, self.scenario.num_tasks):
+            resumed = partial if partial is not None and partial.task == t else None
+            state, stopped = self.task(ctx, state, t, resumed)
+            if stopped:
+                break
+            self.evaluate(evaluate, tests, state, t)
+            self.after(state, t)
+            if isinstance(stop_after, int) and t >= stop_after:
+                break
+        if self.manager is not None:
+            self.manager.wait_until_finished()
+        self.timer.totals["total_s"] = time.perf_counter() - self.wall
+        self.state = state
+        self.raw = {
+            "acc": self.acc,
+            "timing": self.timer.totals,
+            "losses": self.losses,
+            "per_task": self.per_task,
+            "after_task": self.extra,
+            "after_chunk": self.chunk_extra,
+        }
+        return self
+
+    def task(self, ctx: TaskContext, state, t: int, resumed: Partial | None):
+        """begin_task, the task's chunks, end_task, resize: `(state, stopped mid-task)`."""
+        method, T = self.method, self.scenario.num_tasks
+        info = task_info(self.scenario, self.config, t)
+        if method.begin_task is not None and resumed is None:
+            state = jax.jit(self.begin, static_argnums=1)(state, t)
+        ctx.keys = self.keys_for(t, 1)
+        x, y = training_data(self.config.protocol, self.scenario, t)
+        if x is not None:
+            desc = f"{method.name} {self.scenario.name} task {t + 1}/{T}"
+            state, loss, measured = train_task(ctx, state, x, y, t, desc, done=resumed)
+            if loss is None:  # stopped mid-task
+                return state, True
+            self.losses.append(loss)
+            if self.hooks.after_chunk is not None:
+                self.chunk_extra[t] = measured
+            if method.end_task is not None:
+                end = jax.vmap(functools.partial(method.end_task, task=info), (0, None, 0))
+                state = jax.jit(end)(state, (jnp.asarray(x), jnp.asarray(y)), ctx.keys)
+            if method.host.resize is not None:
+                resized = _per_seed(method.host.resize, state, info)
+                state = jax.tree.map(lambda *a: np.stack(a), *resized)
+                state = sharding.replicate(state, self.mesh)
+        if method.host.describe is not None:
+            self.per_task.append(_per_seed(method.host.describe, state))
+        return state, False
+
+    def evaluate(self, evaluate, tests, state, t: int):
+        """Task t's row of both accuracy matrices, and the line per task."""
+        (x_test, y_test, v_test), masks, counts, _ = tests
+        T = self.scenario.num_tasks
+        start = time.perf_counter()
+        seen = masks[: t + 1].any(0)
+        active = np.arange(T) <= t
+        cil, til = evaluate(state, x_test, y_test, v_test, active, seen, masks)
+        cil, til = np.asarray(cil), np.asarray(til)  # blocks: eval_s includes the wait
+        self.timer.add("eval_s", time.perf_counter() - start)
+        self.acc["class-il"][:, t, : t + 1] = evaluation.percent_seen(cil, counts, t)
+        self.acc["task-il"][:, t, : t + 1] = evaluation.percent_seen(til, counts, t)
+        if jax.process_index() == 0:  # one host speaks for a multi-host job, as with the bar
+            log.info(
+                "%s %s task %d/%d, seeds %s: class-IL %.2f, task-IL %.2f (mean over tasks seen), %.0f s",
+                self.method.name,
+                self.scenario.name,
+                t + 1,
+                T,
+                list(self.seeds),
+                self.acc["class-il"][:, t, : t + 1].mean(),
+                self.acc["task-il"][:, t, : t + 1].mean(),
+                time.perf_counter() - self.wall,
+            )
+
+    def after(self, state, t: int):
+        """The measurements and callbacks after task t, then its checkpoint."""
+        if self.hooks.after_task is not None:
+            self.extra[t] = list(self.hooks.after_task(t, state))
+        if self.hooks.on_task is not None and jax.process_index() == 0:
+            self.hooks.on_task(t, state, self.keys_for(t, 1))
+        if self.manager is not None:
+            self.save(state, t)

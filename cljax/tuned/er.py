@@ -1,0 +1,42 @@
+"""Tuned settings of `er` per (benchmark, buffer size): see cljax/tuned/__init__.py."""
+
+from cljax.tuned import (
+    OURS_CIFAR100,
+    OURS_DIGITS,
+    OURS_FASHION,
+    OURS_SVHN,
+    PAPER,
+    row,
+    same_as,
+)
+
+TUNED = {
+    "seq-digits": {
+        200: row(OURS_DIGITS, lr=0.1, batch_size=10, n_epochs=10, minibatch_size=10),
+        500: row(OURS_DIGITS, lr=0.1, batch_size=10, n_epochs=10, minibatch_size=10),
+    },
+    "seq-mnist": {
+        200: row(PAPER, lr=0.01, batch_size=10, n_epochs=1, minibatch_size=10),
+        500: row(PAPER, lr=0.1, batch_size=10, n_epochs=1, minibatch_size=10),
+        5120: row(PAPER, lr=0.1, batch_size=10, n_epochs=1, minibatch_size=10),
+    },
+    "perm-mnist": {
+        200: row(PAPER, lr=0.2, batch_size=128, n_epochs=1, minibatch_size=128),
+        500: row(PAPER, lr=0.2, batch_size=128, n_epochs=1, minibatch_size=128),
+        5120: row(PAPER, lr=0.2, batch_size=128, n_epochs=1, minibatch_size=128),
+    },
+    "rot-mnist": {
+        200: row(PAPER, lr=0.2, batch_size=128, n_epochs=1, minibatch_size=128),
+        500: row(PAPER, lr=0.2, batch_size=128, n_epochs=1, minibatch_size=128),
+        5120: row(PAPER, lr=0.2, batch_size=128, n_epochs=1, minibatch_size=128),
+    },
+    "seq-cifar10": {
+        200: row(PAPER, lr=0.1, batch_size=32, n_epochs=50, minibatch_size=32),
+        500: row(PAPER, lr=0.1, batch_size=32, n_epochs=50, minibatch_size=32),
+        5120: row(PAPER, lr=0.1, batch_size=32, n_epochs=50, minibatch_size=32),
+    },
+}
+TUNED["seq-fashion-mnist"] = same_as(TUNED["seq-mnist"], OURS_FASHION)
+TUNED["seq-cifar100"] = same_as(TUNED["seq-cifar10"], OURS_CIFAR100)
+TUNED["seq-cifar100-b50"] = same_as(TUNED["seq-cifar10"], OURS_CIFAR100)
+TUNED["seq-svhn"] = same_as(TUNED["seq-cifar10"], OURS_SVHN)

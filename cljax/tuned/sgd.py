@@ -1,0 +1,33 @@
+"""Tuned settings of `sgd` per (benchmark, buffer size): see cljax/tuned/__init__.py."""
+
+from cljax.tuned import (
+    OURS_CIFAR100,
+    OURS_DIGITS,
+    OURS_FASHION,
+    OURS_SVHN,
+    PAPER,
+    row,
+    same_as,
+)
+
+TUNED = {
+    "seq-digits": {
+        None: row(OURS_DIGITS, lr=0.03, batch_size=10, n_epochs=10),
+    },
+    "seq-mnist": {
+        None: row(PAPER, lr=0.03, batch_size=10, n_epochs=1),
+    },
+    "perm-mnist": {
+        None: row(PAPER, lr=0.2, batch_size=128, n_epochs=1),
+    },
+    "rot-mnist": {
+        None: row(PAPER, lr=0.2, batch_size=128, n_epochs=1),
+    },
+    "seq-cifar10": {
+        None: row(PAPER, lr=0.1, batch_size=32, n_epochs=50),
+    },
+}
+TUNED["seq-fashion-mnist"] = same_as(TUNED["seq-mnist"], OURS_FASHION)
+TUNED["seq-cifar100"] = same_as(TUNED["seq-cifar10"], OURS_CIFAR100)
+TUNED["seq-cifar100-b50"] = same_as(TUNED["seq-cifar10"], OURS_CIFAR100)
+TUNED["seq-svhn"] = same_as(TUNED["seq-cifar10"], OURS_SVHN)
