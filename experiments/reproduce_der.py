@@ -4,7 +4,7 @@
 
 Runs SGD, JOINT, ER, DER and DER++ (buffers 200 / 500 / 5120) on Seq-MNIST
 (class-IL and task-IL), Perm-MNIST and Rot-MNIST (domain-IL) with the tuned
-hyperparameters of experiments/configs/best_args.py, every seed of a row in one
+settings of cljax/tuned/<method>.py, every seed of a row in one
 vmapped program, and writes a markdown table of mean +- std beside the paper's
 numbers (and Mammoth's measured ones where DESIGN.md has them). Rows already in
 the JSON file are skipped, so an interrupted run continues where it stopped.
@@ -16,6 +16,7 @@ minutes for Seq-MNIST, about 30 minutes each for Perm-MNIST and Rot-MNIST.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -23,9 +24,7 @@ import time
 from pathlib import Path
 
 import jax
-import numpy as np
 
-from cljax import metrics as metrics_lib
 from cljax import report, scenarios, train
 from experiments.tuned import run_tuned
 
@@ -90,20 +89,7 @@ def run_row(benchmark, data_dir, method_name, buffer, seeds):
         run_tuned(scenarios.build(benchmark, data_dir, seed=s), method_name, buffer, (s,))
         for s in seeds
     ]
-    res = parts[0]
-    res["seeds"] = list(seeds)
-    res["accuracy"] = {k: [p["accuracy"][k][0] for p in parts] for k in res["accuracy"]}
-    acc = {k: np.asarray(v, dtype=float) for k, v in res["accuracy"].items()}
-    for setting, a in acc.items():
-        summary = metrics_lib.summarize(a)
-        for name in metrics_lib.METRICS:
-            res[name][setting] = summary[name]
-    res["A_n"] = {
-        k: {"mean": v.mean(0).tolist(), "std": v.std(0).tolist()}
-        for k, v in ((k, metrics_lib.accuracy_after_each_task(a)) for k, a in acc.items())
-    }
-    for key in ("total_s", "compile_s", "train_s", "eval_s", "steps"):
-        res["timing"][key] = sum(p["timing"][key] for p in parts)
+    res = functools.reduce(report.merge_seeds, parts)
     res["transforms"] = "drawn per seed"
     return res
 

@@ -75,7 +75,7 @@ def test_end_to_end_run_writes_results_and_plot(tmp_path, capsys):
         (["--benchmark", "seq-mnist", "--data-dir", "/nonexistent/dir"], "does not exist"),
         (["--tasks", "3"], "cannot be split into 3"),
         (["--devices", "4"], "choose 1..1"),
-        (["--set", "dtype=float16"], "choose one of float32, bfloat16"),
+        (["--set", "dtype=float16"], "run setting dtype must be one of float32, bfloat16"),
         (["--method", "dgr", "--set", "replay=maybe"], "expected true or false"),
         (["--method", "dgr", "--set", "gan=vae"], "unknown GAN architecture 'vae'"),
         (["--method", "mergan", "--set", "variant=xx"], "variant must be 'jr' or 'ra'"),

@@ -205,8 +205,11 @@ def test_a_larger_first_task_trains_its_own_epochs(method):
 
 
 def test_joint_trains_once_on_everything():
+    """`joint` is the driver's protocol (the method module asks for it), any method can use it."""
+    assert methods.protocol("joint") == "joint" and methods.protocol("sgd") == "sequential"
     joint = methods.get("joint").make(model=models.MLP((8,), SC.num_classes), input_fn=SC.input_fn)
-    res = train.run(joint, SC, train.RunConfig(seeds=(0,), **CONFIG))
+    config = train.RunConfig(seeds=(0,), protocol="joint", **CONFIG)
+    res = train.run(joint, SC, config)
     total = sum(SC.train_sizes)
     assert res["timing"]["steps"] == CONFIG["epochs"] * -(-total // CONFIG["batch_size"])
     assert len(res["final_train_loss"]) == 1

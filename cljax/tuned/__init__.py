@@ -120,6 +120,10 @@ class RunSettings(Hyperparams):
     dtype: str = hparam("float32", "the backbone's compute dtype", choices=tuple(models.DTYPES))
     model: str | None = hparam(None, "backbone (None: the benchmark's)", choices=models.MODELS)
 
+    @classmethod
+    def owner(cls) -> str:
+        return "run setting"
+
     def run_config(self, **fields) -> train.RunConfig:
         """The `train.RunConfig` of these settings plus `fields` (seeds, progress, ...)."""
         return train.RunConfig(
@@ -185,7 +189,7 @@ def note_tuning(settings: Settings, benchmark: str, buffer_size: int | None) -> 
     if tuned is None:
         print(
             f"note: no tuned settings for {settings.method} on {benchmark}: running "
-            f"{UNTUNED} (see experiments/configs/)",
+            f"{UNTUNED} (see cljax/tuned/)",
             file=sys.stderr,
         )
     elif tuned.buffer_size is not None and buffer_size and tuned.buffer_size != buffer_size:
