@@ -107,7 +107,7 @@ def main(argv=None):
     generated = evaluation.generated_accuracy(method, classify, 500)(
         state, jax.random.key(1), list(range(10))
     )[0]
-    gx, gy = (np.asarray(a) for a in method.sample(one, jax.random.key(2), args.per_class))
+    gx, gy = (np.asarray(a) for a in method.host.sample(one, jax.random.key(2), args.per_class))
     _, on_generated = fit_and_test(gx, gy, x_test_in, y_test)
     old = gy < 9
     _, protocol = fit_and_test(

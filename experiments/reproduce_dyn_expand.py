@@ -29,7 +29,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from cljax import models, report, scenarios, train
+from cljax import methods, models, report, scenarios, train
 from experiments.tuned import planned_hparams, run_tuned
 
 ROWS = {
@@ -71,6 +71,15 @@ ROWS = {
         {"masks": True, "mask_grad_scale": 1.0, "sparsity": 1.6},
     ),
 }
+
+
+def same_settings(name: str, recorded: dict, planned: dict) -> bool:
+    """Whether a row that recorded `recorded` ran the settings `planned`. Rows written before
+    results recorded the whole `Config` left out some settings (the learning-rate schedule at
+    its constant default, the mask settings without masks): those compare at their defaults."""
+    defaults = methods.get(name).Config().to_dict()
+    as_json = lambda d: json.loads(json.dumps(d))  # tuples as the saved JSON has them: lists
+    return as_json({**defaults, **recorded}) == as_json(planned)
 
 
 def _pm(stats) -> str:
@@ -238,7 +247,8 @@ def main(argv=None):
         )
         planned = planned_hparams(scenario, name, args.buffer_size, **kwargs)
         done = rows.get(row)
-        same = done is not None and done["hparams"] == planned  # buffer and epochs included
+        # buffer and epochs included
+        same = done is not None and same_settings(name, done["hparams"], planned)
         todo = [s for s in range(args.seeds) if not (same and s in done["seeds"])]
         if not todo:
             continue

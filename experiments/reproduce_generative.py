@@ -2,7 +2,7 @@
 
     python -m experiments.reproduce_generative --data-dir ../shared/data --seeds 3 --steps 4001
 
-Runs DGR and MeRGAN (JR and RA) with the settings of experiments/configs/best_args.py,
+Runs DGR and MeRGAN (JR and RA) with their tuned settings (cljax/tuned/<method>.py),
 every seed of a row in one vmapped program, and writes a markdown table of A5
 and A10 (average accuracy over the classes seen after 5 and 10 classes,
 mean +- std over seeds) beside the DGM paper's table (DGR 90.39 / 85.40,
@@ -37,7 +37,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from cljax import evaluation, report, scenarios, sharding, train
+from cljax import evaluation, methods, report, scenarios, sharding, train
 from cljax.methods.common import predict
 from cljax.models import gan as gan_models
 from experiments.tuned import build_tuned, planned_hparams, run_tuned
@@ -143,6 +143,13 @@ def best_validation_a_n(res):
         for s, series in enumerate(per_seed):
             out[s, t] = series[int(np.argmax(series[:, 0])), 1]
     return out
+
+
+def with_defaults(name: str, hparams: dict) -> dict:
+    """A row's recorded `hparams` with the `Config` fields it lacks at their defaults: rows
+    recorded before results held the whole `Config` left some defaults out (mergan's
+    `solver_steps`), so they still match, and merge with, a run of the same settings."""
+    return {**methods.get(name).Config().to_dict(), **hparams}
 
 
 def _pm(values) -> str:
@@ -267,6 +274,8 @@ def main(argv=None):
         if name != "dgm":  # DGM has its own generator (dgm.py) and its paper's lr
             extra = {**extra, "gan": args.gan, "g_lr": args.gan_lr, "d_lr": args.gan_lr}
         done = rows.get(row)
+        if done:
+            done = {**done, "hparams": with_defaults(name, done["hparams"])}
         planned = planned_hparams(scenario, name, None, steps=args.steps or None, **extra)
         same = done and (
             done["requested_steps"],

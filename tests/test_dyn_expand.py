@@ -5,10 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cljax import exemplars, methods, models, train
+from cljax import exemplars, methods, models, scenarios, train, tuned
 from cljax import masks as masks_lib
+from cljax.methods import _dyn_expand_prune as prune
 from cljax.methods import dyn_expand as dyn
-from experiments import run as cli
 from tests.conftest import tiny_scenario
 
 SC = tiny_scenario()
@@ -115,11 +115,11 @@ def test_pruned_network_equals_masked_network_and_old_extractors_stay_frozen():
     state = state.replace(net=state.net.replace(params={**state.net.params, "emb": emb}))
     x_test = jnp.asarray(SC.test(0)[0])
     masked = method.predict(state, x_test)
-    before = method.describe(state)
+    before = method.host.describe(state)
     on = [int((np.asarray(e) > 0).sum()) for e in state.net.params["emb"]]
     unpruned = jax.tree.map(np.asarray, state.net.params["new"])
-    state = method.resize(state, info)
-    after = method.describe(state)
+    state = method.host.resize(state, info)
+    after = method.host.describe(state)
     np.testing.assert_allclose(method.predict(state, x_test), masked, rtol=1e-5, atol=1e-5)
     assert after["new_extractor_params"] < before["new_extractor_params"]
     assert after["new_extractor_channels"] == [max(1, c) for c in on]
@@ -134,11 +134,11 @@ def test_pruned_network_equals_masked_network_and_old_extractors_stay_frozen():
     # the classifier grew by the new extractor's feature width
     width = frozen["conv1"]["kernel"].shape[-1]
     assert state.net.params["fc"]["kernel"].shape[0] == width + 8
-    assert method.describe(state)["extractors"] == 2
+    assert method.host.describe(state)["extractors"] == 2
 
 
 def test_lr_schedule_is_the_official_warmup_then_milestones():
-    f = lambda e, *a: float(dyn.lr_factor(jnp.asarray(e), *a))  # noqa: E731
+    f = lambda e, *a: float(prune.lr_factor(jnp.asarray(e), *a))  # noqa: E731
     # GradualWarmupScheduler(multiplier=1, 10 epochs) chained to MultiStepLR([100, 120], 0.1)
     got = [f(e, 10, (100, 120), 0.1) for e in (0, 4, 9, 10, 109, 110, 129, 130, 169)]
     assert got == pytest.approx([0.1, 0.5, 1, 1, 1, 0.1, 0.1, 0.01, 0.01])
@@ -180,9 +180,32 @@ def test_lr_schedule_is_the_official_warmup_then_milestones():
 
 
 @pytest.mark.parametrize("bad", [(True,), (0, 5), [1.5], 100])
-def test_milestones_must_be_positive_epochs(bad):
-    with pytest.raises(ValueError, match="milestones must be a tuple of positive epochs"):
-        make(milestones=bad)
+@pytest.mark.parametrize("name", ["milestones", "first_milestones", "retrain_milestones"])
+def test_milestones_must_be_positive_epochs(name, bad):
+    with pytest.raises(ValueError, match=f"dyn_expand {name} must be a tuple of integers > 0"):
+        make(**{name: bad})
+
+
+def test_config_bounds_and_sorted_milestones():
+    config = dyn.Config(milestones=(120, 100), retrain_milestones=[30, 15])
+    assert (config.milestones, config.retrain_milestones) == ((100, 120), (15, 30))
+    assert make(milestones=(120, 100)).hparams["milestones"] == (100, 120)
+    for key, bad, message in [
+        ("buffer_size", 0, "buffer_size must be >= 1"),
+        ("minibatch_size", 0, "minibatch_size must be >= 1"),
+        ("per_class", -1, "per_class must be >= 0"),
+        ("per_class", 2.5, "per_class must be an int"),
+        ("warmup_epochs", -1, "warmup_epochs must be >= 0"),
+        ("masks", "yes", "masks must be a bool"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            make(**{key: bad})
+    with pytest.raises(ValueError, match="s_max must be > 0 with masks=True"):
+        make(s_max=0.0)
+    mlp = models.MLP((8,), SC.num_classes)
+    dyn.make(model=mlp, input_fn=SC.input_fn, s_max=0.0, masks=False)  # unused then
+    with pytest.raises(ValueError, match="has no setting nope"):
+        make(nope=1)
 
 
 def test_masks_need_the_cnn_backbone():
@@ -191,7 +214,8 @@ def test_masks_need_the_cnn_backbone():
     no_masks = methods.get("dyn_expand").make(
         model=models.MLP((8,), 4), input_fn=SC.input_fn, masks=False, **HP
     )
-    assert no_masks.resize is None  # no pruning: seeds run together under vmap
+    assert no_masks.host.resize is None  # no pruning: seeds run together under vmap
+    assert no_masks.host.describe is not None
 
 
 def test_driver_runs_seeds_one_by_one_and_resumes_into_pruned_shapes(tmp_path):
@@ -219,19 +243,19 @@ def test_driver_runs_seeds_one_by_one_and_resumes_into_pruned_shapes(tmp_path):
 
 def test_official_cifar100_configs_b0_and_b50():
     """The official recipes resolve as the CLI resolves them (`--base-classes 50` for B50)."""
-    hp = {}
-    for name in ("seq-cifar100", "seq-cifar100-b50"):
-        hp[name], _ = cli.resolve_hparams("dyn_expand", name, 2000, [])
-    b0, b50 = hp["seq-cifar100"], hp["seq-cifar100-b50"]
-    assert (b0["n_epochs"], b0["first_epochs"], b0.get("per_class", 0)) == (170, None, 0)
-    assert (b50["n_epochs"], b50["first_epochs"], b50["per_class"]) == (170, 200, 20)
-    assert b50["first_milestones"] == (60, 120, 160) and b50["milestones"] == (100, 120)
-    assert (b50["retrain_epochs"], b50["retrain_lr"], b50["retrain_milestones"]) == (
+    names = {b: scenarios.benchmark_name("seq-cifar100", b) for b in (0, 50)}
+    assert names == {0: "seq-cifar100", 50: "seq-cifar100-b50"}
+    b0, b50 = (tuned.resolve("dyn_expand", name, 2000) for name in names.values())
+    assert (b0.run.n_epochs, b0.run.first_epochs, b0.config.per_class) == (170, None, 0)
+    assert (b50.run.n_epochs, b50.run.first_epochs, b50.config.per_class) == (170, 200, 20)
+    assert b50.config.first_milestones == (60, 120, 160) and b50.config.milestones == (100, 120)
+    assert (b50.config.retrain_epochs, b50.config.retrain_lr, b50.config.retrain_milestones) == (
         50,
         0.05,
         (15, 30),
     )
     model = models.make("resnet18", 100)
-    kwargs = {k: v for k, v in b50.items() if k not in cli.RUN_KEYS}
-    method = methods.get("dyn_expand").make(model=model, input_fn=SC.input_fn, **kwargs)
-    assert method.hparams["first_milestones"] == [60, 120, 160]
+    method = methods.get("dyn_expand").make(b50.config, model=model, input_fn=SC.input_fn)
+    assert method.config is b50.config
+    assert method.hparams["first_milestones"] == (60, 120, 160)
+    assert method.hparams == b50.config.to_dict()

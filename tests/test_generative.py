@@ -1,15 +1,16 @@
 """Generative replay (DGR, MeRGAN): replay is real, GAN pieces behave."""
 
+import re
+
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from experiments.configs import best_args
 
-from cljax import evaluation, methods, models, scenarios, train
+from cljax import evaluation, methods, models, scenarios, train, tuned
 from cljax.methods import generative
-from cljax.methods.dgr import solver_step
+from cljax.methods.scholar import solver_step
 from cljax.models import gan
 
 
@@ -78,7 +79,7 @@ def test_generated_accuracy_counts_each_class_drawn():
         y = jnp.repeat(jnp.arange(3), per_class)
         return jnp.stack(pats)[y] * state, y
 
-    fake = methods.Method("fake", *[None] * 5, {}, sample=sample)
+    fake = methods.Method("fake", None, *[None] * 3, host=methods.HostHooks(sample=sample))
     acc = evaluation.generated_accuracy(fake, quadrant_oracle, per_class=4)
     got = acc(jnp.ones(2), jax.random.key(0), [0, 1, 2])
     np.testing.assert_array_equal(got, [[100.0, 100.0, 0.0]] * 2)
@@ -173,7 +174,7 @@ def test_gan_step_is_one_compile_per_task():
         b = {"x": jnp.asarray(x[i * 8 : i * 8 + 8]), "y": jnp.asarray(y[i * 8 : i * 8 + 8])}
         state, m = step(state, b, jax.random.key(i))
     assert set(m) == {"loss", "d_loss", "g_loss"}
-    images, labels = method.sample(state, jax.random.key(0), per_class=2)
+    images, labels = method.host.sample(state, jax.random.key(0), per_class=2)
     assert images.shape == (8, 8, 8) and labels.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
 
 
@@ -194,8 +195,43 @@ def test_mergan_solver_steps_take_one_solver_step_per_critic_batch():
         expected, _ = solver_step(expected, real[c], ys[c], real[c], ys[c], 1.0)
     assert int(new.solver.step) == 2
     chex.assert_trees_all_close(new.solver.params, expected.params, atol=1e-6)
-    with pytest.raises(ValueError, match=r"solver_steps must be an int in 1..n_critic \(2\)"):
+    with pytest.raises(ValueError, match=r"mergan solver_steps must be <= n_critic \(2\), got 3"):
         make(model=models.MLP((8,), 4), input_fn=SC.input_fn, **FAST, solver_steps=3)
+
+
+@pytest.mark.parametrize(
+    "name,overrides,message",
+    [
+        ("dgr", {"gan": "vae"}, "dgr gan must be one of mlp, mlp-wide, dc, got 'vae'"),
+        ("dgr", {"gan_loss": "hinge"}, "dgr gan_loss must be one of wgan-gp, ns"),
+        ("dgr", {"ratio": -0.5}, "dgr ratio must be >= 0 and <= 1, got -0.5"),
+        ("dgr", {"ratio": 1.5}, "dgr ratio must be >= 0 and <= 1, got 1.5"),
+        ("dgr", {"n_critic": 0}, "dgr n_critic must be >= 1, got 0"),
+        ("dgr", {"temperature": 0.0}, "dgr temperature must be > 0"),
+        ("dgr", {"b1": 1.0}, "dgr b1 must be < 1"),
+        ("mergan", {"variant": "xx"}, "mergan variant must be one of jr, ra, got 'xx'"),
+        ("mergan", {"solver_steps": 0}, "mergan solver_steps must be >= 1, got 0"),
+        ("mergan", {"gan_loss": "ns"}, "mergan has no setting gan_loss"),
+    ],
+)
+def test_bad_settings_are_one_clear_error(name, overrides, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        methods.get(name).make(model=models.MLP((8,), 4), input_fn=SC.input_fn, **overrides)
+
+
+@pytest.mark.parametrize("name", ["dgr", "mergan"])
+def test_config_is_recorded_whole_and_checked_against_the_batch(name):
+    module = methods.get(name)
+    config = module.Config(n_critic=3, z_dim=8)
+    method = module.make(config, model=models.MLP((8,), 4), input_fn=SC.input_fn)
+    assert method.config is config and method.hparams == config.to_dict()
+    assert set(method.hparams) == set(module.Config.names())
+    assert method.hparams["z_dim"] == 8 and method.hparams["n_critic"] == 3
+    module.check_run(config, 6)
+    with pytest.raises(ValueError, match="batch_size 32 must be a multiple of n_critic 3"):
+        module.check_run(config, 32)
+    assert module.Config().z_dim == {"dgr": 100, "mergan": 128}[name]
+    assert "scholar" not in methods.names()  # the shared module is not a method
 
 
 def svhn_like():
@@ -216,7 +252,7 @@ def one_step_then_sample(method, sc, x, y):
     state = method.begin_task(state, info, jax.random.key(8))
     batch = {"x": jnp.asarray(x[:4]), "y": jnp.asarray(y[:4])}
     state, metrics = jax.jit(method.train_step)(state, batch, jax.random.key(1))
-    images, _ = method.sample(state, jax.random.key(2), per_class=1)
+    images, _ = method.host.sample(state, jax.random.key(2), per_class=1)
     return metrics, images
 
 
@@ -234,7 +270,7 @@ def test_dc_gan_replay_on_cifar_shaped_arrays(name):
 
 def test_dgm_on_svhn_shaped_arrays_with_the_svhn_config():
     """The SVHN config (the official cfg_svhn_dgmw.yml) on 32x32x3 inputs, tiny widths."""
-    hp, _ = best_args.get("seq-svhn", "dgm", None)
+    hp = tuned.lookup("dgm", "seq-svhn", None).values
     assert (hp["batch_size"], hp["n_epochs"], hp["g_lr"], hp["lamb_g"]) == (64, 151, 5e-4, 1e-3)
     sc, x, y = svhn_like()
     method = methods.get("dgm").make(

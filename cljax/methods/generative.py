@@ -8,7 +8,9 @@
 - `critic_then_generator`: `n_critic` discriminator updates (each on its own
   real chunk) then one generator update, one pure function (scanned inside a
   task like every `train_step`).
-- `check_gan_hparams`, `chunks`: settings checks and batch splitting.
+- `check_gan_hparams`, `check_run`, `chunks`: settings checks and batch splitting.
+
+The scholar (solver + generator) that DGR and MeRGAN share is in `scholar.py`.
 """
 
 from __future__ import annotations
@@ -187,6 +189,15 @@ def check_gan_hparams(n_critic, gan_loss, ratio, gan="mlp"):
         raise ValueError(f"gan_loss must be 'wgan-gp' or 'ns', got {gan_loss!r}")
     if not 0.0 <= ratio <= 1.0:
         raise ValueError(f"ratio must be in [0, 1] (0: 1/t), got {ratio!r}")
+
+
+def check_run(config, batch_size: int) -> None:
+    """The `check_run` of a method whose steps split the batch into `config.n_critic` chunks."""
+    if batch_size % config.n_critic:
+        raise ValueError(
+            f"batch_size {batch_size} must be a multiple of n_critic {config.n_critic} "
+            "(each step uses n_critic real chunks)"
+        )
 
 
 def chunks(x, n):

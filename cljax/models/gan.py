@@ -6,6 +6,7 @@ both work). Generators take `(z, y)`; `y` (integer labels) is used only when
 `num_classes > 0` (class-conditional, one-hot concatenated to z).
 Discriminators return `(adv, cls)`: the adversarial score and, when
 `num_classes > 0`, the logits of an auxiliary classifier (AC-GAN).
+`GanParts` holds one pair for one image shape with its apply and init helpers.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax.training import train_state
 
 
 def _with_labels(z, y, num_classes):
@@ -117,3 +119,28 @@ def make_pair(arch: str, image_shape, num_classes: int = 0):
     if image_shape[0] % 4 or image_shape[1] % 4:
         raise ValueError(f"the dc GAN needs image sides divisible by 4, got {image_shape}")
     return DCGenerator(tuple(image_shape), num_classes), DCDiscriminator(num_classes)
+
+
+class GanParts:
+    """Generator and critic modules for one image shape, built once and reused."""
+
+    def __init__(self, arch, image_shape, num_classes, z_dim):
+        self.z_dim = z_dim
+        self.g, self.d = make_pair(arch, image_shape, num_classes)
+        self.g_apply = lambda params, z, y=None: self.g.apply({"params": params}, z, y)
+        self.d_apply = lambda params, x: self.d.apply({"params": params}, x)
+
+    def sample_z(self, key, n):
+        """`n` latent codes, standard normal."""
+        return jax.random.normal(key, (n, self.z_dim))
+
+    def init_states(self, key, image, g_tx, d_tx):
+        """`(generator, critic)` `TrainState`s for images shaped like `image` (1, ...)."""
+        k_g, k_d = jax.random.split(key)
+        z = jnp.zeros((1, self.z_dim))
+        y = jnp.zeros((1,), jnp.int32)
+        g_params = self.g.init(k_g, z, y)["params"]
+        d_params = self.d.init(k_d, image)["params"]
+        gen = train_state.TrainState.create(apply_fn=self.g_apply, params=g_params, tx=g_tx)
+        disc = train_state.TrainState.create(apply_fn=self.d_apply, params=d_params, tx=d_tx)
+        return gen, disc
