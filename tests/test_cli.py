@@ -77,15 +77,27 @@ def test_end_to_end_run_writes_results_and_plot(tmp_path, capsys):
         (["--devices", "4"], "choose 1..1"),
         (["--set", "dtype=float16"], "run setting dtype must be one of float32, bfloat16"),
         (["--method", "dgr", "--set", "replay=maybe"], "expected true or false"),
-        (["--method", "dgr", "--set", "gan=vae"], "unknown GAN architecture 'vae'"),
-        (["--method", "mergan", "--set", "variant=xx"], "variant must be 'jr' or 'ra'"),
+        (
+            ["--method", "dgr", "--set", "gan=vae"],
+            "dgr gan must be one of mlp, mlp-wide, dc, got 'vae'",
+        ),
+        (
+            ["--method", "mergan", "--set", "variant=xx"],
+            "mergan variant must be one of jr, ra, got 'xx'",
+        ),
         (["--method", "mergan", "--set", "n_critic=3"], "must be a multiple of n_critic 3"),
-        (["--method", "dgr", "--set", "ratio=-0.5"], "expected a non-negative float"),
-        (["--method", "dyn_expand", "--set", "milestones=0,5"], "expected positive integers"),
+        (["--method", "dgr", "--set", "ratio=-0.5"], "dgr ratio must be >= 0 and <= 1, got -0.5"),
+        (
+            ["--method", "dyn_expand", "--set", "milestones=0,5"],
+            "dyn_expand milestones must be a tuple of integers > 0, got (0, 5)",
+        ),
         (["--tasks", "3", "--base-classes", "5"], "leaves 5 of 10 classes"),
         (["--base-classes", "4"], "needs the number of tasks"),
         (["--benchmark", "perm-mnist", "--base-classes", "4"], "domain-incremental"),
-        (["--method", "dyn_expand", "--set", "first_milestones=x"], "expected positive integers"),
+        (
+            ["--method", "dyn_expand", "--set", "first_milestones=x"],
+            "dyn_expand first_milestones must be a tuple of integers",
+        ),
     ],
 )
 def test_errors_are_one_line_exit_2_nothing_written(args, message, tmp_path, capsys):

@@ -36,7 +36,7 @@ from typing import Any, NamedTuple
 from cljax.config import Hyperparams
 
 # Modules of this folder that hold pieces shared by several methods, not methods.
-SHARED = ("common", "gan", "generative")
+SHARED = ("common", "generative", "scholar")
 
 
 class TaskInfo(NamedTuple):

@@ -203,13 +203,3 @@ def make_dark(name: str, config: DarkConfig, *, model, input_fn) -> Method:
         train_step=lambda state, batch, key: dark_step(config, input_fn, state, batch, key),
         predict=predict_with(input_fn),
     )
-
-
-def check_buffer_hparams(
-    buffer_size, minibatch_size
-):  # TODO(refactor): goes with dyn_expand's Config
-    """Clear errors for buffer settings that cannot work."""
-    if not isinstance(buffer_size, int) or buffer_size < 1:
-        raise ValueError(f"buffer_size must be a positive int, got {buffer_size!r}")
-    if not isinstance(minibatch_size, int) or minibatch_size < 1:
-        raise ValueError(f"minibatch_size must be a positive int, got {minibatch_size!r}")

@@ -59,6 +59,7 @@ Deviations, and why:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import jax
@@ -68,30 +69,52 @@ from flax import struct
 from flax.training import train_state
 
 from cljax import masks as masks_lib
-from cljax.methods import Method, TaskInfo
+from cljax.config import Hyperparams, hparam
+from cljax.methods import HostHooks, Method, TaskInfo, configure, generative
 from cljax.methods import generative as gan_lib
 from cljax.methods.common import count_params, cross_entropy
-from cljax.methods.generative import check_gan_hparams, chunks
+from cljax.methods.generative import chunks
 from cljax.models import gan as gan_models
 
-HPARAMS = {
-    "variant": "dgmw",
-    "g_lr": 2e-3,
-    "d_lr": 2e-3,
-    "b1": 0.5,
-    "b2": 0.999,
-    "n_critic": 1,
-    "gp_weight": 1.0,
-    "z_dim": 100,
-    "hidden": 256,
-    "s_max": 0.0,  # 0: the paper's value for the variant (1e4 DGMw, 1e5 DGMa)
-    "lamb_g": -1.0,  # < 0: the paper's value for the variant (0.08 DGMw, 0.01 DGMa)
-    "aux_g": False,
-    "reinit_d": True,
-    "cls_steps": "task",
-    "replay": True,
-}
-PAPER = {"dgmw": (1e4, 0.08), "dgma": (1e5, 0.01)}
+PAPER = {"dgmw": (1e4, 0.08), "dgma": (1e5, 0.01)}  # the paper's (s_max, lamb_G) per variant
+TEST_CONFIG = {"n_critic": 2, "z_dim": 8, "hidden": 8}
+check_run = generative.check_run
+
+
+@dataclasses.dataclass(frozen=True)
+class Config(Hyperparams):
+    variant: str = hparam(
+        "dgmw", "dgmw: a mask per weight; dgma: per unit (HAT)", choices=("dgmw", "dgma")
+    )
+    g_lr: float = hparam(2e-3, "generator Adam step size", gt=0)
+    d_lr: float = hparam(2e-3, "discriminator/solver Adam step size", gt=0)
+    b1: float = hparam(0.5, "Adam beta1", ge=0, le=1)
+    b2: float = hparam(0.999, "Adam beta2", ge=0, le=1)
+    n_critic: int = hparam(1, "critic steps per generator step (each on its own real chunk)", ge=1)
+    gp_weight: float = hparam(1.0, "weight of the WGAN gradient penalty", ge=0)
+    z_dim: int = hparam(100, "noise dimension", ge=1)
+    hidden: int = hparam(256, "the generator's first hidden width (the second is twice it)", ge=1)
+    s_max: float = hparam(
+        0.0, "top of the mask annealing (0: the paper's, 1e4 DGMw, 1e5 DGMa)", ge=0
+    )
+    lamb_g: float = hparam(
+        -1.0, "weight of the mask sparsity term (< 0: the paper's, 0.08 DGMw, 0.01 DGMa)"
+    )
+    aux_g: bool = hparam(False, "add the AC loss to the generator's (the official aux_G)")
+    reinit_d: bool = hparam(True, "re-initialise the discriminator at every task (reinit_D)")
+    cls_steps: str = hparam(
+        "task",
+        "task: the official code's one classifier step per task seen; joint: one, in the critic's step",
+        choices=("task", "joint"),
+    )
+    replay: bool = hparam(True, "train the classifier head on generated past classes")
+
+    def check(self):
+        # The sentinels take the paper's value for the variant, so results record what ran.
+        if self.s_max == 0:
+            object.__setattr__(self, "s_max", PAPER[self.variant][0])
+        if self.lamb_g < 0:
+            object.__setattr__(self, "lamb_g", PAPER[self.variant][1])
 
 
 @struct.dataclass
@@ -128,37 +151,18 @@ def _dense_init(key, d_in, d_out):
     return {"kernel": scale * jax.random.normal(key, (d_in, d_out)), "bias": jnp.zeros(d_out)}
 
 
-def make(
-    *,
-    model,
-    input_fn,
-    variant: str = HPARAMS["variant"],
-    g_lr: float = HPARAMS["g_lr"],
-    d_lr: float = HPARAMS["d_lr"],
-    b1: float = HPARAMS["b1"],
-    b2: float = HPARAMS["b2"],
-    n_critic: int = HPARAMS["n_critic"],
-    gp_weight: float = HPARAMS["gp_weight"],
-    z_dim: int = HPARAMS["z_dim"],
-    hidden: int = HPARAMS["hidden"],
-    s_max: float = HPARAMS["s_max"],
-    lamb_g: float = HPARAMS["lamb_g"],
-    aux_g: bool = HPARAMS["aux_g"],
-    reinit_d: bool = HPARAMS["reinit_d"],
-    cls_steps: str = HPARAMS["cls_steps"],
-    replay: bool = HPARAMS["replay"],
-) -> Method:
+def make(config: Config | None = None, *, model, input_fn, **overrides) -> Method:
     """DGM (`variant` 'dgmw' or 'dgma') for the benchmark `model`'s number of classes."""
-    if variant not in PAPER:
-        raise ValueError(f"variant must be 'dgmw' or 'dgma', got {variant!r}")
-    if cls_steps not in ("task", "joint"):
-        raise ValueError(
-            f"cls_steps must be 'task' (the official code's one classifier step per task seen) "
-            f"or 'joint' (one step with the critic's), got {cls_steps!r}"
-        )
-    check_gan_hparams(n_critic, "wgan-gp", 0.0)
-    s_max = s_max or PAPER[variant][0]
-    lamb_g = PAPER[variant][1] if lamb_g < 0 else lamb_g
+    config = configure(Config, config, overrides)
+    variant, g_lr, d_lr, b1, b2 = (config.variant, config.g_lr, config.d_lr, config.b1, config.b2)
+    n_critic, gp_weight, z_dim, hidden = (
+        config.n_critic,
+        config.gp_weight,
+        config.z_dim,
+        config.hidden,
+    )
+    s_max, lamb_g, aux_g, reinit_d = (config.s_max, config.lamb_g, config.aux_g, config.reinit_d)
+    cls_steps, replay = config.cls_steps, config.replay
     weight_masks = variant == "dgmw"
     num_classes = model.num_classes
     max_tasks = num_classes  # at most one task per class: embeddings for every task exist
@@ -531,23 +535,6 @@ def make(
         images = generate_mixed(layers, state.bank, z, y, state.task_of_class[y], state.image_shape)
         return images, y
 
-    hparams = {
-        "variant": variant,
-        "g_lr": g_lr,
-        "d_lr": d_lr,
-        "b1": b1,
-        "b2": b2,
-        "n_critic": n_critic,
-        "gp_weight": gp_weight,
-        "z_dim": z_dim,
-        "hidden": hidden,
-        "s_max": s_max,
-        "lamb_g": lamb_g,
-        "aux_g": aux_g,
-        "reinit_d": reinit_d,
-        "cls_steps": cls_steps,
-        "replay": replay,
-    }
     return Method(
         name="dgm",
         init=init,
@@ -555,8 +542,6 @@ def make(
         train_step=train_step,
         end_task=end_task,
         predict=predict,
-        hparams=hparams,
-        sample=sample,
-        resize=resize,
-        describe=describe,
+        config=config,
+        host=HostHooks(resize=resize, describe=describe, sample=sample),
     )
