@@ -47,19 +47,19 @@ def test_past_classes_are_generated_exactly_as_before(variant):
     method = make(variant)
     state = method.init(jax.random.key(0), jnp.asarray(SC.train(0)[0][:1]))
     state, info = run_task(method, state, 0)
-    before = method.describe(state)
-    state = method.resize(state, info)
-    after = method.describe(state)
+    before = method.host.describe(state)
+    state = method.host.resize(state, info)
+    after = method.host.describe(state)
     # growth adds exactly the units it reports
     grown = before["last_task_reserved_units"]
     assert after["hidden_units"] == [
         w + g for w, g in zip(before["hidden_units"], grown, strict=True)
     ]
-    images0, labels = method.sample(state, jax.random.key(3), per_class=4)
+    images0, labels = method.host.sample(state, jax.random.key(3), per_class=4)
     state, info = run_task(method, state, 1)
     # per iteration, as the official code: one solver step per task seen, then the critic's 2
     assert int(state.disc.step) == 6 * (2 + 2)
-    images1, _ = method.sample(state, jax.random.key(3), per_class=4)
+    images1, _ = method.host.sample(state, jax.random.key(3), per_class=4)
     old = np.isin(np.asarray(labels), SC.classes(0))
     np.testing.assert_allclose(images1[old], images0[old], atol=1e-5)
     assert not np.allclose(images1[~old], images0[~old])  # the new task did learn
@@ -79,7 +79,7 @@ def test_sparsity_term_reduces_the_units_a_task_takes():
         method = make("dgma", lamb_g=lamb, g_lr=0.2)
         state = method.init(jax.random.key(2), jnp.asarray(SC.train(0)[0][:1]))
         state, _ = run_task(method, state, 0, steps=8)
-        used[lamb] = method.describe(state)["used_fraction"]
+        used[lamb] = method.host.describe(state)["used_fraction"]
     assert used[50.0] < used[0.0]
 
 

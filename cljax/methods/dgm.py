@@ -34,13 +34,13 @@ every task (`reinit_d=True`, the official `reinit_D`).
 Deviations, and why:
 - The generator is an MLP (z + one-hot -> 256 -> 512 -> image), not the
   official code's 3 transposed convs: XLA on CPU runs convolutions inside a
-  scanned loop ~40x slower (see `cljax.models.Conv3x3`), and this session's
-  budget is CPU. Images are 28x28 in [0, 1] (the official code pads to 32x32).
+  scanned loop far slower (see `cljax.models.Conv3x3`), and the reproductions
+  run on CPU. Images are 28x28 in [0, 1] (the official code pads to 32x32).
 - Past classes are drawn afresh every step (in four parts of a batch, each
   part from one past task) instead of once per task into a fixed set as large
   as the current task's.
-- `cls_steps=joint` (our first version, and the runs before 2026-11-24 in
-  experiments/results, rows `dgma-joint`) trains the classifier head in the
+- `cls_steps=joint` (our first version: the `dgma-joint` rows of
+  experiments/results) trains the classifier head in the
   critic's step instead: one step on the real batch and as many generated
   images (weights 1/t and 1 - 1/t), t + 1 times fewer solver updates than the
   official code at task t. Faster per iteration at later tasks.
@@ -60,11 +60,14 @@ Deviations, and why:
 from __future__ import annotations
 
 import dataclasses
-import math
+import functools
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from flax import struct
 from flax.training import train_state
 
@@ -75,6 +78,7 @@ from cljax.methods import generative as gan_lib
 from cljax.methods.common import count_params, cross_entropy
 from cljax.methods.generative import chunks
 from cljax.models import gan as gan_models
+from cljax.models.dgm import MaskedGenerator, grow, row, sparsity, task_masks
 
 PAPER = {"dgmw": (1e4, 0.08), "dgma": (1e5, 0.01)}  # the paper's (s_max, lamb_G) per variant
 TEST_CONFIG = {"n_critic": 2, "z_dim": 8, "hidden": 8}
@@ -146,402 +150,254 @@ class DgmState:
     image_shape: tuple = struct.field(pytree_node=False, default=())
 
 
-def _dense_init(key, d_in, d_out):
-    scale = math.sqrt(2.0 / d_in)
-    return {"kernel": scale * jax.random.normal(key, (d_in, d_out)), "bias": jnp.zeros(d_out)}
+class Parts(NamedTuple):
+    """What `make` builds once."""
+
+    gen: MaskedGenerator
+    disc: gan_models.MLPDiscriminator
+    g_tx: optax.GradientTransformation
+    d_tx: optax.GradientTransformation
+    input_fn: Callable
+
+
+def d_apply(parts: Parts, params, x):
+    """`(adversarial output, class logits)` of the discriminator."""
+    return parts.disc.apply({"params": params}, x)
+
+
+def init(parts: Parts, key, example_x) -> DgmState:
+    image = parts.input_fn(example_x, None, False)
+    k_g, k_e, k_d = jax.random.split(key, 3)
+    layers = parts.gen.init_layers(k_g, int(np.prod(image.shape[1:])))
+    bank = parts.gen.new_embeddings(k_e, layers)
+    gen = train_state.TrainState.create(
+        apply_fn=None, params={"layers": layers, "emb": row(bank, 0)}, tx=parts.g_tx
+    )
+    disc = train_state.TrainState.create(
+        apply_fn=functools.partial(d_apply, parts),
+        params=parts.disc.init(k_d, image)["params"],
+        tx=parts.d_tx,
+    )
+    no = jnp.zeros(parts.gen.num_classes, bool)
+    return DgmState(
+        epochs=jnp.ones((), jnp.int32),
+        image_shape=tuple(image.shape[1:]),
+        gen=gen,
+        disc=disc,
+        bank=bank,
+        used=jax.tree.map(lambda e: jnp.zeros(e.shape[1:]), bank),
+        grown=jnp.zeros(len(parts.gen.widths), jnp.int32),
+        task=jnp.zeros((), jnp.int32),
+        task_of_class=jnp.zeros(parts.gen.num_classes, jnp.int32),
+        seen=no,
+        current=no,
+        ratio=jnp.ones(()),
+        steps_per_epoch=jnp.ones((), jnp.int32),
+    )
+
+
+def begin_task(config: Config, parts: Parts, state: DgmState, task: TaskInfo, key) -> DgmState:
+    """Loads the task's embeddings (clamped) as the trainable ones; a fresh critic if `reinit_d`."""
+    if task.index >= parts.gen.max_tasks:
+        raise ValueError(
+            f"dgm keeps masks for {parts.gen.max_tasks} tasks; got task {task.index + 1}"
+        )
+    classes = jnp.asarray(task.classes)
+    current = jnp.zeros(parts.gen.num_classes, bool).at[classes].set(True)
+    params = {**state.gen.params, "emb": masks_lib.clamp(row(state.bank, task.index))}
+    gen = state.gen.replace(params=params, step=0, opt_state=parts.g_tx.init(params))
+    disc = state.disc
+    if config.reinit_d:
+        params = parts.disc.init(key, jnp.zeros((1, *state.image_shape)))["params"]
+        disc = disc.replace(params=params, opt_state=parts.d_tx.init(params), step=0)
+    return state.replace(
+        gen=gen,
+        disc=disc,
+        task=jnp.asarray(task.index, jnp.int32),
+        task_of_class=state.task_of_class.at[classes].set(task.index),
+        current=current,
+        ratio=jnp.asarray(1.0 / (task.index + 1) if config.replay else 1.0),
+        steps_per_epoch=jnp.asarray(task.steps_per_epoch, jnp.int32),
+        epochs=jnp.asarray(max(1, -(-task.steps // task.steps_per_epoch)), jnp.int32),
+    )
+
+
+def old_classes(state: DgmState):
+    """(C,) classes of the tasks before the current one."""
+    return state.seen & ~state.current
+
+
+def replay(parts: Parts, state: DgmState, key, n, shape):
+    """`n` generated images of old classes and their labels (`MaskedGenerator.replay_batch`)."""
+    layers, old = state.gen.params["layers"], old_classes(state)
+    return parts.gen.replay_batch(key, layers, state.bank, old, state.task_of_class, n, shape)
+
+
+def classifier_steps(config: Config, parts: Parts, state: DgmState, x, y, r, key):
+    """The official code's solver updates: one step per task seen (t + 1 at task t), each
+    on a batch of the size of the real one drawn from the real current images (share r)
+    and generated images of old classes (the official code shuffles the real batch with
+    one generated batch per old task and steps through it a batch at a time)."""
+    n = x.shape[0]
+
+    def step(i, disc):
+        k_rep, k_mix, k_pick = jax.random.split(jax.random.fold_in(key, i), 3)
+        rep_x, rep_y = replay(parts, state, k_rep, n, x.shape[1:])
+        real = jax.random.uniform(k_mix, (n,)) < r
+        pick = jax.random.permutation(k_pick, n)
+        bx = jnp.where(real.reshape((n,) + (1,) * (x.ndim - 1)), x[pick], rep_x)
+        by = jnp.where(real, y[pick], rep_y)
+        loss = lambda p: jnp.mean(cross_entropy(d_apply(parts, p, bx)[1], by))
+        return disc.apply_gradients(grads=jax.grad(loss)(disc.params))
+
+    return jax.lax.fori_loop(0, state.task + 1, step, state.disc)
+
+
+def train_step(config: Config, parts: Parts, state: DgmState, batch, key):
+    """Solver steps (or the critic's class head), one critic and one generator update."""
+    n_critic, z_dim = config.n_critic, config.z_dim
+    k_aug, k_rep, k_gan = jax.random.split(key, 3)
+    x = parts.input_fn(batch["x"], k_aug, True)
+    shape = x.shape[1:]
+    real, real_y = chunks(x, n_critic), chunks(batch["y"], n_critic)
+    b = real.shape[1]
+    s = parts.gen.mask_scale(state.gen.step, state.steps_per_epoch, state.epochs, config.s_max)
+    has_old = old_classes(state).any()
+    r = jnp.where(has_old, state.ratio, 1.0)
+    if config.cls_steps == "task":
+        # the solver first, then the critic on the real current images alone
+        disc = classifier_steps(config, parts, state, x, batch["y"], r, k_rep)
+        state = state.replace(disc=disc)
+        mixed, mixed_y = real, real_y
+        weights = adv_weights = jnp.ones((n_critic, b))
+        d_ac_weight = 0.0
+    else:
+        rep_x, rep_y = replay(parts, state, k_rep, n_critic * b, shape)
+        mixed = jnp.concatenate([real, rep_x.reshape((n_critic, b, *shape))], 1)
+        mixed_y = jnp.concatenate([real_y, rep_y.reshape((n_critic, b))], 1)
+        # The class head learns real current and replayed old images (weights r, 1 - r);
+        # the adversarial head and the gradient penalty see the real current images only.
+        weights = jnp.concatenate(
+            [jnp.full((n_critic, b), r), jnp.full((n_critic, b), 1.0 - r)], axis=1
+        )
+        adv_weights = jnp.concatenate([jnp.ones((n_critic, b)), jnp.zeros((n_critic, b))], axis=1)
+        d_ac_weight = 1.0
+    # lamb_G grows with the generator, as in the official code (total / initial units).
+    units = sum(layer["bias"].shape[0] for layer in state.gen.params["layers"][:-1])
+    lamb = config.lamb_g * units / sum(parts.gen.widths)
+    current_logits = jnp.where(state.current, 0.0, -jnp.inf)
+    outputs_used = (state.task > 0).astype(jnp.float32)
+    gen, disc, metrics = gan_lib.critic_then_generator(
+        state.gen,
+        state.disc,
+        mixed,
+        weights,
+        k_gan,
+        sample_z=lambda k: jax.random.normal(k, (mixed.shape[1], z_dim)),
+        loss="wgan-gp",
+        real_y_chunks=mixed_y,
+        fake_labels=lambda k: jax.random.categorical(k, current_logits, shape=(mixed.shape[1],)),
+        g_extra=lambda p, k: lamb * sparsity(p["emb"], state.used, s),
+        generate=lambda p, z, y: parts.gen.generate(p["layers"], p["emb"], z, y, s, shape),
+        g_grads_fn=lambda g: parts.gen.frozen_grads(g, state.used, outputs_used),
+        real_adv_w=adv_weights,
+        gp_weight=config.gp_weight,
+        g_ac_weight=1.0 if config.aux_g else 0.0,
+        d_ac_weight=d_ac_weight,
+    )
+    gen = gen.replace(params={**gen.params, "emb": masks_lib.clamp(gen.params["emb"])})
+    _, cls = d_apply(parts, disc.params, real[0])
+    solver_loss = jnp.mean(cross_entropy(cls, real_y[0]))
+    return state.replace(gen=gen, disc=disc), {"loss": solver_loss, **metrics}
+
+
+def end_task(parts: Parts, state: DgmState, task_data, key, task: TaskInfo) -> DgmState:
+    """Puts the task's embeddings back in the bank, marks its binary masks as used and
+    records the units it newly reserved."""
+    del task_data, key
+    emb = state.gen.params["emb"]
+    bank = jax.tree.map(lambda b, e: b.at[task.index].set(e), state.bank, emb)
+    mine = task_masks(emb)
+    used = jax.tree.map(jnp.maximum, state.used, mine)
+    new = jax.tree.map(lambda m, u: jnp.sum(m * (1 - u)), mine, state.used)
+    if parts.gen.weight_masks:  # units that hold the newly used weights of each hidden layer
+        layers = state.gen.params["layers"]
+        grown = [
+            jnp.ceil(new[i]["kernel"] / layers[i]["kernel"].shape[0])
+            for i in range(len(parts.gen.widths))
+        ]
+    else:
+        grown = list(new)
+    return state.replace(
+        bank=bank,
+        used=used,
+        grown=jnp.stack(grown).astype(jnp.int32),
+        seen=state.seen | state.current,
+    )
+
+
+def resize(parts: Parts, state: DgmState, task: TaskInfo) -> DgmState:
+    """Adds `state.grown[l]` units to hidden layer l (host code, one seed)."""
+    layers, bank, used = grow(
+        parts.gen, state.gen.params["layers"], state.bank, state.used, state.grown, task.index
+    )
+    # the trainable embeddings only need the grown shape: begin_task loads the next task's
+    params = {"layers": layers, "emb": row(bank, task.index)}
+    gen = state.gen.replace(params=params, opt_state=parts.g_tx.init(params))
+    return state.replace(gen=gen, bank=bank, used=used)
+
+
+def describe(state: DgmState) -> dict:
+    """Generator size: hidden widths, parameters (weights + biases), share of units in use."""
+    layers = state.gen.params["layers"]
+    used = jax.tree.leaves(state.used)
+    return {
+        "hidden_units": [int(layer["bias"].shape[0]) for layer in layers[:-1]],
+        "generator_params": count_params(layers),
+        "last_task_reserved_units": np.asarray(state.grown).tolist(),
+        "used_fraction": float(sum(np.sum(u) for u in used) / sum(np.size(u) for u in used)),
+    }
+
+
+def predict(parts: Parts, state: DgmState, x):
+    return d_apply(parts, state.disc.params, parts.input_fn(x, None, False))[1]
+
+
+def sample(parts: Parts, state: DgmState, key, per_class=8):
+    """`per_class` samples of every class seen, each with its task's binary masks
+    (from the bank: call it after `end_task`, as the driver does)."""
+    y = jnp.repeat(jnp.arange(parts.gen.num_classes), per_class)
+    z = jax.random.normal(key, (y.shape[0], parts.gen.z_dim))
+    layers = state.gen.params["layers"]
+    task_ids = state.task_of_class[y]
+    images = parts.gen.generate_mixed(layers, state.bank, z, y, task_ids, state.image_shape)
+    return images, y
 
 
 def make(config: Config | None = None, *, model, input_fn, **overrides) -> Method:
     """DGM (`variant` 'dgmw' or 'dgma') for the benchmark `model`'s number of classes."""
     config = configure(Config, config, overrides)
-    variant, g_lr, d_lr, b1, b2 = (config.variant, config.g_lr, config.d_lr, config.b1, config.b2)
-    n_critic, gp_weight, z_dim, hidden = (
-        config.n_critic,
-        config.gp_weight,
-        config.z_dim,
-        config.hidden,
-    )
-    s_max, lamb_g, aux_g, reinit_d = (config.s_max, config.lamb_g, config.aux_g, config.reinit_d)
-    cls_steps, replay = config.cls_steps, config.replay
-    weight_masks = variant == "dgmw"
     num_classes = model.num_classes
-    max_tasks = num_classes  # at most one task per class: embeddings for every task exist
-    widths0 = (hidden, 2 * hidden)
-    g_tx, d_tx = gan_lib.adam(g_lr, b1, b2), gan_lib.adam(d_lr, b1, b2)
-    disc_module = gan_models.MLPDiscriminator(num_classes=num_classes)
-    d_apply = lambda params, x: disc_module.apply({"params": params}, x)
-
-    def mask_fn(s):
-        """Embeddings -> masks: soft at `s = (value, gradient scale)` or binary when `s` is None."""
-        return masks_lib.binary if s is None else (lambda e: masks_lib.gate(e, *s))
-
-    def mask_scale(step, per_epoch, epochs):
-        """`(s, gradient scale)` at generator step `step`, as the official code anneals.
-
-        Epoch k of E has the top value `s_k = 1/s_max + (s_max - 1/s_max) k / E`.
-        DGMa holds `s_k` through the epoch; DGMw moves within it from `1/s_k`
-        to `s_k` (for k = 0, where `s_0 < 1`, that runs from `s_max` down, as
-        in the official code). The embeddings' gradient is HAT's compensation
-        with `s_k` as its `s_max` (the official `s_g_max / s_g * num / den`).
-        """
-        epoch = jnp.minimum(step // per_epoch, epochs)
-        top = masks_lib.anneal(epoch, epochs + 1, s_max)
-        if not weight_masks:
-            return top, top
-        frac = (step % per_epoch) / per_epoch
-        return 1.0 / top + (top - 1.0 / top) * frac, top
-
-    def generate(layers, emb, z, y, s=None, image_shape=None):
-        """Images of classes `y` with one task's mask embeddings `emb` (soft masks at `s`,
-        binary when `s` is None)."""
-        mask = mask_fn(s)
-        h = jnp.concatenate([z, jax.nn.one_hot(y, num_classes)], -1)
-        for i, layer in enumerate(layers):
-            if weight_masks:
-                w = layer["kernel"] * mask(emb[i]["kernel"])
-                b = layer["bias"] * mask(emb[i]["bias"])
-            else:
-                w, b = layer["kernel"], layer["bias"]
-            h = h @ w + b
-            if i < len(layers) - 1:
-                h = jax.nn.relu(h)
-                if not weight_masks:
-                    h = h * mask(emb[i])
-        return jax.nn.sigmoid(h).reshape((*z.shape[:-1], *image_shape))
-
-    def row(bank, task):
-        """Task `task`'s embeddings out of the bank."""
-        return jax.tree.map(lambda e: e[task], bank)
-
-    def generate_mixed(layers, bank, z, y, task_ids, image_shape):
-        """Binary-mask generation where each sample's class may belong to another task."""
-        out = jnp.zeros((z.shape[0], *image_shape))
-        for t in range(max_tasks):
-            pick = (task_ids == t).reshape((-1,) + (1,) * len(image_shape))
-            out = out + pick * generate(layers, row(bank, t), z, y, None, image_shape)
-        return out
-
-    def task_masks(emb, s=None):
-        """One task's masks from its embeddings (soft at `s`, binary when `s` is None)."""
-        return jax.tree.map(mask_fn(s), emb)
-
-    def new_embeddings(key, layers):
-        if weight_masks:
-            keys = jax.random.split(key, 2 * len(layers))
-            return tuple(
-                {
-                    "kernel": jax.random.normal(keys[2 * i], (max_tasks, *layer["kernel"].shape)),
-                    "bias": jax.random.normal(keys[2 * i + 1], (max_tasks, *layer["bias"].shape)),
-                }
-                for i, layer in enumerate(layers)
-            )
-        keys = jax.random.split(key, len(layers) - 1)
-        return tuple(
-            jax.random.normal(k, (max_tasks, layer["bias"].shape[0]))
-            for k, layer in zip(keys, layers[:-1], strict=True)
-        )
-
-    def init(key, example_x):
-        image = input_fn(example_x, None, False)
-        k_g, k_e, k_d = jax.random.split(key, 3)
-        sizes = (z_dim + num_classes, *widths0, int(np.prod(image.shape[1:])))
-        keys = jax.random.split(k_g, len(sizes) - 1)
-        layers = tuple(
-            _dense_init(k, a, b) for k, a, b in zip(keys, sizes[:-1], sizes[1:], strict=True)
-        )
-        bank = new_embeddings(k_e, layers)
-        gen = train_state.TrainState.create(
-            apply_fn=None, params={"layers": layers, "emb": row(bank, 0)}, tx=g_tx
-        )
-        disc = train_state.TrainState.create(
-            apply_fn=d_apply, params=disc_module.init(k_d, image)["params"], tx=d_tx
-        )
-        no = jnp.zeros(num_classes, bool)
-        return DgmState(
-            epochs=jnp.ones((), jnp.int32),
-            image_shape=tuple(image.shape[1:]),
-            gen=gen,
-            disc=disc,
-            bank=bank,
-            used=jax.tree.map(lambda e: jnp.zeros(e.shape[1:]), bank),
-            grown=jnp.zeros(len(widths0), jnp.int32),
-            task=jnp.zeros((), jnp.int32),
-            task_of_class=jnp.zeros(num_classes, jnp.int32),
-            seen=no,
-            current=no,
-            ratio=jnp.ones(()),
-            steps_per_epoch=jnp.ones((), jnp.int32),
-        )
-
-    def begin_task(state, task: TaskInfo, key):
-        if task.index >= max_tasks:
-            raise ValueError(f"dgm keeps masks for {max_tasks} tasks; got task {task.index + 1}")
-        classes = jnp.asarray(task.classes)
-        current = jnp.zeros(num_classes, bool).at[classes].set(True)
-        # this task's embeddings become the trainable ones (clamped as after every step)
-        params = {**state.gen.params, "emb": masks_lib.clamp(row(state.bank, task.index))}
-        gen = state.gen.replace(params=params, step=0, opt_state=g_tx.init(params))
-        disc = state.disc
-        if reinit_d:
-            params = disc_module.init(key, jnp.zeros((1, *state.image_shape)))["params"]
-            disc = disc.replace(params=params, opt_state=d_tx.init(params), step=0)
-        return state.replace(
-            gen=gen,
-            disc=disc,
-            task=jnp.asarray(task.index, jnp.int32),
-            task_of_class=state.task_of_class.at[classes].set(task.index),
-            current=current,
-            ratio=jnp.asarray(1.0 / (task.index + 1) if replay else 1.0),
-            steps_per_epoch=jnp.asarray(task.steps_per_epoch, jnp.int32),
-            epochs=jnp.asarray(max(1, -(-task.steps // task.steps_per_epoch)), jnp.int32),
-        )
-
-    def block(grads, used, outputs_used):
-        """Zero the gradients of weights that earlier tasks' masks use."""
-        layers = grads["layers"]
-        if weight_masks:
-            new = tuple(
-                {k: g[k] * (1.0 - u[k]) for k in ("kernel", "bias")}
-                for g, u in zip(layers, used, strict=True)
-            )
-        else:  # HAT: weight (i -> j) frozen when both its input and output units are in use
-            # Inputs count as always in use, image pixels once a task has finished.
-            units = (None, *used, None)
-            new = []
-            for i, g in enumerate(layers):
-                a_in = 1.0 if units[i] is None else units[i][:, None]
-                a_out = outputs_used if units[i + 1] is None else units[i + 1]
-                new.append(
-                    {
-                        "kernel": g["kernel"] * (1.0 - jnp.minimum(a_in, a_out)),
-                        "bias": g["bias"] * (1.0 - jnp.broadcast_to(a_out, g["bias"].shape)),
-                    }
-                )
-            new = tuple(new)
-        return {**grads, "layers": new}
-
-    def sparsity(emb, used, s):
-        """HAT's regulariser: the current masks' share of the capacity still free (all layers pooled)."""
-        soft = task_masks(emb, s)
-        pairs = zip(jax.tree.leaves(soft), jax.tree.leaves(used), strict=True)
-        taken = sum(jnp.sum(m * (1 - u)) for m, u in pairs)
-        free = sum(jnp.sum(1 - u) for u in jax.tree.leaves(used))
-        return taken / jnp.maximum(free, 1.0)
-
-    def replay_chunks(key, state, n, b, shape):
-        """`n` chunks of `b` generated images of old classes, each chunk from one old task."""
-        k_task, k_y, k_z = jax.random.split(key, 3)
-        old = state.seen & ~state.current
-        uniform = lambda mask: jnp.where(mask.any(), jnp.where(mask, 0.0, -jnp.inf), 0.0)
-        tasks = state.task_of_class[jax.random.categorical(k_task, uniform(old), shape=(n,))]
-        in_task = old[None] & (state.task_of_class[None] == tasks[:, None])  # (n, C)
-        y = jax.random.categorical(k_y, jax.vmap(uniform)(in_task)[:, None], shape=(n, b))
-        z = jax.random.normal(k_z, (n, b, z_dim))
-        layers = state.gen.params["layers"]
-        fn = lambda zz, yy, tt: generate(layers, row(state.bank, tt), zz, yy, None, shape)
-        return jax.lax.stop_gradient(jax.vmap(fn)(z, y, tasks)), y
-
-    def replay_batch(key, state, n, shape):
-        """`n` generated images of old classes, in parts of n/4 each from one old task, so
-        one batch sees several."""
-        parts = 4 if n % 4 == 0 else 1
-        rep_x, rep_y = replay_chunks(key, state, parts, n // parts, shape)
-        return rep_x.reshape((n, *shape)), rep_y.reshape(n)
-
-    def classifier_steps(state, x, y, r, key):
-        """The official code's solver updates: one step per task seen (t + 1 at task t), each
-        on a batch of the size of the real one drawn from the real current images (share r)
-        and generated images of old classes (the official code shuffles the real batch with
-        one generated batch per old task and steps through it a batch at a time)."""
-        n = x.shape[0]
-
-        def step(i, disc):
-            k_rep, k_mix, k_pick = jax.random.split(jax.random.fold_in(key, i), 3)
-            rep_x, rep_y = replay_batch(k_rep, state, n, x.shape[1:])
-            real = jax.random.uniform(k_mix, (n,)) < r
-            pick = jax.random.permutation(k_pick, n)
-            bx = jnp.where(real.reshape((n,) + (1,) * (x.ndim - 1)), x[pick], rep_x)
-            by = jnp.where(real, y[pick], rep_y)
-            loss = lambda p: jnp.mean(cross_entropy(d_apply(p, bx)[1], by))
-            return disc.apply_gradients(grads=jax.grad(loss)(disc.params))
-
-        return jax.lax.fori_loop(0, state.task + 1, step, state.disc)
-
-    def train_step(state, batch, key):
-        k_aug, k_rep, k_gan = jax.random.split(key, 3)
-        x = input_fn(batch["x"], k_aug, True)
-        shape = x.shape[1:]
-        real, real_y = chunks(x, n_critic), chunks(batch["y"], n_critic)
-        b = real.shape[1]
-        s = mask_scale(state.gen.step, state.steps_per_epoch, state.epochs)
-        has_old = (state.seen & ~state.current).any()
-        r = jnp.where(has_old, state.ratio, 1.0)
-        if cls_steps == "task":
-            # the solver first, then the critic on the real current images alone
-            state = state.replace(disc=classifier_steps(state, x, batch["y"], r, k_rep))
-            mixed, mixed_y = real, real_y
-            weights = adv_weights = jnp.ones((n_critic, b))
-            d_ac_weight = 0.0
-        else:
-            rep_x, rep_y = replay_batch(k_rep, state, n_critic * b, shape)
-            mixed = jnp.concatenate([real, rep_x.reshape((n_critic, b, *shape))], 1)
-            mixed_y = jnp.concatenate([real_y, rep_y.reshape((n_critic, b))], 1)
-            # The class head learns real current and replayed old images (weights r, 1 - r);
-            # the adversarial head and the gradient penalty see the real current images only.
-            weights = jnp.concatenate(
-                [jnp.full((n_critic, b), r), jnp.full((n_critic, b), 1.0 - r)], axis=1
-            )
-            adv_weights = jnp.concatenate(
-                [jnp.ones((n_critic, b)), jnp.zeros((n_critic, b))], axis=1
-            )
-            d_ac_weight = 1.0
-        # lamb_G grows with the generator, as in the official code (total / initial units).
-        units = sum(layer["bias"].shape[0] for layer in state.gen.params["layers"][:-1])
-        lamb = lamb_g * units / sum(widths0)
-        current_logits = jnp.where(state.current, 0.0, -jnp.inf)
-        gen, disc, metrics = gan_lib.critic_then_generator(
-            state.gen,
-            state.disc,
-            mixed,
-            weights,
-            k_gan,
-            sample_z=lambda k: jax.random.normal(k, (mixed.shape[1], z_dim)),
-            loss="wgan-gp",
-            real_y_chunks=mixed_y,
-            fake_labels=lambda k: jax.random.categorical(
-                k, current_logits, shape=(mixed.shape[1],)
-            ),
-            g_extra=lambda p, k: lamb * sparsity(p["emb"], state.used, s),
-            generate=lambda p, z, y: generate(p["layers"], p["emb"], z, y, s, shape),
-            g_grads_fn=lambda g: block(g, state.used, (state.task > 0).astype(jnp.float32)),
-            real_adv_w=adv_weights,
-            gp_weight=gp_weight,
-            g_ac_weight=1.0 if aux_g else 0.0,
-            d_ac_weight=d_ac_weight,
-        )
-        gen = gen.replace(params={**gen.params, "emb": masks_lib.clamp(gen.params["emb"])})
-        _, cls = d_apply(disc.params, real[0])
-        solver_loss = jnp.mean(cross_entropy(cls, real_y[0]))
-        return state.replace(gen=gen, disc=disc), {"loss": solver_loss, **metrics}
-
-    def end_task(state, task_data, key, task: TaskInfo):
-        """Puts the task's embeddings back in the bank, marks its binary masks as used and
-        records the units it newly reserved."""
-        del task_data, key
-        emb = state.gen.params["emb"]
-        bank = jax.tree.map(lambda b, e: b.at[task.index].set(e), state.bank, emb)
-        mine = task_masks(emb)
-        used = jax.tree.map(jnp.maximum, state.used, mine)
-        new = jax.tree.map(lambda m, u: jnp.sum(m * (1 - u)), mine, state.used)
-        if weight_masks:  # units that hold the newly used weights of each hidden layer
-            layers = state.gen.params["layers"]
-            grown = [
-                jnp.ceil(new[i]["kernel"] / layers[i]["kernel"].shape[0])
-                for i in range(len(widths0))
-            ]
-        else:
-            grown = list(new)
-        return state.replace(
-            bank=bank,
-            used=used,
-            grown=jnp.stack(grown).astype(jnp.int32),
-            seen=state.seen | state.current,
-        )
-
-    def resize(state, task: TaskInfo):
-        """Adds `state.grown[l]` units to hidden layer l (host code, one seed)."""
-        layers = [dict(layer) for layer in jax.tree.map(np.asarray, state.gen.params["layers"])]
-        emb = list(jax.tree.map(np.asarray, state.bank))
-        used = list(jax.tree.map(np.asarray, state.used))
-        rng = np.random.default_rng(
-            [task.index, int(np.sum(layers[0]["kernel"][:3]) * 1e6) % 2**31]
-        )
-        off = -masks_lib.EMBEDDING_BOUND  # new units stay off for every finished task
-        for i, g in enumerate(np.asarray(state.grown).tolist()):
-            if g <= 0:
-                continue
-            d_in = layers[i]["kernel"].shape[0]
-            d_next = layers[i + 1]["kernel"].shape[1]
-            cols = rng.normal(0, math.sqrt(2.0 / d_in), (d_in, g)).astype(np.float32)
-            rows = rng.normal(
-                0, math.sqrt(2.0 / (layers[i + 1]["kernel"].shape[0] + g)), (g, d_next)
-            )
-            layers[i] = {
-                "kernel": np.concatenate([layers[i]["kernel"], cols], 1),
-                "bias": np.concatenate([layers[i]["bias"], np.zeros(g, np.float32)]),
-            }
-            layers[i + 1] = {
-                "kernel": np.concatenate([layers[i + 1]["kernel"], rows.astype(np.float32)], 0),
-                "bias": layers[i + 1]["bias"],
-            }
-
-            def fresh(shape):
-                e = rng.normal(size=shape).astype(np.float32)
-                e[: task.index + 1] = off
-                return e
-
-            if weight_masks:
-                emb[i] = {
-                    "kernel": np.concatenate([emb[i]["kernel"], fresh((max_tasks, d_in, g))], 2),
-                    "bias": np.concatenate([emb[i]["bias"], fresh((max_tasks, g))], 1),
-                }
-                emb[i + 1] = {
-                    "kernel": np.concatenate(
-                        [emb[i + 1]["kernel"], fresh((max_tasks, g, d_next))], 1
-                    ),
-                    "bias": emb[i + 1]["bias"],
-                }
-                used[i] = {
-                    "kernel": np.concatenate(
-                        [used[i]["kernel"], np.zeros((d_in, g), np.float32)], 1
-                    ),
-                    "bias": np.concatenate([used[i]["bias"], np.zeros(g, np.float32)]),
-                }
-                used[i + 1] = {
-                    "kernel": np.concatenate(
-                        [used[i + 1]["kernel"], np.zeros((g, d_next), np.float32)], 0
-                    ),
-                    "bias": used[i + 1]["bias"],
-                }
-            else:
-                emb[i] = np.concatenate([emb[i], fresh((max_tasks, g))], 1)
-                used[i] = np.concatenate([used[i], np.zeros(g, np.float32)])
-        bank = jax.tree.map(jnp.asarray, tuple(emb))
-        # the trainable embeddings only need the grown shape: begin_task loads the next task's
-        params = {"layers": jax.tree.map(jnp.asarray, tuple(layers)), "emb": row(bank, task.index)}
-        gen = state.gen.replace(params=params, opt_state=g_tx.init(params))
-        return state.replace(gen=gen, bank=bank, used=jax.tree.map(jnp.asarray, tuple(used)))
-
-    def describe(state):
-        """Generator size: hidden widths, parameters (weights + biases), share of units in use."""
-        layers = state.gen.params["layers"]
-        used = jax.tree.leaves(state.used)
-        return {
-            "hidden_units": [int(layer["bias"].shape[0]) for layer in layers[:-1]],
-            "generator_params": count_params(layers),
-            "last_task_reserved_units": np.asarray(state.grown).tolist(),
-            "used_fraction": float(sum(np.sum(u) for u in used) / sum(np.size(u) for u in used)),
-        }
-
-    def predict(state, x):
-        return d_apply(state.disc.params, input_fn(x, None, False))[1]
-
-    def sample(state, key, per_class=8):
-        """`per_class` samples of every class seen, each with its task's binary masks
-        (from the bank: call it after `end_task`, as the driver does)."""
-        y = jnp.repeat(jnp.arange(num_classes), per_class)
-        z = jax.random.normal(key, (y.shape[0], z_dim))
-        layers = state.gen.params["layers"]
-        images = generate_mixed(layers, state.bank, z, y, state.task_of_class[y], state.image_shape)
-        return images, y
-
+    parts = Parts(
+        gen=MaskedGenerator(
+            num_classes=num_classes,
+            z_dim=config.z_dim,
+            widths=(config.hidden, 2 * config.hidden),
+            weight_masks=config.variant == "dgmw",
+        ),
+        disc=gan_models.MLPDiscriminator(num_classes=num_classes),
+        g_tx=gan_lib.adam(config.g_lr, config.b1, config.b2),
+        d_tx=gan_lib.adam(config.d_lr, config.b1, config.b2),
+        input_fn=input_fn,
+    )
+    bind = lambda f, *args: functools.partial(f, *args, parts)
     return Method(
         name="dgm",
-        init=init,
-        begin_task=begin_task,
-        train_step=train_step,
-        end_task=end_task,
-        predict=predict,
         config=config,
-        host=HostHooks(resize=resize, describe=describe, sample=sample),
+        init=bind(init),
+        begin_task=bind(begin_task, config),
+        train_step=bind(train_step, config),
+        end_task=bind(end_task),
+        predict=bind(predict),
+        host=HostHooks(resize=bind(resize), describe=describe, sample=bind(sample)),
     )
