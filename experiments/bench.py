@@ -70,7 +70,7 @@ def bench_cifar(args):
             alpha=0.2,
             beta=0.5,
         )
-        for seeds in ((0,), tuple(range(args.seeds))):
+        for seeds in dict.fromkeys(((0,), tuple(range(args.seeds)))):  # once for --seeds 1
             config = train.RunConfig(
                 epochs=1,
                 batch_size=batch,

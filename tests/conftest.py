@@ -1,14 +1,41 @@
-"""Shared fixtures: the real MNIST files when present, small synthetic scenarios."""
+"""Shared fixtures: the real MNIST files when present, small synthetic scenarios.
+
+Compiled programs are shared across the suite through JAX's persistent compilation
+cache, in a folder made fresh for each session (unless JAX_COMPILATION_CACHE_DIR is
+set): many tests compile the same program (a method's task runner on the tiny
+scenario, a driver run stopped and resumed), and on a CPU the compiles are most of the
+suite's time. A cache hit loads the very executable the compile produced, so results
+are unchanged. Subprocesses (the sharding tests) inherit the folder.
+"""
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
 from cljax import scenarios
+
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="cljax-test-jit-")
+    atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
+jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+jax.config.update(
+    "jax_persistent_cache_min_compile_time_secs",
+    float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]),
+)
+jax.config.update(
+    "jax_persistent_cache_min_entry_size_bytes",
+    int(os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"]),
+)
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -158,6 +158,8 @@ def test_dyn_expand_run_reports_parameters_per_task(tmp_path):
             "warmup_epochs=1",
             "--set",
             "retrain_milestones=1",
+            "--tasks",
+            "2",
             *FAST,
         ]
     )
@@ -165,7 +167,7 @@ def test_dyn_expand_run_reports_parameters_per_task(tmp_path):
     res = json.loads((workdir / "results.json").read_text())
     assert res["hparams"]["model"] == "cnn"
     assert (res["hparams"]["warmup_epochs"], res["hparams"]["retrain_milestones"]) == (1, [1])
-    assert len(res["per_task"]) == 5 and res["per_task"][-1][0]["extractors"] == 5
+    assert len(res["per_task"]) == 2 and res["per_task"][-1][0]["extractors"] == 2
     assert cli.main(["--method", "dyn_expand", "--set", "masks=maybe", *FAST]) == 2
 
 

@@ -1,25 +1,5 @@
-"""Tuned settings of `joint` per (benchmark, buffer size): see cljax/tuned/__init__.py."""
+"""Tuned settings of `joint`: SGD's rows (the DER paper does not list JOINT's settings)."""
 
-from cljax.tuned import OURS_JOINT, row, same_as
+from cljax.tuned import OURS_JOINT, same_as, sgd
 
-TUNED = {
-    "seq-digits": {
-        None: row(OURS_JOINT, lr=0.03, batch_size=10, n_epochs=10),
-    },
-    "seq-mnist": {
-        None: row(OURS_JOINT, lr=0.03, batch_size=10, n_epochs=1),
-    },
-    "perm-mnist": {
-        None: row(OURS_JOINT, lr=0.2, batch_size=128, n_epochs=1),
-    },
-    "rot-mnist": {
-        None: row(OURS_JOINT, lr=0.2, batch_size=128, n_epochs=1),
-    },
-    "seq-cifar10": {
-        None: row(OURS_JOINT, lr=0.1, batch_size=32, n_epochs=50),
-    },
-}
-TUNED["seq-fashion-mnist"] = same_as(TUNED["seq-mnist"], OURS_JOINT)
-TUNED["seq-cifar100"] = same_as(TUNED["seq-cifar10"], OURS_JOINT)
-TUNED["seq-cifar100-b50"] = same_as(TUNED["seq-cifar10"], OURS_JOINT)
-TUNED["seq-svhn"] = same_as(TUNED["seq-cifar10"], OURS_JOINT)
+TUNED = {benchmark: same_as(rows, OURS_JOINT) for benchmark, rows in sgd.TUNED.items()}
