@@ -100,7 +100,7 @@ def mirror(mnist_dir, tmp_path):
     server.server_close()
 
 
-def test_download_verifies_and_keeps_only_good_files(mirror, tmp_path):
+def test_download_verifies_and_keeps_only_good_files(mirror, tmp_path, monkeypatch):
     dest = tmp_path / "data"
     for bad in ("truncated", "corrupt"):
         with pytest.raises(DataError, match="corrupt or truncated.*nothing was kept"):
@@ -109,6 +109,14 @@ def test_download_verifies_and_keeps_only_good_files(mirror, tmp_path):
     with pytest.raises(DataError, match="cannot download"):
         idx.fetch("mnist", dest, base_url=f"{mirror}absent/")
     assert list((dest / "mnist").iterdir()) == []
+    # a file whose md5 matches but whose sha256 does not (a collision) is refused too
+    sha = list(idx.SHA256["mnist"])
+    sha[3] = "0" * 64
+    monkeypatch.setitem(idx.SHA256, "mnist", tuple(sha))
+    with pytest.raises(DataError, match="corrupt or truncated \\(sha256 "):
+        idx.fetch("mnist", dest, base_url=mirror)
+    assert not (dest / "mnist" / f"{idx.FILES[3]}.gz").exists()
+    monkeypatch.undo()
     idx.fetch("mnist", dest, base_url=mirror)
     for i, name in enumerate(idx.FILES):
         path = dest / "mnist" / f"{name}.gz"
@@ -138,6 +146,34 @@ def test_cifar_pickles_written_by_the_test(tmp_path):
         cifar.load("cifar10", tmp_path)
     with pytest.raises(DataError, match="missing train"):
         cifar.load("cifar100", tmp_path)
+
+
+class _Payload:
+    """Unpickling this runs `touch MARKER`."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("protocol", [2, 5])
+def test_cifar_pickle_that_would_run_code_is_refused_without_running_it(tmp_path, protocol):
+    folder = tmp_path / "cifar-100-python"
+    folder.mkdir()
+    marker = tmp_path / "ran"
+    entry = {b"data": np.zeros((2, 3072), np.uint8), b"fine_labels": [0, 1]}
+    (folder / "test").write_bytes(pickle.dumps(entry, protocol=protocol))
+    (folder / "train").write_bytes(pickle.dumps({**entry, b"x": _Payload(marker)}, protocol=2))
+    with pytest.raises(DataError, match=r"train is not a CIFAR batch file \(it asks for .*system"):
+        cifar.load("cifar100", tmp_path)
+    assert not marker.exists()
+    # the same file's data without the payload loads, in every pickle protocol numpy writes
+    (folder / "train").write_bytes(pickle.dumps(entry, protocol=protocol))
+    assert cifar.load("cifar100", tmp_path)[0].shape == (2, 32, 32, 3)
 
 
 def test_digits_needs_no_files():

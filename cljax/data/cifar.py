@@ -1,7 +1,15 @@
-"""CIFAR-10/100 from the python pickles (`cifar-10-batches-py/`, `cifar-100-python/`)."""
+"""CIFAR-10/100 from the python pickles (`cifar-10-batches-py/`, `cifar-100-python/`).
+
+The pickles are read with an unpickler that builds only what the official files
+hold (dicts, lists, bytes, str, numbers and numpy arrays): a file that asks for
+anything else (a `__reduce__` payload that would run code, say) is refused as "not
+a CIFAR batch file" without running it, so a tampered file in a shared data
+directory cannot execute anything.
+"""
 
 from __future__ import annotations
 
+import io
 import pickle
 from pathlib import Path
 
@@ -20,6 +28,41 @@ LAYOUT = {
 }
 
 
+# The globals a CIFAR batch pickle may name: numpy's array and dtype reconstruction (under
+# its numpy 1 and numpy 2 module names) and the data constructors pickles of other protocols
+# use for arrays and bytes. None of them runs code of the file's choosing.
+SAFE_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"),
+    ("_codecs", "encode"),
+    ("builtins", "bytearray"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("copy_reg", "_reconstructor"),
+    ("copyreg", "_reconstructor"),
+    ("__builtin__", "object"),
+    ("builtins", "object"),
+}
+
+
+class NotCifarError(pickle.UnpicklingError):
+    """The pickle names something a CIFAR batch file does not hold."""
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        if (module, name) not in SAFE_GLOBALS:
+            raise NotCifarError(f"it asks for {module}.{name}")
+        return super().find_class(module, name)
+
+
+def safe_load(data: bytes):
+    """The object pickled in `data`, built only from the types of `SAFE_GLOBALS`."""
+    return _SafeUnpickler(io.BytesIO(data), encoding="bytes").load()
+
+
 def _read_pickle(path: Path, label_key: bytes):
     if not path.is_file():
         raise DataError(
@@ -27,12 +70,17 @@ def _read_pickle(path: Path, label_key: bytes):
             "archive there, or use the tensorflow-datasets source"
         )
     try:
-        with open(path, "rb") as f:
-            entry = pickle.load(f, encoding="bytes")
+        entry = safe_load(path.read_bytes())
+        if not isinstance(entry, dict):
+            raise TypeError(f"holds a {type(entry).__name__}, not a dict")
         data = np.asarray(entry[b"data"], np.uint8)
         labels = np.asarray(entry[label_key], np.int32)
         images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-    except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError) as e:
+    except NotCifarError as e:
+        raise DataError(
+            f"{path} is not a CIFAR batch file ({e}); it was not loaded: replace it with the original"
+        ) from None
+    except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError, IndexError) as e:
         raise DataError(f"corrupt file {path}: {e!r}; replace it with the original") from e
     if len(images) != len(labels):
         raise DataError(f"corrupt file {path}: {len(images)} images but {len(labels)} labels")

@@ -51,6 +51,24 @@ MD5 = {
     ),
 }
 
+# sha256 of the same files (from the md5-verified copies; KMNIST's are not known here, so
+# its downloads are checked by md5 alone).
+SHA256 = {
+    "mnist": (
+        "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+        "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+        "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+        "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+    ),
+    "fashion_mnist": (
+        "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+        "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+        "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+        "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+    ),
+    "kmnist": (None, None, None, None),
+}
+
 URLS = {
     "mnist": "https://ossci-datasets.s3.amazonaws.com/mnist/",
     "fashion_mnist": "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
@@ -69,13 +87,24 @@ def _candidates(root: Path, name: str) -> list[Path]:
     return [root / name, root, root / TORCHVISION_DIRS[name] / "raw"]
 
 
-def md5sum(path: Path) -> str:
-    """Hex md5 of a file."""
-    digest = hashlib.md5()
+def md5sum(path: Path, algorithm: str = "md5") -> str:
+    """Hex digest of a file (md5 unless `algorithm` names another hashlib algorithm)."""
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def checksum_problem(path: Path, name: str, index: int) -> str | None:
+    """None when file `index` of `name` at `path` has its known md5 and sha256, else what differs."""
+    got = md5sum(path)
+    if got != MD5[name][index]:
+        return f"md5 {got} != {MD5[name][index]}"
+    want = SHA256[name][index]
+    if want is not None and (got := md5sum(path, "sha256")) != want:
+        return f"sha256 {got} != {want}"
+    return None
 
 
 def find_file(root: Path, name: str, index: int) -> Path:
@@ -147,7 +176,7 @@ def fetch(name: str, root: Path, base_url: str | None = None, timeout: float = 6
     target.mkdir(parents=True, exist_ok=True)
     for index, base in enumerate(FILES):
         final = target / f"{base}.gz"
-        if final.is_file() and md5sum(final) == MD5[name][index]:
+        if final.is_file() and checksum_problem(final, name, index) is None:
             continue
         url = base_url + f"{base}.gz"
         fd, tmp = tempfile.mkstemp(dir=target, prefix=f".{base}.", suffix=".part")
@@ -155,11 +184,11 @@ def fetch(name: str, root: Path, base_url: str | None = None, timeout: float = 6
             with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as r:
                 while chunk := r.read(1 << 20):
                     out.write(chunk)
-            got = md5sum(Path(tmp))
-            if got != MD5[name][index]:
+            problem = checksum_problem(Path(tmp), name, index)
+            if problem is not None:
                 raise DataError(
-                    f"download of {url} is corrupt or truncated (md5 {got} != "
-                    f"{MD5[name][index]}); nothing was kept, try again later"
+                    f"download of {url} is corrupt or truncated ({problem}); "
+                    "nothing was kept, try again later"
                 )
             os.replace(tmp, final)
         except (urllib.error.URLError, OSError, TimeoutError) as e:
