@@ -7,6 +7,7 @@ checkpoint holds is read from its metadata (`task`, and `chunk` mid-task).
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import jax
@@ -50,28 +51,53 @@ def save(mgr: ocp.CheckpointManager, step: int, state, acc: dict, meta: dict):
     mgr.wait_until_finished()
 
 
+class CheckpointWriteError(RuntimeError):
+    """A checkpoint could not be written (disk full, folder gone); the older ones are kept."""
+
+
 class CheckpointError(ValueError):
     """A checkpoint that cannot be resumed: unreadable, or made by a different run."""
 
 
 def restore(mgr: ocp.CheckpointManager, structure_of, acc_like: dict, identity: dict, sharding):
-    """`(state, acc, meta)` of the latest checkpoint.
+    """`(state, acc, meta, skipped)` of the newest readable checkpoint.
 
+    Checkpoints are tried from newest to oldest: one that cannot be read (damaged
+    files, a different tree) is skipped and named in `skipped` (`[(step, reason)]`,
+    newest first); only when none is readable is it a `CheckpointError`.
     `structure_of(meta)` gives a state of the saved tree structure (arrays or
     `jax.ShapeDtypeStruct`s); its leaves take the shapes saved in `meta`.
     `identity` (method, benchmark, seeds, hyperparameters) must equal the one
-    saved with the checkpoint, or resuming would silently mix two runs. The
-    state's arrays are placed with `sharding`.
+    saved with the checkpoint, or resuming would silently mix two runs: that is an
+    error at once, not a reason to try an older one. The state's arrays are placed
+    with `sharding`.
     """
+    skipped = []
+    for step in sorted(mgr.all_steps(), reverse=True):
+        try:
+            return (*_restore_step(mgr, step, structure_of, acc_like, identity, sharding), skipped)
+        except _Unreadable as e:
+            skipped.append((step, str(e)))
+    reasons = "; ".join(f"{step}: {why}" for step, why in skipped) or "none found"
+    raise CheckpointError(
+        f"no checkpoint in {mgr.directory} is readable ({reasons}); "
+        "rerun with --overwrite to start again"
+    )
+
+
+class _Unreadable(Exception):
+    """One checkpoint cannot be read (the reason is the message)."""
+
+
+def _restore_step(mgr, step: int, structure_of, acc_like: dict, identity: dict, sharding):
+    """`(state, acc, meta)` of checkpoint `step`; `_Unreadable` when it cannot be read."""
     where = mgr.directory
-    step = mgr.latest_step()
     try:
         meta = mgr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
     except Exception as e:  # orbax raises many types for damaged files
-        raise CheckpointError(
-            f"checkpoint {step} in {where} is unreadable ({type(e).__name__}); "
-            "rerun with --overwrite to start again"
-        ) from e
+        raise _Unreadable(f"metadata unreadable ({type(e).__name__})") from e
+    if not isinstance(meta, dict):
+        raise _Unreadable("metadata is not a JSON object")
     saved = meta.get("run")
     if saved != identity:
         diff = sorted(k for k in identity if saved is None or saved.get(k) != identity[k])
@@ -79,13 +105,13 @@ def restore(mgr: ocp.CheckpointManager, structure_of, acc_like: dict, identity: 
             f"checkpoint in {where} was made by a different run (differs in: "
             f"{', '.join(diff)}); resume with the same settings, or use --overwrite"
         )
-    leaves, treedef = jax.tree.flatten(structure_of(meta))
+    try:
+        leaves, treedef = jax.tree.flatten(structure_of(meta))
+    except Exception as e:  # metadata that parses but names no task the run has
+        raise _Unreadable(f"metadata inconsistent ({type(e).__name__})") from e
     shapes = meta.get("state_shapes", [np.shape(a) for a in leaves])
     if len(shapes) != len(leaves):
-        raise CheckpointError(
-            f"checkpoint {step} in {where} holds a state of another structure; "
-            "rerun with --overwrite to start again"
-        )
+        raise _Unreadable("holds a state of another structure")
     state_like = treedef.unflatten(
         [
             jax.ShapeDtypeStruct(tuple(s), a.dtype, sharding=sharding)
@@ -97,9 +123,19 @@ def restore(mgr: ocp.CheckpointManager, structure_of, acc_like: dict, identity: 
     try:
         got = mgr.restore(step, args=ocp.args.Composite(tree=ocp.args.StandardRestore(abstract)))
     except Exception as e:  # orbax raises many types for damaged files
-        raise CheckpointError(
-            f"checkpoint {step} in {where} is unreadable ({type(e).__name__}); "
-            "rerun with --overwrite to start again"
-        ) from e
+        raise _Unreadable(f"arrays unreadable ({type(e).__name__})") from e
     acc = {k: np.array(v) for k, v in got["tree"]["acc"].items()}
     return got["tree"]["state"], acc, meta
+
+
+def set_aside(mgr: ocp.CheckpointManager, steps, folder: Path) -> ocp.CheckpointManager:
+    """Moves checkpoints `steps` (skipped as unreadable) into `folder` and returns a manager
+    that no longer sees them, so the resumed run can write those steps afresh."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for step in steps:
+        target = folder / str(step)
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.move(str(Path(mgr.directory) / str(step)), target)
+    mgr.reload()
+    return mgr

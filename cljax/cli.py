@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import functools
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -22,9 +23,11 @@ from pathlib import Path
 import jax
 
 from cljax import methods, plots, report, scenarios, sharding, train, tuned
-from cljax.checkpoint import CheckpointError
+from cljax import workdir as workdir_lib
+from cljax.checkpoint import CheckpointError, CheckpointWriteError
 from cljax.data import DataError
 from cljax.scenarios import BENCHMARKS
+from cljax.workdir import WorkdirError
 
 
 class UsageError(Exception):
@@ -89,6 +92,13 @@ def parse_args(argv):
         default=None,
         help="data-parallel over this many devices (default: all local devices)",
     )
+    p.add_argument(
+        "--on-nonfinite",
+        choices=("stop", "continue"),
+        default="stop",
+        help="when a seed's loss or parameters become NaN/inf: stop (exit 3, last good "
+        "checkpoint kept) or continue and record the seeds in results.json",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p.parse_args(argv)
 
@@ -110,12 +120,18 @@ def list_hparams(args) -> int:
     return 0
 
 
+# Exit codes besides 0 and 2 (bad input): a run that diverged, a checkpoint that could not be
+# written, and stops asked for by a signal (128 + its number, as a shell reports them).
+EXIT_DIVERGED, EXIT_WRITE_FAILED = 3, 1
+EXIT_SIGNAL = {signal.SIGTERM: 143, signal.SIGINT: 130}
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     train.log_tasks()
     try:
         return _main(args)
-    except UsageError as e:
+    except (UsageError, WorkdirError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
@@ -143,6 +159,9 @@ def _main(args) -> int:
     workdir = Path(args.workdir or f"runs/{args.method}-{name}-{args.buffer_size}")
     if args.resume and args.overwrite:
         raise UsageError("--resume and --overwrite exclude each other")
+    workdir_lib.check(workdir)
+    lock = workdir_lib.Lock(workdir)
+    lock.refuse_if_held()
     has_run = (workdir / "results.json").exists() or (workdir / "checkpoints").exists()
     if args.resume and not has_run:
         print(f"note: nothing to resume in {workdir}; starting a new run")
@@ -184,17 +203,37 @@ def _main(args) -> int:
         method = tuned.build(settings, scenario)
     except ValueError as e:
         raise UsageError(str(e)) from e
+    seeds = tuple(range(args.seed_offset, args.seed_offset + args.seeds))
+    workdir_lib.check(workdir, checkpoint_bytes(method, scenario, len(seeds)))
+    if jax.process_index() == 0:  # one lock for a multi-host job, held by host 0
+        lock.acquire(warn=lambda line: print(line, file=sys.stderr))
+    try:
+        return _run(args, method, scenario, settings, seeds, workdir)
+    finally:
+        lock.release()
 
+
+def checkpoint_bytes(method, scenario, n_seeds: int) -> int:
+    """About what the folder needs: two checkpoints of the seeds' initial state, plus slack."""
+    example = scenario.train(0)[0][:1]
+    shapes = jax.eval_shape(method.init, jax.random.key(0), example)
+    size = sum(a.size * a.dtype.itemsize for a in jax.tree.leaves(shapes) if hasattr(a, "size"))
+    return 2 * n_seeds * size + 2**20
+
+
+def _run(args, method, scenario, settings, seeds, workdir: Path) -> int:
+    """Trains into `workdir` (checked and locked) and writes results.json and the plot."""
+    run = settings.run
     if args.overwrite and workdir.exists():
         shutil.rmtree(workdir / "checkpoints", ignore_errors=True)
     workdir.mkdir(parents=True, exist_ok=True)
-    seeds = tuple(range(args.seed_offset, args.seed_offset + args.seeds))
     config = run.run_config(
         devices=args.devices,
         seeds=seeds,
         progress=not args.no_progress,
         checkpoint_every_s=args.checkpoint_minutes * 60,
         protocol=methods.protocol(args.method),
+        on_nonfinite=args.on_nonfinite,
     )
     tuned.note_tuning(settings, scenario.name, args.buffer_size)
     print(
@@ -205,18 +244,33 @@ def _main(args) -> int:
     if method.host.sample is not None:
         samples = workdir / "samples"
         on_task = functools.partial(plots.write_samples, method, samples, scenario.num_tasks)
+    resume_line = f"rerun with --resume --workdir {workdir}"
+    say = lambda line: print(line, file=sys.stderr)
     try:
-        res = train.run(
-            method, scenario, config, workdir=workdir, resume=args.resume, on_task=on_task
-        )
+        with train.StopRequest(say=say) as stop:
+            res = train.run(
+                method,
+                scenario,
+                config,
+                workdir=workdir,
+                resume=args.resume,
+                on_task=on_task,
+                stop_requested=stop,
+            )
     except CheckpointError as e:
         raise UsageError(str(e)) from e
+    except train.Diverged as e:
+        say(f"error: {e}")
+        return EXIT_DIVERGED
+    except CheckpointWriteError as e:
+        say(f"error: {e}")
+        return EXIT_WRITE_FAILED
+    except train.Interrupted as e:
+        say(f"{e}; the checkpoint is written: {resume_line}")
+        return EXIT_SIGNAL.get(stop.signum, 130)
     except KeyboardInterrupt:
-        print(
-            f"\ninterrupted; the last finished task (or chunk of a long task) is checkpointed: "
-            f"rerun with --resume "
-            f"--workdir {workdir}",
-            file=sys.stderr,
+        say(
+            f"\ninterrupted; the last finished task (or chunk of a long task) is checkpointed: {resume_line}"
         )
         return 130
     res.pop("state")

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cljax import workdir
+
 
 def accuracy_matrices(accuracy: dict, title: str, path: str | Path):
     """Writes a PNG with one heatmap of `R[t, j]` (mean over seeds) per setting."""
@@ -41,7 +43,8 @@ def accuracy_matrices(accuracy: dict, title: str, path: str | Path):
         ax.set_ylabel("after training task t")
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with workdir.replaced(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
 
 
@@ -69,7 +72,8 @@ def sample_grid(images, labels, title: str, path: str | Path, per_row: int | Non
         ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    with workdir.replaced(path) as tmp:
+        fig.savefig(tmp, dpi=80)
     plt.close(fig)
 
 

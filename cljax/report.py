@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import numpy as np
 
 from cljax import metrics as metrics_lib
+from cljax import workdir
 
 
 def recorded_hparams(method_hparams: dict, config) -> dict:
@@ -167,7 +166,5 @@ def _nan_to_none(a):
 
 def write_json(path, obj) -> None:
     """Writes `obj` as JSON to `path` through a temporary file: a crash never leaves half a file."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
+    with workdir.replaced(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=1))

@@ -21,6 +21,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import signal
+import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,12 +31,15 @@ from typing import Any
 from cljax import report
 from cljax.methods import Method
 from cljax.scenarios import Scenario
-from cljax.train_chunks import schedule
-from cljax.train_seeds import SeedsRun, task_info, training_data
+from cljax.train_chunks import Diverged, schedule
+from cljax.train_seeds import Interrupted, SeedsRun, task_info, training_data
 
 __all__ = [
+    "Diverged",
     "Hooks",
+    "Interrupted",
     "RunConfig",
+    "StopRequest",
     "SeedsRun",
     "log_tasks",
     "run",
@@ -43,6 +49,19 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+
+class _CurrentStderr(logging.StreamHandler):
+    """A handler that writes to whatever `sys.stderr` is when it writes (a test harness or a
+    notebook may replace it after the handler is made)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
 
 
 def log_tasks() -> None:
@@ -56,7 +75,7 @@ def log_tasks() -> None:
     """
     logger = logging.getLogger("cljax")
     if not logger.handlers:
-        handler = logging.StreamHandler()
+        handler = _CurrentStderr()
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
     logger.setLevel(logging.INFO)
@@ -82,6 +101,13 @@ class RunConfig:
     # "sequential": each task's data in turn; "joint": once, after the last task, on the union
     # of every task's training data (the upper bound of the tables)
     protocol: str = "sequential"
+    # a seed's loss or parameters non-finite: "stop" the run (`train_chunks.Diverged`, the last
+    # good checkpoint kept) or "continue" and record the seeds under results["nonfinite"]
+    on_nonfinite: str = "stop"
+
+    def __post_init__(self):
+        if self.on_nonfinite not in ("stop", "continue"):
+            raise ValueError(f"on_nonfinite must be stop or continue, got {self.on_nonfinite!r}")
 
     def epochs_of(self, task: int) -> int:
         """Epochs of task `task`: `first_epochs` for the first one when set, else `epochs`."""
@@ -100,6 +126,9 @@ class Hooks:
     after_task: Callable | None = None
     after_chunk: Callable | None = None
     on_task: Callable | None = None
+    # `() -> bool`, polled after each chunk and task: True saves a checkpoint there and raises
+    # `Interrupted` (the CLI's SIGTERM / SIGINT handler, `StopRequest`)
+    stop_requested: Callable[[], bool] | None = None
 
 
 def run(
@@ -112,6 +141,7 @@ def run(
     after_task: Callable[[int, Any], list] | None = None,
     after_chunk: Callable[[int, int, Any], list] | None = None,
     on_task: Callable[[int, Any, Any], None] | None = None,
+    stop_requested: Callable[[], bool] | None = None,
 ) -> dict:
     """Trains `method` on every task of `scenario` for every seed; returns the results dict.
 
@@ -133,8 +163,11 @@ def run(
     a task, as the DGM authors' code does every 5 epochs). `on_task(t, state,
     keys)` is called on host 0 after each task's evaluation (e.g. to write the
     generated samples of `method.host.sample`; see `plots.write_samples`).
+    `stop_requested()` is polled after every chunk and task; when it is True the
+    run checkpoints there (with a workdir) and raises `Interrupted`, losing at most
+    the chunk in flight.
     """
-    hooks = Hooks(after_task, after_chunk, on_task)
+    hooks = Hooks(after_task, after_chunk, on_task, stop_requested)
     seeds = tuple(config.seeds)
     if method.host.resize is None or len(seeds) == 1:
         parts = [SeedsRun(method, scenario, config, workdir, hooks).run(resume, stop_after)]
@@ -153,4 +186,45 @@ def run(
     for name in ("after_task", "after_chunk"):
         if getattr(hooks, name) is None:
             out.pop(name, None)
+    nonfinite = {str(s): v for p in parts for s, v in p.nonfinite.items()}
+    if nonfinite:
+        out["nonfinite"] = nonfinite
     return out
+
+
+class StopRequest:
+    """SIGTERM / SIGINT handlers that ask a run to stop at its next chunk boundary.
+
+    Use as a context manager around `run(..., stop_requested=request)`: the first
+    signal is remembered (`signum`) and the run checkpoints and raises `Interrupted`
+    after the chunk in flight; a second one stops at once (`KeyboardInterrupt`). The
+    previous handlers come back on exit. Signals only reach the main thread.
+    """
+
+    def __init__(self, say=print):
+        self.signum = None
+        self.say = say
+        self._old = {}
+
+    def __call__(self) -> bool:
+        return self.signum is not None
+
+    def _handle(self, signum, frame):
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+        self.say(
+            f"{signal.Signals(signum).name}: stopping after the current chunk, with a checkpoint "
+            "(signal again to stop at once)"
+        )
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old = {}

@@ -42,8 +42,25 @@ def schedule(seed: int, task: int, n: int, epochs: int, batch: int, steps=None) 
     return np.concatenate(rows)[:steps].astype(np.int32)
 
 
+def health(state, metrics, valid):
+    """Per seed: the chunk's first step (index into it) with a non-finite metric, or -1, and
+    whether every float leaf of the state is finite at the chunk's end."""
+    bad = jnp.zeros(jax.tree.leaves(metrics)[0].shape, bool)
+    for m in jax.tree.leaves(metrics):
+        bad = bad | ~jnp.isfinite(m)
+    bad = bad & valid[None]
+    first = jnp.where(bad.any(1), jnp.argmax(bad, 1), -1).astype(jnp.int32)
+    ok = jnp.ones(bad.shape[0], bool)
+    for leaf in jax.tree.leaves(state):
+        if jnp.issubdtype(leaf.dtype, jnp.floating):
+            ok = ok & jnp.isfinite(leaf).reshape(leaf.shape[0], -1).all(1)
+    return {"first_bad_step": first, "state_finite": ok}
+
+
 def make_task_runner(method: Method, mesh=None):
-    """`run(state, keys, x, y, idx, step0, valid) -> (state, losses)` over one chunk, all seeds.
+    """`run(state, keys, x, y, idx, step0, valid) -> (state, metrics, health)` over one chunk,
+    all seeds (`health`: see `health`; checked inside the compiled chunk, so divergence costs
+    no host sync per step).
 
     With a `mesh`, each step's batch is split over its `data` axis.
     """
@@ -63,11 +80,16 @@ def make_task_runner(method: Method, mesh=None):
         return jax.lax.scan(body, state, (steps, idx, valid))
 
     def run(state, keys, x, y, idx, step0, valid):
-        return jax.vmap(per_seed, in_axes=(0, 0, 0, None, None, None, None))(
+        state, metrics = jax.vmap(per_seed, in_axes=(0, 0, 0, None, None, None, None))(
             state, keys, idx, x, y, step0, valid
         )
+        return state, metrics, health(state, metrics, valid)
 
     return jax.jit(run, donate_argnums=(0,))
+
+
+class Diverged(RuntimeError):
+    """A seed's loss or parameters became non-finite (NaN or inf) during a task."""
 
 
 class Timer:
@@ -140,6 +162,9 @@ class TaskContext:
     pad_to: int = 0  # pad the task's arrays to this many items (one compile for every task)
     after_chunk: Callable | None = None
     on_chunk: Callable | None = None
+    method_name: str = ""
+    # seeds whose loss or parameters went non-finite: {seed: {"task", "step"}} (first time)
+    nonfinite: dict = dataclasses.field(default_factory=dict)
 
 
 def _plan(ctx: TaskContext, t: int, n: int, done: Partial | None):
@@ -203,9 +228,10 @@ def train_task(ctx: TaskContext, state, x, y, t: int, desc: str, done: Partial |
         sl = slice(c * length, (c + 1) * length)
         start = time.perf_counter()
         chunk = sharding.replicate((idx[:, sl], np.int32(c * length), valid[sl]), ctx.mesh)
-        state, metrics = compiled(state, ctx.keys, x, y, *chunk)
-        metrics = jax.tree.map(np.asarray, metrics)  # blocks: the chunk is done
+        state, metrics, health = compiled(state, ctx.keys, x, y, *chunk)
+        metrics, health = jax.tree.map(np.asarray, (metrics, health))  # blocks: chunk done
         ctx.timer.add("train_s", time.perf_counter() - start)
+        check_finite(ctx, health, t, c * length)
         ok = valid[sl]
         losses.append(metrics["loss"][:, ok])
         bar.update(int(ok.sum()))
@@ -220,3 +246,24 @@ def train_task(ctx: TaskContext, state, x, y, t: int, desc: str, done: Partial |
     bar.close()
     ctx.timer.add("steps", steps)
     return state, float(np.concatenate(losses, 1)[:, -max(1, steps // 10) :].mean()), measured
+
+
+def check_finite(ctx: TaskContext, health: dict, t: int, step0: int) -> None:
+    """Records the seeds that went non-finite in this chunk; with `on_nonfinite="stop"`
+    raises `Diverged` (before the chunk's state is checkpointed)."""
+    bad = {}
+    for i, seed in enumerate(ctx.seeds):
+        first, finite = int(health["first_bad_step"][i]), bool(health["state_finite"][i])
+        if (first >= 0 or not finite) and seed not in ctx.nonfinite:
+            step = step0 + first if first >= 0 else step0
+            bad[seed] = {"task": t, "step": step, "loss_finite": first < 0}
+    if not bad:
+        return
+    ctx.nonfinite.update(bad)
+    if ctx.config.on_nonfinite == "stop":
+        where = ", ".join(f"seed {s} at step {b['step'] + 1}" for s, b in bad.items())
+        raise Diverged(
+            f"{ctx.method_name} diverged in task {t + 1} (non-finite loss or parameters: "
+            f"{where}); the last good checkpoint is kept and no results are written; lower the "
+            "learning rate, or pass --on-nonfinite continue to finish and record the seeds"
+        )

@@ -25,6 +25,10 @@ from cljax.train_chunks import Partial, TaskContext, Timer, make_task_runner, tr
 log = logging.getLogger("cljax.train")
 
 
+class Interrupted(Exception):
+    """The run stopped on request (`Hooks.stop_requested`), its checkpoint written."""
+
+
 def task_info(scenario: Scenario, config, t: int) -> TaskInfo:
     """The static facts of task `t` that `begin_task` and `end_task` receive."""
     seen = tuple(c for j in range(t + 1) for c in scenario.classes(j))
@@ -72,6 +76,7 @@ class SeedsRun:
         self.chunk_extra = [None] * T  # [task][chunk][seed] where after_chunk measured it
         self.manager = ckpt_lib.manager(self.workdir) if self.workdir is not None else None
         self.devices = self.mesh.size
+        self.nonfinite = {}  # seed -> {"task", "step", "loss_finite"} (on_nonfinite="continue")
 
     # -- set-up ------------------------------------------------------------------------------
 
@@ -123,9 +128,19 @@ class SeedsRun:
             return shaped
 
         replicated = NamedSharding(self.mesh, PartitionSpec())
-        state, self.acc, saved = ckpt_lib.restore(
+        state, self.acc, saved, skipped = ckpt_lib.restore(
             self.manager, structure_of, self.acc, self.identity(), replicated
         )
+        if skipped:  # damaged newer checkpoints: set aside, so their steps can be written again
+            aside = self.workdir / "damaged-checkpoints"
+            for step, why in skipped:
+                log.warning("skipped checkpoint %d in %s: %s", step, self.manager.directory, why)
+            if jax.process_index() == 0:
+                ckpt_lib.set_aside(self.manager, [step for step, _ in skipped], aside)
+            log.warning(
+                "resuming from the newest readable checkpoint; the unreadable ones moved to %s",
+                aside,
+            )
         first_task, partial = saved["task"] + 1, None
         if "partial" in saved:  # stopped mid-task: begin_task done, some chunks trained
             partial = Partial.from_json(saved["partial"])
@@ -138,6 +153,7 @@ class SeedsRun:
             self.extra[t] = values
         for t, values in enumerate(saved.get("after_chunk") or []):
             self.chunk_extra[t] = values
+        self.nonfinite.update({int(s): v for s, v in saved.get("nonfinite", {}).items()})
         self.wall -= saved["timing"].get("total_s", 0.0)
         return state, first_task, partial
 
@@ -153,27 +169,46 @@ class SeedsRun:
             "per_task": self.per_task,
             "after_task": self.extra[: t + 1],
             "after_chunk": self.chunk_extra[: t + 1],
+            "nonfinite": {str(s): v for s, v in self.nonfinite.items()},
             "run": self.identity(),
         }
 
     def save(self, state, t, partial: Partial | None = None):
         if partial is None:
-            ckpt_lib.save(self.manager, ckpt_lib.step_of(t), state, self.acc, self.meta_of(t))
+            step, meta = ckpt_lib.step_of(t), self.meta_of(t)
         else:
             meta = {**self.meta_of(t - 1), "partial": partial.to_json()}
             step = ckpt_lib.step_of(partial.task, partial.chunk)
+        try:
             ckpt_lib.save(self.manager, step, state, self.acc, meta)
+        except Exception as e:  # a full disk, a folder gone: orbax raises many types
+            what = f"task {t + 1}" if partial is None else f"task {partial.task + 1} (mid-task)"
+            raise ckpt_lib.CheckpointWriteError(
+                f"could not write the checkpoint of {what} in {self.manager.directory} "
+                f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); the earlier "
+                "checkpoints are kept: free space or fix the folder, then rerun with --resume"
+            ) from e
         self.last_save = time.perf_counter()
 
     def on_chunk(self, stop_after, done: Partial, state) -> bool:
         """Mid-task: checkpoint when due; True stops the run here."""
         stop = stop_after == (done.task, done.chunk)
-        due = time.perf_counter() - self.last_save >= self.config.checkpoint_every_s
+        requested = self.stop_requested()
+        due = requested or time.perf_counter() - self.last_save >= self.config.checkpoint_every_s
         if self.manager is not None and jax.process_count() > 1:  # orbax saves with every host
             due = bool(multihost_utils.broadcast_one_to_all(np.asarray(due)))  # host 0's clock
         if self.manager is not None and (stop or due):
             self.save(state, done.task, done)
+        if requested:
+            raise Interrupted(f"stopped in task {done.task + 1} after chunk {done.chunk + 1}")
         return stop
+
+    def stop_requested(self) -> bool:
+        """Whether a stop was asked for (on every host, as host 0 saw it)."""
+        asked = self.hooks.stop_requested is not None and self.hooks.stop_requested()
+        if jax.process_count() > 1:
+            asked = bool(multihost_utils.broadcast_one_to_all(np.asarray(asked)))
+        return asked
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -196,6 +231,8 @@ class SeedsRun:
             pad_to=0 if joint else max(self.scenario.train_sizes),
             after_chunk=self.hooks.after_chunk,
             on_chunk=functools.partial(self.on_chunk, stop_after),
+            method_name=self.method.name,
+            nonfinite=self.nonfinite,
         )
         self.last_save = time.perf_counter()
         for t in range(first_task, self.scenario.num_tasks):
@@ -207,6 +244,10 @@ class SeedsRun:
             self.after(state, t)
             if isinstance(stop_after, int) and t >= stop_after:
                 break
+            if t < self.scenario.num_tasks - 1 and self.stop_requested():
+                if self.manager is not None:
+                    self.manager.wait_until_finished()
+                raise Interrupted(f"stopped after task {t + 1}")
         if self.manager is not None:
             self.manager.wait_until_finished()
         self.timer.totals["total_s"] = time.perf_counter() - self.wall

@@ -2,13 +2,15 @@
 
 import dataclasses
 import logging
+import signal
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from cljax import checkpoint as ckpt_lib
-from cljax import methods, models, report, train
+from cljax import methods, models, report, scenarios, train
 from tests.conftest import tiny_scenario
 
 SC = tiny_scenario(num_tasks=3)
@@ -174,6 +176,71 @@ def test_resume_mid_task_equals_uninterrupted_run(method, tmp_path):
     other = dataclasses.replace(config, chunks_per_task=2)
     with pytest.raises(ValueError, match="resume with the settings it was made with"):
         train.run(method, SC, other, workdir=tmp_path / "b", resume=True)
+
+
+def test_resume_skips_a_damaged_newest_checkpoint(method, seed_runs, tmp_path):
+    """The newest checkpoint's arrays damaged: resuming restores the one before it, says so,
+    sets the damaged one aside and ends as the run that never stopped."""
+    config = train.RunConfig(seeds=(0, 1), **CONFIG)
+    train.run(method, SC, config, workdir=tmp_path, stop_after=1)  # checkpoints of tasks 1, 2
+    newest = str(ckpt_lib.step_of(1))
+    for f in (tmp_path / "checkpoints" / newest / "tree").rglob("*"):
+        if f.is_file():
+            f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    resumed = train.run(method, SC, config, workdir=tmp_path, resume=True)
+    assert resumed["accuracy"] == seed_runs[0]["accuracy"]
+    assert (tmp_path / "damaged-checkpoints" / newest).is_dir()
+    # with every checkpoint unreadable, resuming refuses and names each
+    for f in (tmp_path / "checkpoints").rglob("*"):
+        if f.is_file() and "meta" in f.parts:
+            f.write_text("{broken")
+    with pytest.raises(ckpt_lib.CheckpointError, match="no checkpoint in .* is readable"):
+        train.run(method, SC, config, workdir=tmp_path, resume=True)
+
+
+def test_sigterm_checkpoints_at_the_next_chunk_and_resumes(method, seed_runs, tmp_path):
+    """SIGTERM during chunk 1 of task 2 (as a scheduler sends it): the run writes a mid-task
+    checkpoint right after that chunk, raises `Interrupted`, and resuming ends as the run
+    that never stopped."""
+    config = train.RunConfig(seeds=(0, 1), checkpoint_every_s=float("inf"), **CONFIG)
+
+    def signal_in(t, c, state):
+        if (t, c) == (1, 0):
+            signal.raise_signal(signal.SIGTERM)
+        return chunk_probe(t, c, state)
+
+    lines = []
+    with pytest.raises(train.Interrupted), train.StopRequest(say=lines.append) as stop:
+        train.run(method, SC, config, workdir=tmp_path, after_chunk=signal_in, stop_requested=stop)
+    assert stop.signum == signal.SIGTERM and "SIGTERM: stopping after the current chunk" in lines[0]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
+    assert ckpt_lib.manager(tmp_path).latest_step() == ckpt_lib.step_of(1, 0)  # nothing lost
+    resumed = train.run(method, SC, config, workdir=tmp_path, resume=True)
+    assert resumed["accuracy"] == seed_runs[0]["accuracy"]
+
+
+def test_nonfinite_loss_stops_before_its_chunk_is_checkpointed(tmp_path):
+    """Task 2's images hold an inf pixel: the run stops in that task's first chunk, naming
+    the seeds, with task 1's checkpoint the newest; `continue` finishes and records them."""
+    x, y, xt, yt = (np.asarray(a) for a in (*SC.train(0), *SC.test(0)))
+    arrays = [np.concatenate([a, b]) for a, b in zip((x, y, xt, yt), (*SC.train(1), *SC.test(1)))]
+    arrays[0][len(x) :, 0, 0] = 255  # task 2's training images only
+    poisoned = scenarios.class_incremental(
+        "poisoned", tuple(arrays), 2, lambda v, k, t: jnp.where(v == 255, jnp.inf, v / 255.0), "mlp"
+    )
+    m = methods.get("derpp").make(
+        model=models.MLP((8,), poisoned.num_classes), input_fn=poisoned.input_fn, buffer_size=10
+    )
+    config = train.RunConfig(seeds=(0, 1), checkpoint_every_s=0.0, **CONFIG)
+    with pytest.raises(
+        train.Diverged, match=r"derpp diverged in task 2 .*seed 0 at step 1, seed 1"
+    ):
+        train.run(m, poisoned, config, workdir=tmp_path)
+    assert ckpt_lib.manager(tmp_path).latest_step() == ckpt_lib.step_of(0)
+    res = train.run(m, poisoned, dataclasses.replace(config, on_nonfinite="continue"))
+    assert res["nonfinite"] == {
+        str(s): {"task": 1, "step": 0, "loss_finite": False} for s in (0, 1)
+    }
 
 
 def test_mid_task_checkpoints_follow_the_clock(method, tmp_path):
