@@ -223,7 +223,10 @@ def test_nonfinite_loss_stops_before_its_chunk_is_checkpointed(tmp_path):
     """Task 2's images hold an inf pixel: the run stops in that task's first chunk, naming
     the seeds, with task 1's checkpoint the newest; `continue` finishes and records them."""
     x, y, xt, yt = (np.asarray(a) for a in (*SC.train(0), *SC.test(0)))
-    arrays = [np.concatenate([a, b]) for a, b in zip((x, y, xt, yt), (*SC.train(1), *SC.test(1)))]
+    arrays = [
+        np.concatenate([a, b])
+        for a, b in zip((x, y, xt, yt), (*SC.train(1), *SC.test(1)), strict=True)
+    ]
     arrays[0][len(x) :, 0, 0] = 255  # task 2's training images only
     poisoned = scenarios.class_incremental(
         "poisoned", tuple(arrays), 2, lambda v, k, t: jnp.where(v == 255, jnp.inf, v / 255.0), "mlp"
