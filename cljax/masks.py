@@ -7,14 +7,16 @@ al. 2021, sec. 3.3), so the mask starts soft and ends (almost) binary. At
 inference and for pruning the mask is binarised: `e > 0`, which is
 `sigmoid(s_max * e) > 0.5`.
 
-Gradient compensation: the gradient of `e` through `sigmoid(s * e)` is
+Gradient compensation (`gate`): the gradient of `e` through `sigmoid(s * e)` is
 `s * sigmoid'(s * e) * dL/dm`, which vanishes or explodes with `s`. Both papers
 rescale it to be independent of `s`: DER multiplies by
 `sigmoid'(e) / (s * sigmoid'(s * e))`, HAT by
 `s_max * [cosh(s e) + 1] / (s * [cosh(e) + 1])`; the compensated gradients are
 `sigmoid'(e) * dL/dm` and `s_max * sigmoid'(e) * dL/dm`. `gate` builds exactly
 that gradient (forward value `sigmoid(s * e)`, backward `scale * sigmoid'(e)`)
-without dividing two vanishing numbers. After each update the embeddings are
+without dividing two vanishing numbers; with `clamp` it is HAT's and the DGM
+authors' own computation (`s e` clipped to +-50 in the cosh of the numerator), under
+which the gradient of a saturated mask vanishes and the mask locks. After each update the embeddings are
 clamped to `[-bound, bound]` (HAT's `thres_emb = 6`) so the annealing stays stable.
 """
 
@@ -32,11 +34,25 @@ def anneal(batch_in_epoch, batches_per_epoch, s_max: float):
     return 1.0 / s_max + (s_max - 1.0 / s_max) * frac
 
 
-def gate(e, s, scale: float = 1.0):
-    """`sigmoid(s * e)` whose gradient with respect to `e` is `scale * sigmoid'(e)` times the upstream one."""
+def gate(e, s, scale: float = 1.0, clamp: float | None = None):
+    """`sigmoid(s * e)` whose gradient with respect to `e` is `scale * sigmoid'(e)` times the
+    upstream one.
+
+    With `clamp` (HAT and the DGM authors' code: 50) the gradient is theirs, computed as
+    they compute it: the gradient through `sigmoid(s e)` (autograd's `y (1 - y)`, y the
+    sigmoid's float32 output) times `scale / s * [cosh(clip(s e, +-clamp)) + 1] /
+    [cosh(e) + 1]`. While `|s e|` is small this equals the above; once a mask saturates it
+    vanishes and the mask locks: past `|s e|` = clamp on either side, and already past
+    `s e` ~ 17 on the positive side, where `y` rounds to 1 in float32.
+    """
     hard = jax.lax.stop_gradient(jax.nn.sigmoid(s * e))
-    soft = jax.nn.sigmoid(e)
-    return hard + scale * (soft - jax.lax.stop_gradient(soft))
+    if clamp is None:
+        soft = jax.nn.sigmoid(e)
+        return hard + scale * (soft - jax.lax.stop_gradient(soft))
+    se = jax.lax.stop_gradient(s * e)
+    num = jnp.cosh(jnp.clip(se, -clamp, clamp)) + 1.0
+    factor = jax.lax.stop_gradient(scale * hard * (1.0 - hard) * num / (jnp.cosh(e) + 1.0))
+    return hard + factor * (e - jax.lax.stop_gradient(e))
 
 
 def binary(e):

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from cljax import masks as masks_lib
 from cljax import methods, models, train
 from tests.conftest import tiny_scenario
 
@@ -86,3 +87,20 @@ def test_sparsity_term_reduces_the_units_a_task_takes():
 def test_bad_variant_is_clear():
     with pytest.raises(ValueError, match="dgmw"):
         methods.get("dgm").make(model=models.MLP(), input_fn=SC.input_fn, variant="hat")
+
+
+@pytest.mark.parametrize("e", [-0.8, -0.004, 0.0005, 0.0055, 0.3])
+def test_mask_gradient_is_the_official_clamped_compensation(e):
+    """DGM's mask gradient is the official code's (HAT's), as it computes it in float32:
+    y (1 - y) * s_max * [cosh(clip(s e, +-50)) + 1] / [cosh(e) + 1], y = sigmoid(s e).
+    It moves while |s e| is small (s e = -40, 5 at s = 1e4) and is zero once the mask
+    has saturated (s e = -8000, 55, 3000): the mask locks."""
+    s, s_max = np.float32(1e4), np.float32(2e4)
+    got = jax.grad(lambda v: masks_lib.gate(v, s, s_max, clamp=50.0))(jnp.float32(e))
+    se = s * np.float32(e)
+    with np.errstate(over="ignore"):
+        y = np.float32(1) / (np.float32(1) + np.exp(-se))
+    num = np.cosh(np.clip(se, np.float32(-50), np.float32(50))) + np.float32(1)
+    official = y * (np.float32(1) - y) * s_max * num / (np.cosh(np.float32(e)) + np.float32(1))
+    np.testing.assert_allclose(float(got), float(official), rtol=1e-4, atol=1e-30)
+    assert (float(got) > 1.0) if abs(se) <= 40 else (float(got) == 0.0)

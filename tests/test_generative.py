@@ -3,6 +3,7 @@
 import re
 
 import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -285,3 +286,51 @@ def test_dgm_on_svhn_shaped_arrays_with_the_svhn_config():
     metrics, images = one_step_then_sample(method, sc, x, y)
     assert all(np.isfinite(float(v)) for v in metrics.values())
     assert images.shape[1:] == (32, 32, 3)
+
+
+class BatchNormMLP(nn.Module):
+    """A small solver with BatchNorm (as the ResNet solvers have), cheap to compile."""
+
+    num_classes: int = 4
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = nn.Dense(16)(x.reshape(x.shape[0], -1))
+        x = nn.BatchNorm(use_running_average=not train, momentum=0.5)(x)
+        return nn.Dense(self.num_classes)(nn.relu(x))
+
+
+def test_dgr_labels_replay_with_the_frozen_solver_and_its_statistics():
+    """The previous solver labels replayed inputs with its own BatchNorm statistics (they do
+    not move while the new solver trains) and only with the classes it has learned."""
+    dgr = methods.get("dgr")
+    config = dgr.Config(**FAST, soft_targets=True)
+    method = dgr.make(config, model=BatchNormMLP(), input_fn=SC.input_fn)
+    x0, y0 = SC.train(0)
+    state = method.init(jax.random.key(0), x0[:1])
+    step = jax.jit(method.train_step)
+    batch = lambda x, y, i: {"x": x[8 * i : 8 * i + 8], "y": y[8 * i : 8 * i + 8]}
+    for t, (x, y) in enumerate((SC.train(0), SC.train(1))):
+        state = method.begin_task(state, train.task_info(SC, train.RunConfig(), t), None)
+        if t == 1:
+            probe = SC.input_fn(x0[:16], None, False)
+            before = dgr.replay_targets(config, state, probe)
+        for i in range(4):
+            state, _ = step(state, batch(x, y, i), jax.random.key(i))
+        if t == 0:
+            state = method.end_task(state, (x, y), None, None)
+    stats = (jax.tree.leaves(state.solver.batch_stats), jax.tree.leaves(state.prev_stats))
+    moved = zip(*stats, strict=True)
+    assert not all(np.allclose(a, b) for a, b in moved)  # the new solver's statistics moved
+    np.testing.assert_allclose(dgr.replay_targets(config, state, probe), before, rtol=1e-6)
+    # an unseen class (2 or 3) never gets probability or the argmax, however large its logit
+    bias = state.prev_solver["Dense_1"]["bias"].at[3].set(1e4)
+    tilted = state.replace(
+        prev_solver={**state.prev_solver, "Dense_1": {**state.prev_solver["Dense_1"], "bias": bias}}
+    )
+    probs = dgr.replay_targets(config, tilted, probe)
+    assert float(probs[:, 2:].max()) == 0.0 and np.allclose(probs.sum(-1), 1.0)
+    hard = dgr.replay_targets(
+        config.build({**config.to_dict(), "soft_targets": False}), tilted, probe
+    )
+    assert set(np.asarray(hard).tolist()) <= {0, 1}

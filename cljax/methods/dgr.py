@@ -16,6 +16,10 @@ samples, once per step, so the solver and generator run the same number of
 iterations per task. `soft_targets=true` replays the previous solver's softmax
 instead of its argmax; `replay=false` turns replay off (a fine-tuning scholar).
 
+The replayed inputs are labelled by the previous solver over the classes it has
+learned (as van de Ven et al.'s re-implementation does: its argmax, or softmax,
+never names a class not yet seen), run with its own frozen BatchNorm statistics.
+
 Deviations: the generator makes images in the classifier's input space
 (28x28 in [0, 1] for MNIST) rather than padded 32x32; the mixture of real and
 replayed data is expressed by per-sample weights r and 1 - r in fixed-size
@@ -50,6 +54,19 @@ class Config(ScholarConfig):
     temperature: float = hparam(2.0, "softmax temperature of the soft targets", gt=0)
 
 
+def replay_targets(config: Config, state: ScholarState, x):
+    """The previous solver's labels of replayed inputs `x` (its argmax, or its softmax at
+    `temperature` with `soft_targets`), over the classes it has learned only, computed with
+    its own frozen BatchNorm statistics."""
+    logits, _ = forward(state.solver, state.prev_solver, x, state.prev_stats, train=False)
+    # before any task has ended there is nothing to replay (its weight 1 - r is 0); keep the
+    # targets finite there
+    logits = jnp.where(state.seen | ~state.seen.any(), logits, -jnp.inf)
+    if config.soft_targets:
+        return jax.nn.softmax(logits / config.temperature)
+    return jnp.argmax(logits, -1)
+
+
 def train_step(config: Config, parts: ScholarParts, state: ScholarState, batch, key):
     """Critic and generator on the r-mixture of real and replayed inputs, then the solver on the
     first real chunk plus as many replayed inputs labelled by the previous solver."""
@@ -75,13 +92,7 @@ def train_step(config: Config, parts: ScholarParts, state: ScholarState, batch, 
         sample_z=lambda k: p.sample_z(k, 2 * b),
         loss=config.gan_loss,
     )
-    prev_logits, _ = forward(
-        state.solver, state.prev_solver, replayed[0], state.solver.batch_stats, train=False
-    )
-    if config.soft_targets:
-        targets = jax.nn.softmax(prev_logits / config.temperature)
-    else:
-        targets = jnp.argmax(prev_logits, -1)
+    targets = replay_targets(config, state, replayed[0])
     solver, s_loss = scholar.solver_step(
         state.solver, real[0], chunks(batch["y"], n_critic)[0], replayed[0], targets, r
     )

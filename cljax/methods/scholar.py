@@ -60,7 +60,8 @@ class ScholarState:
     gen: train_state.TrainState
     disc: train_state.TrainState
     prev_gen: Any
-    prev_solver: Any
+    prev_solver: Any  # the previous solver's params ...
+    prev_stats: Any  # ... and its BatchNorm statistics, frozen with them ({} for MLPs)
     has_prev: jax.Array  # 1.0 once a previous scholar exists
     ratio: jax.Array  # weight r of the current task's data
     seen: jax.Array  # (C,) classes of earlier tasks
@@ -105,6 +106,7 @@ def init(parts: ScholarParts, key, example_x) -> ScholarState:
         disc=disc,
         prev_gen=gen.params,
         prev_solver=solver.params,
+        prev_stats=solver.batch_stats,
         has_prev=jnp.zeros(()),
         ratio=jnp.ones(()),
         seen=no_classes,
@@ -131,6 +133,7 @@ def end_task(state, task_data, key, task):
     return state.replace(
         prev_gen=state.gen.params,
         prev_solver=state.solver.params,
+        prev_stats=state.solver.batch_stats,
         has_prev=jnp.ones_like(state.has_prev),
         seen=state.seen | state.current,
     )

@@ -29,9 +29,15 @@ def dense_init(key, d_in, d_out):
     return {"kernel": scale * jax.random.normal(key, (d_in, d_out)), "bias": jnp.zeros(d_out)}
 
 
+SATURATION = 50.0  # the official code's clamp of s * e in the gradient compensation
+
+
 def mask_fn(s):
-    """Embeddings -> masks: soft at `s = (value, gradient scale)` or binary when `s` is None."""
-    return masks_lib.binary if s is None else (lambda e: masks_lib.gate(e, *s))
+    """Embeddings -> masks: soft at `s = (value, gradient scale)` (HAT's compensated gradient,
+    clamped as the official code clamps it) or binary when `s` is None."""
+    if s is None:
+        return masks_lib.binary
+    return lambda e: masks_lib.gate(e, *s, clamp=SATURATION)
 
 
 def task_masks(emb, s=None):
