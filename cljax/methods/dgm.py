@@ -6,7 +6,8 @@ instead of replaying to itself: task t learns a mask over the generator
 `m = sigmoid(s e_t)` with `s` annealed over the task as the official code does
 (`mask_scale`: DGMa holds `s_k = 1/s_max + (s_max - 1/s_max) k / E` through
 epoch k of E; DGMw also rises within each epoch up to `s_k`), HAT's gradient
-compensation (with `s_k` in the place of `s_max`) and embedding clamp
+compensation (with `s_k` in the place of `s_max`, and `s e` clamped to +-50 as
+the official code computes it, so a saturated mask locks) and embedding clamp
 (`cljax/masks.py`). Weights that earlier tasks' masks use get no gradient
 (weight level for DGMw; HAT's `1 - min(a_in, a_out)` rule at unit level for
 DGMa), and a sparsity term `lamb_G * sum m (1 - used) / sum (1 - used)` (all
