@@ -9,6 +9,7 @@ from cljax import exemplars, methods, models, scenarios, train, tuned
 from cljax import masks as masks_lib
 from cljax.methods import _dyn_expand_prune as prune
 from cljax.methods import dyn_expand as dyn
+from cljax.models import dyn_expand as dyn_models
 from tests.conftest import tiny_scenario
 
 SC = tiny_scenario()
@@ -135,6 +136,26 @@ def test_pruned_network_equals_masked_network_and_old_extractors_stay_frozen():
     width = frozen["conv1"]["kernel"].shape[-1]
     assert state.net.params["fc"]["kernel"].shape[0] == width + 8
     assert method.host.describe(state)["extractors"] == 2
+
+
+def test_a_layer_pruned_to_nothing_leaves_the_frozen_features_unchanged():
+    """A layer whose mask is all off keeps one channel (the network stays connected); its
+    frozen copy, applied without masks from the next task on, must still give the
+    features the masked network gave."""
+    method = make(sparsity=0.0)
+    state = method.init(jax.random.key(0), jnp.asarray(SC.train(0)[0][:1]))
+    state, info = run_task(method, state, 0)
+    emb = (-jnp.ones_like(state.net.params["emb"][0]), *state.net.params["emb"][1:])
+    state = state.replace(net=state.net.replace(params={**state.net.params, "emb": emb}))
+    base = models.ConvNet((4, 8), None)
+    x = SC.input_fn(jnp.asarray(SC.test(0)[0]), None, False)
+    stats = state.net.batch_stats["new"]
+    masked = dyn_models.super_features(base, state.net.params, stats, (), x, masks=True)
+    state = method.host.resize(state, info)
+    assert [int(np.shape(e)[0]) for e in state.net.params["emb"]][0] == 1
+    info1 = train.task_info(SC, train.RunConfig(batch_size=4), 1)
+    state = method.begin_task(state, info1, jax.random.key(3))
+    np.testing.assert_allclose(dyn_models.old_features(base, state.old, x)[0], masked, atol=1e-6)
 
 
 def test_lr_schedule_is_the_official_warmup_then_milestones():

@@ -99,13 +99,18 @@ def resize(config: Config, parts: Parts, state: DynState, task) -> DynState:
     """Prunes the new extractor to its channels with mask on (host code, one seed)."""
     del config, task
     p = jax.tree.map(np.asarray, state.net.params)
-    # a layer whose mask is all off keeps its one best channel (the network stays connected)
+    # A layer whose mask is all off keeps one channel (the network stays connected), with its
+    # kernel and bias zeroed: relu(0) = 0 is what the mask made of it, and the frozen copy,
+    # applied without masks from the next task on, must give the same features.
     keep = [e > 0 if (e > 0).any() else np.arange(e.size) == e.argmax() for e in p["emb"]]
     new = dict(p["new"])
     prev = np.ones(new["conv0"]["kernel"].shape[2], bool)
-    for i, k in enumerate(keep):
+    for i, (k, e) in enumerate(zip(keep, p["emb"], strict=True)):
         kernel = new[f"conv{i}"]["kernel"][:, :, prev][..., k]
-        new[f"conv{i}"] = {"kernel": kernel, "bias": new[f"conv{i}"]["bias"][k]}
+        bias = new[f"conv{i}"]["bias"][k]
+        if not (e > 0).any():
+            kernel, bias = np.zeros_like(kernel), np.zeros_like(bias)
+        new[f"conv{i}"] = {"kernel": kernel, "bias": bias}
         prev = k
     old_dim = p["fc"]["kernel"].shape[0] - keep[-1].shape[0]
     rows = np.concatenate([np.ones(old_dim, bool), keep[-1]])
