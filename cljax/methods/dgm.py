@@ -7,8 +7,8 @@ instead of replaying to itself: task t learns a mask over the generator
 (`mask_scale`: DGMa holds `s_k = 1/s_max + (s_max - 1/s_max) k / E` through
 epoch k of E; DGMw also rises within each epoch up to `s_k`), HAT's gradient
 compensation (with `s_k` in the place of `s_max`, and `s e` clamped to +-50 as
-the official code computes it, so a saturated mask locks) and embedding clamp
-(`cljax/masks.py`). Weights that earlier tasks' masks use get no gradient
+the official code computes it, so a saturated mask locks; `cljax/masks.py`);
+the embeddings start at 0 and are not clamped, as in the official code. Weights that earlier tasks' masks use get no gradient
 (weight level for DGMw; HAT's `1 - min(a_in, a_out)` rule at unit level for
 DGMa), and a sparsity term `lamb_G * sum m (1 - used) / sum (1 - used)` (all
 layers pooled; `lamb_G` scaled by the generator's units over its initial
@@ -37,6 +37,11 @@ Deviations, and why:
   official code's 3 transposed convs: XLA on CPU runs convolutions inside a
   scanned loop far slower (see `cljax.models.Conv3x3`), and the reproductions
   run on CPU. Images are 28x28 in [0, 1] (the official code pads to 32x32).
+- One output layer shared by all tasks (masked per weight in DGMw; in DGMa
+  frozen by HAT's rule once its inputs are in use) and no BatchNorm, where the
+  official conv generator has an output layer and a set of BatchNorm layers
+  per task. The MLP generator has no BatchNorm to duplicate; a per-task output
+  layer is not done yet (it changes the growth and freezing bookkeeping).
 - Past classes are drawn afresh every step (in four parts of a batch, each
   part from one past task) instead of once per task into a fixed set as large
   as the current task's.
@@ -72,7 +77,6 @@ import optax
 from flax import struct
 from flax.training import train_state
 
-from cljax import masks as masks_lib
 from cljax.config import Hyperparams, hparam
 from cljax.methods import HostHooks, Method, TaskInfo, configure, generative
 from cljax.methods import generative as gan_lib
@@ -168,9 +172,9 @@ def d_apply(parts: Parts, params, x):
 
 def init(parts: Parts, key, example_x) -> DgmState:
     image = parts.input_fn(example_x, None, False)
-    k_g, k_e, k_d = jax.random.split(key, 3)
+    k_g, _, k_d = jax.random.split(key, 3)
     layers = parts.gen.init_layers(k_g, int(np.prod(image.shape[1:])))
-    bank = parts.gen.new_embeddings(k_e, layers)
+    bank = parts.gen.new_embeddings(layers)
     gen = train_state.TrainState.create(
         apply_fn=None, params={"layers": layers, "emb": row(bank, 0)}, tx=parts.g_tx
     )
@@ -198,14 +202,14 @@ def init(parts: Parts, key, example_x) -> DgmState:
 
 
 def begin_task(config: Config, parts: Parts, state: DgmState, task: TaskInfo, key) -> DgmState:
-    """Loads the task's embeddings (clamped) as the trainable ones; a fresh critic if `reinit_d`."""
+    """Loads the task's embeddings as the trainable ones; a fresh critic if `reinit_d`."""
     if task.index >= parts.gen.max_tasks:
         raise ValueError(
             f"dgm keeps masks for {parts.gen.max_tasks} tasks; got task {task.index + 1}"
         )
     classes = jnp.asarray(task.classes)
     current = jnp.zeros(parts.gen.num_classes, bool).at[classes].set(True)
-    params = {**state.gen.params, "emb": masks_lib.clamp(row(state.bank, task.index))}
+    params = {**state.gen.params, "emb": row(state.bank, task.index)}
     gen = state.gen.replace(params=params, step=0, opt_state=parts.g_tx.init(params))
     disc = state.disc
     if config.reinit_d:
@@ -306,7 +310,6 @@ def train_step(config: Config, parts: Parts, state: DgmState, batch, key):
         g_ac_weight=1.0 if config.aux_g else 0.0,
         d_ac_weight=d_ac_weight,
     )
-    gen = gen.replace(params={**gen.params, "emb": masks_lib.clamp(gen.params["emb"])})
     _, cls = d_apply(parts, disc.params, real[0])
     solver_loss = jnp.mean(cross_entropy(cls, real_y[0]))
     return state.replace(gen=gen, disc=disc), {"loss": solver_loss, **metrics}

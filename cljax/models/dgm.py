@@ -69,23 +69,19 @@ class MaskedGenerator(NamedTuple):
             dense_init(k, a, b) for k, a, b in zip(keys, sizes[:-1], sizes[1:], strict=True)
         )
 
-    def new_embeddings(self, key, layers) -> tuple:
-        """A bank of N(0, 1) embeddings for `max_tasks` tasks, shaped for `layers`."""
+    def new_embeddings(self, layers) -> tuple:
+        """A bank of embeddings for `max_tasks` tasks, shaped for `layers`, all 0 (every mask
+        at sigmoid(0) = 1/2 before training), as the official code initialises them."""
         n = self.max_tasks
         if self.weight_masks:
-            keys = jax.random.split(key, 2 * len(layers))
             return tuple(
                 {
-                    "kernel": jax.random.normal(keys[2 * i], (n, *layer["kernel"].shape)),
-                    "bias": jax.random.normal(keys[2 * i + 1], (n, *layer["bias"].shape)),
+                    "kernel": jnp.zeros((n, *layer["kernel"].shape)),
+                    "bias": jnp.zeros((n, *layer["bias"].shape)),
                 }
-                for i, layer in enumerate(layers)
+                for layer in layers
             )
-        keys = jax.random.split(key, len(layers) - 1)
-        return tuple(
-            jax.random.normal(k, (n, layer["bias"].shape[0]))
-            for k, layer in zip(keys, layers[:-1], strict=True)
-        )
+        return tuple(jnp.zeros((n, layer["bias"].shape[0])) for layer in layers[:-1])
 
     def generate(self, layers, emb, z, y, s=None, image_shape=None):
         """Images of classes `y` with one task's mask embeddings `emb` (soft masks at `s`,
@@ -185,20 +181,21 @@ def sparsity(emb, used, s):
 def grow(gen: MaskedGenerator, layers, bank, used, grown, finished: int):
     """`(layers, bank, used)` with `grown[l]` units added to hidden layer l (numpy, host code).
 
-    New weights are He-normal draws; new units' embeddings are off for tasks
-    0..`finished` (they stay out of every finished task's network) and N(0, 1)
-    for the tasks to come; `used` marks them free. The draws are seeded by the
-    task and the current weights, so a resumed run grows identically.
+    New weights are He-normal draws; new units' embeddings are off (-90, the
+    official code's value) for tasks 0..`finished` (they stay out of every finished
+    task's network) and 0 for the tasks to come; `used` marks them free. The draws
+    are seeded by the task and the current weights, so a resumed run grows
+    identically.
     """
     layers = [dict(layer) for layer in jax.tree.map(np.asarray, layers)]
     emb = list(jax.tree.map(np.asarray, bank))
     used = list(jax.tree.map(np.asarray, used))
     rng = np.random.default_rng([finished, int(np.sum(layers[0]["kernel"][:3]) * 1e6) % 2**31])
-    off = -masks_lib.EMBEDDING_BOUND
+    off = -90.0
     n = gen.max_tasks
 
     def fresh(shape):
-        e = rng.normal(size=shape).astype(np.float32)
+        e = np.zeros(shape, np.float32)
         e[: finished + 1] = off
         return e
 
