@@ -79,7 +79,7 @@ def test_end_to_end_run_writes_results_and_plot(tmp_path, capsys):
         (["--method", "dgr", "--set", "replay=maybe"], "expected true or false"),
         (
             ["--method", "dgr", "--set", "gan=vae"],
-            "dgr gan must be one of mlp, mlp-wide, dc, got 'vae'",
+            "dgr gan must be one of mlp, mlp-wide, dc, mergan-dc, got 'vae'",
         ),
         (
             ["--method", "mergan", "--set", "variant=xx"],

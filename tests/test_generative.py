@@ -92,7 +92,15 @@ def test_without_replay_task1_is_forgotten():
 
 
 @pytest.mark.parametrize(
-    "arch,shape", [("mlp", (8, 8)), ("mlp-wide", (8, 8)), ("dc", (28, 28)), ("dc", (32, 32, 3))]
+    "arch,shape",
+    [
+        ("mlp", (8, 8)),
+        ("mlp-wide", (8, 8)),
+        ("dc", (28, 28)),
+        ("dc", (32, 32, 3)),
+        ("mergan-dc", (28, 28)),
+        ("mergan-dc", (32, 32, 3)),
+    ],
 )
 def test_gan_pairs_shapes(arch, shape):
     g, d = gan.make_pair(arch, shape, num_classes=10)
@@ -203,7 +211,7 @@ def test_mergan_solver_steps_take_one_solver_step_per_critic_batch():
 @pytest.mark.parametrize(
     "name,overrides,message",
     [
-        ("dgr", {"gan": "vae"}, "dgr gan must be one of mlp, mlp-wide, dc, got 'vae'"),
+        ("dgr", {"gan": "vae"}, "dgr gan must be one of mlp, mlp-wide, dc, mergan-dc, got 'vae'"),
         ("dgr", {"gan_loss": "hinge"}, "dgr gan_loss must be one of wgan-gp, ns"),
         ("dgr", {"ratio": -0.5}, "dgr ratio must be >= 0 and <= 1, got -0.5"),
         ("dgr", {"ratio": 1.5}, "dgr ratio must be >= 0 and <= 1, got 1.5"),
@@ -257,12 +265,12 @@ def one_step_then_sample(method, sc, x, y):
     return metrics, images
 
 
-@pytest.mark.parametrize("name", ["dgr", "mergan"])
-def test_dc_gan_replay_on_cifar_shaped_arrays(name):
+@pytest.mark.parametrize("name,arch", [("dgr", "dc"), ("mergan", "dc"), ("mergan", "mergan-dc")])
+def test_dc_gan_replay_on_cifar_shaped_arrays(name, arch):
     """The SVHN / CIFAR-10 configs' path: conv GAN on 32x32x3 inputs."""
     sc, x, y = svhn_like()
     method = methods.get(name).make(
-        model=models.MLP((16,), 4), input_fn=sc.input_fn, gan="dc", n_critic=2, z_dim=8
+        model=models.MLP((16,), 4), input_fn=sc.input_fn, gan=arch, n_critic=2, z_dim=8
     )
     metrics, images = one_step_then_sample(method, sc, x, y)
     assert all(np.isfinite(float(v)) for v in metrics.values())
@@ -334,3 +342,24 @@ def test_dgr_labels_replay_with_the_frozen_solver_and_its_statistics():
         config.build({**config.to_dict(), "soft_targets": False}), tilted, probe
     )
     assert set(np.asarray(hard).tolist()) <= {0, 1}
+
+
+def test_mergan_authors_generator_is_conditioned_only_through_batchnorm():
+    """The `mergan-dc` generator: z alone enters its first layer (128 x 4*4*4*32 for 32x32,
+    as the authors' Linear), the label only the BatchNorm scale and offset per class."""
+    g, _ = gan.make_pair("mergan-dc", (28, 28), num_classes=10)
+    z = jax.random.normal(jax.random.key(0), (4, 128))
+    params = g.init(jax.random.key(1), z, jnp.zeros(4, jnp.int32))["params"]
+    assert params["Dense_0"]["kernel"].shape == (128, 4 * 4 * 4 * 32)
+    assert params["CondBatchNorm_0"]["scale"].shape == (10, 128)
+    # with every class's scale and offset alike, the label changes nothing
+    same = g.apply({"params": params}, z, jnp.array([0, 1, 2, 3]))
+    np.testing.assert_allclose(same, g.apply({"params": params}, z, jnp.array([5, 5, 5, 5])))
+    tilted = jax.tree.map(lambda a: a, params)
+    tilted["CondBatchNorm_2"] = {
+        **params["CondBatchNorm_2"],
+        "offset": params["CondBatchNorm_2"]["offset"].at[3].set(1.0),
+    }
+    out = g.apply({"params": tilted}, z, jnp.array([0, 3, 0, 3]))
+    base = g.apply({"params": params}, z, jnp.array([0, 3, 0, 3]))
+    assert np.allclose(out[0], base[0]) and not np.allclose(out[1], base[1])
