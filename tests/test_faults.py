@@ -122,6 +122,18 @@ def _wait_for(proc, text, timeout=120):
     raise AssertionError(f"{text!r} never printed:\n{''.join(seen)}")
 
 
+def _wait_for_checkpoints(proc, folder: Path, n: int, timeout=120):
+    """Returns once `n` checkpoints that were not in `folder` at the call have been written
+    (the manager keeps only the last two: new names are gathered as they appear)."""
+    before, new, end = set(os.listdir(folder)), set(), time.time() + timeout
+    while time.time() < end and proc.poll() is None:
+        new |= {d for d in os.listdir(folder) if d.isdigit()} - before
+        if len(new) >= n:
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"{n} new checkpoints never appeared (exit code {proc.poll()})")
+
+
 def test_sigterm_then_sigkill_at_random_points_resume_to_the_same_result(tmp_path, reference):
     """As a preempted job: SIGTERM after the first task (exit 143, a checkpoint at the next
     chunk), then five SIGKILLs at seeded random moments of resumed runs that checkpoint
@@ -136,8 +148,11 @@ def test_sigterm_then_sigkill_at_random_points_resume_to_the_same_result(tmp_pat
     rng = random.Random(0)
     for _ in range(5):
         proc = _start(["--resume", "--checkpoint-minutes", "0"], tmp_path)
-        _wait_for(proc, " -> ")  # the line before training starts
-        time.sleep(rng.uniform(0.0, 3.0))
+        # after 1-4 new checkpoints and a random fraction of the next chunk (or save): a
+        # kill point set by the run's progress, not the clock, so that no resumed run can
+        # finish first however fast the machine (a task is 20 chunks, the run 100)
+        _wait_for_checkpoints(proc, tmp_path / "w" / "checkpoints", rng.randint(1, 4))
+        time.sleep(rng.uniform(0.0, 0.2))
         proc.kill()
         proc.communicate(timeout=60)
         assert proc.returncode == -signal.SIGKILL  # killed mid-run, not finished before it
