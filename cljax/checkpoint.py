@@ -128,9 +128,9 @@ def _restore_step(mgr, step: int, structure_of, acc_like: dict, identity: dict, 
     return got["tree"]["state"], acc, meta
 
 
-def set_aside(mgr: ocp.CheckpointManager, steps, folder: Path) -> ocp.CheckpointManager:
-    """Moves checkpoints `steps` (skipped as unreadable) into `folder` and returns a manager
-    that no longer sees them, so the resumed run can write those steps afresh."""
+def set_aside(mgr: ocp.CheckpointManager, steps, folder: Path) -> None:
+    """Moves checkpoints `steps` (skipped as unreadable) into `folder` and reloads `mgr` so it
+    no longer sees them: the resumed run can write those steps afresh."""
     folder.mkdir(parents=True, exist_ok=True)
     for step in steps:
         target = folder / str(step)
@@ -138,4 +138,3 @@ def set_aside(mgr: ocp.CheckpointManager, steps, folder: Path) -> ocp.Checkpoint
             shutil.rmtree(target)
         shutil.move(str(Path(mgr.directory) / str(step)), target)
     mgr.reload()
-    return mgr

@@ -16,8 +16,10 @@ rescale it to be independent of `s`: DER multiplies by
 that gradient (forward value `sigmoid(s * e)`, backward `scale * sigmoid'(e)`)
 without dividing two vanishing numbers; with `clamp` it is HAT's and the DGM
 authors' own computation (`s e` clipped to +-50 in the cosh of the numerator), under
-which the gradient of a saturated mask vanishes and the mask locks. After each update the embeddings are
-clamped to `[-bound, bound]` (HAT's `thres_emb = 6`) so the annealing stays stable.
+which the gradient of a saturated mask vanishes and the mask locks. `clamp` (the
+function) bounds embeddings to `[-bound, bound]` (HAT's `thres_emb = 6`):
+`dyn_expand` applies it after each update so the annealing stays stable; `dgm` does
+not, as the DGM authors' code never does.
 """
 
 from __future__ import annotations

@@ -245,9 +245,7 @@ class SeedsRun:
             if isinstance(stop_after, int) and t >= stop_after:
                 break
             if t < self.scenario.num_tasks - 1 and self.stop_requested():
-                if self.manager is not None:
-                    self.manager.wait_until_finished()
-                raise Interrupted(f"stopped after task {t + 1}")
+                raise Interrupted(f"stopped after task {t + 1}")  # its checkpoint is written
         if self.manager is not None:
             self.manager.wait_until_finished()
         self.timer.totals["total_s"] = time.perf_counter() - self.wall
