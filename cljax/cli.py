@@ -172,7 +172,13 @@ def _main(args) -> int:
         )
     try:
         scenario = scenarios.build(
-            args.benchmark, args.data_dir, args.download, args.tasks, base_classes=args.base_classes
+            args.benchmark,
+            args.data_dir,
+            args.download,
+            args.tasks,
+            base_classes=args.base_classes,
+            class_order=settings.run.class_order,
+            brightness=settings.run.brightness,
         )
     except (DataError, ValueError) as e:
         raise UsageError(str(e)) from e
@@ -275,6 +281,8 @@ def _run(args, method, scenario, settings, seeds, workdir: Path) -> int:
         return 130
     res.pop("state")
     res["hparams"].update(dtype=run.dtype, steps=run.steps, model=run.model or scenario.model)
+    if run.class_order != "label" or run.brightness:  # what a CIFAR recipe changed
+        res["hparams"].update(class_order=run.class_order, brightness=run.brightness)
     res["tuned"] = settings.tuned_record()
     if jax.process_index() != 0:  # several hosts: the first one writes the results
         return 0

@@ -63,8 +63,10 @@ def scaled_input(scale: float):
     return input_fn
 
 
-def cifar_input(mean, std, pad: int = 4):
-    """`input_fn` for 32x32 RGB: random crop (zero padding `pad`) and flip when training."""
+def cifar_input(mean, std, pad: int = 4, brightness: float = 0.0):
+    """`input_fn` for 32x32 RGB: random crop (zero padding `pad`) and flip when training,
+    and with `brightness` b > 0 torchvision's `ColorJitter(brightness=b)`: pixels (in [0, 1])
+    times a factor drawn from U(max(0, 1 - b), 1 + b), clipped to [0, 1]."""
     mean = jnp.asarray(mean, jnp.float32)
     std = jnp.asarray(std, jnp.float32)
 
@@ -74,7 +76,12 @@ def cifar_input(mean, std, pad: int = 4):
         padded = jnp.pad(img, ((pad, pad), (pad, pad), (0, 0)))
         dy, dx = jax.random.randint(k_crop, (2,), 0, 2 * pad + 1)
         img = jax.lax.dynamic_slice(padded, (dy, dx, 0), (h, w, img.shape[2]))
-        return jnp.where(jax.random.bernoulli(k_flip), img[:, ::-1], img)
+        img = jnp.where(jax.random.bernoulli(k_flip), img[:, ::-1], img)
+        if brightness:  # after the crop and flip, as the DER code's transforms
+            low, high = max(0.0, 1.0 - brightness), 1.0 + brightness
+            factor = jax.random.uniform(jax.random.fold_in(key, 2), (), minval=low, maxval=high)
+            img = jnp.clip(img * factor, 0.0, 1.0)
+        return img
 
     def input_fn(x, key, train):
         x = x.astype(jnp.float32) / 255.0
@@ -87,6 +94,31 @@ def cifar_input(mean, std, pad: int = 4):
 
 CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2615))
 CIFAR100_STATS = ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
+
+# The fixed class orders of the expandable-representation authors' code
+# (DER-ClassIL.pytorch, inclearn/datasets/dataset.py: CIFAR-10's, and CIFAR-100's of
+# `trial: 2`, PODNet's, which its configs run). Class `ORDER[i]` becomes label i.
+CLASS_ORDERS = {
+    "der": {
+        "seq-cifar10": (4, 0, 2, 5, 8, 3, 1, 6, 9, 7),
+        "seq-cifar100": (
+            87, 0, 52, 58, 44, 91, 68, 97, 51, 15, 94, 92, 10, 72, 49, 78, 61, 14, 8, 86,
+            84, 96, 18, 24, 32, 45, 88, 11, 4, 67, 69, 66, 77, 47, 79, 93, 29, 50, 57, 83,
+            17, 81, 41, 12, 37, 59, 25, 20, 80, 73, 1, 28, 6, 46, 62, 82, 53, 9, 31, 75,
+            38, 63, 33, 74, 27, 22, 36, 3, 16, 21, 60, 19, 70, 90, 89, 43, 5, 42, 65, 76,
+            40, 30, 23, 85, 2, 95, 56, 48, 71, 64, 98, 13, 99, 7, 34, 55, 54, 26, 35, 39,
+        ),
+    },
+}  # fmt: skip
+
+
+def reorder_classes(arrays, order):
+    """`(x_tr, y_tr, x_te, y_te)` with class `order[i]` relabelled `i` (the official code's
+    `_map_new_class_index`), so tasks take the classes in that order."""
+    x_tr, y_tr, x_te, y_te = arrays
+    new_label = np.empty(len(order), np.int64)
+    new_label[np.asarray(order)] = np.arange(len(order))
+    return x_tr, new_label[y_tr].astype(y_tr.dtype), x_te, new_label[y_te].astype(y_te.dtype)
 
 
 # ---------------------------------------------------------------- builders
@@ -242,12 +274,24 @@ def build(
     num_tasks: int | None = None,
     seed: int = 0,
     base_classes: int = 0,
+    class_order: str = "label",
+    brightness: float = 0.0,
 ) -> Scenario:
     """The benchmark `name` (one of `BENCHMARKS`); `seed` fixes perm/rot-mnist's transforms;
     `base_classes` > 0 gives a class-incremental benchmark a larger first task (then
-    `num_tasks`, the first one included, must be given)."""
+    `num_tasks`, the first one included, must be given). `class_order` "label" takes the
+    classes in label order, another name one of `CLASS_ORDERS`; `brightness` > 0 adds a
+    colour jitter to CIFAR's training augmentation (`cifar_input`)."""
     if name not in BENCHMARKS:
         raise ValueError(f"unknown benchmark {name!r}; choose one of: {', '.join(BENCHMARKS)}")
+    if class_order != "label" and name not in CLASS_ORDERS.get(class_order, {}):
+        has = [o for o, table in CLASS_ORDERS.items() if name in table]
+        raise ValueError(
+            f"class order {class_order!r} is not defined for {name}; choose label"
+            + "".join(f" or {o}" for o in has)
+        )
+    if brightness and name not in ("seq-cifar10", "seq-cifar100"):
+        raise ValueError(f"brightness jitter is a CIFAR augmentation; {name} has none, use 0")
     if base_classes and name in ("perm-mnist", "rot-mnist"):
         raise ValueError(f"{name} is domain-incremental: every task has all classes, no base")
     if base_classes and num_tasks is None:
@@ -277,5 +321,8 @@ def build(
     dataset = "cifar10" if name == "seq-cifar10" else "cifar100"
     stats = CIFAR10_STATS if dataset == "cifar10" else CIFAR100_STATS
     arrays = _cifar_arrays(dataset, data_dir, download)
+    if class_order != "label":
+        arrays = reorder_classes(arrays, CLASS_ORDERS[class_order][name])
     default_tasks = 5 if dataset == "cifar10" else 10
-    return split(name, arrays, num_tasks or default_tasks, cifar_input(*stats), "resnet18")
+    input_fn = cifar_input(*stats, brightness=brightness)
+    return split(name, arrays, num_tasks or default_tasks, input_fn, "resnet18")

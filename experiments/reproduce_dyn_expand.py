@@ -32,9 +32,23 @@ import numpy as np
 from cljax import methods, models, report, scenarios, train
 from experiments.tuned import planned_hparams, run_tuned
 
+# DER++'s grid on the cnn: Mammoth's alpha/beta values for MNIST at lr 0.1, then lr 0.2 at
+# the best two of them
+DERPP_GRID = (
+    (0.1, 0.1, 0.5),
+    (0.1, 0.2, 1.0),
+    (0.1, 0.5, 0.5),
+    (0.1, 1.0, 0.5),
+)
+
 ROWS = {
     "er": ("er", {"lr": 0.1}),
     "derpp": ("derpp", {"lr": 0.03, "alpha": 1.0, "beta": 0.5}),
+    # DER++ tuned on this backbone with a budget like dyn_expand's (issue 32, item 8)
+    **{
+        f"derpp (lr {lr}, alpha {a}, beta {b})": ("derpp", {"lr": lr, "alpha": a, "beta": b})
+        for lr, a, b in DERPP_GRID
+    },
     "dyn_expand (no masks)": ("dyn_expand", {"masks": False}),
     "dyn_expand (masks + pruning)": ("dyn_expand", {"masks": True}),
     "dyn_expand (masks + pruning, sparsity 0.025)": (

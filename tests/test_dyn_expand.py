@@ -180,12 +180,13 @@ def test_lr_schedule_is_the_official_warmup_then_milestones():
         delta(s_warm.net.params),
         delta(p_plain),
     )
-    assert np.any(np.asarray(s_warm.net.params["fc"]["bias"]) != 0)
-    # the heads are re-initialised (zero bias) when the warm-up ends, as in the official code
+    # the heads are re-initialised (PyTorch's Linear reset) when the warm-up ends, as in the
+    # official code
     after = warm.train_step(s_warm, batch_at(x, y, 1), jax.random.key(3))[0].net.params
     for head in ("fc", "aux"):
-        assert not np.any(np.asarray(after[head]["bias"]))
-        assert not np.allclose(after[head]["kernel"], s_warm.net.params[head]["kernel"])
+        kernel = np.asarray(after[head]["kernel"])
+        assert not np.allclose(kernel, s_warm.net.params[head]["kernel"])
+        assert np.abs(kernel).max() <= 1 / np.sqrt(kernel.shape[0])
     # B50's first task has its own schedule (the official "pretraining"): no warm-up, and
     # x0.1 from epoch 1 here; the other tasks keep the warm-up
     first = make(warmup_epochs=2, first_milestones=(1,))
@@ -268,6 +269,8 @@ def test_official_cifar100_configs_b0_and_b50():
     assert names == {0: "seq-cifar100", 50: "seq-cifar100-b50"}
     b0, b50 = (tuned.resolve("dyn_expand", name, 2000) for name in names.values())
     assert (b0.run.n_epochs, b0.run.first_epochs, b0.config.per_class) == (170, None, 0)
+    for recipe in (b0, b50):  # the official transforms and class order
+        assert (recipe.run.class_order, recipe.run.brightness) == ("der", 63 / 255)
     assert (b50.run.n_epochs, b50.run.first_epochs, b50.config.per_class) == (170, 200, 20)
     assert b50.config.first_milestones == (60, 120, 160) and b50.config.milestones == (100, 120)
     assert (b50.config.retrain_epochs, b50.config.retrain_lr, b50.config.retrain_milestones) == (
@@ -280,3 +283,99 @@ def test_official_cifar100_configs_b0_and_b50():
     assert method.config is b50.config
     assert method.hparams["first_milestones"] == (60, 120, 160)
     assert method.hparams == b50.config.to_dict()
+
+
+def test_head_inits_are_the_official_codes():
+    """kaiming: nn.init.kaiming_normal_(nonlinearity="linear"), N(0, 1/d_in), not truncated;
+    torch: nn.Linear.reset_parameters, U(-1/sqrt(d_in), 1/sqrt(d_in)); neither has a bias."""
+    d_in = 400
+    normal = dyn_models.head_init("kaiming", jax.random.key(0), d_in, 300)
+    uniform = dyn_models.head_init("torch", jax.random.key(0), d_in, 300)
+    assert set(normal) == set(uniform) == {"kernel"}
+    w, u = np.asarray(normal["kernel"]), np.asarray(uniform["kernel"])
+    assert abs(w.std() * np.sqrt(d_in) - 1) < 0.02 and abs(w.mean()) < 0.002
+    assert np.abs(w).max() * np.sqrt(d_in) > 3  # a truncated normal stops at 2 std
+    assert np.abs(u).max() <= 1 / np.sqrt(d_in) < np.abs(u).max() * 1.01
+    assert abs(u.std() * np.sqrt(3 * d_in) - 1) < 0.02
+    assert set(dyn_models.head_init("lecun", jax.random.key(0), 4, 3)) == {"kernel", "bias"}
+
+
+def test_a_new_task_starts_a_new_classifier_unless_reused():
+    """The official reuse_oldfc False: at a new task a new Kaiming-normal classifier without
+    bias over the whole super feature; `classifier=reused` keeps the old rows and bias."""
+    x0 = jnp.asarray(SC.train(0)[0][:1])
+    info1 = train.task_info(SC, train.RunConfig(batch_size=4), 1)
+    for kind in ("official", "reused"):
+        method = make(classifier=kind, masks=False, retrain_epochs=0)
+        state, _ = run_task(method, method.init(jax.random.key(0), x0), 0, steps=2)
+        old = jax.tree.map(np.asarray, state.net.params["fc"])
+        new = method.begin_task(state, info1, jax.random.key(3)).net.params["fc"]
+        d = old["kernel"].shape[0]
+        assert new["kernel"].shape == (2 * d, SC.num_classes)
+        if kind == "official":
+            assert "bias" not in old and "bias" not in new
+            assert not np.allclose(new["kernel"][:d], old["kernel"])
+        else:
+            np.testing.assert_array_equal(new["kernel"][:d], old["kernel"])
+            np.testing.assert_array_equal(new["bias"], old["bias"])
+
+
+def test_retraining_pool_is_the_official_balanced_subset():
+    """The task's data and the old memory, every class cut to the old classes' k exemplars,
+    the new classes' k drawn at random without repeats."""
+    method = make()
+    config, parts = method.init.args
+    x0 = jnp.asarray(SC.train(0)[0][:1])
+    state, _ = run_task(method, method.init(jax.random.key(0), x0), 0, steps=1)
+    info1 = train.task_info(SC, train.RunConfig(batch_size=4), 1)
+    x, y = (jnp.asarray(a) for a in SC.train(1))
+    k = HP["buffer_size"] // len(SC.classes(0))
+    draws = []
+    for key in (1, 2):
+        px, py, pw = dyn.balanced_pool(config, parts, state, x, y, info1, jax.random.key(key))
+        px, py, pw = np.asarray(px), np.asarray(py), np.asarray(pw)
+        counts = {int(c): int(pw[py == c].sum()) for c in np.unique(py[pw > 0])}
+        assert counts == {c: k for c in (*SC.classes(0), *SC.classes(1))}
+        new = px[HP["buffer_size"] :]
+        rows = {tuple(r.ravel()) for r in new}
+        assert len(rows) == len(new) == k * len(SC.classes(1))  # no repeats
+        xs = {tuple(r.ravel()): int(c) for r, c in zip(np.asarray(x), np.asarray(y), strict=True)}
+        assert all(xs[tuple(r.ravel())] == c for r, c in zip(new, py[HP["buffer_size"] :], strict=True))
+        np.testing.assert_array_equal(px[: HP["buffer_size"]], state.memory.x)
+        draws.append(rows)
+    assert draws[0] != draws[1]
+
+
+def test_retraining_epoch_visits_each_valid_item_once_in_order_then_pads():
+    weights = jnp.asarray([1, 0, 1, 1, 1, 0, 1], jnp.float32)
+    idx, pos = prune.epoch_order(jax.random.key(0), weights, 3)
+    assert idx.shape == pos.shape == (3, 3)
+    flat, live = np.asarray(idx).ravel(), np.asarray(pos).ravel() > 0
+    assert sorted(flat[:5]) == [0, 2, 3, 4, 6]  # the valid items first, each once
+    assert sorted(flat[5:7]) == [1, 5] and not live[7:].any() and live[:7].all()
+    other = np.asarray(prune.epoch_order(jax.random.key(1), weights, 3)[0]).ravel()
+    assert list(other[:5]) != list(flat[:5])
+
+
+def test_retraining_sees_augmented_batches_only_when_balanced():
+    """The official re-training draws training-augmented batches every epoch; the old
+    variant (`retrain_data=memory`) computes the memory's features once, unaugmented."""
+    flags = {}
+    for data in ("balanced", "memory"):
+        seen = []
+
+        def input_fn(x, key, train, seen=seen):
+            seen.append(train)
+            return SC.input_fn(x, key, train)
+
+        model = models.ConvNet((4, 8), SC.num_classes)
+        method = dyn.make(model=model, input_fn=input_fn, **{**HP, "retrain_data": data})
+        x0 = jnp.asarray(SC.train(0)[0][:1])
+        state, _ = run_task(method, method.init(jax.random.key(0), x0), 0, steps=1)
+        info1 = train.task_info(SC, train.RunConfig(batch_size=4), 1)
+        state = method.begin_task(state, info1, jax.random.key(3))
+        x, y = (jnp.asarray(a) for a in SC.train(1))
+        seen.clear()
+        jax.eval_shape(lambda s: method.end_task(s, (x, y), jax.random.key(7), info1), state)
+        flags[data] = set(seen)
+    assert flags == {"balanced": {True, False}, "memory": {False}}

@@ -87,6 +87,42 @@ def test_crop_and_flip_move_pixels_but_keep_content():
     assert found
 
 
+def test_brightness_jitter_scales_each_image_after_crop_and_flip():
+    """torchvision's ColorJitter(brightness=b): one factor per image in [1 - b, 1 + b]; the
+    crop and flip are those of the run without jitter (same key)."""
+    x = jnp.full((16, 32, 32, 3), 100, jnp.uint8)
+    plain = np.asarray(scenarios.cifar_input((0, 0, 0), (1, 1, 1))(x, jax.random.key(0), True))
+    b = 63 / 255
+    fn = scenarios.cifar_input((0, 0, 0), (1, 1, 1), brightness=b)
+    jittered = np.asarray(fn(x, jax.random.key(0), True))
+    lit = plain > 0  # the zero padding stays 0
+    ratio = jittered[lit] / plain[lit]
+    factors = [np.unique(np.round(jittered[i][lit[i]] / plain[i][lit[i]], 5)) for i in range(16)]
+    assert all(len(f) == 1 for f in factors)  # one factor per image
+    assert ratio.min() >= 1 - b - 1e-6 and ratio.max() <= 1 + b + 1e-6
+    assert len({float(f[0]) for f in factors}) == 16
+    np.testing.assert_array_equal(jittered[~lit], 0)
+    unaugmented = fn(x, None, False)
+    np.testing.assert_allclose(unaugmented, np.full(x.shape, 100 / 255), rtol=1e-6)
+
+
+def test_fixed_class_order_relabels_classes_into_tasks():
+    """Class ORDER[i] becomes label i (the official code's `_map_new_class_index`)."""
+    order = scenarios.CLASS_ORDERS["der"]["seq-cifar10"]
+    arrays = scenarios.reorder_classes(synthetic_cifar(10), order)
+    sc = scenarios.class_incremental("seq-cifar10", arrays, 5, scenarios.scaled_input(255.0), "mlp")
+    x0, y0 = sc.train(0)
+    original = synthetic_cifar(10)
+    for label, cls in ((0, 4), (1, 0)):  # task 0 holds the original classes 4 and 0
+        np.testing.assert_array_equal(x0[y0 == label], original[0][original[1] == cls])
+    for table in scenarios.CLASS_ORDERS["der"].values():
+        assert sorted(table) == list(range(len(table)))
+    with pytest.raises(ValueError, match="class order 'der' is not defined for seq-mnist"):
+        scenarios.build("seq-mnist", class_order="der")
+    with pytest.raises(ValueError, match="brightness jitter is a CIFAR augmentation"):
+        scenarios.build("seq-mnist", brightness=0.2)
+
+
 def test_permutation_and_rotation_transforms():
     rng = np.random.default_rng(0)
     x = rng.integers(0, 255, (3, 28, 28)).astype(np.uint8)

@@ -17,7 +17,7 @@ import numpy as np
 import optax
 
 from cljax.methods.common import count_params, cross_entropy, masked_mean
-from cljax.models.dyn_expand import NEG, dense, dense_init, super_features
+from cljax.models.dyn_expand import NEG, dense, head_init, super_features
 
 if TYPE_CHECKING:
     from cljax.methods.common import NetState
@@ -47,12 +47,13 @@ def scheduled_update(config: Config, state: DynState, grads, stats, key) -> NetS
     params = optax.apply_updates(net.params, jax.tree.map(lambda u: factor * u, updates))
     if warm:
 
-        def fresh_heads(params):
+        def fresh_heads(params):  # the official code's reset_parameters()
             k_fc, k_aux = jax.random.split(jax.random.fold_in(key, 1))
+            kind = config.head(reset=True)
             return {
                 **params,
-                "fc": dense_init(k_fc, *params["fc"]["kernel"].shape),
-                "aux": dense_init(k_aux, *params["aux"]["kernel"].shape),
+                "fc": head_init(kind, k_fc, *params["fc"]["kernel"].shape),
+                "aux": head_init(kind, k_aux, *params["aux"]["kernel"].shape),
             }
 
         reset = net.step + 1 == config.warmup_epochs * state.steps_per_epoch
@@ -60,38 +61,73 @@ def scheduled_update(config: Config, state: DynState, grads, stats, key) -> NetS
     return net.replace(step=net.step + 1, params=params, opt_state=opt_state, batch_stats=stats)
 
 
-def retrain_classifier(config: Config, parts: Parts, state: DynState, feats, key) -> DynState:
-    """Re-initialised classifier trained on the balanced memory (its super features `feats`),
-    logits / temperature."""
-    mem = state.memory
-    capacity, batch = parts.capacity, config.retrain_batch
-    batches = math.ceil(capacity / batch)
+def epoch_order(key, weights, batch: int):
+    """One epoch of the official re-training's loader over a pool with 0/1 `weights`: each
+    valid item once, in a random order, before the others. Returns `(batches, batch)`
+    indices and 0/1 positions (0 for the padding past the pool's end)."""
+    size = weights.shape[0]
+    batches = math.ceil(size / batch)
+    first = jnp.argsort(jnp.where(weights > 0, jax.random.uniform(key, (size,)), 2.0))
+    order = jnp.pad(first, (0, batches * batch - size))
+    pos = (jnp.arange(batches * batch) < size).astype(jnp.float32)
+    return order.reshape(batches, batch), pos.reshape(batches, batch)
+
+
+def retrain_classifier(config: Config, parts: Parts, state: DynState, pool, featurize, key):
+    """The classifier re-initialised and trained on `pool` = (inputs, labels, 0/1 weights),
+    logits / temperature, the extractors frozen.
+
+    `featurize(inputs, key)` gives a batch's super features (the official re-training: every
+    epoch visits the pool's items once, in a new random order, in batches of
+    `retrain_batch`, the last one smaller, augmented by `featurize`). With `featurize` None
+    the inputs are features computed once, and every epoch takes `ceil(pool /
+    retrain_batch)` full batches of a random permutation wrapped round (before issue 32)."""
+    inputs, labels, weights = pool
+    size, batch = weights.shape[0], config.retrain_batch
+    batches = math.ceil(size / batch)
     k_init, k_order = jax.random.split(key)
-    fc = dense_init(k_init, feats.shape[-1], parts.num_classes)
+    fc = head_init(
+        config.head(reset=True), k_init, state.net.params["fc"]["kernel"].shape[0], parts.num_classes
+    )
     opt = parts.retrain_tx
 
-    def epoch(carry, inputs):
-        i, k = inputs
+    def epoch(carry, inputs_):
+        i, k = inputs_
         factor = lr_factor(i, 0, config.retrain_milestones, config.lr_decay)
-        order = jax.random.permutation(k, batches * batch) % capacity
-        batches_idx = order.reshape(batches, batch)
-        return jax.lax.scan(lambda c, idx: step(c, idx, factor), carry, batches_idx)[0], None
+        k_aug = None
+        if featurize is None:
+            order = jax.random.permutation(k, batches * batch) % size
+            order, pos = order.reshape(batches, batch), jnp.ones((batches, batch))
+        else:
+            k, k_aug = jax.random.split(k)
+            order, pos = epoch_order(k, weights, batch)
+        per_batch = (order, pos, jnp.arange(batches))
+        return jax.lax.scan(lambda c, b: step(c, b, factor, k_aug), carry, per_batch)[0], None
 
-    def step(carry, idx, factor):
+    def step(carry, per_batch, factor, k_aug):
         fc, opt_state = carry
+        idx, pos, j = per_batch
+        w = weights[idx] * pos
+        if featurize is None:
+            x = inputs[idx]
+        else:
+            x = featurize(inputs[idx], jax.random.fold_in(k_aug, j))
 
         def loss_fn(fc):
-            logits = jnp.where(state.seen, dense(fc, feats[idx]) / config.temperature, NEG)
-            return masked_mean(cross_entropy(logits, mem.y[idx]), mem.valid[idx])
+            logits = jnp.where(state.seen, dense(fc, x) / config.temperature, NEG)
+            return masked_mean(cross_entropy(logits, labels[idx]), w)
 
         grads = jax.grad(loss_fn)(fc)
-        updates, opt_state = opt.update(grads, opt_state, fc)
+        updates, new_opt_state = opt.update(grads, opt_state, fc)
         updates = jax.tree.map(lambda u: factor * u, updates)
-        return (optax.apply_updates(fc, updates), opt_state), None
+        new = (optax.apply_updates(fc, updates), new_opt_state)
+        if featurize is not None:  # a batch of padding only is no step (no momentum step)
+            new = jax.tree.map(lambda a, b: jnp.where(w.sum() > 0, a, b), new, carry)
+        return new, None
 
     keys = jax.random.split(k_order, config.retrain_epochs)
-    inputs = (jnp.arange(config.retrain_epochs), keys)
-    fc, _ = jax.lax.scan(epoch, (fc, opt.init(fc)), inputs)[0]
+    inputs_ = (jnp.arange(config.retrain_epochs), keys)
+    fc, _ = jax.lax.scan(epoch, (fc, opt.init(fc)), inputs_)[0]
     return state.replace(net=state.net.replace(params={**state.net.params, "fc": fc}))
 
 
@@ -117,8 +153,8 @@ def resize(config: Config, parts: Parts, state: DynState, task) -> DynState:
     params = {
         "new": new,
         "emb": tuple(e[k] for e, k in zip(p["emb"], keep, strict=True)),
-        "fc": {"kernel": p["fc"]["kernel"][rows], "bias": p["fc"]["bias"]},
-        "aux": {"kernel": p["aux"]["kernel"][keep[-1]], "bias": p["aux"]["bias"]},
+        "fc": {**p["fc"], "kernel": p["fc"]["kernel"][rows]},
+        "aux": {**p["aux"], "kernel": p["aux"]["kernel"][keep[-1]]},
     }
     params = jax.tree.map(jnp.asarray, params)
     net = state.net.replace(params=params, opt_state=parts.tx.init(params))

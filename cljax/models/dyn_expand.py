@@ -27,8 +27,26 @@ def dense_init(key, d_in, d_out):
     }
 
 
+HEAD_INITS = {
+    # the DER code's _gen_classifier: nn.init.kaiming_normal_(nonlinearity="linear"), no bias
+    "kaiming": nn.initializers.variance_scaling(1.0, "fan_in", "normal"),
+    # PyTorch's nn.Linear.reset_parameters: U(-1/sqrt(d_in), 1/sqrt(d_in)), no bias here
+    "torch": nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform"),
+}
+
+
+def head_init(kind: str, key, d_in, d_out):
+    """A classifier's params: `kind` "lecun" is `dense_init` (with bias); "kaiming" and
+    "torch" (`HEAD_INITS`) have no bias, as the official code's classifiers."""
+    if kind == "lecun":
+        return dense_init(key, d_in, d_out)
+    return {"kernel": HEAD_INITS[kind](key, (d_in, d_out))}
+
+
 def dense(p, x):
-    return x @ p["kernel"] + p["bias"]
+    """A linear layer, with bias when `p` has one."""
+    out = x @ p["kernel"]
+    return out + p["bias"] if "bias" in p else out
 
 
 def extractor_for(base, params):

@@ -55,11 +55,13 @@ OURS_DYN_CPU = (
 )
 DYN_CIFAR100 = (
     "the DER (Yan et al.) official code's CIFAR-100 B0 recipe: no masks, 10 warm-up epochs, "
-    "lr x0.1 100 and 120 epochs after them, classifier re-training at lr 0.1 for 30 epochs"
+    "lr x0.1 100 and 120 epochs after them, classifier re-training at lr 0.1 for 30 epochs; "
+    "its fixed class order and ColorJitter(brightness=63/255)"
 )
 DYN_CIFAR100_B50 = (
     "the DER (Yan et al.) official code's B50 config: 20 exemplars per class, 200 epochs of "
-    "first-task pretraining (x0.1 at 60, 120, 160), re-training at lr 0.05 for 50 epochs"
+    "first-task pretraining (x0.1 at 60, 120, 160), re-training at lr 0.05 for 50 epochs; "
+    "its fixed class order and ColorJitter(brightness=63/255)"
 )
 
 
@@ -119,6 +121,15 @@ class RunSettings(Hyperparams):
     steps: int | None = hparam(None, "optimizer steps per task; overrides n_epochs", ge=1)
     dtype: str = hparam("float32", "the backbone's compute dtype", choices=tuple(models.DTYPES))
     model: str | None = hparam(None, "backbone (None: the benchmark's)", choices=models.MODELS)
+    class_order: str = hparam(
+        "label",
+        "order of the classes over the tasks: label, or der (the expandable-representation "
+        "code's fixed CIFAR orders)",
+        choices=("label", "der"),
+    )
+    brightness: float = hparam(
+        0.0, "CIFAR training colour jitter (torchvision's ColorJitter brightness)", ge=0
+    )
 
     @classmethod
     def owner(cls) -> str:

@@ -35,6 +35,8 @@ TUNED = {
             retrain_milestones=(15,),
             retrain_weight_decay=0.0005,
             temperature=5.0,
+            class_order="der",
+            brightness=63 / 255,
         ),
     },
     "seq-cifar100-b50": {
@@ -56,6 +58,8 @@ TUNED = {
             per_class=20,
             first_epochs=200,
             first_milestones=(60, 120, 160),
+            class_order="der",
+            brightness=63 / 255,
         ),
     },
 }
