@@ -23,6 +23,15 @@ def test_pruning_cost_pairs_rows_seed_by_seed():
     assert "over 2 seeds; per seed 1.00, 2.00)" in text
     assert "er:" not in text and "0.025" not in text
     assert reproduce_dyn_expand.pruning_cost({"er": rows["er"]}) == ""
+    # rows of the classifier before issue 32 pair with their own row without masks
+    old = reproduce_dyn_expand.OLD_CLASSIFIER
+    rows = {
+        f"dyn_expand (masks + pruning{old})": _row([0, 1], [70.0, 70.0]),
+        f"dyn_expand (no masks{old})": _row([0, 1], [73.0, 71.0]),
+        "dyn_expand (no masks)": _row([0, 1], [90.0, 90.0]),
+    }
+    text = reproduce_dyn_expand.pruning_cost(rows)
+    assert f"- dyn_expand (masks + pruning{old}): 2.00 +- 1.00 points" in text
 
 
 def test_header_names_the_backbone_and_its_command():
