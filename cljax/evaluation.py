@@ -16,20 +16,28 @@ import numpy as np
 
 from cljax import sharding
 from cljax.methods import Method
-from cljax.scenarios import Scenario
+from cljax.scenarios import Scenario, apply_maps
 
 
 def make_evaluator(method: Method, eval_batch: int, mesh=None):
-    """`evaluate(state, x, y, valid, active, seen, task_masks) -> (cil, til)` correct counts (T, S)."""
+    """`evaluate(state, x, y, valid, active, seen, task_masks, view=None) -> (cil, til)` correct
+    counts (T, S); `view`: each seed's pixel maps `(src, keep)`, `(S, T, P)`, through which it
+    sees task t's images (`scenarios.apply_maps`), or None."""
 
-    def evaluate(state, x, y, valid, active, seen, task_masks):
+    def evaluate(state, x, y, valid, active, seen, task_masks, view=None):
+        def predict(xb, t):
+            if view is None:
+                return jax.vmap(method.predict, in_axes=(0, None))(state, xb)
+            see = lambda s, src, keep: method.predict(s, apply_maps(xb, src, keep))  # noqa: E731
+            return jax.vmap(see)(state, view[0][:, t], view[1][:, t])
+
         def one_task(args):
-            xt, yt, vt, mask, act = args
+            xt, yt, vt, mask, act, t = args
 
             def run(_):
                 def body(_, batch):
                     xb, yb, vb = sharding.shard_batch(batch, mesh)
-                    logits = jax.vmap(method.predict, in_axes=(0, None))(state, xb)
+                    logits = predict(xb, t)
                     cil = jnp.argmax(jnp.where(seen, logits, -jnp.inf), -1) == yb
                     til = jnp.argmax(jnp.where(mask, logits, -jnp.inf), -1) == yb
                     return None, ((cil * vb).sum(-1), (til * vb).sum(-1))
@@ -46,14 +54,18 @@ def make_evaluator(method: Method, eval_batch: int, mesh=None):
             zeros = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), jax.eval_shape(run, None))
             return jax.lax.cond(act, run, lambda _: zeros, None)
 
-        return jax.lax.map(one_task, (x, y, valid, task_masks, active))
+        tasks = jnp.arange(x.shape[0])
+        return jax.lax.map(one_task, (x, y, valid, task_masks, active, tasks))
 
     return jax.jit(evaluate)
 
 
 def stack_tests(scenario: Scenario, eval_batch: int, mesh):
     """`((x, y, valid) on the mesh, class masks (T, C), test counts (T,), eval batch)`."""
-    tests = [scenario.test(t) for t in range(scenario.num_tasks)]
+    if scenario.seed_maps is not None:  # each seed sees them through its maps
+        tests = [scenario.raw("test")] * scenario.num_tasks
+    else:
+        tests = [scenario.test(t) for t in range(scenario.num_tasks)]
     n_max = max(len(y) for _, y in tests)
     eval_batch = math.ceil(min(eval_batch, n_max) / mesh.size) * mesh.size
     n_pad = math.ceil(n_max / eval_batch) * eval_batch

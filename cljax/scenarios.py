@@ -48,6 +48,14 @@ class Scenario:
     test: Callable[[int], tuple[np.ndarray, np.ndarray]]
     classes: Callable[[int], tuple[int, ...]]
     train_sizes: tuple[int, ...]
+    # Domain-IL benchmarks whose transforms are drawn per run seed (perm-mnist, rot-mnist):
+    # `seed_maps(seed)` gives every task's pixel map `(src, keep)`, each `(T, P)`, for run
+    # seed `seed`, and `raw(split)` the untransformed `(x, y)` of "train" or "test". The
+    # driver trains and evaluates every seed through its own maps (`apply_maps`) in one
+    # compiled program; `train(t)` and `test(t)` are the data as the scenario's own seed
+    # draws it, for code that reads one scenario directly.
+    seed_maps: Callable[[int], tuple[np.ndarray, np.ndarray]] | None = None
+    raw: Callable[[str], tuple[np.ndarray, np.ndarray]] | None = None
 
 
 # ---------------------------------------------------------------- inputs
@@ -207,11 +215,16 @@ def split_validation(scenario: Scenario, fraction: float, seed: int = 0):
     return reduced, lambda t: parts(t)[1]
 
 
-def domain_incremental(name, arrays, transforms, input_fn, model) -> Scenario:
-    """One task per transform (a function of uint8 images (N, H, W)), all classes each time."""
+def domain_incremental(
+    name, arrays, transforms, input_fn, model, seed_maps=None, raw=None
+) -> Scenario:
+    """One task per transform (a function of uint8 images (N, H, W)), all classes each time;
+    `seed_maps` and `raw` as `Scenario`'s, when the transforms are drawn per seed."""
     x_tr, y_tr, x_te, y_te = arrays
     num_classes = int(y_tr.max()) + 1
     return Scenario(
+        seed_maps=seed_maps,
+        raw=raw,
         name=name,
         num_tasks=len(transforms),
         num_classes=num_classes,
@@ -225,19 +238,40 @@ def domain_incremental(name, arrays, transforms, input_fn, model) -> Scenario:
     )
 
 
+def apply_maps(x, src, keep):
+    """Images `x` (B, ...) through pixel maps: output pixel j of item i is input pixel
+    `src[i, j]`, or 0 where `keep[i, j]` is False; `src`, `keep` are `(B, P)` or one `(P,)`
+    map for every item. numpy or jax arrays (inside `jit` it is one gather)."""
+    xp = jnp if isinstance(x, jax.Array) or isinstance(src, jax.Array) else np
+    flat = x.reshape(x.shape[0], -1)
+    if src.ndim == 1:
+        out = flat[:, src] * keep.astype(x.dtype)
+    else:
+        out = xp.take_along_axis(flat, src, axis=1) * keep.astype(x.dtype)
+    return out.reshape(x.shape)
+
+
+def permutation_map(rng: np.random.Generator, shape):
+    """`(src, keep)` of one random pixel permutation."""
+    size = int(np.prod(shape))
+    return rng.permutation(size).astype(np.int32), np.ones(size, bool)
+
+
 def permutation(rng: np.random.Generator, shape):
     """A transform that applies one fixed random pixel permutation."""
-    perm = rng.permutation(int(np.prod(shape)))
-
-    def apply(x):
-        return x.reshape(len(x), -1)[:, perm].reshape(x.shape)
-
-    return apply
+    src, keep = permutation_map(rng, shape)
+    return lambda x: apply_maps(x, src, keep)
 
 
 def rotation(angle_deg: float, shape):
     """A transform rotating images by `angle_deg` about their centre (nearest neighbour,
     zero fill, counter-clockwise, as torchvision's default `rotate`)."""
+    src, keep = rotation_map(angle_deg, shape)
+    return lambda x: apply_maps(x, src, keep)
+
+
+def rotation_map(angle_deg: float, shape):
+    """`(src, keep)` of `rotation`."""
     h, w = shape
     theta = np.deg2rad(angle_deg)
     cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
@@ -247,14 +281,18 @@ def rotation(angle_deg: float, shape):
     sy = np.sin(theta) * (xx - cx) + np.cos(theta) * (yy - cy) + cy
     sx, sy = np.rint(sx).astype(int), np.rint(sy).astype(int)
     inside = (sx >= 0) & (sx < w) & (sy >= 0) & (sy < h)
-    src = np.where(inside, sy * w + sx, 0).ravel()
-    keep = inside.ravel()
+    return np.where(inside, sy * w + sx, 0).ravel().astype(np.int32), inside.ravel()
 
-    def apply(x):
-        flat = x.reshape(len(x), -1)[:, src] * keep.astype(x.dtype)
-        return flat.reshape(x.shape)
 
-    return apply
+def domain_maps(name: str, seed: int, num_tasks: int, shape):
+    """Every task's pixel map of perm-mnist or rot-mnist as seed `seed` draws them:
+    `(src, keep)`, each `(num_tasks, P)`."""
+    rng = np.random.default_rng(seed)
+    if name == "perm-mnist":
+        maps = [permutation_map(rng, shape) for _ in range(num_tasks)]
+    else:
+        maps = [rotation_map(rng.uniform(0, 180), shape) for _ in range(num_tasks)]
+    return np.stack([m[0] for m in maps]), np.stack([m[1] for m in maps])
 
 
 def _cifar_arrays(name, data_dir, download):
@@ -300,7 +338,6 @@ def build(
             "included (e.g. --tasks 6 for seq-cifar100's B50 in steps of 10)"
         )
     split = functools.partial(class_incremental, base_classes=base_classes)
-    rng = np.random.default_rng(seed)
     if name == "seq-digits":
         return split(name, digits.load(), num_tasks or 5, scaled_input(16.0), "mlp")
     if name in ("seq-mnist", "seq-fashion-mnist"):
@@ -310,11 +347,15 @@ def build(
         arrays = idx.load("mnist", data_dir, download)
         n = num_tasks or 20
         shape = arrays[0].shape[1:]
-        if name == "perm-mnist":
-            transforms = [permutation(rng, shape) for _ in range(n)]
-        else:
-            transforms = [rotation(rng.uniform(0, 180), shape) for _ in range(n)]
-        return domain_incremental(name, arrays, transforms, scaled_input(255.0), "mlp")
+        maps = functools.partial(domain_maps, name, num_tasks=n, shape=shape)
+        src, keep = maps(seed)
+        transforms = [
+            functools.partial(apply_maps, src=a, keep=b) for a, b in zip(src, keep, strict=True)
+        ]
+        raw = lambda split: arrays[:2] if split == "train" else arrays[2:]  # noqa: E731
+        return domain_incremental(
+            name, arrays, transforms, scaled_input(255.0), "mlp", seed_maps=maps, raw=raw
+        )
     if name == "seq-svhn":  # digits: no flips; pixels in [0, 1] as the GAN replay expects
         arrays = tfds_adapter.load("svhn_cropped", data_dir, download=download)
         return split(name, arrays, num_tasks or 5, scaled_input(255.0), "resnet18")

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from cljax import checkpoint as ckpt_lib
 from cljax import sharding
 from cljax.methods import Method
+from cljax.scenarios import apply_maps
 
 
 def schedule(seed: int, task: int, n: int, epochs: int, batch: int, steps=None) -> np.ndarray:
@@ -58,16 +59,23 @@ def health(state, metrics, valid):
 
 
 def make_task_runner(method: Method, mesh=None):
-    """`run(state, keys, x, y, idx, step0, valid) -> (state, metrics, health)` over one chunk,
-    all seeds (`health`: see `health`; checked inside the compiled chunk, so divergence costs
-    no host sync per step).
+    """`run(state, keys, x, y, view, idx, step0, valid) -> (state, metrics, health)` over one
+    chunk, all seeds (`health`: see `health`; checked inside the compiled chunk, so divergence
+    costs no host sync per step).
 
+    `view` is None (every seed sees `x`) or `(src, keep, tid)`: each seed's pixel maps
+    `(S, T, P)` and each item's task `(N,)`, through which the seed sees its batches
+    (`scenarios.apply_maps`: perm/rot-mnist's transforms drawn per seed).
     With a `mesh`, each step's batch is split over its `data` axis.
     """
 
-    def per_seed(state, key, idx, x, y, step0, valid):
+    def per_seed(state, key, idx, x, y, view, step0, valid):
         def step(state, i, batch_idx):
-            batch = sharding.shard_batch({"x": x[batch_idx], "y": y[batch_idx]}, mesh)
+            xb = x[batch_idx]
+            if view is not None:
+                src, keep, tid = view
+                xb = apply_maps(xb, src[tid[batch_idx]], keep[tid[batch_idx]])
+            batch = sharding.shard_batch({"x": xb, "y": y[batch_idx]}, mesh)
             return method.train_step(state, batch, jax.random.fold_in(key, i))
 
         def body(state, inp):
@@ -79,9 +87,11 @@ def make_task_runner(method: Method, mesh=None):
         steps = step0 + jnp.arange(idx.shape[0])
         return jax.lax.scan(body, state, (steps, idx, valid))
 
-    def run(state, keys, x, y, idx, step0, valid):
-        state, metrics = jax.vmap(per_seed, in_axes=(0, 0, 0, None, None, None, None))(
-            state, keys, idx, x, y, step0, valid
+    def run(state, keys, x, y, view, idx, step0, valid):
+        view_axes = None if view is None else (0, 0, None)
+        in_axes = (0, 0, 0, None, None, view_axes, None, None)
+        state, metrics = jax.vmap(per_seed, in_axes=in_axes)(
+            state, keys, idx, x, y, view, step0, valid
         )
         return state, metrics, health(state, metrics, valid)
 
@@ -165,6 +175,7 @@ class TaskContext:
     method_name: str = ""
     # seeds whose loss or parameters went non-finite: {seed: {"task", "step"}} (first time)
     nonfinite: dict = dataclasses.field(default_factory=dict)
+    maps: Any = None  # each seed's pixel maps (src, keep), (S, T, P), or None
 
 
 def _plan(ctx: TaskContext, t: int, n: int, done: Partial | None):
@@ -189,13 +200,12 @@ def _plan(ctx: TaskContext, t: int, n: int, done: Partial | None):
     return idx, valid, length, chunks, steps, done
 
 
-def _padded(x, y, pad_to: int):
+def _padded(pad_to: int, *arrays):
     """The task's arrays padded to `pad_to` items (one shape for every task: one compile)."""
-    n = len(y)
-    if pad_to > n:
-        x = np.concatenate([x, np.zeros((pad_to - n, *x.shape[1:]), x.dtype)])
-        y = np.concatenate([y, np.zeros(pad_to - n, y.dtype)])
-    return x, y
+    n = len(arrays[0])
+    if pad_to <= n:
+        return arrays
+    return tuple(np.concatenate([a, np.zeros((pad_to - n, *a.shape[1:]), a.dtype)]) for a in arrays)
 
 
 def _bar(config, steps: int, initial: int, desc: str):
@@ -211,24 +221,33 @@ def _bar(config, steps: int, initial: int, desc: str):
     )
 
 
-def train_task(ctx: TaskContext, state, x, y, t: int, desc: str, done: Partial | None = None):
+def train_task(
+    ctx: TaskContext, state, x, y, t: int, desc: str, done: Partial | None = None, tid=None
+):
     """Task t's steps in compiled chunks.
 
     `done` (a `Partial` of a run stopped mid-task) starts after its chunks, with
-    their losses and measurements. Returns `(state, mean loss of the last tenth of
-    the steps, [after_chunk's values])`, or `(state, None, partial)` when stopped.
+    their losses and measurements. `tid`: each item's task, with `ctx.maps` (default t).
+    Returns `(state, mean loss of the last tenth of the steps, [after_chunk's values])`,
+    or `(state, None, partial)` when stopped.
     """
     idx, valid, length, chunks, steps, done = _plan(ctx, t, len(y), done)
-    x, y = sharding.replicate(_padded(x, y, ctx.pad_to), ctx.mesh)
+    view = None
+    if ctx.maps is not None:
+        tid = np.full(len(y), t, np.int32) if tid is None else tid
+        x, y, tid = _padded(ctx.pad_to, x, y, tid)
+        x, y, view = sharding.replicate((x, y, (*ctx.maps, tid)), ctx.mesh)
+    else:
+        x, y = sharding.replicate(_padded(ctx.pad_to, x, y), ctx.mesh)
     first = sharding.replicate((idx[:, :length], np.int32(0), valid[:length]), ctx.mesh)
-    compiled = compile_once(ctx.runner, ctx.timer, ctx.cache, state, ctx.keys, x, y, *first)
+    compiled = compile_once(ctx.runner, ctx.timer, ctx.cache, state, ctx.keys, x, y, view, *first)
     bar = _bar(ctx.config, steps, int(valid[: (done.chunk + 1) * length].sum()), desc)
     losses, measured = list(done.losses), list(done.measured)
     for c in range(done.chunk + 1, chunks):
         sl = slice(c * length, (c + 1) * length)
         start = time.perf_counter()
         chunk = sharding.replicate((idx[:, sl], np.int32(c * length), valid[sl]), ctx.mesh)
-        state, metrics, health = compiled(state, ctx.keys, x, y, *chunk)
+        state, metrics, health = compiled(state, ctx.keys, x, y, view, *chunk)
         metrics, health = jax.tree.map(np.asarray, (metrics, health))  # blocks: chunk done
         ctx.timer.add("train_s", time.perf_counter() - start)
         check_finite(ctx, health, t, c * length)

@@ -19,7 +19,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from cljax import checkpoint as ckpt_lib
 from cljax import evaluation, sharding
 from cljax.methods import TaskInfo
-from cljax.scenarios import Scenario
+from cljax.scenarios import Scenario, apply_maps
 from cljax.train_chunks import Partial, TaskContext, Timer, make_task_runner, train_task
 
 log = logging.getLogger("cljax.train")
@@ -44,13 +44,29 @@ def _per_seed(fn, state, *args):
 
 
 def training_data(protocol: str, scenario: Scenario, t: int):
-    """The arrays to train on at task t; `(None, None)` where joint waits for the last task."""
+    """`(x, y, tid)`: the arrays to train on at task t and each item's task; `(None, None,
+    None)` where joint waits for the last task. A scenario with per-seed maps gives its
+    untransformed images (each seed sees them through its maps of task `tid`)."""
+
+    def task_data(j):
+        return scenario.raw("train") if scenario.seed_maps is not None else scenario.train(j)
+
     if protocol != "joint":
-        return scenario.train(t)
+        x, y = task_data(t)
+        return x, y, np.full(len(y), t, np.int32)
     if t < scenario.num_tasks - 1:
-        return None, None
-    parts = [scenario.train(j) for j in range(scenario.num_tasks)]
-    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        return None, None, None
+    parts = [task_data(j) for j in range(scenario.num_tasks)]
+    tid = np.concatenate([np.full(len(p[1]), j, np.int32) for j, p in enumerate(parts)])
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), tid
+
+
+def seed_maps(scenario: Scenario, seeds):
+    """Each seed's pixel maps `(src, keep)`, `(S, T, P)`, or None (every seed sees the same)."""
+    if scenario.seed_maps is None:
+        return None
+    maps = [scenario.seed_maps(s) for s in seeds]
+    return np.stack([m[0] for m in maps]), np.stack([m[1] for m in maps])
 
 
 class SeedsRun:
@@ -75,6 +91,7 @@ class SeedsRun:
         self.extra = [[None] * len(self.seeds) for _ in range(T)]  # after_task: [task][seed]
         self.chunk_extra = [None] * T  # [task][chunk][seed] where after_chunk measured it
         self.manager = ckpt_lib.manager(self.workdir) if self.workdir is not None else None
+        self.maps = seed_maps(scenario, self.seeds)
         self.devices = self.mesh.size
         self.nonfinite = {}  # seed -> {"task", "step", "loss_finite"} (on_nonfinite="continue")
 
@@ -220,6 +237,9 @@ class SeedsRun:
             state, first_task, partial = self._restore(state)
         tests = evaluation.stack_tests(self.scenario, self.config.eval_batch, self.mesh)
         evaluate = evaluation.make_evaluator(self.method, tests[3], self.mesh)
+        if self.maps is not None:  # every seed through its own maps
+            maps = sharding.replicate(self.maps, self.mesh)
+            evaluate = functools.partial(evaluate, view=maps)
         joint = self.config.protocol == "joint"
         ctx = TaskContext(
             runner=make_task_runner(self.method, self.mesh),
@@ -233,6 +253,7 @@ class SeedsRun:
             on_chunk=functools.partial(self.on_chunk, stop_after),
             method_name=self.method.name,
             nonfinite=self.nonfinite,
+            maps=self.maps,
         )
         self.last_save = time.perf_counter()
         for t in range(first_task, self.scenario.num_tasks):
@@ -267,18 +288,17 @@ class SeedsRun:
         if method.begin_task is not None and resumed is None:
             state = jax.jit(self.begin, static_argnums=1)(state, t)
         ctx.keys = self.keys_for(t, 1)
-        x, y = training_data(self.config.protocol, self.scenario, t)
+        x, y, tid = training_data(self.config.protocol, self.scenario, t)
         if x is not None:
             desc = f"{method.name} {self.scenario.name} task {t + 1}/{T}"
-            state, loss, measured = train_task(ctx, state, x, y, t, desc, done=resumed)
+            state, loss, measured = train_task(ctx, state, x, y, t, desc, resumed, tid)
             if loss is None:  # stopped mid-task
                 return state, True
             self.losses.append(loss)
             if self.hooks.after_chunk is not None:
                 self.chunk_extra[t] = measured
             if method.end_task is not None:
-                end = jax.vmap(functools.partial(method.end_task, task=info), (0, None, 0))
-                state = jax.jit(end)(state, (jnp.asarray(x), jnp.asarray(y)), ctx.keys)
+                state = self.end(state, info, x, y, tid, ctx.keys)
             if method.host.resize is not None:
                 resized = _per_seed(method.host.resize, state, info)
                 state = jax.tree.map(lambda *a: np.stack(a), *resized)
@@ -286,6 +306,21 @@ class SeedsRun:
         if method.host.describe is not None:
             self.per_task.append(_per_seed(method.host.describe, state))
         return state, False
+
+    def end(self, state, info, x, y, tid, keys):
+        """`end_task` of every seed on the task's data (through each seed's maps)."""
+        end_task = functools.partial(self.method.end_task, task=info)
+        x, y = jnp.asarray(x), jnp.asarray(y)
+        if self.maps is None:
+            return jax.jit(jax.vmap(end_task, (0, None, 0)))(state, (x, y), keys)
+
+        one = int(tid[0]) if (tid == tid[0]).all() else None  # one task: one map for all
+
+        def seen(s, k, src, keep):
+            src, keep = (src[one], keep[one]) if one is not None else (src[tid], keep[tid])
+            return end_task(s, (apply_maps(x, src, keep), y), k)
+
+        return jax.jit(jax.vmap(seen))(state, keys, *self.maps)
 
     def evaluate(self, evaluate, tests, state, t: int):
         """Task t's row of both accuracy matrices, and the line per task."""

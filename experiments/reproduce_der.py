@@ -8,15 +8,14 @@ settings of cljax/tuned/<method>.py, every seed of a row in one
 vmapped program, and writes a markdown table of mean +- std beside the paper's
 numbers (and Mammoth's measured ones where DESIGN.md has them). Rows already in
 the JSON file are skipped, so an interrupted run continues where it stopped.
-Perm-/Rot-MNIST draw their permutations or angles per seed (as Mammoth), so
-their seeds run one after another. Expected runtime on a 2-core CPU: about 5
+Perm-/Rot-MNIST draw their permutations or angles per seed (as Mammoth), each
+seed through its own in the one vmapped program. Expected runtime on a 2-core CPU: about 5
 minutes for Seq-MNIST, about 30 minutes each for Perm-MNIST and Rot-MNIST.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import platform
@@ -76,21 +75,14 @@ def paper_value(benchmark, method, buffer, setting):
 
 
 def run_row(benchmark, data_dir, method_name, buffer, seeds):
-    """Runs one table row; returns the results dict without state.
-
-    Class-incremental rows run all seeds in one vmapped program. Perm-/Rot-MNIST
-    rows run one seed at a time, each with its own permutations or angles drawn
-    from that seed, as Mammoth does: the angle draw alone moves Rot-MNIST by
-    several points, so seeds sharing one draw would measure that draw.
-    """
-    if benchmark not in DOMAIN:
-        return run_tuned(scenarios.build(benchmark, data_dir), method_name, buffer, seeds)
-    parts = [
-        run_tuned(scenarios.build(benchmark, data_dir, seed=s), method_name, buffer, (s,))
-        for s in seeds
-    ]
-    res = functools.reduce(report.merge_seeds, parts)
-    res["transforms"] = "drawn per seed"
+    """Runs one table row, all seeds in one vmapped program; returns the results dict
+    without state. Perm-/Rot-MNIST seeds each see their own permutations or angles drawn
+    from the seed, as Mammoth's (the angle draw alone moves Rot-MNIST by several points,
+    so seeds sharing one draw would measure that draw); the driver applies them per seed
+    (`Scenario.seed_maps`)."""
+    res = run_tuned(scenarios.build(benchmark, data_dir), method_name, buffer, seeds)
+    if benchmark in DOMAIN:
+        res["transforms"] = "drawn per seed"
     return res
 
 

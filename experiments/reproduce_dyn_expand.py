@@ -54,7 +54,14 @@ ROWS = {
     # dyn_expand at the same batches and epochs
     "derpp (lr 0.03, alpha 1.0, beta 0.5, batch 10 + 10, 1 epoch)": (
         "derpp",
-        {"lr": 0.03, "alpha": 1.0, "beta": 0.5, "batch_size": 10, "minibatch_size": 10, "epochs": 1},
+        {
+            "lr": 0.03,
+            "alpha": 1.0,
+            "beta": 0.5,
+            "batch_size": 10,
+            "minibatch_size": 10,
+            "epochs": 1,
+        },
     ),
     "dyn_expand (no masks, batch 10 + 10, 1 epoch)": (
         "dyn_expand",

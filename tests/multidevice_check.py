@@ -63,7 +63,7 @@ def main(names):
     state = jax.vmap(method.init, in_axes=(0, None))(keys, SC.train(0)[0][:1])
     x, y = SC.train(0)
     chunk = (np.zeros((2, 3, 8), np.int32), np.int32(0), np.ones(3, bool))
-    args = sharding.replicate((state, keys, x, y, *chunk), mesh)
+    args = sharding.replicate((state, keys, x, y, None, *chunk), mesh)
     hlo = train_chunks.make_task_runner(method, mesh).lower(*args).compile().as_text()
     assert "all-reduce" in hlo
     print("derpp step has all-reduce", flush=True)

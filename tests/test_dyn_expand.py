@@ -1,5 +1,7 @@
 """Dynamically Expandable Representation: herding, frozen extractors, pruning, masks, driver."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -340,7 +342,9 @@ def test_retraining_pool_is_the_official_balanced_subset():
         rows = {tuple(r.ravel()) for r in new}
         assert len(rows) == len(new) == k * len(SC.classes(1))  # no repeats
         xs = {tuple(r.ravel()): int(c) for r, c in zip(np.asarray(x), np.asarray(y), strict=True)}
-        assert all(xs[tuple(r.ravel())] == c for r, c in zip(new, py[HP["buffer_size"] :], strict=True))
+        assert all(
+            xs[tuple(r.ravel())] == c for r, c in zip(new, py[HP["buffer_size"] :], strict=True)
+        )
         np.testing.assert_array_equal(px[: HP["buffer_size"]], state.memory.x)
         draws.append(rows)
     assert draws[0] != draws[1]
@@ -376,6 +380,7 @@ def test_retraining_sees_augmented_batches_only_when_balanced():
         state = method.begin_task(state, info1, jax.random.key(3))
         x, y = (jnp.asarray(a) for a in SC.train(1))
         seen.clear()
-        jax.eval_shape(lambda s: method.end_task(s, (x, y), jax.random.key(7), info1), state)
+        end = functools.partial(method.end_task, task=info1)
+        jax.eval_shape(end, state, (x, y), jax.random.key(7))
         flags[data] = set(seen)
     assert flags == {"balanced": {True, False}, "memory": {False}}

@@ -283,3 +283,60 @@ def test_joint_trains_once_on_everything():
     total = sum(SC.train_sizes)
     assert res["timing"]["steps"] == CONFIG["epochs"] * -(-total // CONFIG["batch_size"])
     assert len(res["final_train_loss"]) == 1
+
+
+def tiny_domain(seed_maps: bool, seed=0):
+    """SC's images as a 3-task domain-IL benchmark of pixel permutations, drawn per run seed
+    (`seed_maps`) or once with `seed` for every run seed."""
+    x_tr, y_tr = (np.concatenate(a) for a in zip(*(SC.train(t) for t in range(3)), strict=True))
+    x_te, y_te = (np.concatenate(a) for a in zip(*(SC.test(t) for t in range(3)), strict=True))
+    maps = lambda s: scenarios.domain_maps("perm-mnist", s, 3, x_tr.shape[1:])  # noqa: E731
+    src, keep = maps(seed)
+    transforms = [
+        lambda x, a=a, b=b: scenarios.apply_maps(x, a, b) for a, b in zip(src, keep, strict=True)
+    ]
+    raw = lambda split: (x_tr, y_tr) if split == "train" else (x_te, y_te)  # noqa: E731
+    return scenarios.domain_incremental(
+        "tiny-perm",
+        (x_tr, y_tr, x_te, y_te),
+        transforms,
+        SC.input_fn,
+        "mlp",
+        seed_maps=maps if seed_maps else None,
+        raw=raw if seed_maps else None,
+    )
+
+
+def test_each_vmapped_seed_sees_its_own_permutations():
+    """Per-seed perm/rot data under vmap: seeds 0 and 1 together equal each alone, and seed 1
+    equals a run on the benchmark drawn once with seed 1 (the maps are those transforms)."""
+    method = methods.get("er").make(
+        model=models.MLP((8,), 6), input_fn=SC.input_fn, buffer_size=10, minibatch_size=4, lr=0.1
+    )
+
+    def end_task(state, data, key, task):
+        """Records which pixels of the first image the seed was given (its own maps)."""
+        del key, task
+        x = data[0].reshape(len(data[0]), -1).astype(jnp.int32)
+        mark = jnp.sum(x[0] * jnp.arange(x.shape[1]))
+        return state.replace(net=state.net.replace(step=state.net.step * 0 + mark))
+
+    method = method._replace(end_task=end_task)
+    config = lambda seeds: train.RunConfig(seeds=seeds, **CONFIG)  # noqa: E731
+    both = train.run(method, tiny_domain(True), config((0, 1)))
+    alone = [train.run(method, tiny_domain(True), config((s,))) for s in (0, 1)]
+    fixed = train.run(method, tiny_domain(False, seed=1), config((1,)))
+    acc = lambda r: np.asarray(r["accuracy"]["domain-il"], float)  # noqa: E731
+    params = lambda r: jax.tree.leaves(r["state"].net.params)  # noqa: E731
+    for s in (0, 1):
+        np.testing.assert_allclose(acc(both)[s], acc(alone[s])[0], atol=1e-6)
+        for a, b in zip(params(both), params(alone[s]), strict=True):
+            np.testing.assert_allclose(a[s], b[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(acc(alone[1]), acc(fixed), atol=1e-6)
+    for a, b in zip(params(alone[1]), params(fixed), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(acc(both)[0], acc(both)[1])  # the seeds' data differ
+    # end_task got each seed's own view of the last task's images
+    step = lambda r: np.asarray(r["state"].net.step)  # noqa: E731
+    assert list(step(both)) == [int(step(alone[0])[0]), int(step(alone[1])[0])]
+    assert step(both)[0] != step(both)[1] and step(alone[1]) == step(fixed)

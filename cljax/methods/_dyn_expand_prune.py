@@ -87,7 +87,10 @@ def retrain_classifier(config: Config, parts: Parts, state: DynState, pool, feat
     batches = math.ceil(size / batch)
     k_init, k_order = jax.random.split(key)
     fc = head_init(
-        config.head(reset=True), k_init, state.net.params["fc"]["kernel"].shape[0], parts.num_classes
+        config.head(reset=True),
+        k_init,
+        state.net.params["fc"]["kernel"].shape[0],
+        parts.num_classes,
     )
     opt = parts.retrain_tx
 
