@@ -34,7 +34,8 @@ def task_info(scenario: Scenario, config, t: int) -> TaskInfo:
     seen = tuple(c for j in range(t + 1) for c in scenario.classes(j))
     per_epoch = math.ceil(scenario.train_sizes[t] / config.batch_size)
     steps = config.steps or config.epochs_of(t) * per_epoch
-    return TaskInfo(t, tuple(scenario.classes(t)), seen, per_epoch, steps)
+    epochs = 0 if config.steps else config.epochs_of(t)
+    return TaskInfo(t, tuple(scenario.classes(t)), seen, per_epoch, steps, config.batch_size, epochs)
 
 
 def _per_seed(fn, state, *args):
@@ -107,7 +108,8 @@ class SeedsRun:
         return state
 
     def keys_for(self, t, purpose):
-        """The seeds' keys of task t; purpose 1: train steps and end_task, 2: begin_task."""
+        """The seeds' keys of task t; purpose 1: train steps and end_task, 2: begin_task,
+        3: begin_task_data."""
         fold = lambda k: jax.random.fold_in(jax.random.fold_in(k, purpose), t)
         return jax.vmap(fold)(self.seed_keys)
 
@@ -289,6 +291,8 @@ class SeedsRun:
             state = jax.jit(self.begin, static_argnums=1)(state, t)
         ctx.keys = self.keys_for(t, 1)
         x, y, tid = training_data(self.config.protocol, self.scenario, t)
+        if method.begin_task_data is not None and resumed is None and x is not None:
+            state = self.on_data(method.begin_task_data, state, info, x, y, tid, self.keys_for(t, 3))
         if x is not None:
             desc = f"{method.name} {self.scenario.name} task {t + 1}/{T}"
             state, loss, measured = train_task(ctx, state, x, y, t, desc, resumed, tid)
@@ -298,7 +302,7 @@ class SeedsRun:
             if self.hooks.after_chunk is not None:
                 self.chunk_extra[t] = measured
             if method.end_task is not None:
-                state = self.end(state, info, x, y, tid, ctx.keys)
+                state = self.on_data(method.end_task, state, info, x, y, tid, ctx.keys)
             if method.host.resize is not None:
                 resized = _per_seed(method.host.resize, state, info)
                 state = jax.tree.map(lambda *a: np.stack(a), *resized)
@@ -307,9 +311,10 @@ class SeedsRun:
             self.per_task.append(_per_seed(method.host.describe, state))
         return state, False
 
-    def end(self, state, info, x, y, tid, keys):
-        """`end_task` of every seed on the task's data (through each seed's maps)."""
-        end_task = functools.partial(self.method.end_task, task=info)
+    def on_data(self, fn, state, info, x, y, tid, keys):
+        """`fn(state, (x, y), key, task=info)` (`end_task`, `begin_task_data`) of every seed
+        on the task's data (through each seed's maps)."""
+        end_task = functools.partial(fn, task=info)
         x, y = jnp.asarray(x), jnp.asarray(y)
         if self.maps is None:
             return jax.jit(jax.vmap(end_task, (0, None, 0)))(state, (x, y), keys)

@@ -16,11 +16,14 @@ end_task vocabulary of Mammoth, without mutable objects):
 
 - `init(key, example_x) -> state`
 - `begin_task(state, task, key) -> state`   (task: `TaskInfo`; shapes may change here)
+- `begin_task_data(state, task_data, key, task) -> state`   (after `begin_task`, before
+  the task's steps, on its training data `(x, y)`: LwF's warm-up of its classifier)
 - `train_step(state, batch, key) -> (state, metrics)`   (jitted, scanned over a task)
 - `end_task(state, task_data, key, task) -> state`      (task_data: the task's `(x, y)`)
 - `predict(state, x) -> logits`
 
-`begin_task` / `end_task` are None for methods with nothing to do there. These
+`begin_task`, `begin_task_data` and `end_task` are None for methods with nothing to do
+there. These
 are jitted and vmapped over seeds by the driver. Host-side extras are one
 optional `HostHooks`.
 """
@@ -47,6 +50,8 @@ class TaskInfo(NamedTuple):
     seen: tuple[int, ...] = ()  # every class of tasks 0..index (this one included)
     steps_per_epoch: int = 1  # batches in one pass over the task's training data
     steps: int = 0  # training steps this task takes (0: unknown)
+    batch_size: int = 0  # items of the task a step (0: unknown)
+    epochs: int = 0  # passes over the task's data (0: unknown, or set by steps)
 
 
 class HostHooks(NamedTuple):
@@ -77,6 +82,7 @@ class Method(NamedTuple):
     begin_task: Callable[..., Any] | None = None
     end_task: Callable[..., Any] | None = None
     host: HostHooks = HostHooks()
+    begin_task_data: Callable[..., Any] | None = None
 
     @property
     def hparams(self) -> dict:

@@ -1,0 +1,177 @@
+"""Learning without Forgetting (`lwf`): Li & Hoiem, ECCV 2016 / TPAMI 2017, as the DER
+paper ran it (Mammoth's `models/lwf.py` of the paper's release, commit 7ab9db9).
+
+At the start of each task after the first, the network's output layer alone is
+warmed up on the new task (plain SGD at `lr`, `n_epochs` over the task's data,
+the features frozen, cross-entropy over the new task's classes), and the network
+is then frozen as the teacher. Each step minimises
+
+    CE(f(x)[seen], y) + alpha * KD(teacher(x)[past], f(x)[past]) + wd_reg * |theta|^2
+
+where `[seen]` keeps the logits of the classes seen so far, `[past]` those of the
+earlier tasks, and `KD(p, q) = -mean_n sum_c s(p)_c log s(q)_c` with
+`s(p) = softmax(p)^(1/T) / sum softmax(p)^(1/T)` at temperature `T` (Mammoth's
+`smooth(..., 2, 1)`; `softmax_temp` is 2, as its code fixes it).
+
+Where this deviates from Mammoth, and why:
+- Mammoth stores the teacher's logits of every training item when the task
+  begins and reads them with each batch; here the frozen teacher's parameters are
+  kept in the state and its logits computed on the batch's un-augmented inputs
+  in the step. The values are the same (the teacher does not change within a
+  task); it costs one forward pass a step instead of memory per item.
+- The warm-up's batches are drawn by the driver's shuffle (`cljax.train`'s
+  schedule), not PyTorch's, and run in `begin_task_data` inside `jit`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from cljax.config import Hyperparams, hparam
+from cljax.methods import Method, TaskInfo, configure
+from cljax.methods.common import NetState, create_net, cross_entropy, forward, predict_with
+
+NEG = -1e9  # logit of a class outside the kept columns (finite: softmax stays defined)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config(Hyperparams):
+    """Settings of `lwf`."""
+
+    lr: float = hparam(0.03, "SGD step size (also of the warm-up)", gt=0)
+    alpha: float = hparam(1.0, "weight of the distillation term", ge=0)
+    softmax_temp: float = hparam(2.0, "temperature of the distillation's smoothing", gt=0)
+    wd_reg: float = hparam(0.0005, "L2 penalty on every parameter, in the loss", ge=0)
+
+
+@struct.dataclass
+class LwfState:
+    """The network, the frozen teacher and the class masks of the current task."""
+
+    net: NetState
+    teacher: dict  # the network's params after the warm-up of the current task
+    seen: jax.Array  # (C,) classes of tasks 0..t
+    past: jax.Array  # (C,) classes of tasks 0..t-1 (none in the first task)
+
+
+def smooth(probs, temp, mask):
+    """Mammoth's `smooth`: `probs^(1/temp)` renormalised over the `mask` columns."""
+    powered = jnp.where(mask, probs, 0.0) ** (1.0 / temp)
+    return powered / jnp.sum(powered, -1, keepdims=True)
+
+
+def distillation(teacher_logits, logits, mask, temp):
+    """`-mean_n sum_{c in mask} s(teacher)_c log s(student)_c` over the `mask` columns."""
+    old = smooth(jax.nn.softmax(jnp.where(mask, teacher_logits, NEG)), temp, mask)
+    new = smooth(jax.nn.softmax(jnp.where(mask, logits, NEG)), temp, mask)
+    terms = jnp.where(mask, old * jnp.log(jnp.where(mask, new, 1.0)), 0.0)
+    return -jnp.mean(jnp.sum(terms, -1))
+
+
+def train_step(config: Config, input_fn, state: LwfState, batch, key):
+    """CE over the seen classes, distillation on the past ones (from the second task), L2."""
+    x = input_fn(batch["x"], key, True)
+    plain = input_fn(batch["x"], None, False)
+    net = state.net
+    has_past = state.past.any()
+    teacher, _ = forward(net, state.teacher, plain, net.batch_stats, train=False)
+
+    def loss_fn(params):
+        logits, stats = forward(net, params, x, net.batch_stats)
+        ce = cross_entropy(jnp.where(state.seen, logits, NEG), batch["y"]).mean()
+        kd = distillation(teacher, logits, state.past, config.softmax_temp)
+        kd = jnp.where(has_past, kd, 0.0)
+        l2 = sum(jnp.sum(p**2) for p in jax.tree.leaves(params))
+        return ce + config.alpha * kd + config.wd_reg * l2, (stats, ce, kd)
+
+    (loss, (stats, ce, kd)), grads = jax.value_and_grad(loss_fn, has_aux=True)(net.params)
+    net = net.apply_gradients(grads=grads, batch_stats=stats)
+    return state.replace(net=net), {"loss": loss, "ce": ce, "kd": kd}
+
+
+def begin_task(config: Config, state: LwfState, task: TaskInfo, key) -> LwfState:
+    """The class masks of task `task`; the teacher is set after the warm-up."""
+    del config, key
+    classes = lambda cs: jnp.zeros_like(state.seen).at[jnp.asarray(cs, jnp.int32)].set(True)
+    past = tuple(c for c in task.seen if c not in task.classes)
+    return state.replace(
+        seen=classes(task.seen), past=classes(past) if past else state.past & False
+    )
+
+
+def head_name(params) -> str:
+    """The output layer's name: the network's last layer (Flax keeps definition order)."""
+    return list(params)[-1]
+
+
+def warm_up(config: Config, input_fn, state: LwfState, task_data, key, task: TaskInfo):
+    """From the second task: the output layer alone trained on the task (plain SGD at `lr`,
+    `task.epochs` passes in batches of `task.batch_size`, features frozen, CE over the
+    task's classes); then the network becomes the teacher."""
+    if task.index > 0:
+        x_raw, y = task_data
+        n, batch = y.shape[0], task.batch_size or 32
+        per_epoch = math.ceil(n / batch)
+        current = jnp.zeros_like(state.seen).at[jnp.asarray(task.classes, jnp.int32)].set(True)
+        head = head_name(state.net.params)
+        tx = optax.sgd(config.lr)
+        net = state.net
+
+        def step(carry, inputs):
+            params, opt_state = carry
+            idx, k = inputs
+            live = idx >= 0
+            xb = input_fn(x_raw[jnp.maximum(idx, 0)], k, True)  # the training transform
+
+            def loss_fn(head_params):
+                logits, _ = forward(net, {**params, head: head_params}, xb, net.batch_stats, False)
+                ce = cross_entropy(jnp.where(current, logits, NEG), y[jnp.maximum(idx, 0)])
+                return jnp.sum(ce * live) / jnp.maximum(live.sum(), 1)
+
+            grads = jax.grad(loss_fn)(params[head])
+            updates, opt_state = tx.update(grads, opt_state, params[head])
+            return ({**params, head: optax.apply_updates(params[head], updates)}, opt_state), None
+
+        def epoch(carry, k):
+            k_order, k_aug = jax.random.split(k)
+            order = jax.random.permutation(k_order, n)
+            order = jnp.concatenate([order, -jnp.ones(per_epoch * batch - n, order.dtype)])
+            batches = (order.reshape(per_epoch, batch), jax.random.split(k_aug, per_epoch))
+            return jax.lax.scan(step, carry, batches)[0], None
+
+        epochs = max(task.epochs, 1)
+        params = net.params
+        (params, _), _ = jax.lax.scan(
+            epoch, (params, tx.init(params[head])), jax.random.split(key, epochs)
+        )
+        state = state.replace(net=net.replace(params=params))
+    return state.replace(teacher=state.net.params)
+
+
+def make(config: Config | None = None, *, model, input_fn, **overrides) -> Method:
+    """LwF with SGD at `lr`, distillation weight `alpha` and L2 weight `wd_reg`."""
+    config = configure(Config, config, overrides)
+    tx = optax.sgd(config.lr)
+
+    def init(key, example_x):
+        net = create_net(model, tx, key, input_fn(example_x, key, False))
+        classes = jnp.zeros(model.num_classes, bool)
+        return LwfState(net=net, teacher=net.params, seen=classes, past=classes)
+
+    return Method(
+        name="lwf",
+        config=config,
+        init=init,
+        train_step=lambda state, batch, key: train_step(config, input_fn, state, batch, key),
+        predict=predict_with(input_fn),
+        begin_task=lambda state, task, key: begin_task(config, state, task, key),
+        begin_task_data=lambda state, data, key, task: warm_up(
+            config, input_fn, state, data, key, task
+        ),
+    )
