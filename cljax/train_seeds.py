@@ -35,7 +35,9 @@ def task_info(scenario: Scenario, config, t: int) -> TaskInfo:
     per_epoch = math.ceil(scenario.train_sizes[t] / config.batch_size)
     steps = config.steps or config.epochs_of(t) * per_epoch
     epochs = 0 if config.steps else config.epochs_of(t)
-    return TaskInfo(t, tuple(scenario.classes(t)), seen, per_epoch, steps, config.batch_size, epochs)
+    return TaskInfo(
+        t, tuple(scenario.classes(t)), seen, per_epoch, steps, config.batch_size, epochs
+    )
 
 
 def _per_seed(fn, state, *args):
@@ -292,7 +294,9 @@ class SeedsRun:
         ctx.keys = self.keys_for(t, 1)
         x, y, tid = training_data(self.config.protocol, self.scenario, t)
         if method.begin_task_data is not None and resumed is None and x is not None:
-            state = self.on_data(method.begin_task_data, state, info, x, y, tid, self.keys_for(t, 3))
+            state = self.on_data(
+                method.begin_task_data, state, info, x, y, tid, self.keys_for(t, 3)
+            )
         if x is not None:
             desc = f"{method.name} {self.scenario.name} task {t + 1}/{T}"
             state, loss, measured = train_task(ctx, state, x, y, t, desc, resumed, tid)
