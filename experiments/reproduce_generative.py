@@ -78,7 +78,7 @@ def reference_classifier(scenario, model: str = "mlp", epochs: int = 3):
     method, config = build_tuned(
         scenario, "joint", None, model=model, lr=0.1, epochs=epochs, batch_size=64
     )
-    res = train.run(method, scenario, train.RunConfig(seeds=(0,), **config))
+    res = train.run(method, scenario, dataclasses.replace(config, seeds=(0,)))
     net = jax.tree.map(lambda a: a[0], res["state"].net)
     return (lambda x: predict(net, x)), res["final_average_accuracy"]["class-il"]["mean"]
 
