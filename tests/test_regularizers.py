@@ -52,6 +52,11 @@ def test_ewc_fisher_penalty_and_online_decay_by_hand():
     state = method.init(jax.random.key(0), X[:1])
     state = method.end_task(state, (jnp.asarray(X), jnp.asarray(Y)), jax.random.key(1), INFO)
     f1 = hand_fisher(0.7, -0.2)
+    one_by_one = ewc(fisher_chunk=1).end_task(
+        method.init(jax.random.key(0), X[:1]), (jnp.asarray(X), jnp.asarray(Y)), None, INFO
+    )
+    for k in ("w", "b"):
+        np.testing.assert_allclose(one_by_one.fisher[k], f1[k], rtol=1e-5)
     for k in ("w", "b"):
         np.testing.assert_allclose(state.fisher[k], f1[k], rtol=1e-5)
         np.testing.assert_allclose(state.anchor[k], state.net.params[k])

@@ -12,8 +12,11 @@ ends, so the first task is plain SGD.
 The Fisher is Mammoth's estimate: per training item, the squared gradient of the
 log-likelihood of its true label, weighted by that likelihood (detached),
 `F_t = mean_n p(y_n | x_n) * (grad log p(y_n | x_n))^2`. The per-item gradients
-are computed `fisher_chunk` items at a time under `vmap`, inside the compiled
-`end_task`, and summed into the running total; nothing returns to the host.
+are computed inside the compiled `end_task` and summed into the running total;
+nothing returns to the host. By default one item at a time: on a 2-core CPU,
+3,000 MNIST items take 0.26 s, against 7.1 s under `vmap` in chunks of 100
+(XLA's batched matmuls with a contraction of one are slow there);
+`fisher_chunk` > 1 vmaps that many at once, which may suit accelerators.
 
 Where this deviates from Mammoth, and why:
 - The mean is over the task's items. Mammoth divides the sum by
@@ -54,7 +57,9 @@ class Config(Hyperparams):
     lr: float = hparam(0.03, "SGD step size", gt=0)
     e_lambda: float = hparam(90.0, "weight of the quadratic penalty (Mammoth's e_lambda)", ge=0)
     gamma: float = hparam(1.0, "decay of the running Fisher at each task's end", ge=0, le=1)
-    fisher_chunk: int = hparam(100, "items whose Fisher terms are computed at once", ge=1)
+    fisher_chunk: int = hparam(
+        1, "items whose Fisher terms are computed at once (1: one by one, fastest on CPU)", ge=1
+    )
 
 
 @struct.dataclass
@@ -118,6 +123,9 @@ def fisher(config: Config, input_fn, net: NetState, x_raw, y):
 
     def body(total, inputs):
         xc, yc, wc = inputs
+        if chunk == 1:  # one item at a time: on CPU 28x faster than vmap over 100 items
+            terms = one(input_fn(xc, None, False)[0], yc[0], wc[0])
+            return jax.tree.map(jnp.add, total, terms), None
         terms = jax.vmap(one)(input_fn(xc, None, False), yc, wc)
         return jax.tree.map(lambda t, s: t + s.sum(0), total, terms), None
 
