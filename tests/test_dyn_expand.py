@@ -309,7 +309,8 @@ def test_a_new_task_starts_a_new_classifier_unless_reused():
     info1 = train.task_info(SC, train.RunConfig(batch_size=4), 1)
     for kind in ("official", "reused"):
         method = make(classifier=kind, masks=False, retrain_epochs=0)
-        state, _ = run_task(method, method.init(jax.random.key(0), x0), 0, steps=2)
+        info0 = train.task_info(SC, train.RunConfig(batch_size=4), 0)
+        state = method.begin_task(method.init(jax.random.key(0), x0), info0, jax.random.key(1))
         old = jax.tree.map(np.asarray, state.net.params["fc"])
         new = method.begin_task(state, info1, jax.random.key(3)).net.params["fc"]
         d = old["kernel"].shape[0]
@@ -327,8 +328,11 @@ def test_retraining_pool_is_the_official_balanced_subset():
     the new classes' k drawn at random without repeats."""
     method = make()
     config, parts = method.init.args
-    x0 = jnp.asarray(SC.train(0)[0][:1])
-    state, _ = run_task(method, method.init(jax.random.key(0), x0), 0, steps=1)
+    x_0, y_0 = (jnp.asarray(a) for a in SC.train(0))
+    state = method.init(jax.random.key(0), x_0[:1])
+    feats = jax.random.normal(jax.random.key(1), (len(y_0), 5))  # herding on any features
+    memory = exemplars.update(state.memory, x_0, y_0, feats, SC.classes(0), 4)
+    state = state.replace(memory=memory)
     info1 = train.task_info(SC, train.RunConfig(batch_size=4), 1)
     x, y = (jnp.asarray(a) for a in SC.train(1))
     k = HP["buffer_size"] // len(SC.classes(0))
