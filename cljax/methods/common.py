@@ -81,6 +81,19 @@ def masked_mean(values, weights):
     return jnp.sum(values * weights) / jnp.maximum(jnp.sum(weights), 1.0)
 
 
+def ce_and_grads(net: NetState, x, y):
+    """Mean cross-entropy of prepared inputs `x` with labels `y`, the updated BatchNorm
+    statistics and the loss's gradient (for steps that change the gradient before applying
+    it: EWC's and SI's closed-form penalties)."""
+
+    def loss_fn(params):
+        logits, stats = forward(net, params, x, net.batch_stats)
+        return cross_entropy(logits, y).mean(), stats
+
+    (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(net.params)
+    return loss, stats, grads
+
+
 def sgd_update(net: NetState, loss_fn):
     """One optimizer step on `loss_fn(params) -> (loss, (batch_stats, aux))`."""
     (loss, (stats, aux)), grads = jax.value_and_grad(loss_fn, has_aux=True)(net.params)

@@ -41,6 +41,7 @@ from cljax.config import Hyperparams, hparam
 from cljax.methods import Method, TaskInfo, configure
 from cljax.methods.common import (
     NetState,
+    ce_and_grads,
     create_net,
     cross_entropy,
     forward,
@@ -92,12 +93,7 @@ def penalty(config: Config, state: EwcState, params):
 def train_step(config: Config, input_fn, state: EwcState, batch, key):
     """One SGD step on the cross-entropy plus the penalty's closed-form gradient."""
     x = input_fn(batch["x"], key, True)
-
-    def loss_fn(params):
-        logits, stats = forward(state.net, params, x, state.net.batch_stats)
-        return cross_entropy(logits, batch["y"]).mean(), stats
-
-    (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.net.params)
+    loss, stats, grads = ce_and_grads(state.net, x, batch["y"])
     grads = jax.tree.map(jnp.add, grads, penalty_grads(config, state))
     net = state.net.apply_gradients(grads=grads, batch_stats=stats)
     return state.replace(net=net), {"loss": loss}

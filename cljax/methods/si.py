@@ -29,7 +29,7 @@ from flax import struct
 
 from cljax.config import Hyperparams, hparam
 from cljax.methods import Method, TaskInfo, configure
-from cljax.methods.common import NetState, create_net, cross_entropy, forward, predict_with
+from cljax.methods.common import NetState, ce_and_grads, create_net, predict_with
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,12 +66,7 @@ def penalty_grads(config: Config, state: SiState):
 def train_step(config: Config, input_fn, state: SiState, batch, key):
     """One clipped SGD step on the CE plus the surrogate loss; `omega` gains g * (-delta)."""
     x = input_fn(batch["x"], key, True)
-
-    def loss_fn(params):
-        logits, stats = forward(state.net, params, x, state.net.batch_stats)
-        return cross_entropy(logits, batch["y"]).mean(), stats
-
-    (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.net.params)
+    loss, stats, grads = ce_and_grads(state.net, x, batch["y"])
     total = jax.tree.map(jnp.add, grads, penalty_grads(config, state))
     total = jax.tree.map(lambda g: jnp.clip(g, -config.clip, config.clip), total)
     net = state.net.apply_gradients(grads=total, batch_stats=stats)
