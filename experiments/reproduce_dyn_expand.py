@@ -263,7 +263,11 @@ def header(args) -> str:
         "others run under vmap. dyn_expand's default `mask_grad_scale` (100) was chosen on "
         "seq-fashion-mnist with seeds 0-2 at 1 epoch a task, and `sparsity` (0.03) after "
         "runs of 0.025, 0.0275 and 0.03 (10 seeds each) at 2 epochs there (there is no "
-        f"validation split). {history}\n\n"
+        f"validation split). {history} Rows named '...{OLD_CLASSIFIER}' ran dyn_expand's first "
+        "classifier (`--set classifier=reused retrain_data=memory`: old rows and bias kept, "
+        "re-trained on the memory's unaugmented features); the others the official one "
+        "(issue 32). The rows of session 24 (official classifier, tuned DER++, mlp) ran "
+        "with other jobs on the two cores: their wall times are not figures.\n\n"
     )
 
 
