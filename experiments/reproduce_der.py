@@ -7,7 +7,9 @@ Runs SGD, JOINT, online EWC, SI, LwF, ER, DER and DER++ (buffers 200 / 500 / 512
 settings of cljax/tuned/<method>.py, every seed of a row in one
 vmapped program, and writes a markdown table of mean +- std beside the paper's
 numbers (and Mammoth's measured ones where DESIGN.md has them). Rows already in
-the JSON file are skipped, so an interrupted run continues where it stopped.
+the JSON file keep their seeds and run only the missing ones (`--seeds 10` after
+`--seeds 5` runs seeds 5-9 and joins them), so an interrupted run continues
+where it stopped.
 Perm-/Rot-MNIST draw their permutations or angles per seed (as Mammoth), each
 seed through its own in the one vmapped program. Expected runtime on a 2-core CPU: about 5
 minutes for Seq-MNIST, about 30 minutes each for Perm-MNIST and Rot-MNIST.
@@ -137,9 +139,17 @@ def main(argv=None):
             buffers = [None] if None in PAPER[benchmark][method] else args.buffers
             for buffer in buffers:
                 key = f"{benchmark}|{method}|{buffer or '-'}"
-                if key in rows and len(rows[key]["seeds"]) >= args.seeds:
+                done = rows.get(key)
+                todo = tuple(s for s in seeds if done is None or s not in done["seeds"])
+                if not todo:
                     continue
-                res = run_row(benchmark, args.data_dir, method, buffer, seeds)
+                res = run_row(benchmark, args.data_dir, method, buffer, todo)
+                if done is not None:  # the seeds it has join the new ones
+                    try:
+                        res = report.merge_seeds(done, res)
+                    except ValueError as e:  # other settings since: the row is rerun whole
+                        print(f"{key}: {e}; rerunning every seed", flush=True)
+                        res = run_row(benchmark, args.data_dir, method, buffer, seeds)
                 rows[key] = res
                 summary = {s: round(v["mean"], 2) for s, v in res["final_average_accuracy"].items()}
                 print(f"{key}: {summary} ({res['timing']['total_s']:.0f}s)", flush=True)
