@@ -318,18 +318,18 @@ class SeedsRun:
     def on_data(self, fn, state, info, x, y, tid, keys):
         """`fn(state, (x, y), key, task=info)` (`end_task`, `begin_task_data`) of every seed
         on the task's data (through each seed's maps)."""
-        end_task = functools.partial(fn, task=info)
+        bound = functools.partial(fn, task=info)
         x, y = jnp.asarray(x), jnp.asarray(y)
         if self.maps is None:
-            return jax.jit(jax.vmap(end_task, (0, None, 0)))(state, (x, y), keys)
+            return jax.jit(jax.vmap(bound, (0, None, 0)))(state, (x, y), keys)
 
         one = int(tid[0]) if (tid == tid[0]).all() else None  # one task: one map for all
 
-        def seen(s, k, src, keep):
+        def through_maps(s, k, src, keep):
             src, keep = (src[one], keep[one]) if one is not None else (src[tid], keep[tid])
-            return end_task(s, (apply_maps(x, src, keep), y), k)
+            return bound(s, (apply_maps(x, src, keep), y), k)
 
-        return jax.jit(jax.vmap(seen))(state, keys, *self.maps)
+        return jax.jit(jax.vmap(through_maps))(state, keys, *self.maps)
 
     def evaluate(self, evaluate, tests, state, t: int):
         """Task t's row of both accuracy matrices, and the line per task."""

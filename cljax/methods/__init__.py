@@ -23,8 +23,7 @@ end_task vocabulary of Mammoth, without mutable objects):
 - `predict(state, x) -> logits`
 
 `begin_task`, `begin_task_data` and `end_task` are None for methods with nothing to do
-there. These
-are jitted and vmapped over seeds by the driver. Host-side extras are one
+there. These are jitted and vmapped over seeds by the driver. Host-side extras are one
 optional `HostHooks`.
 """
 

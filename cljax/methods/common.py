@@ -81,6 +81,11 @@ def masked_mean(values, weights):
     return jnp.sum(values * weights) / jnp.maximum(jnp.sum(weights), 1.0)
 
 
+def class_mask(classes, num_classes: int):
+    """`(num_classes,)` booleans, True at `classes` (a tuple of labels, possibly empty)."""
+    return jnp.zeros(num_classes, bool).at[jnp.asarray(classes, jnp.int32)].set(True)
+
+
 def ce_and_grads(net: NetState, x, y):
     """Mean cross-entropy of prepared inputs `x` with labels `y`, the updated BatchNorm
     statistics and the loss's gradient (for steps that change the gradient before applying

@@ -80,7 +80,7 @@ from flax.training import train_state
 from cljax.config import Hyperparams, hparam
 from cljax.methods import HostHooks, Method, TaskInfo, configure, generative
 from cljax.methods import generative as gan_lib
-from cljax.methods.common import count_params, cross_entropy
+from cljax.methods.common import class_mask, count_params, cross_entropy
 from cljax.methods.generative import chunks
 from cljax.models import gan as gan_models
 from cljax.models.dgm import MaskedGenerator, grow, row, sparsity, task_masks
@@ -208,7 +208,7 @@ def begin_task(config: Config, parts: Parts, state: DgmState, task: TaskInfo, ke
             f"dgm keeps masks for {parts.gen.max_tasks} tasks; got task {task.index + 1}"
         )
     classes = jnp.asarray(task.classes)
-    current = jnp.zeros(parts.gen.num_classes, bool).at[classes].set(True)
+    current = class_mask(task.classes, parts.gen.num_classes)
     params = {**state.gen.params, "emb": row(state.bank, task.index)}
     gen = state.gen.replace(params=params, step=0, opt_state=parts.g_tx.init(params))
     disc = state.disc

@@ -105,7 +105,7 @@ from cljax.methods._dyn_expand_prune import (
     retrain_classifier,
     scheduled_update,
 )
-from cljax.methods.common import NetState, cross_entropy, masked_mean
+from cljax.methods.common import NetState, class_mask, cross_entropy, masked_mean
 from cljax.models import ConvNet
 from cljax.models.dyn_expand import (
     NEG,
@@ -256,10 +256,9 @@ def init(config: Config, parts: Parts, key, example_x) -> DynState:
 
 def begin_task(config: Config, parts: Parts, state: DynState, task: TaskInfo, key) -> DynState:
     """The task's classes; from the second task on, the newest extractor frozen and a new one."""
-    classes = lambda cs: jnp.zeros(parts.num_classes, bool).at[jnp.asarray(cs)].set(True)
     state = state.replace(
-        seen=classes(task.seen),
-        current=classes(task.classes),
+        seen=class_mask(task.seen, parts.num_classes),
+        current=class_mask(task.classes, parts.num_classes),
         steps_per_epoch=jnp.asarray(task.steps_per_epoch, jnp.int32),
     )
     if task.index == 0:

@@ -82,14 +82,6 @@ def penalty_grads(config: Config, state: EwcState):
     )
 
 
-def penalty(config: Config, state: EwcState, params):
-    """`e_lambda * sum F (theta - theta*)^2` (for reports and tests; steps use its gradient)."""
-    terms = jax.tree.map(
-        lambda f, p, a: jnp.sum(f * (p - a) ** 2), state.fisher, params, state.anchor
-    )
-    return config.e_lambda * sum(jax.tree.leaves(terms))
-
-
 def train_step(config: Config, input_fn, state: EwcState, batch, key):
     """One SGD step on the cross-entropy plus the penalty's closed-form gradient."""
     x = input_fn(batch["x"], key, True)

@@ -35,7 +35,14 @@ from flax import struct
 
 from cljax.config import Hyperparams, hparam
 from cljax.methods import Method, TaskInfo, configure
-from cljax.methods.common import NetState, create_net, cross_entropy, forward, predict_with
+from cljax.methods.common import (
+    NetState,
+    class_mask,
+    create_net,
+    cross_entropy,
+    forward,
+    predict_with,
+)
 
 NEG = -1e9  # logit of a class outside the kept columns (finite: softmax stays defined)
 
@@ -98,10 +105,10 @@ def train_step(config: Config, input_fn, state: LwfState, batch, key):
 def begin_task(config: Config, state: LwfState, task: TaskInfo, key) -> LwfState:
     """The class masks of task `task`; the teacher is set after the warm-up."""
     del config, key
-    classes = lambda cs: jnp.zeros_like(state.seen).at[jnp.asarray(cs, jnp.int32)].set(True)
     past = tuple(c for c in task.seen if c not in task.classes)
+    num_classes = state.seen.shape[0]
     return state.replace(
-        seen=classes(task.seen), past=classes(past) if past else state.past & False
+        seen=class_mask(task.seen, num_classes), past=class_mask(past, num_classes)
     )
 
 
@@ -118,7 +125,7 @@ def warm_up(config: Config, input_fn, state: LwfState, task_data, key, task: Tas
         x_raw, y = task_data
         n, batch = y.shape[0], task.batch_size or 32
         per_epoch = math.ceil(n / batch)
-        current = jnp.zeros_like(state.seen).at[jnp.asarray(task.classes, jnp.int32)].set(True)
+        current = class_mask(task.classes, state.seen.shape[0])
         head = head_name(state.net.params)
         tx = optax.sgd(config.lr)
         net = state.net

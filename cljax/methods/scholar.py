@@ -24,7 +24,7 @@ from flax.training import train_state
 from cljax.config import Hyperparams, hparam
 from cljax.methods import TaskInfo
 from cljax.methods import generative as gan_lib
-from cljax.methods.common import NetState, create_net, cross_entropy, forward, predict
+from cljax.methods.common import NetState, class_mask, create_net, cross_entropy, forward, predict
 from cljax.models import gan as gan_models
 
 
@@ -122,7 +122,7 @@ def solver_predict(parts: ScholarParts, state: ScholarState, x):
 def begin_task(config: ScholarConfig, num_classes: int, state, task: TaskInfo, key):
     """Marks the task's classes and sets the weight r of its real data (default 1/t)."""
     del key
-    current = jnp.zeros(num_classes, bool).at[jnp.asarray(task.classes)].set(True)
+    current = class_mask(task.classes, num_classes)
     r = config.ratio if config.ratio > 0 else 1.0 / (task.index + 1)
     return state.replace(current=current, ratio=jnp.where(state.has_prev > 0, r, 1.0))
 
