@@ -42,10 +42,13 @@ def normalize(features):
     return features / jnp.maximum(jnp.linalg.norm(features, axis=-1, keepdims=True), 1e-12)
 
 
+_normalize = normalize  # `update`'s argument of the same name shadows it there
+
+
 def herding(features, members, m: int):
     """Indices of `m` exemplars of one class, in herding order.
 
-    `features` (N, D) are L2-normalised, `members` (N,) marks the class's rows.
+    `features` (N, D) (L2-normalised in iCaRL), `members` (N,) marks the class's rows.
     With `mu` the mean of the members' features, step k picks the unchosen
     member `i` minimising `|| mu - (sum of chosen + f_i) / k ||`: the exemplar
     that brings the running mean of the chosen set closest to the class mean.
@@ -64,14 +67,16 @@ def herding(features, members, m: int):
     return chosen
 
 
-def update(memory: Memory, x, y, features, new_classes, m: int) -> Memory:
+def update(memory: Memory, x, y, features, new_classes, m: int, normalize: bool = True) -> Memory:
     """Keeps `m` exemplars per old class and adds `m` per class of `new_classes` from `(x, y)`.
 
-    `features` are the current network's features of `x` (normalised here).
+    `features` are the current network's features of `x` (L2-normalised here, as the
+    iCaRL paper does, unless `normalize=False`: Mammoth's herding on raw features).
     The caller makes sure the slots suffice: (old classes + new classes) * m <= capacity.
     """
     valid = memory.valid & (memory.rank < m)
-    features = normalize(features)
+    if normalize:
+        features = _normalize(features)
     classes = jnp.asarray(new_classes)
     chosen = jax.lax.map(lambda c: herding(features, y == c, m), classes)
     ranks = jnp.broadcast_to(jnp.arange(m, dtype=jnp.int32), chosen.shape)

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cljax import report
+from cljax import methods, report
 from cljax.methods import Method
 from cljax.scenarios import Scenario
 from cljax.train_chunks import Diverged, schedule
@@ -167,6 +167,8 @@ def run(
     run checkpoints there (with a workdir) and raises `Interrupted`, losing at most
     the chunk in flight.
     """
+    if method.name in methods.names():
+        methods.check_scenario(method.name, scenario.name, scenario.settings)
     hooks = Hooks(after_task, after_chunk, on_task, stop_requested)
     seeds = tuple(config.seeds)
     if method.host.resize is None or len(seeds) == 1:

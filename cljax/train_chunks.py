@@ -65,17 +65,32 @@ def make_task_runner(method: Method, mesh=None):
 
     `view` is None (every seed sees `x`) or `(src, keep, tid)`: each seed's pixel maps
     `(S, T, P)` and each item's task `(N,)`, through which the seed sees its batches
-    (`scenarios.apply_maps`: perm/rot-mnist's transforms drawn per seed).
+    (`scenarios.apply_maps`: perm/rot-mnist's transforms drawn per seed). A negative
+    index `-j - 1` in `idx` is item j of the valid items of `method.train_pool` (as stored:
+    no maps applied).
     With a `mesh`, each step's batch is split over its `data` axis.
     """
 
     def per_seed(state, key, idx, x, y, view, step0, valid):
+        pool = None
+        if method.train_pool is not None:  # fixed during the task: read once per chunk
+            px, py, pvalid = method.train_pool(state)
+            slots = jnp.argsort(~pvalid, stable=True)  # the valid slots first, in slot order
+            pool = (px[slots], py[slots])
+
         def step(state, i, batch_idx):
-            xb = x[batch_idx]
+            item = jnp.maximum(batch_idx, 0)  # negative: the pool's item -idx - 1
+            xb, yb = x[item], y[item]
             if view is not None:
                 src, keep, tid = view
-                xb = apply_maps(xb, src[tid[batch_idx]], keep[tid[batch_idx]])
-            batch = sharding.shard_batch({"x": xb, "y": y[batch_idx]}, mesh)
+                xb = apply_maps(xb, src[tid[item]], keep[tid[item]])
+            if pool is not None:
+                from_pool = batch_idx < 0
+                j = jnp.maximum(-batch_idx - 1, 0)
+                pick = from_pool.reshape((-1,) + (1,) * (xb.ndim - 1))
+                xb = jnp.where(pick, pool[0][j].astype(xb.dtype), xb)
+                yb = jnp.where(from_pool, pool[1][j].astype(yb.dtype), yb)
+            batch = sharding.shard_batch({"x": xb, "y": yb}, mesh)
             return method.train_step(state, batch, jax.random.fold_in(key, i))
 
         def body(state, inp):
@@ -176,16 +191,19 @@ class TaskContext:
     # seeds whose loss or parameters went non-finite: {seed: {"task", "step"}} (first time)
     nonfinite: dict = dataclasses.field(default_factory=dict)
     maps: Any = None  # each seed's pixel maps (src, keep), (S, T, P), or None
+    pool_capacity: int = 0  # slots of the method's `train_pool` (0: none)
 
 
-def _plan(ctx: TaskContext, t: int, n: int, done: Partial | None):
-    """`(idx, valid, length, chunks, steps, done)`: the padded schedule of task t's chunks."""
+def _plan(ctx: TaskContext, t: int, n: int, done: Partial | None, pool: int = 0):
+    """`(idx, valid, length, chunks, steps, done)`: the padded schedule of task t's chunks
+    over its `n` items and `pool` items of the method's pool (indices -1, -2, ...)."""
     cfg = ctx.config
     idx = np.stack(
-        [schedule(s, t, n, cfg.epochs_of(t), cfg.batch_size, cfg.steps) for s in ctx.seeds]
+        [schedule(s, t, n + pool, cfg.epochs_of(t), cfg.batch_size, cfg.steps) for s in ctx.seeds]
     )
+    idx = np.where(idx >= n, n - 1 - idx, idx)  # item n + j of the schedule: pool item j
     steps = idx.shape[1]
-    length = chunk_length(cfg, max(n, ctx.pad_to))
+    length = chunk_length(cfg, max(n, ctx.pad_to) + ctx.pool_capacity)
     chunks = math.ceil(steps / length)
     done = done or Partial(t, -1, length, steps)
     if (done.length, done.steps) != (length, steps):
@@ -222,16 +240,25 @@ def _bar(config, steps: int, initial: int, desc: str):
 
 
 def train_task(
-    ctx: TaskContext, state, x, y, t: int, desc: str, done: Partial | None = None, tid=None
+    ctx: TaskContext,
+    state,
+    x,
+    y,
+    t: int,
+    desc: str,
+    done: Partial | None = None,
+    tid=None,
+    pool: int = 0,
 ):
     """Task t's steps in compiled chunks.
 
     `done` (a `Partial` of a run stopped mid-task) starts after its chunks, with
     their losses and measurements. `tid`: each item's task, with `ctx.maps` (default t).
+    `pool`: how many valid items the method's `train_pool` adds to the task's.
     Returns `(state, mean loss of the last tenth of the steps, [after_chunk's values])`,
     or `(state, None, partial)` when stopped.
     """
-    idx, valid, length, chunks, steps, done = _plan(ctx, t, len(y), done)
+    idx, valid, length, chunks, steps, done = _plan(ctx, t, len(y), done, pool)
     view = None
     if ctx.maps is not None:
         tid = np.full(len(y), t, np.int32) if tid is None else tid

@@ -120,6 +120,14 @@ class SeedsRun:
         fn = jax.vmap(lambda s, k: self.method.begin_task(s, info, k))
         return fn(state, self.keys_for(t, 2))
 
+    def pool_capacity(self, state) -> int:
+        """Slots of the method's `train_pool` (0 without one): added to the longest task's
+        items when the chunk length is chosen, so every task shares one compiled chunk."""
+        if self.method.train_pool is None:
+            return 0
+        shapes = jax.eval_shape(jax.vmap(self.method.train_pool), state)
+        return int(shapes[2].shape[-1])
+
     def identity(self) -> dict:
         """What a checkpoint must have been made with to be resumed by this run (as JSON)."""
         cfg = self.config
@@ -258,6 +266,7 @@ class SeedsRun:
             method_name=self.method.name,
             nonfinite=self.nonfinite,
             maps=self.maps,
+            pool_capacity=self.pool_capacity(state),
         )
         self.last_save = time.perf_counter()
         for t in range(first_task, self.scenario.num_tasks):
@@ -299,7 +308,8 @@ class SeedsRun:
             )
         if x is not None:
             desc = f"{method.name} {self.scenario.name} task {t + 1}/{T}"
-            state, loss, measured = train_task(ctx, state, x, y, t, desc, resumed, tid)
+            pool = self.pool_size(state, t)
+            state, loss, measured = train_task(ctx, state, x, y, t, desc, resumed, tid, pool)
             if loss is None:  # stopped mid-task
                 return state, True
             self.losses.append(loss)
@@ -314,6 +324,20 @@ class SeedsRun:
         if method.host.describe is not None:
             self.per_task.append(_per_seed(method.host.describe, state))
         return state, False
+
+    def pool_size(self, state, t: int) -> int:
+        """How many items the method's `train_pool` adds to task t's (the same for every seed:
+        one schedule serves them all)."""
+        if self.method.train_pool is None:
+            return 0
+        valid = jax.vmap(lambda s: self.method.train_pool(s)[2])(state)
+        counts = np.asarray(valid).sum(1)
+        if (counts != counts[0]).any():
+            raise ValueError(
+                f"{self.method.name}: the seeds hold {sorted(set(counts.tolist()))} items to add "
+                f"to task {t + 1}'s data; a vmapped run needs one count (run the seeds one by one)"
+            )
+        return int(counts[0])
 
     def on_data(self, fn, state, info, x, y, tid, keys):
         """`fn(state, (x, y), key, task=info)` (`end_task`, `begin_task_data`) of every seed

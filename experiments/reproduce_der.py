@@ -2,14 +2,16 @@
 
     python -m experiments.reproduce_der --data-dir ../shared/data --seeds 5
 
-Runs SGD, JOINT, online EWC, SI, LwF, ER, DER and DER++ (buffers 200 / 500 / 5120) on Seq-MNIST
+Runs SGD, JOINT, online EWC, SI, LwF, PNN, iCaRL, ER, DER and DER++ (buffers 200 / 500 / 5120)
+on Seq-MNIST
 (class-IL and task-IL), Perm-MNIST and Rot-MNIST (domain-IL) with the tuned
 settings of cljax/tuned/<method>.py, every seed of a row in one
 vmapped program, and writes a markdown table of mean +- std beside the paper's
 numbers (and Mammoth's measured ones where DESIGN.md has them). Rows already in
 the JSON file keep their seeds and run only the missing ones (`--seeds 10` after
 `--seeds 5` runs seeds 5-9 and joins them), so an interrupted run continues
-where it stopped.
+where it stopped. `--rows pnn icarl` runs only those rows (`VARIANTS` adds rows that run a
+method with other settings, e.g. `pnn-no-laterals`, Mammoth's PNN as it runs).
 Perm-/Rot-MNIST draw their permutations or angles per seed (as Mammoth), each
 seed through its own in the one vmapped program. Expected runtime on a 2-core CPU: about 5
 minutes for Seq-MNIST, about 30 minutes each for Perm-MNIST and Rot-MNIST.
@@ -38,6 +40,8 @@ PAPER = {
         "ewc_on": {None: {"class-il": 20.46, "task-il": 98.39}},
         "si": {None: {"class-il": 19.27, "task-il": 96.00}},
         "lwf": {None: {"class-il": 19.62, "task-il": 94.11}},
+        "pnn": {None: {"task-il": 99.23}},
+        "icarl": {200: (49.02, 88.99), 500: (47.55, 88.22), 5120: (55.07, 92.23)},
         "er": {200: (80.43, 97.86), 500: (86.12, 99.04), 5120: (93.40, 99.33)},
         "der": {200: (84.55, 98.80), 500: (90.54, 98.84), 5120: (94.90, 99.29)},
         "derpp": {200: (85.61, 98.76), 500: (91.00, 98.94), 5120: (95.30, 99.47)},
@@ -69,13 +73,26 @@ MAMMOTH = {
     ("seq-mnist", "der", 500): {"class-il": 89.00, "task-il": 98.79},
     ("seq-mnist", "derpp", 500): {"class-il": 91.04, "task-il": 98.96},
 }
-METHODS = ("sgd", "joint", "ewc_on", "si", "lwf", "er", "der", "derpp")
+METHODS = ("sgd", "joint", "ewc_on", "si", "lwf", "pnn", "icarl", "er", "der", "derpp")
+# Rows that run a method with settings other than its tuned ones: name -> (method, overrides).
+# Each is compared with its method's paper value.
+VARIANTS = {
+    # Mammoth's MNIST PNN never uses its adapters (see cljax/methods/pnn.py): the paper's row
+    "pnn-no-laterals": ("pnn", {"laterals": False}),
+}
 DOMAIN = ("perm-mnist", "rot-mnist")
+
+
+def base_method(row: str) -> str:
+    """The method a row runs (a variant's, or the row's own name)."""
+    return VARIANTS[row][0] if row in VARIANTS else row
 
 
 def paper_value(benchmark, method, buffer, setting):
     """The paper's number for one cell, or None."""
-    entry = PAPER[benchmark][method][buffer]
+    entry = PAPER[benchmark][base_method(method)].get(buffer)
+    if entry is None:
+        return None
     if isinstance(entry, dict):
         return entry.get(setting)
     if isinstance(entry, tuple):
@@ -83,16 +100,25 @@ def paper_value(benchmark, method, buffer, setting):
     return entry
 
 
-def run_row(benchmark, data_dir, method_name, buffer, seeds):
+def run_row(benchmark, data_dir, row, buffer, seeds):
     """Runs one table row, all seeds in one vmapped program; returns the results dict
     without state. Perm-/Rot-MNIST seeds each see their own permutations or angles drawn
     from the seed, as Mammoth's (the angle draw alone moves Rot-MNIST by several points,
     so seeds sharing one draw would measure that draw); the driver applies them per seed
     (`Scenario.seed_maps`)."""
-    res = run_tuned(scenarios.build(benchmark, data_dir), method_name, buffer, seeds)
+    method_name, overrides = VARIANTS.get(row, (row, {}))
+    res = run_tuned(scenarios.build(benchmark, data_dir), method_name, buffer, seeds, **overrides)
     if benchmark in DOMAIN:
         res["transforms"] = "drawn per seed"
     return res
+
+
+def paper_settings(benchmark, row) -> set:
+    """The settings in which the paper reports row `row` on `benchmark`."""
+    out = set()
+    for entry in PAPER[benchmark][base_method(row)].values():
+        out |= set(entry) if isinstance(entry, dict) else {"class-il", "task-il", "domain-il"}
+    return out
 
 
 def table(rows: dict) -> str:
@@ -106,6 +132,8 @@ def table(rows: dict) -> str:
         buffer = None if buffer == "-" else int(buffer)
         for setting, stats in res["final_average_accuracy"].items():
             paper = paper_value(benchmark, method, buffer, setting)
+            if paper is None and setting not in paper_settings(benchmark, method):
+                continue  # a setting the paper does not score this method in (PNN's class-IL)
             mammoth = MAMMOTH.get((benchmark, method, buffer), {}).get(setting)
             diff = f"{stats['mean'] - paper:+.2f}" if paper is not None else ""
             lines.append(
@@ -122,7 +150,13 @@ def main(argv=None):
     p.add_argument("--data-dir", default=None)
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--benchmarks", nargs="+", default=list(PAPER))
-    p.add_argument("--methods", nargs="+", default=list(METHODS))
+    p.add_argument(
+        "--rows",
+        "--methods",
+        nargs="+",
+        default=list(METHODS),
+        help=f"rows to run: methods ({' '.join(METHODS)}) or variants ({' '.join(VARIANTS)})",
+    )
     p.add_argument("--buffers", nargs="+", type=int, default=list(BUFFERS))
     p.add_argument("--out", default="experiments/results/der_table2_mnist")
     args = p.parse_args(argv)
@@ -133,10 +167,13 @@ def main(argv=None):
     seeds = tuple(range(args.seeds))
     started = time.perf_counter()
     for benchmark in args.benchmarks:
-        for method in args.methods:
-            if method not in PAPER[benchmark]:  # not a row of the paper's table ("-")
+        for method in args.rows:
+            if method not in (*METHODS, *VARIANTS):
+                p.error(f"unknown row {method!r}; choose from {', '.join((*METHODS, *VARIANTS))}")
+            if base_method(method) not in PAPER[benchmark]:  # not a row of the paper ("-")
                 continue
-            buffers = [None] if None in PAPER[benchmark][method] else args.buffers
+            paper_row = PAPER[benchmark][base_method(method)]
+            buffers = [None] if None in paper_row else args.buffers
             for buffer in buffers:
                 key = f"{benchmark}|{method}|{buffer or '-'}"
                 done = rows.get(key)

@@ -9,7 +9,9 @@ and `make`) declares:
 - optionally `TEST_CONFIG` (small overrides the contract tests use),
   `TEST_MODEL` ("mlp" or "cnn": the tiny backbone of those tests),
   `PROTOCOL` ("joint": the driver trains it once on every task's data) and
-  `check_run(config, batch_size)` (constraints between it and the run settings).
+  `check_run(config, batch_size)` (constraints between it and the run settings) and
+  `SETTINGS` (the evaluation settings it can be scored in, e.g. ("task-il",) for a method
+  that needs the task's identity at test time; `check_scenario` refuses the others).
 
 A `Method` is a NamedTuple of pure functions (the begin_task / train_step /
 end_task vocabulary of Mammoth, without mutable objects):
@@ -21,6 +23,9 @@ end_task vocabulary of Mammoth, without mutable objects):
 - `train_step(state, batch, key) -> (state, metrics)`   (jitted, scanned over a task)
 - `end_task(state, task_data, key, task) -> state`      (task_data: the task's `(x, y)`)
 - `predict(state, x) -> logits`
+- `train_pool(state) -> (x, y, valid)`: items the method adds to each task's training
+  data (iCaRL's exemplars: raw inputs, labels, which slots hold one), fixed during the
+  task; the driver shuffles the valid ones in with the task's items each epoch
 
 `begin_task`, `begin_task_data` and `end_task` are None for methods with nothing to do
 there. These are jitted and vmapped over seeds by the driver. Host-side extras are one
@@ -82,6 +87,7 @@ class Method(NamedTuple):
     end_task: Callable[..., Any] | None = None
     host: HostHooks = HostHooks()
     begin_task_data: Callable[..., Any] | None = None
+    train_pool: Callable[..., Any] | None = None
 
     @property
     def hparams(self) -> dict:
@@ -112,6 +118,16 @@ def get(name: str):
 def protocol(name: str) -> str:
     """How the driver feeds method `name` its data: "sequential" or "joint"."""
     return getattr(get(name), "PROTOCOL", "sequential")
+
+
+def check_scenario(name: str, scenario_name: str, settings: tuple[str, ...]) -> None:
+    """Refuses a benchmark none of whose evaluation `settings` method `name` can be scored in."""
+    allowed = getattr(get(name), "SETTINGS", None)
+    if allowed is not None and not set(allowed) & set(settings):
+        raise ValueError(
+            f"method {name!r} can only be scored in {', '.join(allowed)}, and benchmark "
+            f"{scenario_name!r} has {', '.join(settings)}; choose a class-incremental benchmark"
+        )
 
 
 def configure(config_cls, config, overrides: dict):
