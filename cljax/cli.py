@@ -206,6 +206,7 @@ def _main(args) -> int:
             f"pass --set batch_size=<a multiple of {mesh.size}> or --devices 1"
         )
     try:
+        methods.check_scenario(args.method, scenario.name, scenario.settings)
         method = tuned.build(settings, scenario)
     except ValueError as e:
         raise UsageError(str(e)) from e

@@ -6,8 +6,8 @@ import json
 
 import numpy as np
 
+from cljax import methods, workdir
 from cljax import metrics as metrics_lib
-from cljax import workdir
 
 
 def recorded_hparams(method_hparams: dict, config) -> dict:
@@ -41,7 +41,10 @@ def results(
         accuracy = {"domain-il": acc["class-il"]}
     else:
         accuracy = dict(acc)
-    done = int(np.sum(~np.isnan(accuracy[scenario.settings[0]][0].diagonal())))
+    scored = methods.settings_of(method.name)  # a task-IL-only method (PNN): no class-IL
+    if scored is not None:
+        accuracy = {s: a for s, a in accuracy.items() if s in scored} or accuracy
+    done = int(np.sum(~np.isnan(next(iter(accuracy.values()))[0].diagonal())))
     summary = {}
     if done == scenario.num_tasks:
         summary = {s: metrics_lib.summarize(a) for s, a in accuracy.items()}
@@ -137,7 +140,7 @@ def merge_seeds(a: dict, b: dict, allow_unfinished: bool = False) -> dict:
     }
     done = {s: metrics_lib.summarize(v) for s, v in accuracy.items()} if finished else {}
     out.update(_summaries(accuracy, done))
-    tasks = range(len(next(iter(a["A_n"].values()))["mean"]))
+    tasks = range(len(next(m for m in a["accuracy"].values() if m is not None)[0]))
     for key in ("per_task", "after_task"):
         if key in a or key in b:
             rows_a = a.get(key) or [[None] * n_a for _ in tasks]

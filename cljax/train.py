@@ -167,8 +167,7 @@ def run(
     run checkpoints there (with a workdir) and raises `Interrupted`, losing at most
     the chunk in flight.
     """
-    if method.name in methods.names():
-        methods.check_scenario(method.name, scenario.name, scenario.settings)
+    methods.check_scenario(method.name, scenario.name, scenario.settings)
     hooks = Hooks(after_task, after_chunk, on_task, stop_requested)
     seeds = tuple(config.seeds)
     if method.host.resize is None or len(seeds) == 1:

@@ -17,7 +17,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 
 from cljax import checkpoint as ckpt_lib
-from cljax import evaluation, sharding
+from cljax import evaluation, methods, sharding
 from cljax.methods import TaskInfo
 from cljax.scenarios import Scenario, apply_maps
 from cljax.train_chunks import Partial, TaskContext, Timer, make_task_runner, train_task
@@ -368,15 +368,20 @@ class SeedsRun:
         self.acc["class-il"][:, t, : t + 1] = evaluation.percent_seen(cil, counts, t)
         self.acc["task-il"][:, t, : t + 1] = evaluation.percent_seen(til, counts, t)
         if jax.process_index() == 0:  # one host speaks for a multi-host job, as with the bar
+            scored = methods.settings_of(self.method.name) or ("class-il", "task-il")
+            accs = ", ".join(
+                f"{name} {self.acc[s][:, t, : t + 1].mean():.2f}"
+                for s, name in (("class-il", "class-IL"), ("task-il", "task-IL"))
+                if s in scored
+            )
             log.info(
-                "%s %s task %d/%d, seeds %s: class-IL %.2f, task-IL %.2f (mean over tasks seen), %.0f s",
+                "%s %s task %d/%d, seeds %s: %s (mean over tasks seen), %.0f s",
                 self.method.name,
                 self.scenario.name,
                 t + 1,
                 T,
                 list(self.seeds),
-                self.acc["class-il"][:, t, : t + 1].mean(),
-                self.acc["task-il"][:, t, : t + 1].mean(),
+                accs,
                 time.perf_counter() - self.wall,
             )
 

@@ -79,6 +79,9 @@ METHODS = ("sgd", "joint", "ewc_on", "si", "lwf", "pnn", "icarl", "er", "der", "
 VARIANTS = {
     # Mammoth's MNIST PNN never uses its adapters (see cljax/methods/pnn.py): the paper's row
     "pnn-no-laterals": ("pnn", {"laterals": False}),
+    # Mammoth's iCaRL as the DER paper's code ran on MNIST: herding and class means on raw
+    # features, exemplars replayed cast to uint8 (see cljax/methods/icarl.py)
+    "icarl-mammoth": ("icarl", {"normalize": False, "replay_images": "uint8-truncated"}),
 }
 DOMAIN = ("perm-mnist", "rot-mnist")
 

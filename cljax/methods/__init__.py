@@ -120,9 +120,16 @@ def protocol(name: str) -> str:
     return getattr(get(name), "PROTOCOL", "sequential")
 
 
+def settings_of(name: str) -> tuple[str, ...] | None:
+    """The evaluation settings method `name` can be scored in (None: any; not a method of
+    this folder: any)."""
+    return getattr(get(name), "SETTINGS", None) if name in names() else None
+
+
 def check_scenario(name: str, scenario_name: str, settings: tuple[str, ...]) -> None:
-    """Refuses a benchmark none of whose evaluation `settings` method `name` can be scored in."""
-    allowed = getattr(get(name), "SETTINGS", None)
+    """Refuses a benchmark none of whose evaluation `settings` method `name` can be scored in
+    (a method from outside this folder is not checked)."""
+    allowed = settings_of(name)
     if allowed is not None and not set(allowed) & set(settings):
         raise ValueError(
             f"method {name!r} can only be scored in {', '.join(allowed)}, and benchmark "
