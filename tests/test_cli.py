@@ -109,6 +109,18 @@ def test_errors_are_one_line_exit_2_nothing_written(args, message, tmp_path, cap
     assert not workdir.exists()
 
 
+def test_task_il_only_method_on_a_domain_il_benchmark_is_refused_before_training(
+    mnist_dir, tmp_path, capsys
+):
+    workdir = tmp_path / "out"
+    args = ["--method", "pnn", "--benchmark", "perm-mnist", "--data-dir", str(mnist_dir)]
+    code = cli.main([*args, "--workdir", str(workdir), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert "'pnn' can only be scored in task-il" in err and len(err.splitlines()) == 1, err
+    assert not workdir.exists()
+
+
 def test_bad_multi_host_environment_error(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "localhost:1")
     monkeypatch.setenv("JAX_NUM_PROCESSES", "two")
