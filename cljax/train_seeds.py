@@ -36,7 +36,14 @@ def task_info(scenario: Scenario, config, t: int) -> TaskInfo:
     steps = config.steps or config.epochs_of(t) * per_epoch
     epochs = 0 if config.steps else config.epochs_of(t)
     return TaskInfo(
-        t, tuple(scenario.classes(t)), seen, per_epoch, steps, config.batch_size, epochs
+        t,
+        tuple(scenario.classes(t)),
+        seen,
+        per_epoch,
+        steps,
+        config.batch_size,
+        epochs,
+        scenario.num_tasks,
     )
 
 

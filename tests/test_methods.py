@@ -39,7 +39,7 @@ def test_contract(name):
     x0 = jnp.asarray(SC.train(0)[0][:1])
     state = method.init(jax.random.key(0), x0)
     structure = jax.tree.structure(state)
-    task = TaskInfo(0, SC.classes(0), SC.classes(0), steps_per_epoch=3)
+    task = TaskInfo(0, SC.classes(0), SC.classes(0), steps_per_epoch=3, num_tasks=SC.num_tasks)
     if method.begin_task is not None:
         state = method.begin_task(state, task, jax.random.key(8))
 

@@ -56,6 +56,7 @@ class TaskInfo(NamedTuple):
     steps: int = 0  # training steps this task takes (0: unknown)
     batch_size: int = 0  # items of the task a step (0: unknown)
     epochs: int = 0  # passes over the task's data (0: unknown, or set by steps)
+    num_tasks: int = 0  # tasks in the whole sequence (0: unknown)
 
 
 class HostHooks(NamedTuple):

@@ -1,0 +1,20 @@
+"""Tuned settings of `agem` per (benchmark, buffer size): see cljax/tuned/__init__.py."""
+
+from cljax.tuned import OURS_FASHION, PAPER, row, same_as
+
+TUNED = {
+    "seq-mnist": {
+        b: row(PAPER, lr=0.1, minibatch_size=128, batch_size=10, n_epochs=1)
+        for b in (200, 500, 5120)
+    },
+    "perm-mnist": {
+        b: row(PAPER, lr=0.1, minibatch_size=128, batch_size=128, n_epochs=1)
+        for b in (200, 500, 5120)
+    },
+    "rot-mnist": {
+        200: row(PAPER, lr=0.1, minibatch_size=128, batch_size=128, n_epochs=1),
+        500: row(PAPER, lr=0.3, minibatch_size=128, batch_size=128, n_epochs=1),
+        5120: row(PAPER, lr=0.3, minibatch_size=128, batch_size=128, n_epochs=1),
+    },
+}
+TUNED["seq-fashion-mnist"] = same_as(TUNED["seq-mnist"], OURS_FASHION)
