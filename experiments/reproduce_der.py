@@ -44,6 +44,7 @@ PAPER = {
         "icarl": {200: (70.51, 98.28), 500: (70.10, 98.32), 5120: (70.60, 98.32)},
         "er": {200: (80.43, 97.86), 500: (86.12, 99.04), 5120: (93.40, 99.33)},
         "agem": {200: (45.72, 98.61), 500: (46.66, 98.93), 5120: (54.24, 98.93)},
+        "gem": {200: (80.11, 97.78), 500: (85.99, 98.71), 5120: (95.11, 99.44)},
         "der": {200: (84.55, 98.80), 500: (90.54, 98.84), 5120: (94.90, 99.29)},
         "derpp": {200: (85.61, 98.76), 500: (91.00, 98.94), 5120: (95.30, 99.47)},
     },
@@ -54,6 +55,7 @@ PAPER = {
         "si": {None: 65.86},
         "er": {200: 72.37, 500: 80.60, 5120: 89.90},
         "agem": {200: 66.42, 500: 67.56, 5120: 73.32},
+        "gem": {200: 66.93, 500: 76.88, 5120: 87.42},
         "der": {200: 81.74, 500: 87.29, 5120: 91.66},
         "derpp": {200: 83.58, 500: 88.21, 5120: 92.26},
     },
@@ -64,6 +66,7 @@ PAPER = {
         "si": {None: 71.91},
         "er": {200: 85.01, 500: 88.91, 5120: 93.45},
         "agem": {200: 81.91, 500: 80.31, 5120: 80.18},
+        "gem": {200: 80.80, 500: 81.15, 5120: 88.57},
         "der": {200: 90.04, 500: 92.24, 5120: 94.14},
         "derpp": {200: 90.43, 500: 92.77, 5120: 94.65},
     },
@@ -76,7 +79,20 @@ MAMMOTH = {
     ("seq-mnist", "der", 500): {"class-il": 89.00, "task-il": 98.79},
     ("seq-mnist", "derpp", 500): {"class-il": 91.04, "task-il": 98.96},
 }
-METHODS = ("sgd", "joint", "ewc_on", "si", "lwf", "pnn", "icarl", "er", "agem", "der", "derpp")
+METHODS = (
+    "sgd",
+    "joint",
+    "ewc_on",
+    "si",
+    "lwf",
+    "pnn",
+    "icarl",
+    "er",
+    "gem",
+    "agem",
+    "der",
+    "derpp",
+)
 # Rows that run a method with settings other than its tuned ones: name -> (method, overrides).
 # Each is compared with its method's paper value.
 VARIANTS = {
@@ -174,6 +190,7 @@ def main(argv=None):
     out_json, out_md = Path(args.out + ".json"), Path(args.out + ".md")
     rows = json.loads(out_json.read_text()) if out_json.exists() else {}
     seeds = tuple(range(args.seeds))
+    mine = {}  # the rows this invocation ran
     started = time.perf_counter()
     for benchmark in args.benchmarks:
         for method in args.rows:
@@ -196,7 +213,9 @@ def main(argv=None):
                     except ValueError as e:  # other settings since: the row is rerun whole
                         print(f"{key}: {e}; rerunning every seed", flush=True)
                         res = run_row(benchmark, args.data_dir, method, buffer, seeds)
-                rows[key] = res
+                # rows another invocation wrote since this one started are kept
+                mine[key] = res
+                rows = {**(json.loads(out_json.read_text()) if out_json.exists() else {}), **mine}
                 summary = {s: round(v["mean"], 2) for s, v in res["final_average_accuracy"].items()}
                 print(f"{key}: {summary} ({res['timing']['total_s']:.0f}s)", flush=True)
                 report.write_json(out_json, rows)
