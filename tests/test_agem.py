@@ -36,7 +36,8 @@ def trained_task(method, state, t):
         state, _ = step(
             state, {"x": x[4 * i : 4 * i + 4], "y": y[4 * i : 4 * i + 4]}, jax.random.key(i)
         )
-    return method.end_task(state, (x, y), jax.random.key(t), info), info
+    end = jax.jit(method.end_task, static_argnums=3)
+    return end(state, (x, y), jax.random.key(t), info), info
 
 
 def test_memory_gets_an_equal_random_share_of_each_task():
@@ -60,7 +61,7 @@ def test_step_applies_the_projected_gradient_of_the_batch():
     state, _ = trained_task(method, state, 0)
     x, y = (jnp.asarray(a) for a in SC.train(1))
     batch = {"x": x[:4], "y": y[:4]}
-    new, _ = method.train_step(state, batch, jax.random.key(5))
+    new, _ = jax.jit(method.train_step)(state, batch, jax.random.key(5))
     # by hand: every stored item is the reference (minibatch = buffer size), in any order
     prepared = lambda a: SC.input_fn(a, None, False)  # noqa: E731
 
@@ -69,10 +70,15 @@ def test_step_applies_the_projected_gradient_of_the_batch():
         return -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(len(ys)), ys])
 
     params = state.net.params
-    g = jax.grad(ce)(params, batch["x"], batch["y"])
     n = int(state.buffer.num_seen)
-    r = jax.grad(ce)(params, state.buffer.data["x"][:n], state.buffer.data["y"][:n])
-    step = agem.project(g, r)
+
+    @jax.jit
+    def by_hand(params, bx, by, mx, my):
+        return agem.project(jax.grad(ce)(params, bx, by), jax.grad(ce)(params, mx, my))
+
+    step = by_hand(
+        params, batch["x"], batch["y"], state.buffer.data["x"][:n], state.buffer.data["y"][:n]
+    )
     expected = jax.tree.map(lambda p, d: p - 0.5 * d, params, step)
     jax.tree.map(
         lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),

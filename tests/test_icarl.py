@@ -26,7 +26,8 @@ def after_first_task(**overrides):
     step = jax.jit(method.train_step)
     for i in range(3):
         state, _ = step(state, {"x": x[4 * i : 4 * i + 4], "y": y[4 * i : 4 * i + 4]}, None)
-    return method, method.end_task(state, (x, y), jax.random.key(2), info), info
+    end = jax.jit(method.end_task, static_argnums=3)
+    return method, end(state, (x, y), jax.random.key(2), info), info
 
 
 def hand_features(state, x_raw, normalize):
@@ -54,7 +55,7 @@ def test_prediction_is_the_nearest_class_mean_of_exemplar_features(normalize):
         mu = mu / np.linalg.norm(mu) if normalize else mu
         dists.append(((f_test - mu) ** 2).sum(1))
     expected = np.asarray(classes)[np.argmin(np.stack(dists, 1), 1)]
-    logits = np.asarray(method.predict(state, jnp.asarray(x_test)))
+    logits = np.asarray(jax.jit(method.predict)(state, jnp.asarray(x_test)))
     np.testing.assert_array_equal(np.argmax(logits, 1), expected)
     np.testing.assert_allclose(logits[:, classes], -np.stack(dists, 1), rtol=1e-4, atol=1e-5)
     assert (logits[:, [c for c in range(SC.num_classes) if c not in classes]] <= -1e8).all()
@@ -85,7 +86,7 @@ def test_loss_targets_old_classes_by_the_previous_network_and_new_ones_by_labels
     )
     x, y = SC.train(1)
     batch = {"x": jnp.asarray(x[:4]), "y": jnp.asarray(y[:4])}
-    _, metrics = method.train_step(moved, batch, None)
+    _, metrics = jax.jit(method.train_step)(moved, batch, None)
     prepared = SC.input_fn(batch["x"], None, False)
     apply = lambda p: np.asarray(MODEL.apply({"params": p}, prepared))  # noqa: E731
     old, new = apply(state.teacher), apply(moved.net.params)

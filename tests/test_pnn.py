@@ -1,5 +1,7 @@
 """PNN: a frozen column per task, laterals from the earlier ones, task-IL through its column."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,13 +16,21 @@ MODEL = models.MLP((8, 6), SC.num_classes)
 CONFIG = train.RunConfig(batch_size=4, epochs=1)
 
 
+@functools.cache
+def trained(laterals: bool = True):
+    """`(method, [state after task 1, after task 2])`, shared by the tests."""
+    method = pnn.make(model=MODEL, input_fn=SC.input_fn, lr=0.1, laterals=laterals)
+    return method, train_tasks(method, 2)
+
+
 def train_tasks(method, tasks):
     """`[state after each task]`: three steps of batch 4 a task."""
     state = method.init(jax.random.key(0), SC.train(0)[0][:1])
     step = jax.jit(method.train_step)
+    begin = jax.jit(method.begin_task, static_argnums=1)
     after = []
     for t in range(tasks):
-        state = method.begin_task(state, train.task_info(SC, CONFIG, t), jax.random.key(10 + t))
+        state = begin(state, train.task_info(SC, CONFIG, t), jax.random.key(10 + t))
         x, y = (jnp.asarray(a) for a in SC.train(t))
         for i in range(3):
             batch = {"x": x[4 * i : 4 * i + 4], "y": y[4 * i : 4 * i + 4]}
@@ -31,14 +41,13 @@ def train_tasks(method, tasks):
 
 def task_il_predictions(method, state, t):
     x, _ = SC.test(t)
-    logits = np.asarray(method.predict(state, jnp.asarray(x)))
+    logits = np.asarray(jax.jit(method.predict)(state, jnp.asarray(x)))
     classes = list(SC.classes(t))
     return np.asarray(classes)[np.argmax(logits[:, classes], -1)], logits
 
 
 def test_old_columns_stay_bit_identical_and_task_one_answers_do_not_move():
-    method = pnn.make(model=MODEL, input_fn=SC.input_fn, lr=0.1)
-    first, second = train_tasks(method, 2)
+    method, (first, second) = trained()
     assert len(first.columns) == 1 and len(second.columns) == 2
     jax.tree.map(np.testing.assert_array_equal, first.columns[0], second.columns[0])
     before, logits_before = task_il_predictions(method, first, 0)
@@ -67,8 +76,7 @@ def column_outputs(method, state, x):
 
 
 def test_second_column_reads_the_first_through_its_adapters():
-    method = pnn.make(model=MODEL, input_fn=SC.input_fn, lr=0.1)
-    _, state = train_tasks(method, 2)
+    method, (_, state) = trained()
     x, _ = SC.test(1)
     expected = column_outputs(method, state, x)
     logits = method.predict(state, jnp.asarray(x))
@@ -84,8 +92,7 @@ def test_second_column_reads_the_first_through_its_adapters():
 
 
 def test_without_laterals_columns_are_independent_as_in_mammoth():
-    method = pnn.make(model=MODEL, input_fn=SC.input_fn, laterals=False)
-    _, state = train_tasks(method, 2)
+    method, (_, state) = trained(laterals=False)
     assert not any(name.startswith("Lateral") for name in state.columns[1])
     x = jnp.asarray(SC.test(1)[0])
     bumped = state.replace(
