@@ -1,4 +1,5 @@
-"""A fixed-capacity replay buffer as an immutable pytree, filled by reservoir sampling.
+"""A fixed-capacity replay buffer as an immutable pytree, filled by reservoir sampling
+(or first in, first out: `add(..., policy="fifo")`).
 
 The buffer is plain data (`Buffer`) plus three pure functions, `init`, `add` and
 `sample`, so it works inside `jit`, `lax.scan` and `vmap` (one buffer per seed)
@@ -82,18 +83,37 @@ def reservoir_slots(num_seen: jax.Array, batch: int, capacity: int, key: jax.Arr
     return jnp.where(keep & ~overwritten, slot, capacity)
 
 
-def add(buffer: Buffer, items: Any, key: jax.Array) -> Buffer:
+def fifo_slots(num_seen: jax.Array, batch: int, capacity: int) -> jax.Array:
+    """Slot for each of `batch` offered items of a ring buffer (first in, first out): item n
+    goes to slot `n % capacity`; of a batch larger than the buffer only the last `capacity`
+    items are written (`capacity` means "dropped")."""
+    order = jnp.arange(batch, dtype=jnp.int32)
+    slot = (num_seen + order) % capacity
+    return jnp.where(order >= batch - capacity, slot, capacity)
+
+
+POLICIES = ("reservoir", "fifo")
+
+
+def add(buffer: Buffer, items: Any, key: jax.Array, policy: str = "reservoir") -> Buffer:
     """Offers a batch of items (leading axis) to the buffer; returns the new buffer.
 
     Args:
       buffer: the current buffer.
       items: a pytree with the structure of the buffer's items and a leading
         batch axis.
-      key: a `jax.random` key; the same key gives the same slots.
+      key: a `jax.random` key; the same key gives the same slots (unused by "fifo").
+      policy: "reservoir" (algorithm R: a uniform sample of everything offered) or
+        "fifo" (the last `capacity` items offered).
     """
     leaves = jax.tree.leaves(items)
     batch = leaves[0].shape[0]
-    slots = reservoir_slots(buffer.num_seen, batch, buffer.capacity, key)
+    if policy == "reservoir":
+        slots = reservoir_slots(buffer.num_seen, batch, buffer.capacity, key)
+    elif policy == "fifo":
+        slots = fifo_slots(buffer.num_seen, batch, buffer.capacity)
+    else:
+        raise ValueError(f"unknown buffer policy {policy!r}; choose one of {', '.join(POLICIES)}")
 
     def write(stored, new):
         if new.shape[1:] != stored.shape[1:]:

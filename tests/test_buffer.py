@@ -109,3 +109,22 @@ def test_bad_input_errors():
     buf = buffer.init(3, {"x": jnp.zeros(2)})
     with pytest.raises(ValueError, match="does not match"):
         buffer.add(buf, {"x": jnp.zeros((2, 5))}, jax.random.key(0))
+
+
+def test_fifo_keeps_exactly_the_last_capacity_items_in_ring_order():
+    cap = 5
+    buf = buffer.init(cap, {"v": jnp.zeros((), jnp.int32)})
+    add = jax.jit(lambda b, items: buffer.add(b, items, None, policy="fifo"))
+    offered = []
+    for size in (3, 1, 4, 7, 2):  # one batch larger than the buffer
+        items = jnp.arange(len(offered), len(offered) + size, dtype=jnp.int32) + 100
+        buf = add(buf, {"v": items})
+        offered += np.asarray(items).tolist()
+        last = offered[-cap:]
+        stored = np.asarray(buf.data["v"])[: int(buf.size)]
+        assert sorted(stored.tolist()) == sorted(last)
+        for n, value in enumerate(offered[-cap:], start=len(offered) - len(last)):
+            assert stored[n % cap] == value  # item n sits in slot n % capacity
+    assert int(buf.num_seen) == len(offered)
+    with pytest.raises(ValueError, match="unknown buffer policy 'lifo'"):
+        buffer.add(buf, {"v": jnp.zeros(1, jnp.int32)}, None, policy="lifo")
