@@ -135,16 +135,22 @@ def sample_indices(buffer: Buffer, key: jax.Array, n: int) -> tuple[jax.Array, j
     False for the repeats (and everywhere while the buffer is empty), so a
     loss weighted by `valid` equals the loss over `min(n, size)` distinct items.
     """
-    cap = buffer.capacity
+    return sample_valid(jnp.arange(buffer.capacity) < buffer.size, key, n)
+
+
+def sample_valid(valid, key: jax.Array, n: int) -> tuple[jax.Array, jax.Array]:
+    """Indices of `n` of the slots marked in `valid` (booleans, one per slot) drawn uniformly
+    without replacement, and a validity mask; with fewer valid slots than `n`, as
+    `sample_indices` (the valid ones in a random order, then repeats marked invalid)."""
+    cap = valid.shape[0]
     scores = jax.random.uniform(key, (cap,))
-    scores = jnp.where(jnp.arange(cap) < buffer.size, scores, -1.0)
+    scores = jnp.where(valid, scores, -1.0)
     k = min(n, cap)
     _, top = jax.lax.top_k(scores, k)
-    filled = jnp.maximum(jnp.minimum(buffer.size, k), 1)
+    count = jnp.sum(valid)
+    filled = jnp.maximum(jnp.minimum(count, k), 1)
     pos = jnp.arange(n)
-    idx = top[pos % filled]
-    valid = pos < buffer.size
-    return idx, valid
+    return top[pos % filled], pos < count
 
 
 def sample(buffer: Buffer, key: jax.Array, n: int) -> Any:
