@@ -166,3 +166,43 @@ def sample(buffer: Buffer, key: jax.Array, n: int) -> Any:
 def gather(buffer: Buffer, idx: jax.Array) -> Any:
     """The stored items at slots `idx`."""
     return jax.tree.map(lambda leaf: leaf[idx], buffer.data)
+
+
+def add_scored(
+    buffer: Buffer, scores, items: Any, batch_score, item_scores, key: jax.Array
+) -> tuple[Buffer, jax.Array]:
+    """GSS's greedy insertion (Aljundi et al. 2019, as Mammoth's `gss_buffer`): `(buffer, scores)`
+    after offering a batch of items in order.
+
+    `scores` (capacity,) holds each stored item's score; `batch_score` is the score
+    of the whole batch and `item_scores` (batch,) each item's (GSS: the largest
+    cosine similarity + 1 of a gradient to the gradients of some stored items:
+    high means redundant). While the buffer is not full an item takes the next
+    slot with score `batch_score`. Once full, and only when `batch_score < 1`,
+    an item draws a stored slot j with probability proportional to `scores` and
+    replaces it with probability `scores[j] / (scores[j] + item_score)`, taking
+    `item_score`; otherwise it is dropped. Items are offered one after another
+    (a scan), so each sees the scores the previous ones left.
+    """
+    cap = buffer.capacity
+    batch = jax.tree.leaves(items)[0].shape[0]
+
+    def offer(carry, inp):
+        data, scores, n = carry
+        item, own, k = inp
+        k_slot, k_keep = jax.random.split(k)
+        full = n >= cap
+        logits = jnp.where(scores > 0, jnp.log(jnp.maximum(scores, 1e-30)), -jnp.inf)
+        j = jax.random.categorical(k_slot, logits)
+        accept = jax.random.uniform(k_keep) < scores[j] / (scores[j] + own)
+        replace = full & (batch_score < 1) & accept
+        slot = jnp.where(full, jnp.where(replace, j, cap), n)
+        data = jax.tree.map(lambda d, v: d.at[slot].set(v.astype(d.dtype), mode="drop"), data, item)
+        scores = scores.at[slot].set(jnp.where(full, own, batch_score), mode="drop")
+        return (data, scores, n + 1), None
+
+    keys = jax.random.split(key, batch)
+    (data, scores, num_seen), _ = jax.lax.scan(
+        offer, (buffer.data, scores, buffer.num_seen), (items, item_scores, keys)
+    )
+    return Buffer(data=data, num_seen=num_seen), scores
