@@ -62,6 +62,23 @@ def predict(net: NetState, x):
     return logits
 
 
+def penultimate(model):
+    """`features(params, batch_stats, x) -> (N, D)`: the input of `model`'s output layer on
+    prepared inputs `x`, inference mode (for backbones that return their features with
+    `num_classes=None`, whose output layer is their last; Flax keeps definition order)."""
+    body = dataclasses.replace(model, num_classes=None)
+
+    def features(params, batch_stats, x):
+        params = dict(params)
+        params.pop(list(params)[-1])
+        variables = {"params": params}
+        if batch_stats:
+            variables["batch_stats"] = batch_stats
+        return body.apply(variables, x, train=False)
+
+    return features
+
+
 def predict_with(input_fn):
     """`predict(state, x)` for states whose network is `state.net`."""
 

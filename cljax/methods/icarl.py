@@ -46,7 +46,14 @@ from flax import struct
 from cljax import exemplars
 from cljax.config import Hyperparams, hparam
 from cljax.methods import Method, TaskInfo, configure
-from cljax.methods.common import NetState, class_mask, create_net, forward, predict
+from cljax.methods.common import (
+    NetState,
+    class_mask,
+    create_net,
+    forward,
+    penultimate,
+    predict,
+)
 from cljax.models.dyn_expand import chunked
 
 NEG = -1e9  # logit of a class without exemplars (finite: masks elsewhere stay well defined)
@@ -84,15 +91,10 @@ class IcarlState:
 
 def feature_fn(model, input_fn, normalize: bool):
     """`features(net, raw x) -> (N, D)`: the input of the output layer, inference mode."""
-    body = dataclasses.replace(model, num_classes=None)
+    body = penultimate(model)
 
     def features(net: NetState, x_raw):
-        params = dict(net.params)
-        params.pop(list(params)[-1])  # the output layer: the last one (definition order)
-        variables = {"params": params}
-        if net.batch_stats:
-            variables["batch_stats"] = net.batch_stats
-        out = body.apply(variables, input_fn(x_raw, None, False), train=False)
+        out = body(net.params, net.batch_stats, input_fn(x_raw, None, False))
         return exemplars.normalize(out) if normalize else out
 
     return features
