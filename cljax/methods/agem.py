@@ -34,12 +34,12 @@ from cljax.methods.common import (
     ReplayConfig,
     ReplayState,
     ce_and_grads,
-    create_net,
     cross_entropy,
     forward,
     masked_mean,
     predict_with,
     replay_batch,
+    replay_init,
 )
 
 TEST_CONFIG = {"buffer_size": 16, "minibatch_size": 4}
@@ -103,15 +103,10 @@ def make(config: Config | None = None, *, model, input_fn, **overrides) -> Metho
     config = configure(Config, config, overrides)
     tx = optax.sgd(config.lr)
 
-    def init(key, example_x):
-        net = create_net(model, tx, key, input_fn(example_x, key, False))
-        example = {"x": example_x[0], "y": jnp.zeros((), jnp.int32)}
-        return ReplayState(net=net, buffer=buffer_lib.init(config.buffer_size, example))
-
     return Method(
         name="agem",
         config=config,
-        init=init,
+        init=replay_init(model, tx, input_fn, config.buffer_size),
         train_step=lambda state, batch, key: train_step(config, input_fn, state, batch, key),
         predict=predict_with(input_fn),
         end_task=lambda state, data, key, task: end_task(config, state, data, key, task),

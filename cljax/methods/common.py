@@ -130,6 +130,28 @@ def replay_batch(state: ReplayState, key, n: int, input_fn):
     return input_fn(items["x"], k_aug, True), items, valid.astype(jnp.float32)
 
 
+def mixed_batch(state, batch, k_cur, k_buf, n: int, input_fn):
+    """`(x, y, weight)`: the current batch (training transform) followed by `n` buffer items
+    of `state.buffer` (ER's batch; weight 0 on padding while the buffer holds fewer)."""
+    buf_x, buf, valid = replay_batch(state, k_buf, n, input_fn)
+    x = jnp.concatenate([input_fn(batch["x"], k_cur, True), buf_x])
+    y = jnp.concatenate([batch["y"], buf["y"]])
+    weight = jnp.concatenate([jnp.ones(batch["y"].shape[0]), valid])
+    return x, y, weight
+
+
+def replay_init(model, tx, input_fn, buffer_size: int):
+    """`init(key, example_x) -> ReplayState`: the network and an empty reservoir of raw
+    inputs and labels."""
+
+    def init(key, example_x):
+        net = create_net(model, tx, key, input_fn(example_x, key, False))
+        example = {"x": example_x[0], "y": jnp.zeros((), jnp.int32)}
+        return ReplayState(net=net, buffer=buffer_lib.init(buffer_size, example))
+
+    return init
+
+
 def count_params(tree) -> int:
     """Number of scalars in a pytree (parameter counts for `describe`)."""
     return int(sum(np.size(a) for a in jax.tree.leaves(tree)))

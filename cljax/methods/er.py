@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 
 import jax
-import jax.numpy as jnp
 import optax
 
 from cljax import buffer as buffer_lib
@@ -19,12 +18,12 @@ from cljax.methods import Method, configure
 from cljax.methods.common import (
     ReplayConfig,
     ReplayState,
-    create_net,
     cross_entropy,
     forward,
     masked_mean,
+    mixed_batch,
     predict_with,
-    replay_batch,
+    replay_init,
     sgd_update,
 )
 
@@ -39,10 +38,7 @@ class Config(ReplayConfig):
 def train_step(config: Config, input_fn, state: ReplayState, batch, key):
     """CE over the current batch and `minibatch_size` replayed items; then reservoir insertion."""
     k_cur, k_buf, k_add = jax.random.split(key, 3)
-    buf_x, buf, valid = replay_batch(state, k_buf, config.minibatch_size, input_fn)
-    x = jnp.concatenate([input_fn(batch["x"], k_cur, True), buf_x])
-    y = jnp.concatenate([batch["y"], buf["y"]])
-    weight = jnp.concatenate([jnp.ones(batch["y"].shape[0]), valid])
+    x, y, weight = mixed_batch(state, batch, k_cur, k_buf, config.minibatch_size, input_fn)
 
     def loss_fn(params):
         logits, stats = forward(state.net, params, x, state.net.batch_stats)
@@ -58,15 +54,10 @@ def make(config: Config | None = None, *, model, input_fn, **overrides) -> Metho
     config = configure(Config, config, overrides)
     tx = optax.sgd(config.lr)
 
-    def init(key, example_x):
-        net = create_net(model, tx, key, input_fn(example_x, key, False))
-        example = {"x": example_x[0], "y": jnp.zeros((), jnp.int32)}
-        return ReplayState(net=net, buffer=buffer_lib.init(config.buffer_size, example))
-
     return Method(
         name="er",
         config=config,
-        init=init,
+        init=replay_init(model, tx, input_fn, config.buffer_size),
         train_step=lambda state, batch, key: train_step(config, input_fn, state, batch, key),
         predict=predict_with(input_fn),
     )

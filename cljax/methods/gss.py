@@ -45,8 +45,8 @@ from cljax.methods.common import (
     cross_entropy,
     forward,
     masked_mean,
+    mixed_batch,
     predict_with,
-    replay_batch,
     sgd_update,
 )
 
@@ -105,10 +105,7 @@ def scores(net: NetState, x, y, stored_x, stored_y, valid, full):
 def train_step(config: Config, input_fn, state: GssState, batch, key):
     """ER's step; then the batch offered to the memory by its gradients' scores."""
     k_cur, k_buf, k_score, k_add = jax.random.split(key, 4)
-    buf_x, buf, valid = replay_batch(state, k_buf, config.minibatch_size, input_fn)
-    x = jnp.concatenate([input_fn(batch["x"], k_cur, True), buf_x])
-    y = jnp.concatenate([batch["y"], buf["y"]])
-    weight = jnp.concatenate([jnp.ones(batch["y"].shape[0]), valid])
+    x, y, weight = mixed_batch(state, batch, k_cur, k_buf, config.minibatch_size, input_fn)
 
     def loss_fn(params):
         logits, stats = forward(state.net, params, x, state.net.batch_stats)

@@ -51,6 +51,7 @@ from cljax.methods.common import (
     cross_entropy,
     forward,
     masked_mean,
+    mixed_batch,
     penultimate,
     predict_with,
     replay_batch,
@@ -135,11 +136,8 @@ def make(config: Config | None = None, *, model, input_fn, **overrides) -> Metho
     def train_step(state: HalState, batch, key):
         k_cur, k_buf, k_add = jax.random.split(key, 3)
         net = state.net
-        cur = input_fn(batch["x"], k_cur, True)
-        buf_x, buf, valid = replay_batch(state, k_buf, config.minibatch_size, input_fn)
-        x = jnp.concatenate([cur, buf_x])
-        y = jnp.concatenate([batch["y"], buf["y"]])
-        weight = jnp.concatenate([jnp.ones(batch["y"].shape[0]), valid])
+        x, y, weight = mixed_batch(state, batch, k_cur, k_buf, config.minibatch_size, input_fn)
+        cur = x[: batch["y"].shape[0]]
 
         def ce_fn(params):
             logits, stats = forward(net, params, x, net.batch_stats)
