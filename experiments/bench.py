@@ -133,6 +133,12 @@ def main(argv=None):
     p.add_argument("--nf", type=int, default=64, help="ResNet width (synthetic CIFAR)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--devices", type=int, default=None)
+    p.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the rows of methods not run now from the existing table (their times are "
+        "from the run that wrote them)",
+    )
     args = p.parse_args(argv)
 
     device = jax.devices()[0]
@@ -152,7 +158,11 @@ def main(argv=None):
         return rows
 
     scenario = scenarios.build(args.benchmark, args.data_dir)
+    stem = out / f"bench-{args.benchmark}-{where}"
     rows = {}
+    if args.merge and stem.with_suffix(".json").exists():
+        kept = json.loads(stem.with_suffix(".json").read_text())
+        rows = {k: v for k, v in kept.items() if k not in args.methods and str(args.seeds) in v}
     for name in args.methods:
         one = run_tuned(scenario, name, args.buffer_size, (0,), epochs=args.epochs)
         many = run_tuned(scenario, name, args.buffer_size, range(args.seeds), epochs=args.epochs)
@@ -172,6 +182,16 @@ def main(argv=None):
         f" on {platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__}"
         f" ({device.platform}: {device.device_kind}).",
         "",
+        *(
+            [
+                f"Rows of {', '.join(args.methods)}: this invocation (`--methods ... --merge`); "
+                "the others were kept from the run that wrote them before, on the same machine "
+                "kind, each measured alone.",
+                "",
+            ]
+            if args.merge
+            else []
+        ),
         f"| method | compile s | train s (1 seed) | steps/s | samples/s | {n} seeds: compile s "
         f"| {n} seeds: train s | {n} seeds: total s | {n} x 1-seed total s |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -183,7 +203,6 @@ def main(argv=None):
             f"{one['samples_per_s']} | {many['compile_s']:.2f} | {many['train_s']:.2f} | "
             f"{many['total_s']:.2f} | {args.seeds * one['total_s']:.2f} |"
         )
-    stem = out / f"bench-{args.benchmark}-{where}"
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     stem.with_suffix(".json").write_text(json.dumps(rows, indent=1))
     print("\n".join(lines))
