@@ -2,8 +2,8 @@
 
     python -m experiments.reproduce_der --data-dir ../shared/data --seeds 5
 
-Runs SGD, JOINT, online EWC, SI, LwF, PNN, iCaRL, ER, DER and DER++ (buffers 200 / 500 / 5120)
-on Seq-MNIST
+Runs SGD, JOINT, online EWC, SI, LwF, PNN, iCaRL, ER, GEM, A-GEM, FDR, GSS, HAL, MER, DER and
+DER++ (buffers 200 / 500 / 5120) on Seq-MNIST
 (class-IL and task-IL), Perm-MNIST and Rot-MNIST (domain-IL) with the tuned
 settings of cljax/tuned/<method>.py, every seed of a row in one
 vmapped program, and writes a markdown table of mean +- std beside the paper's
@@ -100,6 +100,10 @@ METHODS = (
     "er",
     "gem",
     "agem",
+    "fdr",
+    "gss",
+    "hal",
+    "mer",
     "der",
     "derpp",
 )
