@@ -129,7 +129,7 @@ def base_method(row: str) -> str:
 
 def paper_value(benchmark, method, buffer, setting):
     """The paper's number for one cell, or None."""
-    entry = PAPER[benchmark][base_method(method)].get(buffer)
+    entry = PAPER[benchmark].get(base_method(method), {}).get(buffer)
     if entry is None:
         return None
     if isinstance(entry, dict):
@@ -155,7 +155,7 @@ def run_row(benchmark, data_dir, row, buffer, seeds):
 def paper_settings(benchmark, row) -> set:
     """The settings in which the paper reports row `row` on `benchmark`."""
     out = set()
-    for entry in PAPER[benchmark][base_method(row)].values():
+    for entry in PAPER[benchmark].get(base_method(row), {}).values():
         out |= set(entry) if isinstance(entry, dict) else {"class-il", "task-il", "domain-il"}
     return out
 
@@ -171,7 +171,8 @@ def table(rows: dict) -> str:
         buffer = None if buffer == "-" else int(buffer)
         for setting, stats in res["final_average_accuracy"].items():
             paper = paper_value(benchmark, method, buffer, setting)
-            if paper is None and setting not in paper_settings(benchmark, method):
+            scored = paper_settings(benchmark, method)
+            if paper is None and scored and setting not in scored:
                 continue  # a setting the paper does not score this method in (PNN's class-IL)
             mammoth = MAMMOTH.get((benchmark, method, buffer), {}).get(setting)
             diff = f"{stats['mean'] - paper:+.2f}" if paper is not None else ""
