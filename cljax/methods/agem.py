@@ -37,6 +37,7 @@ from cljax.methods.common import (
     cross_entropy,
     forward,
     masked_mean,
+    per_task_share,
     predict_with,
     replay_batch,
     replay_init,
@@ -83,14 +84,7 @@ def train_step(config: Config, input_fn, state: ReplayState, batch, key):
 
 def end_task(config: Config, state: ReplayState, task_data, key, task: TaskInfo):
     """`buffer_size // num_tasks` random items of the task appended to the memory."""
-    if task.num_tasks < 1:
-        raise ValueError("agem needs the number of tasks (TaskInfo.num_tasks) to size its memory")
-    per_task = config.buffer_size // task.num_tasks
-    if per_task < 1:
-        raise ValueError(
-            f"buffer_size {config.buffer_size} is smaller than the {task.num_tasks} tasks; "
-            "choose a larger buffer"
-        )
+    per_task = per_task_share("agem", config.buffer_size, task)
     x, y = task_data
     k_pick, k_add = jax.random.split(key)
     pick = jax.random.permutation(k_pick, y.shape[0])[:per_task]

@@ -140,6 +140,22 @@ def mixed_batch(state, batch, k_cur, k_buf, n: int, input_fn):
     return x, y, weight
 
 
+def per_task_share(name: str, buffer_size: int, task) -> int:
+    """`buffer_size // task.num_tasks`: the memory items of each task of an episodic memory
+    split evenly over the tasks (GEM, A-GEM); a clear error when it cannot be sized."""
+    if task.num_tasks < 1:
+        raise ValueError(
+            f"{name} needs the number of tasks (TaskInfo.num_tasks) to size its memory"
+        )
+    per_task = buffer_size // task.num_tasks
+    if per_task < 1:
+        raise ValueError(
+            f"buffer_size {buffer_size} is smaller than the {task.num_tasks} tasks; "
+            "choose a larger buffer"
+        )
+    return per_task
+
+
 def replay_init(model, tx, input_fn, buffer_size: int):
     """`init(key, example_x) -> ReplayState`: the network and an empty reservoir of raw
     inputs and labels."""

@@ -45,6 +45,7 @@ from cljax.methods.common import (
     create_net,
     cross_entropy,
     forward,
+    per_task_share,
     predict_with,
 )
 
@@ -96,14 +97,7 @@ def make(config: Config | None = None, *, model, input_fn, **overrides) -> Metho
         """The memory sized for `num_tasks` tasks (when the first begins)."""
         if task.index > 0:
             return state
-        if task.num_tasks < 1:
-            raise ValueError("gem needs the number of tasks (TaskInfo.num_tasks)")
-        per_task = config.buffer_size // task.num_tasks
-        if per_task < 1:
-            raise ValueError(
-                f"buffer_size {config.buffer_size} is smaller than the {task.num_tasks} tasks; "
-                "choose a larger buffer"
-            )
+        per_task = per_task_share("gem", config.buffer_size, task)
         shape = (task.num_tasks, per_task, *state.mem_x.shape[2:])
         return state.replace(
             mem_x=jnp.zeros(shape, state.mem_x.dtype),
