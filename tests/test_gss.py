@@ -69,3 +69,15 @@ def test_scored_insertion_appends_then_replaces_only_low_scoring_batches_never_d
     assert (np.asarray(buf.data["id"]) >= cap).any()  # replacements happened
     s = np.asarray(scores)
     assert ((s > 0) & (s <= 2)).all()
+
+
+def test_the_batch_that_fills_the_memory_scores_its_overflow_items():
+    """Items of a batch that find the memory full get their own scores (a score of 0
+    would pin the item's slot forever: it could never be drawn for replacement)."""
+    method = gss.make(model=MODEL, input_fn=SC.input_fn, buffer_size=2, gss_minibatch_size=2)
+    x, y = SC.train(0)
+    state = method.init(jax.random.key(0), x[:1])
+    batch = {"x": jnp.asarray(x[:4]), "y": jnp.asarray(y[:4])}
+    state, _ = jax.jit(method.train_step)(state, batch, jax.random.key(1))
+    assert int(state.buffer.num_seen) == 4
+    np.testing.assert_allclose(np.asarray(state.scores), gss.FIRST_SCORE)

@@ -11,8 +11,8 @@ keeps. After each step the current batch (un-augmented) is offered to
   the batch's mean cross-entropy and `g_j` the per-item gradients of
   `gss_minibatch_size` stored items drawn at random (0.1 for the very first batch);
 - each item's score: `max_j cos(g_i, g_j) + 1` with its own gradient `g_i`, needed
-  only once the memory is full and the batch's score is below 1 (computed only
-  then, under `lax.cond`).
+  only when some item of the batch finds the memory full (the batch that fills it
+  included) and the batch's score is below 1 (computed only then, under `lax.cond`).
 
 A high score means the gradient points where the memory's already do: once full,
 a batch enters only when it disagrees with all of the sampled items (score < 1),
@@ -90,7 +90,8 @@ def max_cosine(g, G, valid):
 
 def scores(net: NetState, x, y, stored_x, stored_y, valid, full):
     """`(batch score, item scores)` of prepared batch `(x, y)` against stored items (prepared)
-    `stored_x, stored_y` marked `valid`; item scores only when `full` and the batch's < 1."""
+    `stored_x, stored_y` marked `valid`; item scores only when `full` (some item of the batch
+    will find the memory full) and the batch's score is below 1."""
     G = item_grads(net, stored_x, stored_y)
     batch = max_cosine(flat_grad(net, x, y), G, valid) + 1.0
 
@@ -123,9 +124,12 @@ def train_step(config: Config, input_fn, state: GssState, batch, key):
         input_fn(stored["x"], None, False),
         stored["y"],
         ok,
-        buffer.num_seen >= buffer.capacity,
+        buffer.num_seen + batch["y"].shape[0] > buffer.capacity,
     )
     batch_score = jnp.where(buffer.num_seen > 0, batch_score, FIRST_SCORE)
+    # a first batch larger than the memory: its overflow items, with nothing stored to
+    # compare with, take the first batch's score too (Mammoth fails on this case)
+    item_scores = jnp.where(buffer.num_seen > 0, item_scores, FIRST_SCORE)
     items = {"x": batch["x"], "y": batch["y"]}
     new_buffer, new_scores = buffer_lib.add_scored(
         buffer, state.scores, items, batch_score, item_scores, k_add
