@@ -28,6 +28,7 @@ BENCHMARKS = (
     "seq-fashion-mnist",
     "perm-mnist",
     "rot-mnist",
+    "mnist-360",
     "seq-cifar10",
     "seq-cifar100",
     "seq-svhn",
@@ -56,6 +57,10 @@ class Scenario:
     # draws it, for code that reads one scenario directly.
     seed_maps: Callable[[int], tuple[np.ndarray, np.ndarray]] | None = None
     raw: Callable[[str], tuple[np.ndarray, np.ndarray]] | None = None
+    # A stream without task boundaries (`cljax.streams`; one task, setting "general"):
+    # `stream(seed, batch_size) -> (items, angles)`, the training items of run seed `seed` in
+    # stream order (indices into `train(0)`) and each one's rotation in degrees (or None)
+    stream: Callable[[int, int], tuple[np.ndarray, np.ndarray | None]] | None = None
 
 
 # ---------------------------------------------------------------- inputs
@@ -330,6 +335,8 @@ def build(
         )
     if brightness and name not in ("seq-cifar10", "seq-cifar100"):
         raise ValueError(f"brightness jitter is a CIFAR augmentation; {name} has none, use 0")
+    if (base_classes or num_tasks) and name == "mnist-360":
+        raise ValueError("mnist-360 is a stream without tasks: drop --tasks / the base classes")
     if base_classes and name in ("perm-mnist", "rot-mnist"):
         raise ValueError(f"{name} is domain-incremental: every task has all classes, no base")
     if base_classes and num_tasks is None:
@@ -343,6 +350,10 @@ def build(
     if name in ("seq-mnist", "seq-fashion-mnist"):
         arrays = idx.load("mnist" if name == "seq-mnist" else "fashion_mnist", data_dir, download)
         return split(name, arrays, num_tasks or 5, scaled_input(255.0), "mlp")
+    if name == "mnist-360":
+        from cljax import streams
+
+        return streams.mnist360(idx.load("mnist", data_dir, download), scaled_input(255.0))
     if name in ("perm-mnist", "rot-mnist"):
         arrays = idx.load("mnist", data_dir, download)
         n = num_tasks or 20

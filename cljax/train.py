@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cljax import methods, report
+from cljax import methods, report, streams
 from cljax.methods import Method
 from cljax.scenarios import Scenario
 from cljax.train_chunks import Diverged, schedule
@@ -168,6 +168,10 @@ def run(
     the chunk in flight.
     """
     methods.check_scenario(method.name, scenario.name, scenario.settings)
+    if scenario.stream is not None:
+        streams.check_method(method)
+        if config.epochs != 1 or config.first_epochs:
+            raise ValueError(f"{scenario.name} is a stream, seen once: use 1 epoch")
     hooks = Hooks(after_task, after_chunk, on_task, stop_requested)
     seeds = tuple(config.seeds)
     if method.host.resize is None or len(seeds) == 1:

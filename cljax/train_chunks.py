@@ -23,6 +23,7 @@ from cljax import checkpoint as ckpt_lib
 from cljax import sharding
 from cljax.methods import Method
 from cljax.scenarios import apply_maps
+from cljax.streams import rotate
 
 
 def schedule(seed: int, task: int, n: int, epochs: int, batch: int, steps=None) -> np.ndarray:
@@ -41,6 +42,17 @@ def schedule(seed: int, task: int, n: int, epochs: int, batch: int, steps=None) 
         perm = np.concatenate([perm, np.resize(perm, per_epoch * batch - n)])
         rows.append(perm.reshape(per_epoch, batch))
     return np.concatenate(rows)[:steps].astype(np.int32)
+
+
+def stream_schedule(seed: int, n: int, config) -> np.ndarray:
+    """Stream positions `(steps, batch)` of one seed: 0..n-1 in order, the last batch filled
+    with the first positions (the joint upper bound: one shuffled pass, as `schedule`);
+    `config.steps` keeps the first that many batches."""
+    if config.protocol == "joint":
+        return schedule(seed, 0, n, 1, config.batch_size, config.steps)
+    rows = math.ceil(n / config.batch_size)
+    idx = np.resize(np.arange(n, dtype=np.int32), rows * config.batch_size)
+    return idx.reshape(rows, config.batch_size)[: config.steps]
 
 
 def health(state, metrics, valid):
@@ -63,9 +75,11 @@ def make_task_runner(method: Method, mesh=None):
     chunk, all seeds (`health`: see `health`; checked inside the compiled chunk, so divergence
     costs no host sync per step).
 
-    `view` is None (every seed sees `x`) or `(src, keep, tid)`: each seed's pixel maps
+    `view` is None (every seed sees `x`), `(src, keep, tid)`: each seed's pixel maps
     `(S, T, P)` and each item's task `(N,)`, through which the seed sees its batches
-    (`scenarios.apply_maps`: perm/rot-mnist's transforms drawn per seed). A negative
+    (`scenarios.apply_maps`: perm/rot-mnist's transforms drawn per seed), or a stream's
+    `{"items": (S, L), "angles": (S, L)}` (angles optional): `idx` then holds stream
+    positions, each seed's item and rotation at each position (`cljax.streams`). A negative
     index `-j - 1` in `idx` is item j of the valid items of `method.train_pool` (as stored:
     no maps applied).
     With a `mesh`, each step's batch is split over its `data` axis.
@@ -80,8 +94,13 @@ def make_task_runner(method: Method, mesh=None):
 
         def step(state, i, batch_idx):
             item = jnp.maximum(batch_idx, 0)  # negative: the pool's item -idx - 1
+            if isinstance(view, dict):  # a stream: positions in it
+                item = view["items"][batch_idx]
             xb, yb = x[item], y[item]
-            if view is not None:
+            if isinstance(view, dict):
+                if "angles" in view:
+                    xb = rotate(xb, view["angles"][batch_idx])
+            elif view is not None:
                 src, keep, tid = view
                 xb = apply_maps(xb, src[tid[item]], keep[tid[item]])
             if pool is not None:
@@ -104,6 +123,8 @@ def make_task_runner(method: Method, mesh=None):
 
     def run(state, keys, x, y, view, idx, step0, valid):
         view_axes = None if view is None else (0, 0, None)
+        if isinstance(view, dict):
+            view_axes = {k: 0 for k in view}
         in_axes = (0, 0, 0, None, None, view_axes, None, None)
         state, metrics = jax.vmap(per_seed, in_axes=in_axes)(
             state, keys, idx, x, y, view, step0, valid
@@ -192,16 +213,25 @@ class TaskContext:
     nonfinite: dict = dataclasses.field(default_factory=dict)
     maps: Any = None  # each seed's pixel maps (src, keep), (S, T, P), or None
     pool_capacity: int = 0  # slots of the method's `train_pool` (0: none)
+    # a stream's items and angles per seed ({"items": (S, L), "angles": (S, L)}), or None
+    stream: Any = None
 
 
 def _plan(ctx: TaskContext, t: int, n: int, done: Partial | None, pool: int = 0):
     """`(idx, valid, length, chunks, steps, done)`: the padded schedule of task t's chunks
     over its `n` items and `pool` items of the method's pool (indices -1, -2, ...)."""
     cfg = ctx.config
-    idx = np.stack(
-        [schedule(s, t, n + pool, cfg.epochs_of(t), cfg.batch_size, cfg.steps) for s in ctx.seeds]
-    )
-    idx = np.where(idx >= n, n - 1 - idx, idx)  # item n + j of the schedule: pool item j
+    if ctx.stream is not None:  # positions in the stream: in order (joint: shuffled), one pass
+        n = ctx.stream["items"].shape[1]
+        idx = np.stack([stream_schedule(s, n, cfg) for s in ctx.seeds])
+    else:
+        idx = np.stack(
+            [
+                schedule(s, t, n + pool, cfg.epochs_of(t), cfg.batch_size, cfg.steps)
+                for s in ctx.seeds
+            ]
+        )
+        idx = np.where(idx >= n, n - 1 - idx, idx)  # item n + j of the schedule: pool item j
     steps = idx.shape[1]
     length = chunk_length(cfg, max(n, ctx.pad_to) + ctx.pool_capacity)
     chunks = math.ceil(steps / length)
@@ -260,7 +290,9 @@ def train_task(
     """
     idx, valid, length, chunks, steps, done = _plan(ctx, t, len(y), done, pool)
     view = None
-    if ctx.maps is not None:
+    if ctx.stream is not None:
+        x, y, view = sharding.replicate((x, y, ctx.stream), ctx.mesh)
+    elif ctx.maps is not None:
         tid = np.full(len(y), t, np.int32) if tid is None else tid
         x, y, tid = _padded(ctx.pad_to, x, y, tid)
         x, y, view = sharding.replicate((x, y, (*ctx.maps, tid)), ctx.mesh)

@@ -79,6 +79,18 @@ def seed_maps(scenario: Scenario, seeds):
     return np.stack([m[0] for m in maps]), np.stack([m[1] for m in maps])
 
 
+def stream_of(scenario: Scenario, seeds, batch_size: int):
+    """A stream scenario's items and angles of every seed, `{"items": (S, L), "angles": (S,
+    L)}` (no "angles" for a stream without rotations), or None (not a stream)."""
+    if scenario.stream is None:
+        return None
+    parts = [scenario.stream(s, batch_size) for s in seeds]
+    out = {"items": np.stack([p[0] for p in parts]).astype(np.int32)}
+    if parts[0][1] is not None:
+        out["angles"] = np.stack([p[1] for p in parts]).astype(np.float32)
+    return out
+
+
 class SeedsRun:
     """One run of `config.seeds` under `vmap`: set-up, resume, the per-task loop, evaluation and
     checkpoints. `run()` fills `raw` (the arguments of `report.results`), `state`, `devices`."""
@@ -102,6 +114,7 @@ class SeedsRun:
         self.chunk_extra = [None] * T  # [task][chunk][seed] where after_chunk measured it
         self.manager = ckpt_lib.manager(self.workdir) if self.workdir is not None else None
         self.maps = seed_maps(scenario, self.seeds)
+        self.stream = stream_of(scenario, self.seeds, config.batch_size)
         self.devices = self.mesh.size
         self.nonfinite = {}  # seed -> {"task", "step", "loss_finite"} (on_nonfinite="continue")
 
@@ -267,13 +280,14 @@ class SeedsRun:
             seeds=self.seeds,
             config=self.config,
             timer=self.timer,
-            pad_to=0 if joint else max(self.scenario.train_sizes),
+            pad_to=0 if joint or self.stream is not None else max(self.scenario.train_sizes),
             after_chunk=self.hooks.after_chunk,
             on_chunk=functools.partial(self.on_chunk, stop_after),
             method_name=self.method.name,
             nonfinite=self.nonfinite,
             maps=self.maps,
             pool_capacity=self.pool_capacity(state),
+            stream=self.stream,
         )
         self.last_save = time.perf_counter()
         for t in range(first_task, self.scenario.num_tasks):
@@ -376,9 +390,12 @@ class SeedsRun:
         self.acc["task-il"][:, t, : t + 1] = evaluation.percent_seen(til, counts, t)
         if jax.process_index() == 0:  # one host speaks for a multi-host job, as with the bar
             scored = methods.settings_of(self.method.name) or ("class-il", "task-il")
+            shown = (("class-il", "class-IL"), ("task-il", "task-IL"))
+            if self.scenario.settings in (("domain-il",), ("general",)):  # one head: one number
+                shown, scored = (("class-il", self.scenario.settings[0]),), ("class-il",)
             accs = ", ".join(
                 f"{name} {self.acc[s][:, t, : t + 1].mean():.2f}"
-                for s, name in (("class-il", "class-IL"), ("task-il", "task-IL"))
+                for s, name in shown
                 if s in scored
             )
             log.info(

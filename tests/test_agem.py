@@ -92,3 +92,39 @@ def test_buffer_smaller_than_the_tasks_is_a_clear_error():
     state = method.init(jax.random.key(0), SC.train(0)[0][:1])
     with pytest.raises(ValueError, match="smaller than the 2 tasks"):
         trained_task(method, state, 0)
+
+
+def test_agem_r_projects_as_agem_and_fills_a_reservoir_from_the_stream():
+    """A-GEM-R: A-GEM's projected step against reservoir items; the batch enters the
+    reservoir after the step (no task boundary involved)."""
+    from cljax.methods import agem_r
+
+    method = agem_r.make(model=MODEL, input_fn=SC.input_fn, lr=0.5, buffer_size=6, minibatch_size=6)
+    assert method.end_task is None and method.begin_task is None
+    state = method.init(jax.random.key(0), SC.train(0)[0][:1])
+    x, y = (jnp.asarray(a) for a in SC.train(0))
+    step = jax.jit(method.train_step)
+    state, _ = step(state, {"x": x[:4], "y": y[:4]}, jax.random.key(1))
+    assert int(state.buffer.num_seen) == 4  # the first batch, stored in order
+    np.testing.assert_array_equal(state.buffer.data["y"][:4], y[:4])
+    x1, y1 = (jnp.asarray(a) for a in SC.train(1))
+    batch = {"x": x1[:4], "y": y1[:4]}
+    new, _ = step(state, batch, jax.random.key(2))
+    prepared = lambda a: SC.input_fn(a, None, False)  # noqa: E731
+
+    def ce(params, xs, ys):
+        logits = MODEL.apply({"params": params}, prepared(xs))
+        return -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(len(ys)), ys])
+
+    params = state.net.params
+    g = agem.project(
+        jax.grad(ce)(params, batch["x"], batch["y"]),
+        jax.grad(ce)(params, state.buffer.data["x"][:4], state.buffer.data["y"][:4]),
+    )
+    expected = jax.tree.map(lambda p, d: p - 0.5 * d, params, g)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+        new.net.params,
+        expected,
+    )
+    assert int(new.buffer.num_seen) == 8  # reservoir: 6 slots over 8 items seen

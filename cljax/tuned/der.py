@@ -35,6 +35,11 @@ TUNED = {
         500: row(PAPER, lr=0.03, batch_size=32, n_epochs=50, minibatch_size=32, alpha=0.3),
         5120: row(PAPER, lr=0.03, batch_size=32, n_epochs=50, minibatch_size=32, alpha=0.3),
     },
+    "mnist-360": {
+        200: row(PAPER, lr=0.1, batch_size=16, n_epochs=1, minibatch_size=64, alpha=0.5),
+        500: row(PAPER, lr=0.2, batch_size=16, n_epochs=1, minibatch_size=16, alpha=0.5),
+        1000: row(PAPER, lr=0.1, batch_size=8, n_epochs=1, minibatch_size=16, alpha=0.5),
+    },
 }
 TUNED["seq-fashion-mnist"] = same_as(TUNED["seq-mnist"], OURS_FASHION)
 TUNED["seq-cifar100"] = same_as(TUNED["seq-cifar10"], OURS_CIFAR100)

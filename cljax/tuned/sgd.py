@@ -26,6 +26,9 @@ TUNED = {
     "seq-cifar10": {
         None: row(PAPER, lr=0.1, batch_size=32, n_epochs=50),
     },
+    "mnist-360": {
+        None: row(PAPER, lr=0.1, batch_size=4, n_epochs=1),
+    },
 }
 TUNED["seq-fashion-mnist"] = same_as(TUNED["seq-mnist"], OURS_FASHION)
 TUNED["seq-cifar100"] = same_as(TUNED["seq-cifar10"], OURS_CIFAR100)

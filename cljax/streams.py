@@ -1,0 +1,178 @@
+"""Streams without task boundaries: the DER paper's General Continual Learning setting.
+
+A stream scenario is a `Scenario` with one "task" (the whole stream) whose
+`stream(seed, batch_size)` gives, per run seed, the stream's items in order
+(indices into the training arrays) and each item's rotation angle (degrees) or
+None. The driver trains on it as one long task: the batches are consecutive
+slices of the stream (one pass, no epochs, no shuffle), each item is gathered
+and rotated inside the compiled step, and the method gets no `begin_task` or
+`end_task` (methods that need them are refused: `check_method`). The joint
+upper bound (Mammoth's `joint_gcl`) trains on the same items shuffled.
+
+MNIST-360 (`mnist360`) follows the paper's framework, Mammoth's
+`datasets/mnist_360.py` (commit 7ab9db9), step by step:
+
+- classes 0-8 of MNIST's training set; class j's images, in dataset order, are
+  cut into 6 chunks of `N_j // 6 + 1` (the last shorter), used last chunk first;
+- the stream shows two classes at a time, `(0, 1), (1, 2), ..., (7, 8), (8, 0)`,
+  three rounds: each class meets 6 pairs, one chunk each;
+- within a pair each batch takes `round(r0 / (r0 + r1) * B)` items of the first
+  class (at most r0) and the rest of B (at most r1) of the second, r the items
+  left in each chunk; the pair ends when either chunk is used up. Each item is
+  drawn uniformly from its chunk, with replacement (Mammoth's `next(iter(loader))`
+  opens a freshly shuffled loader per item);
+- the k-th item drawn of class j (over the whole stream) is rotated by
+  `(60 (j - 1) + k 360 / N_j) mod 360` degrees (Mammoth's `IncrementalRotation`,
+  one per class): each class turns once around through the stream;
+- test: class j's test images, the k-th rotated by `k 360 / N_j^test`.
+
+Where this deviates from Mammoth, and why:
+- Batches are cut from the stream every B items, so at most one batch at each of
+  the 26 pair changes mixes the end of one pair with the start of the next;
+  Mammoth's batch at a pair's end is shorter instead. The items, their order and
+  angles are Mammoth's; a compiled scan needs one batch shape. The stream's last
+  batch is filled with its first items (as an epoch's, `train_chunks.schedule`).
+- Mammoth's test draws random batches with replacement (rotation angles in draw
+  order); here every test image is used once, the angles `k 360 / N_j` assigned
+  in a fixed random order: the same angles, without the draw's noise.
+- Accuracy is the argmax over the 9 classes of the stream (Mammoth: over the
+  network's 10 outputs, one never trained).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+NUM_CLASSES_360 = 9
+ROUNDS_360 = 3
+
+
+def rotate(x, angles):
+    """Images `x` (B, H, W) rotated by `angles` (B,) degrees about their centres: nearest
+    neighbour, zero fill, counter-clockwise (as `scenarios.rotation_map`, in float32 inside
+    `jit`)."""
+    h, w = x.shape[1:3]
+    theta = jnp.deg2rad(angles.astype(jnp.float32))[:, None, None]
+    cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
+    yy, xx = jnp.mgrid[0:h, 0:w]
+    xx, yy = (xx - cx).astype(jnp.float32), (yy - cy).astype(jnp.float32)
+    sx = jnp.rint(jnp.cos(theta) * xx - jnp.sin(theta) * yy + cx).astype(jnp.int32)
+    sy = jnp.rint(jnp.sin(theta) * xx + jnp.cos(theta) * yy + cy).astype(jnp.int32)
+    inside = (sx >= 0) & (sx < w) & (sy >= 0) & (sy < h)
+    src = jnp.where(inside, sy * w + sx, 0).reshape(x.shape[0], -1)
+    flat = x.reshape(x.shape[0], -1)
+    out = jnp.take_along_axis(flat, src, axis=1) * inside.reshape(x.shape[0], -1).astype(x.dtype)
+    return out.reshape(x.shape)
+
+
+def _chunks(y, classes, parts: int):
+    """Per class, its item indices cut into `parts` chunks as Mammoth cuts them."""
+    out = []
+    for j in classes:
+        items = np.flatnonzero(y == j)
+        size = len(items) // parts + 1
+        out.append([items[k * size : (k + 1) * size] for k in range(parts)])
+    return out
+
+
+def mnist360_stream(y, batch_size: int, seed: int):
+    """`(items, angles)`: MNIST-360's training stream for run `seed` (see the module
+    docstring), `items` (L,) int32 indices into the training labels `y`, `angles` (L,)
+    float32 degrees."""
+    if batch_size < 1:
+        raise ValueError(f"batch size must be at least 1, got {batch_size}")
+    rng = np.random.default_rng([seed, 360])
+    classes = range(NUM_CLASSES_360)
+    chunks = _chunks(y, classes, 2 * ROUNDS_360)
+    totals = [sum(len(c) for c in per_class) for per_class in chunks]
+    drawn = [0] * NUM_CLASSES_360  # items drawn of each class so far: its rotation counter
+    items, angles = [], []
+
+    def draw(j, chunk, n):
+        items.append(chunk[rng.integers(0, len(chunk), size=n)])
+        k = drawn[j] + np.arange(n)
+        angles.append((k * (360.0 / totals[j]) + (j - 1) * 60.0) % 360.0)
+        drawn[j] += n
+
+    for _ in range(ROUNDS_360):
+        for a in classes:
+            b = (a + 1) % NUM_CLASSES_360
+            pair = [chunks[a].pop(), chunks[b].pop()]
+            left = [len(pair[0]), len(pair[1])]
+            while left[0] > 0 and left[1] > 0:
+                n0 = min(int(round(left[0] / (left[0] + left[1]) * batch_size)), left[0])
+                n1 = min(batch_size - n0, left[1])
+                draw(a, pair[0], n0)
+                draw(b, pair[1], n1)
+                left[0] -= n0
+                left[1] -= n1
+    return np.concatenate(items).astype(np.int32), np.concatenate(angles).astype(np.float32)
+
+
+def mnist360_test_angles(y_test, seed: int = 0):
+    """Each test image's angle (degrees): class j's N images take `k 360 / N`, k = 0..N-1,
+    in a fixed random order."""
+    rng = np.random.default_rng([seed, 361])
+    angles = np.zeros(len(y_test), np.float32)
+    for j in range(NUM_CLASSES_360):
+        items = np.flatnonzero(y_test == j)
+        angles[rng.permutation(items)] = np.arange(len(items)) * (360.0 / len(items))
+    return angles
+
+
+@functools.lru_cache(maxsize=2)
+def _rotate_jit():
+    return jax.jit(rotate)
+
+
+def rotate_numpy(x, angles, batch: int = 2048):
+    """`rotate` over a numpy array, in batches (the test set, once)."""
+    out = [
+        np.asarray(_rotate_jit()(jnp.asarray(x[i : i + batch]), jnp.asarray(angles[i : i + batch])))
+        for i in range(0, len(x), batch)
+    ]
+    return np.concatenate(out) if out else x[:0]
+
+
+def mnist360(arrays, input_fn):
+    """The MNIST-360 stream scenario from MNIST's `(x_tr, y_tr, x_te, y_te)`."""
+    from cljax.scenarios import Scenario
+
+    x_tr, y_tr, x_te, y_te = arrays
+    keep_tr, keep_te = y_tr < NUM_CLASSES_360, y_te < NUM_CLASSES_360
+    x_tr, y_tr = x_tr[keep_tr], y_tr[keep_tr]
+    x_te, y_te = x_te[keep_te], y_te[keep_te]
+    test = functools.lru_cache(maxsize=1)(
+        lambda: (rotate_numpy(x_te, mnist360_test_angles(y_te)), y_te)
+    )
+    return Scenario(
+        name="mnist-360",
+        num_tasks=1,
+        num_classes=10,  # the network's outputs, as Mammoth's MNISTMLP(28 * 28, 10)
+        settings=("general",),
+        model="mlp",
+        input_fn=input_fn,
+        train=lambda t: (x_tr, y_tr),
+        test=lambda t: test(),
+        classes=lambda t: tuple(range(NUM_CLASSES_360)),
+        train_sizes=(len(y_tr),),
+        stream=lambda seed, batch_size: mnist360_stream(y_tr, batch_size, seed),
+    )
+
+
+def check_method(method) -> None:
+    """Refuses a method that needs task boundaries (it acts at `begin_task`, `end_task`,
+    `begin_task_data`, adds a pool to tasks or resizes between them) on a stream."""
+    hooks = ("begin_task", "begin_task_data", "end_task", "train_pool")
+    needs = [h for h in hooks if getattr(method, h) is not None]
+    if method.host.resize is not None:
+        needs.append("host.resize")
+    if needs:
+        raise ValueError(
+            f"method {method.name!r} needs task boundaries ({', '.join(needs)}), and a stream "
+            "has none; on a stream run one of: sgd, joint, er, der, derpp, mer, gss, agem_r"
+        )

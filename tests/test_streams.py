@@ -1,0 +1,115 @@
+"""Streams without task boundaries: MNIST-360's construction, the in-step rotation, the
+refusal of methods that need boundaries, and a stream run resumed mid-way."""
+
+import hashlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cljax import methods, models, scenarios, streams, train
+
+PER_CLASS = 11  # 6 chunks of 2 (the last of 1): 11 // 6 + 1
+
+
+def tiny_arrays(per_class=PER_CLASS, test_per_class=4, size=6, seed=0):
+    """MNIST-like arrays of classes 0-9 (9 is dropped by the stream), `size`-square images."""
+    rng = np.random.default_rng(seed)
+
+    def make(n):
+        y = np.repeat(np.arange(10), n).astype(np.int32)
+        x = (rng.integers(0, 60, (len(y), size, size)) + 19 * y[:, None, None]).astype(np.uint8)
+        return x, y
+
+    return (*make(per_class), *make(test_per_class))
+
+
+def test_the_stream_takes_mammoths_pairs_chunks_and_angles_on_a_small_case():
+    """Built by hand from Mammoth's `mnist_360.py`: chunks of 2, used last first (the last,
+    of 1 item, first); pairs (0,1), (1,2), ...; each batch split by the items left."""
+    _, y, _, _ = tiny_arrays()
+    items, angles = streams.mnist360_stream(y, batch_size=2, seed=0)
+    classes = y[items]
+    # pair (0, 1): one item each in their last chunks -> one batch [0, 1]
+    # pair (1, 2): class 1's chunk 4 (2 left), class 2's chunk 5 (1 left):
+    #   round(2/3 * 2) = 1 of class 1, 1 of class 2 -> class 2 used up, pair ends
+    # pair (2, 3): class 2's chunk 4 (2), class 3's chunk 5 (1): the same
+    want_start = [0, 1, 1, 2, 2, 3]
+    np.testing.assert_array_equal(classes[: len(want_start)], want_start)
+    # every item comes from the chunk its pair uses: class 1's second draw from chunk 4
+    chunk = lambda j, k: np.flatnonzero(y == j)[2 * k : 2 * k + 2]  # noqa: E731
+    assert items[0] in chunk(0, 5) and items[1] in chunk(1, 5) and items[2] in chunk(1, 4)
+    # the k-th draw of class j is rotated by (60 (j - 1) + k 360 / N_j) mod 360
+    for j in range(9):
+        k = np.arange((classes == j).sum())
+        want = (60.0 * (j - 1) + k * 360.0 / PER_CLASS) % 360.0
+        np.testing.assert_allclose(angles[classes == j], want, rtol=1e-6, atol=1e-4)
+    assert set(classes.tolist()) == set(range(9))
+
+
+def test_items_differ_by_seed_but_classes_and_angles_do_not():
+    _, y, _, _ = tiny_arrays()
+    i0, a0 = streams.mnist360_stream(y, 3, seed=0)
+    i1, a1 = streams.mnist360_stream(y, 3, seed=1)
+    np.testing.assert_array_equal(y[i0], y[i1])
+    np.testing.assert_array_equal(a0, a1)
+    assert (i0 != i1).any()
+
+
+def test_rotate_in_jit_equals_the_numpy_rotation_map():
+    x = np.random.default_rng(0).integers(0, 255, (7, 9, 9)).astype(np.uint8)
+    angles = np.array([0, 30, 90, 145.5, 200, 270, 359], np.float32)
+    got = np.asarray(jax.jit(streams.rotate)(jnp.asarray(x), jnp.asarray(angles)))
+    for xi, a, g in zip(x, angles, got, strict=True):
+        np.testing.assert_array_equal(g, scenarios.rotation(float(a), (9, 9))(xi[None])[0])
+
+
+def test_mnist360_on_the_real_files_is_mammoths_class_sequence(mnist_dir):
+    """The classes of the stream, item by item, as Mammoth 7ab9db9's MNIST360 draws them
+    (its `get_train_data` run to the end at batch sizes 16 and 1; sha256 of the int8 labels)."""
+    sc = scenarios.build("mnist-360", mnist_dir)
+    _, y = sc.train(0)
+    for batch, n, digest in ((16, 54051, "ef1d3c90ed6164df"), (1, 54024, "761600695669b974")):
+        items, _ = sc.stream(0, batch)
+        assert len(items) == n
+        assert hashlib.sha256(y[items].astype(np.int8).tobytes()).hexdigest()[:16] == digest
+    x_te, y_te = sc.test(0)
+    assert len(y_te) == 8991 and set(np.unique(y_te)) == set(range(9))
+
+
+STREAM = streams.mnist360(tiny_arrays(), scenarios.scaled_input(255.0))
+MODEL = models.MLP((8,), 10)
+CONFIG = dict(batch_size=4, chunks_per_task=5, progress=False, eval_batch=64)
+
+
+def test_a_method_that_needs_task_boundaries_is_refused_on_a_stream():
+    for name, extra in (("agem", {"buffer_size": 18}), ("ewc_on", {}), ("icarl", {})):
+        method = methods.get(name).make(model=MODEL, input_fn=STREAM.input_fn, **extra)
+        with pytest.raises(ValueError, match="needs task boundaries"):
+            train.run(method, STREAM, train.RunConfig(**CONFIG))
+    method = methods.get("er").make(model=MODEL, input_fn=STREAM.input_fn, buffer_size=8)
+    with pytest.raises(ValueError, match="stream, seen once"):
+        train.run(method, STREAM, train.RunConfig(epochs=2, **CONFIG))
+
+
+def test_a_stream_run_resumed_mid_way_equals_an_uninterrupted_one(tmp_path):
+    method = methods.get("der").make(model=MODEL, input_fn=STREAM.input_fn, buffer_size=8)
+    config = train.RunConfig(seeds=(0, 1), checkpoint_every_s=float("inf"), **CONFIG)
+    full = train.run(method, STREAM, config)
+    assert full["settings"] == ["general"] and full["tasks_done"] == 1
+    steps = -(-len(STREAM.stream(0, 4)[0]) // 4)
+    assert full["timing"]["steps"] == steps  # one pass over the stream
+    partial = train.run(method, STREAM, config, workdir=tmp_path, stop_after=(0, 1))
+    assert partial["tasks_done"] == 0
+    resumed = train.run(method, STREAM, config, workdir=tmp_path, resume=True)
+    assert resumed["accuracy"] == full["accuracy"]
+    for a, b in zip(jax.tree.leaves(resumed["state"]), jax.tree.leaves(full["state"]), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # the buffer holds stream items as the stream rotated them
+    items, angles = STREAM.stream(0, 4)
+    x_tr = STREAM.train(0)[0]
+    seen = np.asarray(streams.rotate(jnp.asarray(x_tr[items]), jnp.asarray(angles)))
+    stored = np.asarray(full["state"].buffer.data["x"][0])
+    assert all((seen == s).all((1, 2)).any() for s in stored)
+    assert not all((x_tr[items] == s).all((1, 2)).any() for s in stored)
