@@ -22,7 +22,7 @@ from pathlib import Path
 
 import jax
 
-from cljax import methods, plots, report, scenarios, sharding, train, tuned
+from cljax import methods, plots, report, scenarios, sharding, streams, train, tuned
 from cljax import workdir as workdir_lib
 from cljax.checkpoint import CheckpointError, CheckpointWriteError
 from cljax.data import DataError
@@ -53,6 +53,20 @@ def parse_args(argv):
         default=0,
         help="classes of the first task (class-IL, e.g. 50 for seq-cifar100's B50); the others "
         "split equally over the other --tasks - 1 tasks",
+    )
+    p.add_argument(
+        "--stream",
+        choices=("fuzzy",),
+        default=None,
+        help="train a class-incremental benchmark as one stream without task boundaries, tasks "
+        "blending over --fuzziness steps (van de Ven's fuzzy boundaries); mnist-360 is a stream",
+    )
+    p.add_argument(
+        "--fuzziness",
+        type=int,
+        default=None,
+        help="with --stream fuzzy: steps of blending on each side of a task boundary (default: "
+        "a quarter of a task's steps)",
     )
     p.add_argument("--data-dir", default=None, help="dataset folder (default $CLJAX_DATA_DIR)")
     p.add_argument(
@@ -156,7 +170,8 @@ def _main(args) -> int:
         settings = tuned.resolve(args.method, name, args.buffer_size, overrides)
     except ValueError as e:
         raise UsageError(str(e)) from e
-    workdir = Path(args.workdir or f"runs/{args.method}-{name}-{args.buffer_size}")
+    stream = f"-{args.stream}" if args.stream else ""
+    workdir = Path(args.workdir or f"runs/{args.method}-{name}{stream}-{args.buffer_size}")
     if args.resume and args.overwrite:
         raise UsageError("--resume and --overwrite exclude each other")
     workdir_lib.check(workdir)
@@ -180,6 +195,10 @@ def _main(args) -> int:
             class_order=settings.run.class_order,
             brightness=settings.run.brightness,
         )
+        if args.stream == "fuzzy":
+            scenario = streams.fuzzy(scenario, args.fuzziness)
+        elif args.fuzziness is not None:
+            raise ValueError("--fuzziness needs --stream fuzzy")
     except (DataError, ValueError) as e:
         raise UsageError(str(e)) from e
     run = settings.run
@@ -208,6 +227,11 @@ def _main(args) -> int:
     try:
         methods.check_scenario(args.method, scenario.name, scenario.settings)
         method = tuned.build(settings, scenario)
+        if scenario.stream is not None:
+            streams.check_method(method)
+            if run.n_epochs != 1 or run.first_epochs:
+                raise ValueError(f"{scenario.name} is a stream, seen once: use n_epochs=1")
+            scenario.stream(0, run.batch_size)  # its settings checked before anything is written
     except ValueError as e:
         raise UsageError(str(e)) from e
     seeds = tuple(range(args.seed_offset, args.seed_offset + args.seeds))

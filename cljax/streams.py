@@ -176,3 +176,99 @@ def check_method(method) -> None:
             f"method {method.name!r} needs task boundaries ({', '.join(needs)}), and a stream "
             "has none; on a stream run one of: sgd, joint, er, der, derpp, mer, gss, agem_r"
         )
+
+
+# ------------------------------------------------------------------ fuzzy task boundaries
+
+
+def fuzzy_probs(num_tasks: int, iters: int, fuzziness: int) -> np.ndarray:
+    """`(T, T * iters)`: each task's probability at each iteration of a stream with fuzzy
+    boundaries, as van de Ven's `continual-learning` (`data/labelstream.py`,
+    `_probs_per_context`): task 0 holds the first half period and the last, task c >= 1
+    the period from `iters / 2 + (c - 1) iters`, each hand-over a linear ramp over
+    `2 fuzziness` iterations (the two tasks' probabilities sum to 1)."""
+    if not 0 <= 2 * fuzziness <= iters:
+        raise ValueError(
+            f"fuzziness {fuzziness} must be at most half the {iters} iterations of a task"
+        )
+    total = num_tasks * iters
+    probs = np.zeros((num_tasks, total))
+    ramp = (np.arange(2 * fuzziness) + 0.5) / max(2 * fuzziness, 1)
+
+    def period(t, start, end):
+        probs[t, start + fuzziness : end - fuzziness] = 1.0
+        if fuzziness:
+            probs[t, start - fuzziness : start + fuzziness] = ramp
+            probs[t, end - fuzziness : end + fuzziness] = 1.0 - ramp
+
+    half = iters // 2
+    probs[0, : half - fuzziness] = 1.0
+    if fuzziness:
+        probs[0, half - fuzziness : half + fuzziness] = 1.0 - ramp
+    start = half + (num_tasks - 1) * iters
+    if fuzziness:
+        probs[0, start - fuzziness : start + fuzziness] = ramp
+    probs[0, start + fuzziness :] = 1.0
+    for t in range(1, num_tasks):
+        period(t, half + (t - 1) * iters, half + t * iters)
+    return probs
+
+
+def fuzzy_stream(task_items, iters: int, fuzziness: int, batch_size: int, seed: int):
+    """`(items, None)`: `len(task_items) * iters` batches; each item's task drawn from
+    `fuzzy_probs` at its iteration, the item the next of that task's items, reshuffled
+    each time they run out (van de Ven's `DataStream`, a label per sample)."""
+    rng = np.random.default_rng([seed, 7])
+    probs = fuzzy_probs(len(task_items), iters, fuzziness)
+    cum = np.cumsum(probs / probs.sum(0, keepdims=True), axis=0)
+    u = rng.random((probs.shape[1], batch_size))
+    tasks = (u[None] > cum[:, :, None]).sum(0).ravel()  # (iterations * batch,)
+    items = np.empty(len(tasks), np.int64)
+    for t, pool in enumerate(task_items):
+        where = np.flatnonzero(tasks == t)
+        rounds = -(-len(where) // len(pool))
+        order = np.concatenate([rng.permutation(pool) for _ in range(rounds)])
+        items[where] = order[: len(where)]
+    return items.astype(np.int32), None
+
+
+def fuzzy(scenario, fuzziness: int | None = None):
+    """A class-incremental scenario as one stream with fuzzy task boundaries (`fuzzy_stream`):
+    about one pass over every task's items (`mean task size / batch` iterations a task),
+    `fuzziness` iterations of ramp on each side of a boundary (default a quarter of a
+    task's iterations); scored at the end on every task's test set (setting "general")."""
+    from cljax.scenarios import Scenario
+
+    if scenario.stream is not None or scenario.seed_maps is not None:
+        raise ValueError(
+            f"fuzzy boundaries are for class-incremental benchmarks; {scenario.name} is not one"
+        )
+    if fuzziness is not None and fuzziness < 0:
+        raise ValueError(f"fuzziness must be at least 0 iterations, got {fuzziness}")
+    parts = [scenario.train(t) for t in range(scenario.num_tasks)]
+    tests = [scenario.test(t) for t in range(scenario.num_tasks)]
+    x_tr = np.concatenate([p[0] for p in parts])
+    y_tr = np.concatenate([p[1] for p in parts])
+    bounds = np.cumsum([0] + [len(p[1]) for p in parts])
+    task_items = [np.arange(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    test = (np.concatenate([t[0] for t in tests]), np.concatenate([t[1] for t in tests]))
+    classes = tuple(c for t in range(scenario.num_tasks) for c in scenario.classes(t))
+
+    def stream(seed, batch_size):
+        iters = max(1, round(np.mean(scenario.train_sizes) / batch_size))
+        fuzz = iters // 4 if fuzziness is None else fuzziness
+        return fuzzy_stream(task_items, iters, fuzz, batch_size, seed)
+
+    return Scenario(
+        name=f"{scenario.name}-fuzzy",
+        num_tasks=1,
+        num_classes=scenario.num_classes,
+        settings=("general",),
+        model=scenario.model,
+        input_fn=scenario.input_fn,
+        train=lambda t: (x_tr, y_tr),
+        test=lambda t: test,
+        classes=lambda t: classes,
+        train_sizes=(len(y_tr),),
+        stream=stream,
+    )

@@ -94,6 +94,10 @@ def test_end_to_end_run_writes_results_and_plot(tmp_path, capsys):
         (["--tasks", "3", "--base-classes", "5"], "leaves 5 of 10 classes"),
         (["--base-classes", "4"], "needs the number of tasks"),
         (["--benchmark", "perm-mnist", "--base-classes", "4"], "domain-incremental"),
+        (["--method", "ewc_on", "--stream", "fuzzy"], "'ewc_on' needs task boundaries"),
+        (["--stream", "fuzzy", "--set", "n_epochs=2"], "a stream, seen once"),
+        (["--stream", "fuzzy", "--fuzziness", "10000"], "at most half the"),
+        (["--fuzziness", "3"], "--fuzziness needs --stream fuzzy"),
         (
             ["--method", "dyn_expand", "--set", "first_milestones=x"],
             "dyn_expand first_milestones must be a tuple of integers",

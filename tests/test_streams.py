@@ -113,3 +113,41 @@ def test_a_stream_run_resumed_mid_way_equals_an_uninterrupted_one(tmp_path):
     stored = np.asarray(full["state"].buffer.data["x"][0])
     assert all((seen == s).all((1, 2)).any() for s in stored)
     assert not all((x_tr[items] == s).all((1, 2)).any() for s in stored)
+
+
+def test_fuzzy_boundaries_are_van_de_vens_ramps():
+    """3 tasks of 8 iterations, ramps of 2 each side (by hand from `_probs_per_context`)."""
+    probs = streams.fuzzy_probs(3, 8, 2)
+    up = np.array([0.125, 0.375, 0.625, 0.875])
+    np.testing.assert_allclose(probs[0, :6], [1, 1, *up[::-1]])
+    np.testing.assert_allclose(probs[0, 18:], [*up, 1, 1])
+    np.testing.assert_allclose(probs[1, 2:14], [*up, 1, 1, 1, 1, *up[::-1]])
+    np.testing.assert_allclose(probs[2, 10:22], [*up, 1, 1, 1, 1, *up[::-1]])
+    np.testing.assert_allclose(probs.sum(0), 1.0)
+    with pytest.raises(ValueError, match="at most half"):
+        streams.fuzzy_probs(3, 8, 5)
+
+
+def test_a_fuzzy_stream_uses_each_tasks_items_once_before_repeating_and_runs():
+    from tests.conftest import tiny_scenario
+
+    sc = tiny_scenario(num_tasks=3)
+    stream = streams.fuzzy(sc, fuzziness=1)
+    assert stream.settings == ("general",) and stream.num_tasks == 1
+    items, angles = stream.stream(0, 4)
+    assert angles is None and len(items) == 3 * round(np.mean(sc.train_sizes) / 4) * 4
+    _, y = stream.train(0)
+    for t in range(3):  # a task's items are each used once before any is used again
+        mine = items[np.isin(y[items], sc.classes(t))]
+        n = sc.train_sizes[t]
+        first = mine[:n]
+        assert len(set(first.tolist())) == len(first)
+    # 6 iterations a task: task 0 holds iterations 0-1 and 16-17 alone (its period wraps
+    # round), task 1 iterations 4-7, task 2 10-13
+    task_of = lambda i: y[items[4 * i : 4 * i + 4]] // 2  # noqa: E731  (2 classes a task)
+    for its, t in (((0, 1, 16, 17), 0), ((4, 5, 6, 7), 1), ((10, 11, 12, 13), 2)):
+        assert all((task_of(i) == t).all() for i in its)
+    model = models.MLP((8,), sc.num_classes)
+    method = methods.get("er").make(model=model, input_fn=sc.input_fn, buffer_size=8)
+    res = train.run(method, stream, train.RunConfig(**CONFIG))
+    assert res["settings"] == ["general"] and res["tasks_done"] == 1
