@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import math
 import shutil
 import signal
 import sys
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import jax
 
-from cljax import methods, plots, report, scenarios, sharding, streams, train, tuned
+from cljax import evaluation, methods, plots, report, scenarios, sharding, streams, train, tuned
 from cljax import workdir as workdir_lib
 from cljax.checkpoint import CheckpointError, CheckpointWriteError
 from cljax.data import DataError
@@ -67,6 +68,14 @@ def parse_args(argv):
         default=None,
         help="with --stream fuzzy: steps of blending on each side of a task boundary (default: "
         "a quarter of a task's steps)",
+    )
+    p.add_argument(
+        "--eval-every",
+        type=int,
+        default=None,
+        metavar="STEPS",
+        help="on a stream: also evaluate about every STEPS steps, saved as results.json's "
+        "accuracy_over_time and accuracy_over_time.png",
     )
     p.add_argument("--data-dir", default=None, help="dataset folder (default $CLJAX_DATA_DIR)")
     p.add_argument(
@@ -232,6 +241,8 @@ def _main(args) -> int:
             if run.n_epochs != 1 or run.first_epochs:
                 raise ValueError(f"{scenario.name} is a stream, seen once: use n_epochs=1")
             scenario.stream(0, run.batch_size)  # its settings checked before anything is written
+        if args.eval_every is not None and (scenario.stream is None or args.eval_every < 1):
+            raise ValueError("--eval-every takes a positive number of steps, on a stream")
     except ValueError as e:
         raise UsageError(str(e)) from e
     seeds = tuple(range(args.seed_offset, args.seed_offset + args.seeds))
@@ -258,6 +269,16 @@ def _run(args, method, scenario, settings, seeds, workdir: Path) -> int:
     if args.overwrite and workdir.exists():
         shutil.rmtree(workdir / "checkpoints", ignore_errors=True)
     workdir.mkdir(parents=True, exist_ok=True)
+    over_time = {}
+    if args.eval_every:  # a stream evaluated after every chunk of about that many steps
+        n = len(scenario.stream(seeds[0], run.batch_size)[0])
+        steps = run.steps or math.ceil(n / run.batch_size)
+        chunks = math.ceil(steps / min(args.eval_every, steps))
+        length = math.ceil(steps / chunks)
+        over_time = {
+            "chunks_per_task": chunks,
+            "ends": [min((c + 1) * length, steps) for c in range(math.ceil(steps / length))],
+        }
     config = run.run_config(
         devices=args.devices,
         seeds=seeds,
@@ -265,7 +286,12 @@ def _run(args, method, scenario, settings, seeds, workdir: Path) -> int:
         checkpoint_every_s=args.checkpoint_minutes * 60,
         protocol=methods.protocol(args.method),
         on_nonfinite=args.on_nonfinite,
+        **({"chunks_per_task": over_time["chunks_per_task"]} if over_time else {}),
     )
+    probe = None
+    if over_time:
+        mesh = sharding.make_mesh(args.devices)
+        probe = evaluation.accuracy_probe(method, scenario, config.eval_batch, mesh)
     tuned.note_tuning(settings, scenario.name, args.buffer_size)
     print(
         f"{args.method} on {scenario.name} ({scenario.num_tasks} tasks), seeds {list(seeds)}, "
@@ -287,6 +313,7 @@ def _run(args, method, scenario, settings, seeds, workdir: Path) -> int:
                 resume=args.resume,
                 on_task=on_task,
                 stop_requested=stop,
+                after_chunk=probe,
             )
     except CheckpointError as e:
         raise UsageError(str(e)) from e
@@ -313,10 +340,20 @@ def _run(args, method, scenario, settings, seeds, workdir: Path) -> int:
         return 0
     res["command"] = "cljax " + " ".join(sys.argv[1:])
     res["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    if over_time:  # [task][chunk][seed] -> the points of the one task of the stream
+        points = res.pop("after_chunk")[0]
+        res["accuracy_over_time"] = {"steps": over_time["ends"], "accuracy": points}
     report.write_json(workdir / "results.json", res)
     plots.accuracy_matrices(
         res["accuracy"], f"{args.method} on {scenario.name}", workdir / "accuracy.png"
     )
+    if over_time:
+        plots.accuracy_over_time(
+            over_time["ends"],
+            points,
+            f"{args.method} on {scenario.name}, {len(seeds)} seeds",
+            workdir / "accuracy_over_time.png",
+        )
     print(summary_line(res))
     print(f"wrote {workdir / 'results.json'} and {workdir / 'accuracy.png'}")
     return 0

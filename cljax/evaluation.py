@@ -119,3 +119,24 @@ def generated_accuracy(method: Method, classify, per_class: int = 500):
         return 100.0 * np.stack(hits, 1)
 
     return accuracy
+
+
+def accuracy_probe(method: Method, scenario: Scenario, eval_batch: int = 1000, mesh=None):
+    """`after_chunk(t, c, state) -> [percent per seed]`: the accuracy over the classes of tasks
+    0..t on their test sets, mid-task (a stream's accuracy over time, `train.run`'s
+    `after_chunk` hook). Domain-IL scenarios with per-seed maps are not supported."""
+    if scenario.seed_maps is not None:
+        raise ValueError(f"{scenario.name}: accuracy over time needs test data shared by the seeds")
+    mesh = mesh if mesh is not None else sharding.make_mesh(1)
+    (x, y, v), masks, counts, batch = stack_tests(scenario, eval_batch, mesh)
+    evaluate = make_evaluator(method, batch, mesh)
+
+    def probe(t, c, state):
+        del c
+        active = np.arange(scenario.num_tasks) <= t
+        seen = masks[: t + 1].any(0)
+        cil, _ = evaluate(state, x, y, v, active, seen, masks)
+        correct = np.asarray(cil)[: t + 1].sum(0)  # (S,)
+        return (100.0 * correct / counts[: t + 1].sum()).tolist()
+
+    return probe

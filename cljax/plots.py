@@ -88,3 +88,27 @@ def write_samples(method, folder, num_tasks: int, t: int, state, keys):
     path.parent.mkdir(parents=True, exist_ok=True)
     title = f"{method.name} samples after task {t + 1}/{num_tasks}"
     sample_grid(np.asarray(images), None if labels is None else np.asarray(labels), title, path)
+
+
+def accuracy_over_time(steps, accuracy, title: str, path: str | Path):
+    """Writes a PNG of accuracy (percent, `(points, seeds)`) against training steps: mean over
+    seeds with their min-max band (a stream evaluated every N steps)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    acc = np.asarray(accuracy, dtype=float)
+    fig, ax = plt.subplots(figsize=(6.0, 3.6))
+    ax.plot(steps, acc.mean(1), marker="o", markersize=3)
+    if acc.shape[1] > 1:
+        ax.fill_between(steps, acc.min(1), acc.max(1), alpha=0.25, linewidth=0)
+    ax.set_xlabel("training steps")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.set_title(title)
+    fig.tight_layout()
+    with workdir.replaced(path) as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)

@@ -2,6 +2,7 @@
 refusal of methods that need boundaries, and a stream run resumed mid-way."""
 
 import hashlib
+import json
 
 import jax
 import jax.numpy as jnp
@@ -128,7 +129,7 @@ def test_fuzzy_boundaries_are_van_de_vens_ramps():
         streams.fuzzy_probs(3, 8, 5)
 
 
-def test_a_fuzzy_stream_uses_each_tasks_items_once_before_repeating_and_runs():
+def test_a_fuzzy_stream_uses_each_tasks_items_once_before_repeating():
     from tests.conftest import tiny_scenario
 
     sc = tiny_scenario(num_tasks=3)
@@ -147,7 +148,20 @@ def test_a_fuzzy_stream_uses_each_tasks_items_once_before_repeating_and_runs():
     task_of = lambda i: y[items[4 * i : 4 * i + 4]] // 2  # noqa: E731  (2 classes a task)
     for its, t in (((0, 1, 16, 17), 0), ((4, 5, 6, 7), 1), ((10, 11, 12, 13), 2)):
         assert all((task_of(i) == t).all() for i in its)
-    model = models.MLP((8,), sc.num_classes)
-    method = methods.get("er").make(model=model, input_fn=sc.input_fn, buffer_size=8)
-    res = train.run(method, stream, train.RunConfig(**CONFIG))
-    assert res["settings"] == ["general"] and res["tasks_done"] == 1
+
+
+def test_cli_runs_a_fuzzy_stream_with_accuracy_over_time(tmp_path):
+    from cljax import cli
+
+    out = tmp_path / "run"
+    args = ["--method", "er", "--benchmark", "seq-digits", "--stream", "fuzzy", "--seeds", "2"]
+    args += ["--buffer-size", "50", "--set", "n_epochs=1", "--eval-every", "40"]
+    assert cli.main([*args, "--workdir", str(out), "--no-progress"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["benchmark"] == "seq-digits-fuzzy" and res["settings"] == ["general"]
+    over = res["accuracy_over_time"]
+    steps = res["timing"]["steps"]
+    assert over["steps"][-1] == steps and len(over["steps"]) == len(over["accuracy"]) >= 3
+    final = [seed[0][0] for seed in res["accuracy"]["general"]]  # (seeds, 1, 1)
+    np.testing.assert_allclose(over["accuracy"][-1], final, rtol=1e-6)
+    assert (out / "accuracy_over_time.png").stat().st_size > 0
