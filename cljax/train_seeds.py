@@ -4,6 +4,7 @@ checkpoints (the part of the driver between `train.run` and `train_chunks.train_
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import math
@@ -161,6 +162,11 @@ class SeedsRun:
             **({"first_epochs": cfg.first_epochs} if cfg.first_epochs else {}),
             "batch_size": cfg.batch_size,
         }
+        if self.stream is not None:  # the stream itself (a changed --fuzziness is another run)
+            digest = hashlib.sha256()
+            for name in sorted(self.stream):
+                digest.update(np.ascontiguousarray(self.stream[name]).tobytes())
+            identity["stream"] = digest.hexdigest()[:16]
         return json.loads(json.dumps(identity))  # tuples as the saved JSON has them: lists
 
     # -- resume ------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Streams without task boundaries: MNIST-360's construction, the in-step rotation, the
 refusal of methods that need boundaries, and a stream run resumed mid-way."""
 
+import dataclasses
 import hashlib
 import json
 
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 from cljax import methods, models, scenarios, streams, train
+from cljax.checkpoint import CheckpointError
 
 PER_CLASS = 11  # 6 chunks of 2 (the last of 1): 11 // 6 + 1
 
@@ -103,6 +105,11 @@ def test_a_stream_run_resumed_mid_way_equals_an_uninterrupted_one(tmp_path):
     assert full["timing"]["steps"] == steps  # one pass over the stream
     partial = train.run(method, STREAM, config, workdir=tmp_path, stop_after=(0, 1))
     assert partial["tasks_done"] == 0
+    other = dataclasses.replace(
+        STREAM, stream=lambda seed, b: tuple(a[::-1] for a in STREAM.stream(seed, b))
+    )
+    with pytest.raises(CheckpointError, match="stream"):  # another stream: not this run
+        train.run(method, other, config, workdir=tmp_path, resume=True)
     resumed = train.run(method, STREAM, config, workdir=tmp_path, resume=True)
     assert resumed["accuracy"] == full["accuracy"]
     for a, b in zip(jax.tree.leaves(resumed["state"]), jax.tree.leaves(full["state"]), strict=True):
