@@ -271,7 +271,10 @@ def main(argv=None):
         f"Machine: {platform.machine()} {os.cpu_count()} CPU cores, {platform.platform()}, "
         f"jax {jax.__version__} on {jax.devices()[0].platform}. "
         f"This invocation: {time.perf_counter() - started:.0f} s; per-row times below "
-        "(total includes compile and evaluation).\n\n"
+        "(total includes compile and evaluation); all the rows together: "
+        f"{sum(r['timing']['total_s'] for r in rows.values()):.0f} s, the wall time of "
+        "running the table from one command on this machine (rows run beside other jobs "
+        "make it an upper bound).\n\n"
         + (
             "Accuracy (percent) on MNIST-360's rotated test set at the end of the stream "
             "(setting `general`), mean +- std over seeds; each seed draws its own stream. "
