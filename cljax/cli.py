@@ -236,10 +236,8 @@ def _main(args) -> int:
     try:
         methods.check_scenario(args.method, scenario.name, scenario.settings)
         method = tuned.build(settings, scenario)
+        streams.check_run(method, scenario, run.n_epochs, run.first_epochs)
         if scenario.stream is not None:
-            streams.check_method(method)
-            if run.n_epochs != 1 or run.first_epochs:
-                raise ValueError(f"{scenario.name} is a stream, seen once: use n_epochs=1")
             scenario.stream(0, run.batch_size)  # its settings checked before anything is written
         if args.eval_every is not None and (scenario.stream is None or args.eval_every < 1):
             raise ValueError("--eval-every takes a positive number of steps, on a stream")

@@ -37,8 +37,8 @@ def results(
     `per_task` ([task][seed], the method's `host.describe`), `after_task` and
     `after_chunk` (the driver's measurements) are recorded when given.
     """
-    if scenario.settings in (("domain-il",), ("general",)):  # one head, all classes seen
-        accuracy = {scenario.settings[0]: acc["class-il"]}
+    if scenario.single_setting is not None:  # one head, all classes seen
+        accuracy = {scenario.single_setting: acc["class-il"]}
     else:
         accuracy = dict(acc)
     scored = methods.settings_of(method.name)  # a task-IL-only method (PNN): no class-IL

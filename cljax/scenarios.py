@@ -62,6 +62,13 @@ class Scenario:
     # stream order (indices into `train(0)`) and each one's rotation in degrees (or None)
     stream: Callable[[int, int], tuple[np.ndarray, np.ndarray | None]] | None = None
 
+    @property
+    def single_setting(self) -> str | None:
+        """The one setting of a benchmark scored over every class seen, with one head
+        (domain-IL, a stream's "general"), whose accuracy is the class-IL evaluation's; None
+        for class-incremental benchmarks (class-IL and task-IL)."""
+        return self.settings[0] if self.settings in (("domain-il",), ("general",)) else None
+
 
 # ---------------------------------------------------------------- inputs
 
@@ -275,18 +282,21 @@ def rotation(angle_deg: float, shape):
     return lambda x: apply_maps(x, src, keep)
 
 
-def rotation_map(angle_deg: float, shape):
-    """`(src, keep)` of `rotation`."""
+def rotation_map(angle_deg, shape, xp=np):
+    """`(src, keep)` of `rotation`: `(P,)` each for one angle, `(B, P)` for an array of `B`
+    angles. `xp=jnp` computes them inside `jit` (in the angles' float32; numpy's in float64)."""
     h, w = shape
-    theta = np.deg2rad(angle_deg)
+    theta = xp.deg2rad(xp.asarray(angle_deg))[..., None, None]
     cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
-    yy, xx = np.mgrid[0:h, 0:w]
+    yy, xx = xp.mgrid[0:h, 0:w]
     # Inverse map: the source pixel of each output pixel.
-    sx = np.cos(theta) * (xx - cx) - np.sin(theta) * (yy - cy) + cx
-    sy = np.sin(theta) * (xx - cx) + np.cos(theta) * (yy - cy) + cy
-    sx, sy = np.rint(sx).astype(int), np.rint(sy).astype(int)
+    sx = xp.cos(theta) * (xx - cx) - xp.sin(theta) * (yy - cy) + cx
+    sy = xp.sin(theta) * (xx - cx) + xp.cos(theta) * (yy - cy) + cy
+    sx, sy = xp.rint(sx).astype(xp.int32), xp.rint(sy).astype(xp.int32)
     inside = (sx >= 0) & (sx < w) & (sy >= 0) & (sy < h)
-    return np.where(inside, sy * w + sx, 0).ravel().astype(np.int32), inside.ravel()
+    flat = (*inside.shape[:-2], h * w)
+    src = xp.where(inside, sy * w + sx, 0).reshape(flat).astype(xp.int32)
+    return src, inside.reshape(flat)
 
 
 def domain_maps(name: str, seed: int, num_tasks: int, shape):

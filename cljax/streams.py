@@ -47,26 +47,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cljax.scenarios import Scenario, apply_maps, rotation_map
+
 NUM_CLASSES_360 = 9
 ROUNDS_360 = 3
 
 
 def rotate(x, angles):
     """Images `x` (B, H, W) rotated by `angles` (B,) degrees about their centres: nearest
-    neighbour, zero fill, counter-clockwise (as `scenarios.rotation_map`, in float32 inside
-    `jit`)."""
-    h, w = x.shape[1:3]
-    theta = jnp.deg2rad(angles.astype(jnp.float32))[:, None, None]
-    cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
-    yy, xx = jnp.mgrid[0:h, 0:w]
-    xx, yy = (xx - cx).astype(jnp.float32), (yy - cy).astype(jnp.float32)
-    sx = jnp.rint(jnp.cos(theta) * xx - jnp.sin(theta) * yy + cx).astype(jnp.int32)
-    sy = jnp.rint(jnp.sin(theta) * xx + jnp.cos(theta) * yy + cy).astype(jnp.int32)
-    inside = (sx >= 0) & (sx < w) & (sy >= 0) & (sy < h)
-    src = jnp.where(inside, sy * w + sx, 0).reshape(x.shape[0], -1)
-    flat = x.reshape(x.shape[0], -1)
-    out = jnp.take_along_axis(flat, src, axis=1) * inside.reshape(x.shape[0], -1).astype(x.dtype)
-    return out.reshape(x.shape)
+    neighbour, zero fill, counter-clockwise (`scenarios.rotation_map` per item, in float32
+    inside `jit`)."""
+    src, keep = rotation_map(angles.astype(jnp.float32), x.shape[1:3], xp=jnp)
+    return apply_maps(x, src, keep)
 
 
 def _chunks(y, classes, parts: int):
@@ -140,8 +132,6 @@ def rotate_numpy(x, angles, batch: int = 2048):
 
 def mnist360(arrays, input_fn):
     """The MNIST-360 stream scenario from MNIST's `(x_tr, y_tr, x_te, y_te)`."""
-    from cljax.scenarios import Scenario
-
     x_tr, y_tr, x_te, y_te = arrays
     keep_tr, keep_te = y_tr < NUM_CLASSES_360, y_te < NUM_CLASSES_360
     x_tr, y_tr = x_tr[keep_tr], y_tr[keep_tr]
@@ -162,6 +152,16 @@ def mnist360(arrays, input_fn):
         train_sizes=(len(y_tr),),
         stream=lambda seed, batch_size: mnist360_stream(y_tr, batch_size, seed),
     )
+
+
+def check_run(method, scenario, epochs: int, first_epochs: int | None) -> None:
+    """Refuses a run on a stream it cannot make (`check_method`, or more than one pass); a
+    scenario that is not a stream passes."""
+    if scenario.stream is None:
+        return
+    check_method(method)
+    if epochs != 1 or first_epochs:
+        raise ValueError(f"{scenario.name} is a stream, seen once: use 1 epoch (n_epochs=1)")
 
 
 def check_method(method) -> None:
@@ -237,8 +237,6 @@ def fuzzy(scenario, fuzziness: int | None = None):
     about one pass over every task's items (`mean task size / batch` iterations a task),
     `fuzziness` iterations of ramp on each side of a boundary (default a quarter of a
     task's iterations); scored at the end on every task's test set (setting "general")."""
-    from cljax.scenarios import Scenario
-
     if scenario.stream is not None or scenario.seed_maps is not None:
         raise ValueError(
             f"fuzzy boundaries are for class-incremental benchmarks; {scenario.name} is not one"

@@ -168,10 +168,7 @@ def run(
     the chunk in flight.
     """
     methods.check_scenario(method.name, scenario.name, scenario.settings)
-    if scenario.stream is not None:
-        streams.check_method(method)
-        if config.epochs != 1 or config.first_epochs:
-            raise ValueError(f"{scenario.name} is a stream, seen once: use 1 epoch")
+    streams.check_run(method, scenario, config.epochs, config.first_epochs)
     hooks = Hooks(after_task, after_chunk, on_task, stop_requested)
     seeds = tuple(config.seeds)
     if method.host.resize is None or len(seeds) == 1:

@@ -93,16 +93,17 @@ def make_task_runner(method: Method, mesh=None):
             pool = (px[slots], py[slots])
 
         def step(state, i, batch_idx):
-            item = jnp.maximum(batch_idx, 0)  # negative: the pool's item -idx - 1
-            if isinstance(view, dict):  # a stream: positions in it
+            if isinstance(view, dict):  # a stream: batch_idx are positions in it
                 item = view["items"][batch_idx]
-            xb, yb = x[item], y[item]
-            if isinstance(view, dict):
+                xb, yb = x[item], y[item]
                 if "angles" in view:
                     xb = rotate(xb, view["angles"][batch_idx])
-            elif view is not None:
-                src, keep, tid = view
-                xb = apply_maps(xb, src[tid[item]], keep[tid[item]])
+            else:
+                item = jnp.maximum(batch_idx, 0)  # negative: the pool's item -idx - 1
+                xb, yb = x[item], y[item]
+                if view is not None:
+                    src, keep, tid = view
+                    xb = apply_maps(xb, src[tid[item]], keep[tid[item]])
             if pool is not None:
                 from_pool = batch_idx < 0
                 j = jnp.maximum(-batch_idx - 1, 0)

@@ -397,8 +397,8 @@ class SeedsRun:
         if jax.process_index() == 0:  # one host speaks for a multi-host job, as with the bar
             scored = methods.settings_of(self.method.name) or ("class-il", "task-il")
             shown = (("class-il", "class-IL"), ("task-il", "task-IL"))
-            if self.scenario.settings in (("domain-il",), ("general",)):  # one head: one number
-                shown, scored = (("class-il", self.scenario.settings[0]),), ("class-il",)
+            if self.scenario.single_setting is not None:  # one head: one number
+                shown, scored = (("class-il", self.scenario.single_setting),), ("class-il",)
             accs = ", ".join(
                 f"{name} {self.acc[s][:, t, : t + 1].mean():.2f}"
                 for s, name in shown
