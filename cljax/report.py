@@ -17,6 +17,7 @@ def recorded_hparams(method_hparams: dict, config) -> dict:
         **method_hparams,
         "batch_size": config.batch_size,
         "n_epochs": config.epochs,
+        "last_batch": config.last_batch,
         **({"first_epochs": config.first_epochs} if config.first_epochs else {}),
     }
 

@@ -31,7 +31,7 @@ from typing import Any
 from cljax import methods, report, streams
 from cljax.methods import Method
 from cljax.scenarios import Scenario
-from cljax.train_chunks import Diverged, schedule
+from cljax.train_chunks import Diverged, schedule, step_sizes
 from cljax.train_seeds import Interrupted, SeedsRun, task_info, training_data
 
 __all__ = [
@@ -44,6 +44,7 @@ __all__ = [
     "log_tasks",
     "run",
     "schedule",
+    "step_sizes",
     "task_info",
     "training_data",
 ]
@@ -104,10 +105,17 @@ class RunConfig:
     # a seed's loss or parameters non-finite: "stop" the run (`train_chunks.Diverged`, the last
     # good checkpoint kept) or "continue" and record the seeds under results["nonfinite"]
     on_nonfinite: str = "stop"
+    # an epoch's last batch when the items do not fill it: "short" (only the items left, as
+    # Mammoth's PyTorch DataLoader; its own compiled step) or "fill" (topped up with the
+    # epoch's first items). Methods whose steps need the full batch (LAST_BATCH = "fill") and
+    # data-parallel runs use "fill"; results record the one used.
+    last_batch: str = "short"
 
     def __post_init__(self):
         if self.on_nonfinite not in ("stop", "continue"):
             raise ValueError(f"on_nonfinite must be stop or continue, got {self.on_nonfinite!r}")
+        if self.last_batch not in ("short", "fill"):
+            raise ValueError(f"last_batch must be short or fill, got {self.last_batch!r}")
 
     def epochs_of(self, task: int) -> int:
         """Epochs of task `task`: `first_epochs` for the first one when set, else `epochs`."""

@@ -44,6 +44,18 @@ def schedule(seed: int, task: int, n: int, epochs: int, batch: int, steps=None) 
     return np.concatenate(rows)[:steps].astype(np.int32)
 
 
+def step_sizes(n: int, epochs: int, batch: int, steps=None) -> np.ndarray:
+    """Items of each step of `schedule(..., n, epochs, batch, steps)` under the "short" last
+    batch: `batch`, but an epoch's last step takes only the `n - (per_epoch - 1) * batch`
+    items left (a PyTorch `DataLoader` without `drop_last`, as Mammoth trains)."""
+    per_epoch = math.ceil(n / batch)
+    if steps is not None:
+        epochs = math.ceil(steps / per_epoch)
+    sizes = np.full((epochs, per_epoch), batch, np.int32)
+    sizes[:, -1] = n - (per_epoch - 1) * batch
+    return sizes.ravel()[:steps]
+
+
 def stream_schedule(seed: int, n: int, config) -> np.ndarray:
     """Stream positions `(steps, batch)` of one seed: 0..n-1 in order, the last batch filled
     with the first positions (the joint upper bound: one shuffled pass, as `schedule`);
@@ -219,12 +231,15 @@ class TaskContext:
 
 
 def _plan(ctx: TaskContext, t: int, n: int, done: Partial | None, pool: int = 0):
-    """`(idx, valid, length, chunks, steps, done)`: the padded schedule of task t's chunks
-    over its `n` items and `pool` items of the method's pool (indices -1, -2, ...)."""
+    """`(idx, valid, sizes, length, chunks, steps, done)`: the padded schedule of task t's
+    chunks over its `n` items and `pool` items of the method's pool (indices -1, -2, ...);
+    `sizes`: the items each step takes (`step_sizes` with the "short" last batch, else the
+    batch size)."""
     cfg = ctx.config
     if ctx.stream is not None:  # positions in the stream: in order (joint: shuffled), one pass
         n = ctx.stream["items"].shape[1]
         idx = np.stack([stream_schedule(s, n, cfg) for s in ctx.seeds])
+        sizes = np.full(idx.shape[1], cfg.batch_size, np.int32)
     else:
         idx = np.stack(
             [
@@ -233,6 +248,9 @@ def _plan(ctx: TaskContext, t: int, n: int, done: Partial | None, pool: int = 0)
             ]
         )
         idx = np.where(idx >= n, n - 1 - idx, idx)  # item n + j of the schedule: pool item j
+        sizes = np.full(idx.shape[1], cfg.batch_size, np.int32)
+        if cfg.last_batch == "short":
+            sizes = step_sizes(n + pool, cfg.epochs_of(t), cfg.batch_size, cfg.steps)
     steps = idx.shape[1]
     length = chunk_length(cfg, max(n, ctx.pad_to) + ctx.pool_capacity)
     chunks = math.ceil(steps / length)
@@ -246,7 +264,8 @@ def _plan(ctx: TaskContext, t: int, n: int, done: Partial | None, pool: int = 0)
     pad = chunks * length - steps
     idx = np.concatenate([idx, np.zeros((len(ctx.seeds), pad, cfg.batch_size), np.int32)], 1)
     valid = np.arange(chunks * length) < steps
-    return idx, valid, length, chunks, steps, done
+    sizes = np.concatenate([sizes, np.full(pad, cfg.batch_size, np.int32)])
+    return idx, valid, sizes, length, chunks, steps, done
 
 
 def _padded(pad_to: int, *arrays):
@@ -289,7 +308,7 @@ def train_task(
     Returns `(state, mean loss of the last tenth of the steps, [after_chunk's values])`,
     or `(state, None, partial)` when stopped.
     """
-    idx, valid, length, chunks, steps, done = _plan(ctx, t, len(y), done, pool)
+    idx, valid, sizes, length, chunks, steps, done = _plan(ctx, t, len(y), done, pool)
     view = None
     if ctx.stream is not None:
         x, y, view = sharding.replicate((x, y, ctx.stream), ctx.mesh)
@@ -305,12 +324,12 @@ def train_task(
     losses, measured = list(done.losses), list(done.measured)
     for c in range(done.chunk + 1, chunks):
         sl = slice(c * length, (c + 1) * length)
-        start = time.perf_counter()
-        chunk = sharding.replicate((idx[:, sl], np.int32(c * length), valid[sl]), ctx.mesh)
-        state, metrics, health = compiled(state, ctx.keys, x, y, view, *chunk)
-        metrics, health = jax.tree.map(np.asarray, (metrics, health))  # blocks: chunk done
-        ctx.timer.add("train_s", time.perf_counter() - start)
-        check_finite(ctx, health, t, c * length)
+        start, compiling = time.perf_counter(), ctx.timer.totals["compile_s"]
+        state, metrics = _run_chunk(
+            ctx, compiled, state, (x, y, view), idx, valid, sizes, c, length, t
+        )
+        compiling = ctx.timer.totals["compile_s"] - compiling  # a short step's first compile
+        ctx.timer.add("train_s", time.perf_counter() - start - compiling)
         ok = valid[sl]
         losses.append(metrics["loss"][:, ok])
         bar.update(int(ok.sum()))
@@ -325,6 +344,40 @@ def train_task(
     bar.close()
     ctx.timer.add("steps", steps)
     return state, float(np.concatenate(losses, 1)[:, -max(1, steps // 10) :].mean()), measured
+
+
+def _run_chunk(ctx: TaskContext, compiled, state, data, idx, valid, sizes, c: int, length, t):
+    """Chunk c of the task: `(state, metrics)`, metrics `(seeds, length)` numpy arrays.
+
+    Its full steps run in the compiled scan; a step that takes fewer items (an epoch's
+    short last batch, `sizes`) runs as a scan of one step over only its items (compiled
+    once per size), so the chunk's scan runs in segments around it, each skipping the
+    steps outside it."""
+    lo, hi = c * length, (c + 1) * length
+    rows = np.arange(lo, hi)
+    short = [int(i) for i in rows if valid[i] and sizes[i] < idx.shape[2]]
+    out, start = {}, lo
+    for stop in [*short, hi]:
+        segment = valid[lo:hi] & (rows >= start) & (rows < stop)
+        if segment.any():
+            args = sharding.replicate((idx[:, lo:hi], np.int32(lo), segment), ctx.mesh)
+            state, metrics, health = compiled(state, ctx.keys, *data, *args)
+            metrics, health = jax.tree.map(np.asarray, (metrics, health))  # blocks: done
+            check_finite(ctx, health, t, lo)
+            for k, v in metrics.items():
+                out.setdefault(k, np.zeros(v.shape, v.dtype))[:, segment] = v[:, segment]
+        if stop < hi:
+            one = (idx[:, stop : stop + 1, : sizes[stop]], np.int32(stop), np.ones(1, bool))
+            one = sharding.replicate(one, ctx.mesh)
+            step = compile_once(ctx.runner, ctx.timer, ctx.cache, state, ctx.keys, *data, *one)
+            state, metrics, health = step(state, ctx.keys, *data, *one)
+            metrics, health = jax.tree.map(np.asarray, (metrics, health))
+            check_finite(ctx, health, t, stop)
+            for k, v in metrics.items():
+                shape = (v.shape[0], hi - lo)
+                out.setdefault(k, np.zeros(shape, v.dtype))[:, stop - lo] = v[:, 0]
+        start = stop + 1
+    return state, out
 
 
 def check_finite(ctx: TaskContext, health: dict, t: int, step0: int) -> None:

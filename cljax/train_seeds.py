@@ -3,6 +3,7 @@ checkpoints (the part of the driver between `train.run` and `train_chunks.train_
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -97,10 +98,17 @@ class SeedsRun:
     checkpoints. `run()` fills `raw` (the arguments of `report.results`), `state`, `devices`."""
 
     def __init__(self, method, scenario, config, workdir, hooks):
-        self.method, self.scenario, self.config, self.hooks = method, scenario, config, hooks
         self.workdir = None if workdir is None else Path(workdir)
         self.seeds = tuple(config.seeds)
         self.mesh = sharding.make_mesh(config.devices)
+        if config.last_batch == "short" and (
+            self.mesh.size > 1
+            or methods.last_batch_of(method.name) == "fill"
+            or scenario.stream is not None
+        ):  # a short batch may not split over the devices, the method needs full ones, or a
+            # stream (cut every batch_size items, its end topped up: `stream_schedule`)
+            config = dataclasses.replace(config, last_batch="fill")
+        self.method, self.scenario, self.config, self.hooks = method, scenario, config, hooks
         if config.batch_size % self.mesh.size:
             raise ValueError(
                 f"batch size {config.batch_size} cannot be split over {self.mesh.size} devices; "
@@ -161,6 +169,7 @@ class SeedsRun:
             "epochs": cfg.epochs,
             **({"first_epochs": cfg.first_epochs} if cfg.first_epochs else {}),
             "batch_size": cfg.batch_size,
+            "last_batch": cfg.last_batch,
         }
         if self.stream is not None:  # the stream itself (a changed --fuzziness is another run)
             digest = hashlib.sha256()

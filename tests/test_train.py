@@ -339,3 +339,34 @@ def test_each_vmapped_seed_sees_its_own_permutations():
     step = lambda r: np.asarray(r["state"].net.step)  # noqa: E731
     assert int(step(both)[1]) == int(step(alone[1])[0])
     assert step(both)[0] != step(both)[1] and step(alone[1]) == step(fixed)
+
+
+def test_an_epochs_short_last_batch_trains_on_the_items_left_alone(method):
+    """Batch 5 over 24 items: each epoch is 4 batches of 5 and one of 4 (`last_batch` "short",
+    Mammoth's DataLoader), the short one its own step; the run equals a hand-written loop of
+    the method's step over the same batches, in chunks that start and end on short steps."""
+    sc = SC
+    config = train.RunConfig(seeds=(0,), **{**CONFIG, "batch_size": 5, "chunks_per_task": 3})
+    res = train.run(method, sc, config)
+    assert res["hparams"]["last_batch"] == "short" and res["timing"]["steps"] == 30
+    seed_key = jax.random.key(0)
+    x0, _ = sc.train(0)
+    state = jax.jit(method.init)(jax.random.fold_in(seed_key, 0), x0[:1])
+    step = jax.jit(method.train_step)
+    for t in range(3):
+        x, y = sc.train(t)
+        key = jax.random.fold_in(jax.random.fold_in(seed_key, 1), t)
+        idx = train.schedule(0, t, len(y), 2, 5)
+        sizes = train.step_sizes(len(y), 2, 5)
+        assert sizes.tolist() == [5, 5, 5, 5, 4] * 2
+        for i, (row, size) in enumerate(zip(idx, sizes, strict=True)):
+            batch = {"x": jnp.asarray(x[row[:size]]), "y": jnp.asarray(y[row[:size]])}
+            state, _ = step(state, batch, jax.random.fold_in(key, i))
+    assert int(res["state"].buffer.num_seen[0]) == int(state.buffer.num_seen) == 3 * 2 * 24
+    for a, b in zip(
+        jax.tree.leaves(res["state"].net.params), jax.tree.leaves(state.net.params), strict=True
+    ):
+        np.testing.assert_allclose(np.asarray(a)[0], np.asarray(b), rtol=1e-5, atol=1e-6)
+    fill = train.run(method, sc, dataclasses.replace(config, last_batch="fill"))
+    assert fill["hparams"]["last_batch"] == "fill"
+    assert int(fill["state"].buffer.num_seen[0]) == 3 * 2 * 25

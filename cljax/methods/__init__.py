@@ -121,6 +121,12 @@ def protocol(name: str) -> str:
     return getattr(get(name), "PROTOCOL", "sequential")
 
 
+def last_batch_of(name: str) -> str:
+    """How method `name` takes an epoch's last batch: "short" (any number of items; the
+    default) or "fill" (its steps need the full batch, e.g. `n_critic` equal chunks)."""
+    return getattr(get(name), "LAST_BATCH", "short") if name in names() else "short"
+
+
 def settings_of(name: str) -> tuple[str, ...] | None:
     """The evaluation settings method `name` can be scored in (None: any; not a method of
     this folder: any)."""

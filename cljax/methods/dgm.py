@@ -88,6 +88,7 @@ from cljax.models.dgm import MaskedGenerator, grow, row, sparsity, task_masks
 PAPER = {"dgmw": (1e4, 0.08), "dgma": (1e5, 0.01)}  # the paper's (s_max, lamb_G) per variant
 TEST_CONFIG = {"n_critic": 2, "z_dim": 8, "hidden": 8}
 check_run = generative.check_run
+LAST_BATCH = "fill"  # a step cuts the batch into n_critic equal chunks
 
 
 @dataclasses.dataclass(frozen=True)

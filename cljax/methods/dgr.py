@@ -43,6 +43,7 @@ from cljax.methods.scholar import ScholarConfig, ScholarParts, ScholarState
 
 TEST_CONFIG = {"n_critic": 2, "z_dim": 8}
 check_run = gan_lib.check_run  # n_critic must divide the batch size
+LAST_BATCH = "fill"  # a step cuts the batch into n_critic equal chunks
 
 
 @dataclasses.dataclass(frozen=True)

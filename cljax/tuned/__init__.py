@@ -119,6 +119,12 @@ class RunSettings(Hyperparams):
     n_epochs: int = hparam(1, "epochs per task", ge=1)
     first_epochs: int | None = hparam(None, "the first task's epochs when they differ", ge=1)
     steps: int | None = hparam(None, "optimizer steps per task; overrides n_epochs", ge=1)
+    last_batch: str = hparam(
+        "short",
+        "an epoch's last batch when the items do not fill it: short (the items left, as "
+        "Mammoth's DataLoader) or fill (topped up with the epoch's first items)",
+        choices=("short", "fill"),
+    )
     dtype: str = hparam("float32", "the backbone's compute dtype", choices=tuple(models.DTYPES))
     model: str | None = hparam(None, "backbone (None: the benchmark's)", choices=models.MODELS)
     class_order: str = hparam(
@@ -142,6 +148,7 @@ class RunSettings(Hyperparams):
             batch_size=self.batch_size,
             steps=self.steps,
             first_epochs=self.first_epochs,
+            last_batch=self.last_batch,
             **fields,
         )
 
