@@ -269,8 +269,11 @@ def _run(args, method, scenario, settings, seeds, workdir: Path) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     over_time = {}
     if args.eval_every:  # a stream evaluated after every chunk of about that many steps
-        n = len(scenario.stream(seeds[0], run.batch_size)[0])
-        steps = run.steps or math.ceil(n / run.batch_size)
+        if scenario.stream_batches is not None and run.last_batch == "short":
+            steps = len(scenario.stream_batches(run.batch_size))
+        else:
+            steps = math.ceil(len(scenario.stream(seeds[0], run.batch_size)[0]) / run.batch_size)
+        steps = min(run.steps or steps, steps)
         chunks = math.ceil(steps / min(args.eval_every, steps))
         length = math.ceil(steps / chunks)
         over_time = {

@@ -61,6 +61,10 @@ class Scenario:
     # `stream(seed, batch_size) -> (items, angles)`, the training items of run seed `seed` in
     # stream order (indices into `train(0)`) and each one's rotation in degrees (or None)
     stream: Callable[[int, int], tuple[np.ndarray, np.ndarray | None]] | None = None
+    # `stream_batches(batch_size)`: the items of each of the stream's batches in order, where
+    # they are not all `batch_size` (MNIST-360's shorter batch at each pair's end), the same
+    # for every seed; None: a batch every `batch_size` items
+    stream_batches: Callable[[int], np.ndarray] | None = None
 
     @property
     def single_setting(self) -> str | None:

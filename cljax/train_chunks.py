@@ -67,6 +67,18 @@ def stream_schedule(seed: int, n: int, config) -> np.ndarray:
     return idx.reshape(rows, config.batch_size)[: config.steps]
 
 
+def stream_rows(batches, batch: int, steps=None):
+    """`(idx, sizes)`: stream positions `(steps, batch)` of a stream cut into batches of
+    `batches` items each (a short one's row topped up with its own first positions, which
+    its step leaves out), and the items of each; `steps` keeps the first that many."""
+    ends = np.cumsum(batches)
+    rows = [
+        np.resize(np.arange(e - b, e, dtype=np.int32), batch)
+        for e, b in zip(ends, batches, strict=True)
+    ]
+    return np.stack(rows)[:steps], np.asarray(batches, np.int32)[:steps]
+
+
 def health(state, metrics, valid):
     """Per seed: the chunk's first step (index into it) with a non-finite metric, or -1, and
     whether every float leaf of the state is finite at the chunk's end."""
@@ -228,6 +240,8 @@ class TaskContext:
     pool_capacity: int = 0  # slots of the method's `train_pool` (0: none)
     # a stream's items and angles per seed ({"items": (S, L), "angles": (S, L)}), or None
     stream: Any = None
+    # the items of each of the stream's batches where they are not all batch_size, or None
+    stream_batches: Any = None
 
 
 def _plan(ctx: TaskContext, t: int, n: int, done: Partial | None, pool: int = 0):
@@ -240,6 +254,9 @@ def _plan(ctx: TaskContext, t: int, n: int, done: Partial | None, pool: int = 0)
         n = ctx.stream["items"].shape[1]
         idx = np.stack([stream_schedule(s, n, cfg) for s in ctx.seeds])
         sizes = np.full(idx.shape[1], cfg.batch_size, np.int32)
+        if ctx.stream_batches is not None and cfg.protocol != "joint":
+            idx, sizes = stream_rows(ctx.stream_batches, cfg.batch_size, cfg.steps)
+            idx = np.broadcast_to(idx, (len(ctx.seeds), *idx.shape))
     else:
         idx = np.stack(
             [

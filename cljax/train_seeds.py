@@ -104,9 +104,9 @@ class SeedsRun:
         if config.last_batch == "short" and (
             self.mesh.size > 1
             or methods.last_batch_of(method.name) == "fill"
-            or scenario.stream is not None
+            or (scenario.stream is not None and scenario.stream_batches is None)
         ):  # a short batch may not split over the devices, the method needs full ones, or a
-            # stream (cut every batch_size items, its end topped up: `stream_schedule`)
+            # stream cut every batch_size items (its end topped up: `stream_schedule`)
             config = dataclasses.replace(config, last_batch="fill")
         self.method, self.scenario, self.config, self.hooks = method, scenario, config, hooks
         if config.batch_size % self.mesh.size:
@@ -124,6 +124,9 @@ class SeedsRun:
         self.manager = ckpt_lib.manager(self.workdir) if self.workdir is not None else None
         self.maps = seed_maps(scenario, self.seeds)
         self.stream = stream_of(scenario, self.seeds, config.batch_size)
+        self.stream_batches = None  # the stream's own batches (MNIST-360's, with short ones)
+        if self.stream is not None and config.last_batch == "short":
+            self.stream_batches = scenario.stream_batches(config.batch_size)
         self.devices = self.mesh.size
         self.nonfinite = {}  # seed -> {"task", "step", "loss_finite"} (on_nonfinite="continue")
 
@@ -303,6 +306,7 @@ class SeedsRun:
             maps=self.maps,
             pool_capacity=self.pool_capacity(state),
             stream=self.stream,
+            stream_batches=self.stream_batches,
         )
         self.last_save = time.perf_counter()
         for t in range(first_task, self.scenario.num_tasks):

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cljax import methods, models, scenarios, streams, train
+from cljax import methods, models, scenarios, streams, train, train_chunks
 from cljax.checkpoint import CheckpointError
 
 PER_CLASS = 11  # 6 chunks of 2 (the last of 1): 11 // 6 + 1
@@ -49,6 +49,19 @@ def test_the_stream_takes_mammoths_pairs_chunks_and_angles_on_a_small_case():
         want = (60.0 * (j - 1) + k * 360.0 / PER_CLASS) % 360.0
         np.testing.assert_allclose(angles[classes == j], want, rtol=1e-6, atol=1e-4)
     assert set(classes.tolist()) == set(range(9))
+
+
+def test_the_streams_batches_are_mammoths_short_at_a_pairs_end():
+    """Batch 3, by hand from `get_train_data`: pair (0, 1) has 1 item of each left -> one
+    batch of 2 (round(1/2 * 3) = 2 capped at 1, then 1); pairs (1, 2) ... (7, 8) have 2 and 1
+    -> one batch of 3 each; (8, 0) has 2 and 2 -> 2 + 1, class 8 used up: one of 3."""
+    _, y, _, _ = tiny_arrays()
+    items, _, batches = streams.mnist360_stream(y, 3, seed=0, batches=True)
+    assert batches[:9].tolist() == [2] + [3] * 8
+    assert batches.sum() == len(items) and batches.max() == 3
+    idx, sizes = train_chunks.stream_rows(batches, 3)
+    assert idx.shape == (len(batches), 3) and idx[0].tolist() == [0, 1, 0]
+    assert idx[1].tolist() == [2, 3, 4] and sizes.tolist() == batches.tolist()
 
 
 def test_items_differ_by_seed_but_classes_and_angles_do_not():
@@ -101,8 +114,9 @@ def test_a_stream_run_resumed_mid_way_equals_an_uninterrupted_one(tmp_path):
     config = train.RunConfig(seeds=(0, 1), checkpoint_every_s=float("inf"), **CONFIG)
     full = train.run(method, STREAM, config)
     assert full["settings"] == ["general"] and full["tasks_done"] == 1
-    steps = -(-len(STREAM.stream(0, 4)[0]) // 4)
-    assert full["timing"]["steps"] == steps  # one pass over the stream
+    batches = STREAM.stream_batches(4)  # Mammoth's, short at a pair's end
+    assert batches.sum() == len(STREAM.stream(0, 4)[0]) and batches.min() < 4
+    assert full["timing"]["steps"] == len(batches)  # one pass over the stream
     partial = train.run(method, STREAM, config, workdir=tmp_path, stop_after=(0, 1))
     assert partial["tasks_done"] == 0
     other = dataclasses.replace(
