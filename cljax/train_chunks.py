@@ -269,7 +269,10 @@ def _plan(ctx: TaskContext, t: int, n: int, done: Partial | None, pool: int = 0)
         if cfg.last_batch == "short":
             sizes = step_sizes(n + pool, cfg.epochs_of(t), cfg.batch_size, cfg.steps)
     steps = idx.shape[1]
-    length = chunk_length(cfg, max(n, ctx.pad_to) + ctx.pool_capacity)
+    if ctx.stream is not None:  # one task: its own steps set the chunks
+        length = math.ceil(steps / max(1, min(cfg.chunks_per_task, steps)))
+    else:
+        length = chunk_length(cfg, max(n, ctx.pad_to) + ctx.pool_capacity)
     chunks = math.ceil(steps / length)
     done = done or Partial(t, -1, length, steps)
     if (done.length, done.steps) != (length, steps):

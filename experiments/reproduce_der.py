@@ -228,6 +228,12 @@ def main(argv=None):
         help="run the chosen rows again for every seed, replacing what the table has "
         "(after a change of protocol); otherwise a row runs only the seeds it lacks",
     )
+    p.add_argument(
+        "--stale",
+        action="store_true",
+        help="rerun, of the chosen rows, those run with the old top-up of an epoch's last "
+        "batch (their 'last batch' column says fill)",
+    )
     args = p.parse_args(argv)
     gcl = args.benchmarks == ["mnist-360"]
     if args.out is None:
@@ -254,6 +260,8 @@ def main(argv=None):
             for buffer in buffers:
                 key = f"{benchmark}|{method}|{buffer or '-'}"
                 done = None if args.rerun else rows.get(key)
+                if args.stale and done and done["hparams"].get("last_batch", "fill") == "fill":
+                    done = None
                 todo = tuple(s for s in seeds if done is None or s not in done["seeds"])
                 if not todo:
                     continue
