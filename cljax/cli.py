@@ -13,6 +13,7 @@ tuned row says so and records "untuned defaults".
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import math
 import shutil
@@ -23,7 +24,18 @@ from pathlib import Path
 
 import jax
 
-from cljax import evaluation, methods, plots, report, scenarios, sharding, streams, train, tuned
+from cljax import (
+    evaluation,
+    methods,
+    plots,
+    report,
+    scenarios,
+    sharding,
+    streams,
+    train,
+    train_seeds,
+    tuned,
+)
 from cljax import workdir as workdir_lib
 from cljax.checkpoint import CheckpointError, CheckpointWriteError
 from cljax.data import DataError
@@ -267,19 +279,6 @@ def _run(args, method, scenario, settings, seeds, workdir: Path) -> int:
     if args.overwrite and workdir.exists():
         shutil.rmtree(workdir / "checkpoints", ignore_errors=True)
     workdir.mkdir(parents=True, exist_ok=True)
-    over_time = {}
-    if args.eval_every:  # a stream evaluated after every chunk of about that many steps
-        if scenario.stream_batches is not None and run.last_batch == "short":
-            steps = len(scenario.stream_batches(run.batch_size))
-        else:
-            steps = math.ceil(len(scenario.stream(seeds[0], run.batch_size)[0]) / run.batch_size)
-        steps = min(run.steps or steps, steps)
-        chunks = math.ceil(steps / min(args.eval_every, steps))
-        length = math.ceil(steps / chunks)
-        over_time = {
-            "chunks_per_task": chunks,
-            "ends": [min((c + 1) * length, steps) for c in range(math.ceil(steps / length))],
-        }
     config = run.run_config(
         devices=args.devices,
         seeds=seeds,
@@ -287,11 +286,18 @@ def _run(args, method, scenario, settings, seeds, workdir: Path) -> int:
         checkpoint_every_s=args.checkpoint_minutes * 60,
         protocol=methods.protocol(args.method),
         on_nonfinite=args.on_nonfinite,
-        **({"chunks_per_task": over_time["chunks_per_task"]} if over_time else {}),
     )
-    probe = None
-    if over_time:
+    over_time, probe = {}, None
+    if args.eval_every:  # a stream evaluated after every chunk of about that many steps
         mesh = sharding.make_mesh(args.devices)
+        resolved = train_seeds.last_batch_for(method, scenario, config, mesh.size)
+        steps = train_seeds.stream_steps(scenario, dataclasses.replace(config, last_batch=resolved))
+        chunks = math.ceil(steps / min(args.eval_every, steps))
+        length = math.ceil(steps / chunks)
+        over_time = {
+            "ends": [min((c + 1) * length, steps) for c in range(math.ceil(steps / length))],
+        }
+        config = dataclasses.replace(config, chunks_per_task=chunks)
         probe = evaluation.accuracy_probe(method, scenario, config.eval_batch, mesh)
     tuned.note_tuning(settings, scenario.name, args.buffer_size)
     print(

@@ -254,7 +254,7 @@ def _plan(ctx: TaskContext, t: int, n: int, done: Partial | None, pool: int = 0)
         n = ctx.stream["items"].shape[1]
         idx = np.stack([stream_schedule(s, n, cfg) for s in ctx.seeds])
         sizes = np.full(idx.shape[1], cfg.batch_size, np.int32)
-        if ctx.stream_batches is not None and cfg.protocol != "joint":
+        if ctx.stream_batches is not None:
             idx, sizes = stream_rows(ctx.stream_batches, cfg.batch_size, cfg.steps)
             idx = np.broadcast_to(idx, (len(ctx.seeds), *idx.shape))
     else:
@@ -385,7 +385,9 @@ def _run_chunk(ctx: TaskContext, compiled, state, data, idx, valid, sizes, c: in
             metrics, health = jax.tree.map(np.asarray, (metrics, health))  # blocks: done
             check_finite(ctx, health, t, lo)
             for k, v in metrics.items():
-                out.setdefault(k, np.zeros(v.shape, v.dtype))[:, segment] = v[:, segment]
+                out.setdefault(k, np.zeros((v.shape[0], hi - lo), v.dtype))[:, segment] = v[
+                    :, segment
+                ]
         if stop < hi:
             one = (idx[:, stop : stop + 1, : sizes[stop]], np.int32(stop), np.ones(1, bool))
             one = sharding.replicate(one, ctx.mesh)
@@ -394,8 +396,7 @@ def _run_chunk(ctx: TaskContext, compiled, state, data, idx, valid, sizes, c: in
             metrics, health = jax.tree.map(np.asarray, (metrics, health))
             check_finite(ctx, health, t, stop)
             for k, v in metrics.items():
-                shape = (v.shape[0], hi - lo)
-                out.setdefault(k, np.zeros(shape, v.dtype))[:, stop - lo] = v[:, 0]
+                out.setdefault(k, np.zeros((v.shape[0], hi - lo), v.dtype))[:, stop - lo] = v[:, 0]
         start = stop + 1
     return state, out
 

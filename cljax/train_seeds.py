@@ -93,6 +93,41 @@ def stream_of(scenario: Scenario, seeds, batch_size: int):
     return out
 
 
+def last_batch_for(method, scenario, config, devices: int) -> str:
+    """The last-batch policy a run of `method` on `scenario` uses: `config.last_batch`, but
+    "fill" where a short batch may not split over the `devices`, the method needs full
+    batches (`methods.last_batch_of`), or a stream is cut every batch_size items (no
+    `stream_batches`; its end topped up: `stream_schedule`)."""
+    if config.last_batch == "short" and (
+        devices > 1
+        or methods.last_batch_of(method.name) == "fill"
+        or (scenario.stream is not None and scenario.stream_batches is None)
+    ):
+        return "fill"
+    return config.last_batch
+
+
+def stream_batches_for(scenario: Scenario, config):
+    """The items of each batch of a stream's pass as the driver takes it (the stream's own
+    batches, MNIST-360's with short ones), or None: a batch every batch_size items (not a
+    stream, "fill", or the joint protocol's shuffled pass). `config.last_batch` resolved."""
+    if scenario.stream is None or config.last_batch != "short" or config.protocol == "joint":
+        return None
+    return scenario.stream_batches(config.batch_size)
+
+
+def stream_steps(scenario: Scenario, config) -> int:
+    """Steps of the driver's one pass over a stream scenario (`config.steps` caps them;
+    `config.last_batch` resolved)."""
+    batches = stream_batches_for(scenario, config)
+    if batches is not None:
+        steps = len(batches)
+    else:
+        n = len(scenario.stream(config.seeds[0], config.batch_size)[0])
+        steps = math.ceil(n / config.batch_size)
+    return min(config.steps or steps, steps)
+
+
 class SeedsRun:
     """One run of `config.seeds` under `vmap`: set-up, resume, the per-task loop, evaluation and
     checkpoints. `run()` fills `raw` (the arguments of `report.results`), `state`, `devices`."""
@@ -101,13 +136,9 @@ class SeedsRun:
         self.workdir = None if workdir is None else Path(workdir)
         self.seeds = tuple(config.seeds)
         self.mesh = sharding.make_mesh(config.devices)
-        if config.last_batch == "short" and (
-            self.mesh.size > 1
-            or methods.last_batch_of(method.name) == "fill"
-            or (scenario.stream is not None and scenario.stream_batches is None)
-        ):  # a short batch may not split over the devices, the method needs full ones, or a
-            # stream cut every batch_size items (its end topped up: `stream_schedule`)
-            config = dataclasses.replace(config, last_batch="fill")
+        config = dataclasses.replace(
+            config, last_batch=last_batch_for(method, scenario, config, self.mesh.size)
+        )
         self.method, self.scenario, self.config, self.hooks = method, scenario, config, hooks
         if config.batch_size % self.mesh.size:
             raise ValueError(
@@ -124,9 +155,7 @@ class SeedsRun:
         self.manager = ckpt_lib.manager(self.workdir) if self.workdir is not None else None
         self.maps = seed_maps(scenario, self.seeds)
         self.stream = stream_of(scenario, self.seeds, config.batch_size)
-        self.stream_batches = None  # the stream's own batches (MNIST-360's, with short ones)
-        if self.stream is not None and config.last_batch == "short":
-            self.stream_batches = scenario.stream_batches(config.batch_size)
+        self.stream_batches = stream_batches_for(scenario, config)
         self.devices = self.mesh.size
         self.nonfinite = {}  # seed -> {"task", "step", "loss_finite"} (on_nonfinite="continue")
 

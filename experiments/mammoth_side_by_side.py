@@ -60,7 +60,9 @@ def load_mammoth(path: str):
 
 
 class Draws:
-    """Mammoth's `np.random` in its buffer module, answering with our draws when asked."""
+    """Stands in for `np` in Mammoth's `utils/buffer.py`: `np.random` is this object, whose
+    `choice` answers with our draws (with `ours`); `np.random.randint` and every other name
+    are numpy's."""
 
     def __init__(self, ours: bool):
         self.ours, self.picked, self.slots = ours, None, []
@@ -69,7 +71,7 @@ class Draws:
     def random(self):
         return self
 
-    def __getattr__(self, name):  # everything else is numpy's
+    def __getattr__(self, name):
         return getattr(np.random if name in ("randint",) else np, name)
 
     def reservoir(self, num_seen, size):  # replaces utils.buffer.reservoir
