@@ -60,7 +60,7 @@ def bench_cifar(args):
     rows = []
     for batch in args.batch_sizes:
         scenario = synthetic_cifar(args.steps * batch)
-        model = models.make("resnet18", scenario.num_classes, args.dtype, nf=args.nf)
+        model = models.make(args.model, scenario.num_classes, args.dtype, nf=args.nf)
         method = methods.get("derpp").make(
             model=model,
             input_fn=scenario.input_fn,
@@ -95,12 +95,17 @@ def bench_cifar(args):
     return rows
 
 
+def model_name(args):
+    return f"reduced ResNet-18 (nf={args.nf})" if args.model == "resnet18" else args.model
+
+
 def write_cifar_table(rows, args, where, device):
     lines = [
-        f"# DER++ on CIFAR-shaped data, reduced ResNet-18 (nf={args.nf}, {args.dtype}), on {where}",
+        f"# DER++ on CIFAR-shaped data, {model_name(args)}, {args.dtype}, on {where}",
         "",
         f"Command: `python -m experiments.bench --synthetic-cifar --steps {args.steps} "
-        f"--seeds {args.seeds} --nf {args.nf} --dtype {args.dtype}`; jax {jax.__version__}, "
+        f"--seeds {args.seeds} --model {args.model} --nf {args.nf} --dtype {args.dtype}`; "
+        f"jax {jax.__version__}, "
         f"{jax.device_count()} device(s) ({device.device_kind}). Two tasks of {args.steps} steps "
         "each; images/s counts the current batch only (each DER++ step also forwards two "
         "replay minibatches of the same size). Peak memory: device peak on accelerators, "
@@ -138,6 +143,12 @@ def main(argv=None):
     p.add_argument("--batch-sizes", nargs="+", type=int, default=[32, 128])
     p.add_argument("--steps", type=int, default=50, help="steps per task (synthetic CIFAR)")
     p.add_argument("--nf", type=int, default=64, help="ResNet width (synthetic CIFAR)")
+    p.add_argument(
+        "--model",
+        default="resnet18",
+        choices=models.MODELS,
+        help="backbone of the synthetic CIFAR run (the DER paper's is resnet18)",
+    )
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--devices", type=int, default=None)
     p.add_argument(
@@ -157,7 +168,8 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     if args.synthetic_cifar:
         rows = bench_cifar(args)
-        stem = out / f"bench-cifar-derpp-{where}-{args.dtype}-nf{args.nf}"
+        model = f"nf{args.nf}" if args.model == "resnet18" else args.model
+        stem = out / f"bench-cifar-derpp-{where}-{args.dtype}-{model}"
         table = "\n".join(write_cifar_table(rows, args, where, device)) + "\n"
         stem.with_suffix(".md").write_text(table)
         stem.with_suffix(".json").write_text(json.dumps(rows, indent=1))
