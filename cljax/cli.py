@@ -26,6 +26,7 @@ import jax
 
 from cljax import (
     evaluation,
+    jit_cache,
     methods,
     plots,
     report,
@@ -110,6 +111,14 @@ def parse_args(argv):
         "after every task is always written)",
     )
     p.add_argument(
+        "--compile-cache",
+        metavar="DIR",
+        default=None,
+        help="keep compiled programs here, so that a rerun skips XLA's compiles (default: "
+        "$CLJAX_CACHE_DIR/jit or ~/.cache/cljax/jit; JAX_COMPILATION_CACHE_DIR wins if set)",
+    )
+    p.add_argument("--no-compile-cache", action="store_true", help="compile every program anew")
+    p.add_argument(
         "--set",
         action="append",
         default=[],
@@ -164,6 +173,10 @@ EXIT_SIGNAL = {signal.SIGTERM: 143, signal.SIGINT: 130}
 def main(argv=None) -> int:
     args = parse_args(argv)
     train.log_tasks()
+    if not (args.no_compile_cache or args.list_hparams):  # before anything compiles
+        warning = jit_cache.enable(args.compile_cache)
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
     try:
         return _main(args)
     except (UsageError, WorkdirError) as e:

@@ -4,9 +4,10 @@ import json
 import subprocess
 import sys
 
+import jax
 import pytest
 
-from cljax import cli
+from cljax import cli, jit_cache
 
 FAST = ["--benchmark", "seq-digits", "--set", "n_epochs=1", "--no-progress"]
 
@@ -220,3 +221,28 @@ def test_console_script_is_declared():
 
     project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
     assert project["project"]["scripts"]["cljax"] == "cljax.cli:main"
+
+
+def test_compile_cache_folder_is_chosen_checked_and_yields_to_the_users(tmp_path, monkeypatch):
+    keys = (
+        "jax_compilation_cache_dir",
+        "jax_persistent_cache_min_compile_time_secs",
+        "jax_persistent_cache_min_entry_size_bytes",
+        "jax_compilation_cache_max_size",
+    )
+    before = {k: jax.config.values[k] for k in keys}
+    try:
+        assert jit_cache.enable(tmp_path / "c") is None  # the suite's folder is set by env
+        assert jax.config.values["jax_compilation_cache_dir"] == before[keys[0]]
+        monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR")
+        monkeypatch.setenv("CLJAX_CACHE_DIR", str(tmp_path / "home"))
+        assert jit_cache.default_folder() == tmp_path / "home" / "jit"
+        (tmp_path / "file").write_text("x")
+        warning = jit_cache.enable(tmp_path / "file" / "jit")
+        assert warning.startswith(f"compile cache off: cannot write {tmp_path / 'file' / 'jit'}")
+        assert jit_cache.enable() is None
+        assert jax.config.values["jax_compilation_cache_dir"] == str(tmp_path / "home" / "jit")
+        assert jax.config.values[keys[1]] == 0.0
+    finally:
+        for k, v in before.items():
+            jax.config.update(k, v)
