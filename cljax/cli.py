@@ -16,6 +16,7 @@ import argparse
 import dataclasses
 import functools
 import math
+import os
 import shutil
 import signal
 import sys
@@ -134,7 +135,15 @@ def parse_args(argv):
         "--devices",
         type=int,
         default=None,
-        help="data-parallel over this many devices (default: all local devices)",
+        help="use this many devices (default: on a CPU as many as --seed-devices, else all)",
+    )
+    p.add_argument(
+        "--seed-devices",
+        type=int,
+        default=None,
+        help="of the devices, how many split the seeds (each trains its own; the rest of "
+        "the factor splits each batch). Default: on a CPU one a core (XLA host devices), at "
+        "most one a seed; on accelerators 1 (all devices data-parallel)",
     )
     p.add_argument(
         "--on-nonfinite",
@@ -248,15 +257,19 @@ def _main(args) -> int:
             f"--buffer-size {buffer_size} is larger than the {sum(scenario.train_sizes)} training "
             f"items of {args.benchmark}; choose a smaller buffer"
         )
+    seeds = tuple(range(args.seed_offset, args.seed_offset + args.seeds))
     try:
-        sharding.initialize()  # joins a multi-host job when its environment says so
-        mesh = sharding.make_mesh(args.devices)
+        args.devices, args.seed_devices = split_devices(args, len(seeds))
+        mesh = train_seeds.seeds_mesh(
+            train.RunConfig(seeds=seeds, devices=args.devices, seed_devices=args.seed_devices)
+        )
     except ValueError as e:
         raise UsageError(str(e)) from e
-    if run.batch_size % mesh.size:
+    split = sharding.data_size(mesh)
+    if run.batch_size % split:
         raise UsageError(
-            f"batch size {run.batch_size} cannot be split over {mesh.size} devices; "
-            f"pass --set batch_size=<a multiple of {mesh.size}> or --devices 1"
+            f"batch size {run.batch_size} cannot be split over {split} devices; "
+            f"pass --set batch_size=<a multiple of {split}> or --devices 1"
         )
     try:
         methods.check_scenario(args.method, scenario.name, scenario.settings)
@@ -268,7 +281,6 @@ def _main(args) -> int:
             raise ValueError("--eval-every takes a positive number of steps, on a stream")
     except ValueError as e:
         raise UsageError(str(e)) from e
-    seeds = tuple(range(args.seed_offset, args.seed_offset + args.seeds))
     workdir_lib.check(workdir, checkpoint_bytes(method, scenario, len(seeds)))
     if jax.process_index() == 0:  # one lock for a multi-host job, held by host 0
         lock.acquire(warn=lambda line: print(line, file=sys.stderr))
@@ -276,6 +288,33 @@ def _main(args) -> int:
         return _run(args, method, scenario, settings, seeds, workdir)
     finally:
         lock.release()
+
+
+def split_devices(args, n_seeds: int) -> tuple[int | None, int]:
+    """`(devices, seed_devices)` of the run. Starts JAX's backend (joining a multi-host job
+    first when its environment says so); on a CPU, with as many XLA host devices as the seeds
+    can use, one a core, unless the user's XLA_FLAGS say how many (the flag is set for this
+    process alone: subprocesses get the user's XLA_FLAGS)."""
+    flags = os.environ.get("XLA_FLAGS")
+    cores = len(os.sched_getaffinity(0))
+    sharding.host_devices(max(args.devices or 1, args.seed_devices or min(n_seeds, cores)))
+    try:
+        sharding.initialize()  # joins a multi-host job when its environment says so
+        platform = jax.devices()[0].platform  # the backend reads XLA_FLAGS here, once
+    finally:
+        if flags is None:
+            os.environ.pop("XLA_FLAGS", None)
+        else:
+            os.environ["XLA_FLAGS"] = flags
+    devices, seed_devices = args.devices, args.seed_devices
+    if seed_devices is None:
+        seed_devices = 1
+        if platform == "cpu":  # every device a seed device, at most one a seed
+            seed_devices = min(n_seeds, devices or len(jax.devices()))
+            devices = devices or seed_devices
+    elif devices is None and platform == "cpu":
+        devices = seed_devices
+    return devices, seed_devices
 
 
 def checkpoint_bytes(method, scenario, n_seeds: int) -> int:
@@ -294,6 +333,7 @@ def _run(args, method, scenario, settings, seeds, workdir: Path) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     config = run.run_config(
         devices=args.devices,
+        seed_devices=args.seed_devices,
         seeds=seeds,
         progress=not args.no_progress,
         checkpoint_every_s=args.checkpoint_minutes * 60,
@@ -302,8 +342,8 @@ def _run(args, method, scenario, settings, seeds, workdir: Path) -> int:
     )
     over_time, probe = {}, None
     if args.eval_every:  # a stream evaluated after every chunk of about that many steps
-        mesh = sharding.make_mesh(args.devices)
-        resolved = train_seeds.last_batch_for(method, scenario, config, mesh.size)
+        mesh = train_seeds.seeds_mesh(config)
+        resolved = train_seeds.last_batch_for(method, scenario, config, sharding.data_size(mesh))
         steps = train_seeds.stream_steps(scenario, dataclasses.replace(config, last_batch=resolved))
         chunks = math.ceil(steps / min(args.eval_every, steps))
         length = math.ceil(steps / chunks)

@@ -67,7 +67,8 @@ def stack_tests(scenario: Scenario, eval_batch: int, mesh):
     else:
         tests = [scenario.test(t) for t in range(scenario.num_tasks)]
     n_max = max(len(y) for _, y in tests)
-    eval_batch = math.ceil(min(eval_batch, n_max) / mesh.size) * mesh.size
+    split = sharding.data_size(mesh)
+    eval_batch = math.ceil(min(eval_batch, n_max) / split) * split
     n_pad = math.ceil(n_max / eval_batch) * eval_batch
     x0 = tests[0][0]
     x = np.zeros((scenario.num_tasks, n_pad, *x0.shape[1:]), x0.dtype)

@@ -8,6 +8,14 @@ and computes the reservoir update from the global batch and the replicated key,
 so every device holds the identical buffer: the rehearsal methods that
 PyTorch's DistributedDataParallel cannot serve need no special code.
 
+Seeds over devices: a second mesh axis, `seeds`, splits the seed axis of the
+vmapped state (`seed_devices` of the devices; the rest of the factor is `data`).
+The task runner is a `shard_map` over `seeds`: each device trains its own seeds
+with no communication, and `data` stays automatic inside it. The seeds are padded
+to a multiple of `seed_devices` with copies of the first ones, whose results are
+dropped (`train_seeds.SeedsRun`). On a CPU the `cljax` command splits the seeds
+over the cores as host devices (`host_devices`).
+
 Several hosts: call `initialize()` first on every host (it runs
 `jax.distributed.initialize()` when the usual coordinator environment is set,
 as on Cloud TPU VMs); the mesh then spans every host's devices.
@@ -21,7 +29,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-DATA = "data"
+DATA, SEEDS = "data", "seeds"
 
 
 def initialize() -> None:
@@ -45,8 +53,9 @@ def initialize() -> None:
     jax.distributed.initialize(**counts)
 
 
-def make_mesh(num_devices: int | None = None) -> Mesh:
-    """A 1-D mesh with axis `data` over the first `num_devices` devices (default: all)."""
+def make_mesh(num_devices: int | None = None, seed_devices: int = 1) -> Mesh:
+    """A `(seeds, data)` mesh over the first `num_devices` devices (default: all):
+    `seed_devices` of them split the seeds, `num_devices / seed_devices` the batch."""
     devices = jax.devices()
     n = len(devices) if num_devices is None else num_devices
     if not 1 <= n <= len(devices):
@@ -54,7 +63,34 @@ def make_mesh(num_devices: int | None = None) -> Mesh:
             f"--devices {n}: this process sees {len(devices)} device(s) "
             f"({devices[0].platform}); choose 1..{len(devices)}"
         )
-    return Mesh(np.array(devices[:n]), (DATA,))
+    if seed_devices < 1 or n % seed_devices:
+        raise ValueError(
+            f"--seed-devices {seed_devices} must divide the {n} devices used; the rest of the "
+            "factor splits each batch (data-parallel)"
+        )
+    grid = np.array(devices[:n]).reshape(seed_devices, n // seed_devices)
+    return Mesh(grid, (SEEDS, DATA))
+
+
+def data_size(mesh: Mesh | None) -> int:
+    """Devices each batch is split over."""
+    return 1 if mesh is None else mesh.shape[DATA]
+
+
+def seeds_size(mesh: Mesh | None) -> int:
+    """Devices the seeds are split over."""
+    return 1 if mesh is None or SEEDS not in mesh.shape else mesh.shape[SEEDS]
+
+
+def host_devices(n: int) -> bool:
+    """Asks XLA for `n` CPU devices (one a core), unless the user's XLA_FLAGS say how many;
+    True when set. Only before JAX starts its backend (it reads XLA_FLAGS once); accelerator
+    platforms are untouched (their CPU devices are not used)."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_force_host_platform_device_count" in flags or n <= 1:
+        return False
+    os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
+    return True
 
 
 def replicate(tree, mesh: Mesh):
@@ -77,9 +113,18 @@ def replicate(tree, mesh: Mesh):
     return jax.tree.map(put, tree)
 
 
+def place_seeds(tree, mesh: Mesh):
+    """Places every array of `tree` with its leading (seed) axis split over `seeds`
+    (replicated over `data`); with one seed device, as `replicate`."""
+    if seeds_size(mesh) == 1:
+        return replicate(tree, mesh)
+    sharding = NamedSharding(mesh, PartitionSpec(SEEDS))
+    return jax.tree.map(lambda a: jax.device_put(a, sharding), tree)
+
+
 def shard_batch(tree, mesh: Mesh | None):
     """Inside `jit`: asks for the leading (batch) axis of every leaf to be split over `data`."""
-    if mesh is None or mesh.size == 1:
+    if data_size(mesh) == 1:
         return tree
     sharding = NamedSharding(mesh, PartitionSpec(DATA))
     return jax.tree.map(lambda a: jax.lax.with_sharding_constraint(a, sharding), tree)

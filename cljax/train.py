@@ -94,6 +94,10 @@ class RunConfig:
     eval_batch: int = 1000
     progress: bool = True
     devices: int | None = None  # data-parallel over this many devices (default: all)
+    # of those devices, how many split the seeds (each trains its own seeds; the seeds are
+    # padded to a multiple with copies of the first ones, dropped from the results); the
+    # rest of the factor splits each batch. Capped at the number of seeds.
+    seed_devices: int = 1
     steps: int | None = None  # optimizer steps per task; overrides `epochs` when set
     first_epochs: int | None = None  # the first task's epochs when it differs (the DER paper's B50)
     # with a workdir, also checkpoint mid-task: after the first chunk that ends this long after
@@ -191,6 +195,7 @@ def run(
     out = functools.reduce(report.merge_seeds, results)
     out["state"] = parts[0].state if len(parts) == 1 else [p.state for p in parts]
     out["devices"] = parts[0].devices
+    out["seed_devices"] = parts[0].seed_devices
     if not parts[0].raw["per_task"]:
         out.pop("per_task", None)
     for name in ("after_task", "after_chunk"):

@@ -17,6 +17,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import PartitionSpec
 from tqdm.auto import tqdm
 
 from cljax import checkpoint as ckpt_lib
@@ -146,17 +147,39 @@ def make_task_runner(method: Method, mesh=None):
         steps = step0 + jnp.arange(idx.shape[0])
         return jax.lax.scan(body, state, (steps, idx, valid))
 
-    def run(state, keys, x, y, view, idx, step0, valid):
-        view_axes = None if view is None else (0, 0, None)
+    def view_axes(view):  # which of the view's arrays have a seed axis
         if isinstance(view, dict):
-            view_axes = {k: 0 for k in view}
-        in_axes = (0, 0, 0, None, None, view_axes, None, None)
+            return {k: 0 for k in view}
+        return None if view is None else (0, 0, None)
+
+    def run(state, keys, x, y, view, idx, step0, valid):
+        in_axes = (0, 0, 0, None, None, view_axes(view), None, None)
         state, metrics = jax.vmap(per_seed, in_axes=in_axes)(
             state, keys, idx, x, y, view, step0, valid
         )
         return state, metrics, health(state, metrics, valid)
 
-    return jax.jit(run, donate_argnums=(0,))
+    if sharding.seeds_size(mesh) == 1:
+        return jax.jit(run, donate_argnums=(0,))
+
+    def run_split(state, keys, x, y, view, idx, step0, valid):
+        # each seed device runs `run` on its own seeds: no communication (a vmapped program
+        # partitioned by XLA instead gathers every seed's scores for top_k, the buffer draw)
+        split, whole = PartitionSpec(sharding.SEEDS), PartitionSpec()
+        specs = jax.tree.map(
+            lambda a: whole if a is None else split, view_axes(view), is_leaf=lambda a: a is None
+        )
+        fn = jax.shard_map(
+            run,
+            mesh=mesh,
+            in_specs=(split, split, whole, whole, specs, split, whole, whole),
+            out_specs=split,
+            axis_names={sharding.SEEDS},
+            check_vma=False,
+        )
+        return fn(state, keys, x, y, view, idx, step0, valid)
+
+    return jax.jit(run_split, donate_argnums=(0,))
 
 
 class Diverged(RuntimeError):
@@ -226,7 +249,7 @@ class TaskContext:
     runner: Callable
     mesh: Any
     keys: Any  # the seeds' keys of this task's steps
-    seeds: tuple
+    seeds: tuple  # padded to a multiple of the seed devices with copies of the first ones
     config: Any  # train.RunConfig
     timer: Timer
     cache: dict = dataclasses.field(default_factory=dict)  # compiled runners by signature
@@ -234,6 +257,7 @@ class TaskContext:
     after_chunk: Callable | None = None
     on_chunk: Callable | None = None
     method_name: str = ""
+    keep: int | None = None  # the real seeds, `seeds[:keep]` (default: all)
     # seeds whose loss or parameters went non-finite: {seed: {"task", "step"}} (first time)
     nonfinite: dict = dataclasses.field(default_factory=dict)
     maps: Any = None  # each seed's pixel maps (src, keep), (S, T, P), or None
@@ -329,6 +353,8 @@ def train_task(
     or `(state, None, partial)` when stopped.
     """
     idx, valid, sizes, length, chunks, steps, done = _plan(ctx, t, len(y), done, pool)
+    if sharding.seeds_size(ctx.mesh) > 1:  # as the compiled chunk takes them, every task
+        state, ctx.keys = sharding.place_seeds((state, ctx.keys), ctx.mesh)
     view = None
     if ctx.stream is not None:
         x, y, view = sharding.replicate((x, y, ctx.stream), ctx.mesh)
@@ -351,11 +377,11 @@ def train_task(
         compiling = ctx.timer.totals["compile_s"] - compiling  # a short step's first compile
         ctx.timer.add("train_s", time.perf_counter() - start - compiling)
         ok = valid[sl]
-        losses.append(metrics["loss"][:, ok])
+        losses.append(metrics["loss"][: ctx.keep, ok])
         bar.update(int(ok.sum()))
         bar.set_postfix({k: f"{v[:, ok].mean():.3f}" for k, v in metrics.items()})
         if ctx.after_chunk is not None:
-            measured.append(list(ctx.after_chunk(t, c, state)))
+            measured.append(list(ctx.after_chunk(t, c, state))[: ctx.keep])
         if ctx.on_chunk is not None and c < chunks - 1:
             partial = Partial(t, c, length, steps, losses, measured)
             if ctx.on_chunk(partial, state):
@@ -405,7 +431,7 @@ def check_finite(ctx: TaskContext, health: dict, t: int, step0: int) -> None:
     """Records the seeds that went non-finite in this chunk; with `on_nonfinite="stop"`
     raises `Diverged` (before the chunk's state is checkpointed)."""
     bad = {}
-    for i, seed in enumerate(ctx.seeds):
+    for i, seed in enumerate(ctx.seeds[: ctx.keep]):
         first, finite = int(health["first_bad_step"][i]), bool(health["state_finite"][i])
         if (first >= 0 or not finite) and seed not in ctx.nonfinite:
             step = step0 + first if first >= 0 else step0

@@ -49,6 +49,10 @@ def task_info(scenario: Scenario, config, t: int) -> TaskInfo:
     )
 
 
+def _is_key(a) -> bool:
+    return jax.dtypes.issubdtype(getattr(a, "dtype", np.float32), jax.dtypes.prng_key)
+
+
 def _per_seed(fn, state, *args):
     """Host-side `fn(one seed's state, *args)` over the seed axis of `state`."""
     n = jax.tree.leaves(state)[0].shape[0]
@@ -93,6 +97,17 @@ def stream_of(scenario: Scenario, seeds, batch_size: int):
     return out
 
 
+def seeds_mesh(config):
+    """The run's `(seeds, data)` mesh: `config.seed_devices` (at most one a seed) times the
+    data-parallel factor `config.devices / config.seed_devices` (default: all devices)."""
+    devices = config.devices or len(jax.devices())
+    if config.seed_devices < 1 or devices % config.seed_devices:
+        sharding.make_mesh(devices, config.seed_devices)  # raises, saying why
+    data = devices // config.seed_devices
+    seed_devices = min(config.seed_devices, len(config.seeds))
+    return sharding.make_mesh(seed_devices * data, seed_devices)
+
+
 def last_batch_for(method, scenario, config, devices: int) -> str:
     """The last-batch policy a run of `method` on `scenario` uses: `config.last_batch`, but
     "fill" where a short batch may not split over the `devices`, the method needs full
@@ -134,29 +149,39 @@ class SeedsRun:
 
     def __init__(self, method, scenario, config, workdir, hooks):
         self.workdir = None if workdir is None else Path(workdir)
-        self.seeds = tuple(config.seeds)
-        self.mesh = sharding.make_mesh(config.devices)
+        self.mesh = seeds_mesh(config)
+        # the seeds, padded to a multiple of the seed devices with copies of the first ones:
+        # trained alongside, never reported or checkpointed (`self.n` are the real ones)
+        self.n = len(config.seeds)
+        self.seeds = tuple(
+            np.resize(
+                config.seeds,
+                -(-self.n // sharding.seeds_size(self.mesh)) * sharding.seeds_size(self.mesh),
+            ).tolist()
+        )
+        split = sharding.data_size(self.mesh)
         config = dataclasses.replace(
-            config, last_batch=last_batch_for(method, scenario, config, self.mesh.size)
+            config, last_batch=last_batch_for(method, scenario, config, split)
         )
         self.method, self.scenario, self.config, self.hooks = method, scenario, config, hooks
-        if config.batch_size % self.mesh.size:
+        if config.batch_size % split:
             raise ValueError(
-                f"batch size {config.batch_size} cannot be split over {self.mesh.size} devices; "
-                f"choose a multiple of {self.mesh.size} or fewer devices"
+                f"batch size {config.batch_size} cannot be split over {split} devices; "
+                f"choose a multiple of {split} or fewer devices"
             )
         T = scenario.num_tasks
-        self.acc = {"class-il": np.full((len(self.seeds), T, T), np.nan), "task-il": None}
+        self.acc = {"class-il": np.full((self.n, T, T), np.nan), "task-il": None}
         self.acc["task-il"] = self.acc["class-il"].copy()
         self.timer = Timer()
         self.losses, self.per_task = [], []
-        self.extra = [[None] * len(self.seeds) for _ in range(T)]  # after_task: [task][seed]
+        self.extra = [[None] * self.n for _ in range(T)]  # after_task: [task][seed]
         self.chunk_extra = [None] * T  # [task][chunk][seed] where after_chunk measured it
         self.manager = ckpt_lib.manager(self.workdir) if self.workdir is not None else None
         self.maps = seed_maps(scenario, self.seeds)
         self.stream = stream_of(scenario, self.seeds, config.batch_size)
         self.stream_batches = stream_batches_for(scenario, config)
         self.devices = self.mesh.size
+        self.seed_devices = sharding.seeds_size(self.mesh)
         self.nonfinite = {}  # seed -> {"task", "step", "loss_finite"} (on_nonfinite="continue")
 
     # -- set-up ------------------------------------------------------------------------------
@@ -167,8 +192,22 @@ class SeedsRun:
         example_x, _ = self.scenario.train(0)
         init = jax.jit(jax.vmap(self.method.init, in_axes=(0, None)))
         state = init(init_keys, example_x[:1])
-        state, self.seed_keys = sharding.replicate((state, seed_keys), self.mesh)
+        state, self.seed_keys = sharding.place_seeds((state, seed_keys), self.mesh)
         return state
+
+    def real(self, tree):
+        """The real seeds' part of a seed-stacked tree (the padding copies cut off)."""
+        if len(self.seeds) == self.n:
+            return tree
+        return jax.tree.map(lambda a: a[: self.n], tree)
+
+    def padded(self, tree):
+        """A tree of the real seeds with the padding copies of the first ones added back,
+        placed on the mesh."""
+        if len(self.seeds) > self.n:
+            rows = np.resize(np.arange(self.n), len(self.seeds))
+            tree = jax.tree.map(lambda a: np.asarray(a)[rows] if not _is_key(a) else a[rows], tree)
+        return sharding.place_seeds(tree, self.mesh)
 
     def keys_for(self, t, purpose):
         """The seeds' keys of task t; purpose 1: train steps and end_task, 2: begin_task,
@@ -196,7 +235,7 @@ class SeedsRun:
             "method": self.method.name,
             "benchmark": self.scenario.name,
             "num_tasks": self.scenario.num_tasks,
-            "seeds": list(self.seeds),
+            "seeds": list(self.seeds[: self.n]),
             "hparams": self.method.hparams,
             "epochs": cfg.epochs,
             **({"first_epochs": cfg.first_epochs} if cfg.first_epochs else {}),
@@ -216,7 +255,7 @@ class SeedsRun:
         """`(state, first task, partial)` from the latest checkpoint."""
 
         def structure_of(meta):  # the state's tree structure at the checkpoint
-            shaped = jax.eval_shape(lambda s: s, state)
+            shaped = jax.eval_shape(self.real, state)
             begun = meta["partial"]["task"] if "partial" in meta else meta["task"]
             if self.method.begin_task is not None:
                 for j in range(begun + 1):
@@ -227,6 +266,7 @@ class SeedsRun:
         state, self.acc, saved, skipped = ckpt_lib.restore(
             self.manager, structure_of, self.acc, self.identity(), replicated
         )
+        state = self.padded(state)
         if skipped:  # damaged newer checkpoints: set aside, so their steps can be written again
             aside = self.workdir / "damaged-checkpoints"
             for step, why in skipped:
@@ -276,7 +316,7 @@ class SeedsRun:
             meta = {**self.meta_of(t - 1), "partial": partial.to_json()}
             step = ckpt_lib.step_of(partial.task, partial.chunk)
         try:
-            ckpt_lib.save(self.manager, step, state, self.acc, meta)
+            ckpt_lib.save(self.manager, step, self.real(state), self.acc, meta)
         except Exception as e:  # a full disk, a folder gone: orbax raises many types
             what = f"task {t + 1}" if partial is None else f"task {partial.task + 1} (mid-task)"
             raise ckpt_lib.CheckpointWriteError(
@@ -325,6 +365,7 @@ class SeedsRun:
             mesh=self.mesh,
             keys=None,
             seeds=self.seeds,
+            keep=self.n,
             config=self.config,
             timer=self.timer,
             pad_to=0 if joint or self.stream is not None else max(self.scenario.train_sizes),
@@ -352,7 +393,7 @@ class SeedsRun:
         if self.manager is not None:
             self.manager.wait_until_finished()
         self.timer.totals["total_s"] = time.perf_counter() - self.wall
-        self.state = state
+        self.state = self.real(state)
         self.raw = {
             "acc": self.acc,
             "timing": self.timer.totals,
@@ -389,9 +430,9 @@ class SeedsRun:
             if method.host.resize is not None:
                 resized = _per_seed(method.host.resize, state, info)
                 state = jax.tree.map(lambda *a: np.stack(a), *resized)
-                state = sharding.replicate(state, self.mesh)
+                state = sharding.place_seeds(state, self.mesh)
         if method.host.describe is not None:
-            self.per_task.append(_per_seed(method.host.describe, state))
+            self.per_task.append(_per_seed(method.host.describe, self.real(state)))
         return state, False
 
     def pool_size(self, state, t: int) -> int:
@@ -434,8 +475,9 @@ class SeedsRun:
         cil, til = evaluate(state, x_test, y_test, v_test, active, seen, masks)
         cil, til = np.asarray(cil), np.asarray(til)  # blocks: eval_s includes the wait
         self.timer.add("eval_s", time.perf_counter() - start)
-        self.acc["class-il"][:, t, : t + 1] = evaluation.percent_seen(cil, counts, t)
-        self.acc["task-il"][:, t, : t + 1] = evaluation.percent_seen(til, counts, t)
+        n = self.n  # the padding seeds' rows dropped
+        self.acc["class-il"][:, t, : t + 1] = evaluation.percent_seen(cil, counts, t)[:n]
+        self.acc["task-il"][:, t, : t + 1] = evaluation.percent_seen(til, counts, t)[:n]
         if jax.process_index() == 0:  # one host speaks for a multi-host job, as with the bar
             scored = methods.settings_of(self.method.name) or ("class-il", "task-il")
             shown = (("class-il", "class-IL"), ("task-il", "task-IL"))
@@ -452,7 +494,7 @@ class SeedsRun:
                 self.scenario.name,
                 t + 1,
                 T,
-                list(self.seeds),
+                list(self.seeds[: self.n]),
                 accs,
                 time.perf_counter() - self.wall,
             )
@@ -460,7 +502,7 @@ class SeedsRun:
     def after(self, state, t: int):
         """The measurements and callbacks after task t, then its checkpoint."""
         if self.hooks.after_task is not None:
-            self.extra[t] = list(self.hooks.after_task(t, state))
+            self.extra[t] = list(self.hooks.after_task(t, state))[: self.n]
         if self.hooks.on_task is not None and jax.process_index() == 0:
             self.hooks.on_task(t, state, self.keys_for(t, 1))
         if self.manager is not None:

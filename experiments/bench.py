@@ -2,6 +2,9 @@
 
     python -m experiments.bench --benchmark seq-mnist --data-dir ../shared/data --seeds 5
     python -m experiments.bench --synthetic-cifar --steps 200 --seeds 5   # accelerators
+    python -m experiments.bench --limit --data-dir ../shared/data --methods derpp er
+
+The third measures against the machine's own limit (see `experiments/bench_limit.py`).
 
 The second form measures DER++ (buffer 500) with the reduced ResNet-18 on
 CIFAR-shaped random data (throughput does not depend on the pixels) at batch
@@ -28,6 +31,7 @@ import jax
 import numpy as np
 
 from cljax import methods, models, scenarios, train
+from experiments import bench_limit
 from experiments.tuned import run_tuned
 
 
@@ -157,7 +161,17 @@ def main(argv=None):
         help="keep the rows of methods not run now from the existing table (their times are "
         "from the run that wrote them)",
     )
+    p.add_argument(
+        "--limit",
+        action="store_true",
+        help="against the machine's limit: matmul GFLOP/s, FLOPs a step, 1 seed vs N vmapped "
+        "vs N split over the cores, the README's command cold and warm (experiments/bench_limit.py)",
+    )
     args = p.parse_args(argv)
+    if args.limit:  # sets the host devices: before anything starts JAX's backend
+        if args.methods == p.get_default("methods"):
+            args.methods = ["derpp"]
+        return bench_limit.main(args)
 
     device = jax.devices()[0]
     if device.platform == "cpu":

@@ -10,14 +10,14 @@ from cljax.tuned import build, resolve
 
 CONFIG_KEYS = {"epochs": "n_epochs", "first_epochs": "first_epochs", "steps": "steps"}
 CONFIG_KEYS |= {"batch_size": "batch_size"}
-RUN_FIELDS = ("devices", "progress")
+RUN_FIELDS = ("devices", "seed_devices", "progress")
 
 
 def build_tuned(scenario, method_name, buffer_size, **overrides):
     """`(method, RunConfig fields)` of `method_name` on `scenario` with its tuned settings.
 
     `overrides` replace tuned settings (None leaves the tuned value); `epochs` is
-    `n_epochs`; `devices` and `progress` go to the `RunConfig`.
+    `n_epochs`; `devices`, `seed_devices` and `progress` go to the `RunConfig`.
     """
     overrides = {CONFIG_KEYS.get(k, k): v for k, v in overrides.items() if v is not None}
     fields = {k: overrides.pop(k) for k in RUN_FIELDS if k in overrides}

@@ -37,6 +37,15 @@ jax.config.update(
     int(os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"]),
 )
 
+
+def pytest_configure(config):
+    """The backend starts here, with the one CPU device of the environment: the `cljax`
+    command's host devices (one a core, set only before the backend starts) never reach
+    the suite's in-process runs, which the golden outputs pin on one device. (Not at
+    import: the multi-host check imports this module before `jax.distributed`.)"""
+    jax.devices()
+
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 

@@ -7,6 +7,7 @@ parameters and buffer contents. Exits non-zero with the first difference.
 
 import os
 import sys
+import tempfile
 
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
 
@@ -23,37 +24,56 @@ HP["der"] = {**HP["er"], "alpha": 0.5}
 HP["dgr"] = HP["mergan"] = {"n_critic": 2, "z_dim": 8}
 
 
-def run(name, devices):
+def run(name, devices, seeds=(0, 1), seed_devices=1, **kw):
     method = methods.get(name).make(
         model=models.MLP((16,), SC.num_classes), input_fn=SC.input_fn, lr=0.05, **HP[name]
     )
     config = train.RunConfig(
         epochs=1,
         batch_size=16 if name in ("dgr", "mergan") else 8,
-        seeds=(0, 1),
+        seeds=tuple(seeds),
         progress=False,
         devices=devices,
+        seed_devices=seed_devices,
         chunks_per_task=2,
     )
-    return train.run(method, SC, config)
+    return train.run(method, SC, config, **kw)
+
+
+def assert_same(one, other, name, devices):
+    """Equal accuracy matrices, integer leaves, float leaves within float tolerance (the
+    seeds of `one` that `other` has), and `other`'s state over `devices` devices."""
+    n = len(other["accuracy"]["class-il"])
+    for setting, acc in other["accuracy"].items():
+        assert one["accuracy"][setting][:n] == acc, (name, one["accuracy"], other["accuracy"])
+    assert len(jax.tree.leaves(other["state"])[0].sharding.device_set) == devices
+    for a, b in zip(jax.tree.leaves(one["state"]), jax.tree.leaves(other["state"]), strict=True):
+        a, b = np.asarray(a)[: len(b)], np.asarray(b)
+        if a.dtype.kind in "iu":
+            np.testing.assert_array_equal(a, b, err_msg=name)
+        else:
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5, err_msg=name)
 
 
 def main(names):
     assert jax.device_count() == 8, jax.devices()
     for name in names:
-        one, eight = run(name, 1), run(name, 8)
-        assert one["accuracy"] == eight["accuracy"], (name, one["accuracy"], eight["accuracy"])
-        sharded = jax.tree.leaves(eight["state"])[0].sharding
-        assert len(sharded.device_set) == 8, sharded
-        for a, b in zip(
-            jax.tree.leaves(one["state"]), jax.tree.leaves(eight["state"]), strict=True
-        ):
-            a, b = np.asarray(a), np.asarray(b)
-            if a.dtype.kind in "iu":
-                np.testing.assert_array_equal(a, b, err_msg=name)
-            else:
-                np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5, err_msg=name)
+        assert_same(run(name, 1), run(name, 8), name, 8)
         print(f"{name}: 1 device == 8 devices", flush=True)
+    # The seeds split over 4 devices, 2 a device, against all 8 vmapped on one
+    whole = {}
+    for name in names:
+        whole[name] = run(name, 1, seeds=range(8))
+        assert_same(whole[name], run(name, 4, seeds=range(8), seed_devices=4), name, 4)
+        print(f"{name}: 8 seeds on 1 device == 2 seeds on each of 4", flush=True)
+    # 7 seeds padded to 8 on 4 seed devices, stopped after task 1; resumed padded to 9 on 3
+    with tempfile.TemporaryDirectory() as tmp:
+        run("derpp", 4, seeds=range(7), seed_devices=4, workdir=tmp, stop_after=0)
+        resumed = run("derpp", 3, seeds=range(7), seed_devices=3, workdir=tmp, resume=True)
+    assert resumed["seeds"] == list(range(7))
+    unsplit = whole["derpp"] if "derpp" in whole else run("derpp", 1, seeds=range(8))
+    assert_same(unsplit, resumed, "derpp", 3)
+    print("derpp: 7 seeds padded on 4 devices, resumed on 3 == unsplit", flush=True)
     # The step really is partitioned: gradients are summed across devices.
     method = methods.get("derpp").make(
         model=models.MLP((16,), SC.num_classes), input_fn=SC.input_fn, **HP["derpp"]

@@ -1,4 +1,5 @@
-"""Data parallelism: 8 fake CPU devices give the results of 1 (in a fresh process)."""
+"""Data parallelism and seeds split over devices: 8 fake CPU devices give the results of 1
+(in a fresh process)."""
 
 import json
 import os
@@ -11,7 +12,7 @@ from subprocess import PIPE, STDOUT
 import numpy as np
 import pytest
 
-from cljax import sharding, train
+from cljax import sharding, train, train_seeds
 from tests import multihost_check
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,6 +35,8 @@ def test_eight_devices_equal_one_device():
     assert proc.returncode == 0, proc.stdout + proc.stderr[-4000:]
     for name in METHODS:
         assert f"{name}: 1 device == 8 devices" in proc.stdout
+        assert f"{name}: 8 seeds on 1 device == 2 seeds on each of 4" in proc.stdout
+    assert "derpp: 7 seeds padded on 4 devices, resumed on 3 == unsplit" in proc.stdout
 
 
 def test_two_processes_as_two_hosts_equal_one_process(tmp_path):
@@ -76,4 +79,20 @@ def test_two_processes_as_two_hosts_equal_one_process(tmp_path):
 def test_mesh_errors_are_clear():
     with pytest.raises(ValueError, match="choose 1..1"):
         sharding.make_mesh(4)
-    assert sharding.make_mesh().shape == {"data": 1}
+    assert sharding.make_mesh().shape == {"seeds": 1, "data": 1}
+    with pytest.raises(ValueError, match="--seed-devices 2 must divide the 1 devices used"):
+        sharding.make_mesh(1, seed_devices=2)
+    with pytest.raises(ValueError, match="--seed-devices 0 must divide"):
+        train_seeds.seeds_mesh(train.RunConfig(seeds=(0, 1), devices=1, seed_devices=0))
+
+
+def test_host_devices_respect_the_users_xla_flags(monkeypatch):
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=3")
+    assert not sharding.host_devices(2)
+    assert os.environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=3"
+    monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/x")
+    assert not sharding.host_devices(1)  # one device: nothing to ask for
+    assert sharding.host_devices(2)
+    assert (
+        os.environ["XLA_FLAGS"] == "--xla_dump_to=/tmp/x --xla_force_host_platform_device_count=2"
+    )
