@@ -45,3 +45,18 @@ def test_method_bench_runs_on_digits(tmp_path):
     assert rows["er"]["2"]["steps"] == rows["er"]["1"]["steps"] > 0
     (js,) = tmp_path.glob("bench-seq-digits-*.json")
     assert json.loads(js.read_text())["er"]["1"]["train_s"] > 0
+
+
+def test_step_flops_counts_the_forward_and_backward_matmuls():
+    """XLA's count for an SGD step of the 64-100-100-10 MLP on digits: the forward matmuls
+    (2 x batch x weights) and the backward's two more, plus the elementwise rest."""
+    from cljax import scenarios
+    from experiments import bench_limit
+    from experiments.tuned import build_tuned
+
+    scenario = scenarios.build("seq-digits")
+    _, config = build_tuned(scenario, "sgd", 500)
+    forward = 2 * config.batch_size * (64 * 100 + 100 * 100 + 100 * 10)
+    flops = bench_limit.step_flops(scenario, "sgd", 500)
+    assert 3 * forward - 2 * config.batch_size * 64 * 100 <= flops <= 4 * forward
+    assert bench_limit.matmul_gflops(n=64, reps=1) > 0
