@@ -294,10 +294,12 @@ def split_devices(args, n_seeds: int) -> tuple[int | None, int]:
     """`(devices, seed_devices)` of the run. Starts JAX's backend (joining a multi-host job
     first when its environment says so); on a CPU, with as many XLA host devices as the seeds
     can use, one a core, unless the user's XLA_FLAGS say how many (the flag is set for this
-    process alone: subprocesses get the user's XLA_FLAGS)."""
+    process alone: subprocesses get the user's XLA_FLAGS). Default split: on one CPU host,
+    every device splits the seeds (at most one a seed); elsewhere all are data-parallel."""
     flags = os.environ.get("XLA_FLAGS")
-    cores = len(os.sched_getaffinity(0))
-    sharding.host_devices(max(args.devices or 1, args.seed_devices or min(n_seeds, cores)))
+    if not sharding.joining():  # a multi-host job keeps one device a process (untested else)
+        cores = len(os.sched_getaffinity(0))
+        sharding.host_devices(max(args.devices or 1, args.seed_devices or min(n_seeds, cores)))
     try:
         sharding.initialize()  # joins a multi-host job when its environment says so
         platform = jax.devices()[0].platform  # the backend reads XLA_FLAGS here, once
@@ -309,7 +311,7 @@ def split_devices(args, n_seeds: int) -> tuple[int | None, int]:
     devices, seed_devices = args.devices, args.seed_devices
     if seed_devices is None:
         seed_devices = 1
-        if platform == "cpu":  # every device a seed device, at most one a seed
+        if platform == "cpu" and jax.process_count() == 1:  # all devices split the seeds
             seed_devices = min(n_seeds, devices or len(jax.devices()))
             devices = devices or seed_devices
     elif devices is None and platform == "cpu":

@@ -38,8 +38,7 @@ def initialize() -> None:
     Call it before anything else touches JAX: `jax.distributed.initialize` refuses
     once a backend is up (even `jax.process_count()` starts one).
     """
-    markers = ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS", "TPU_WORKER_HOSTNAMES")
-    if not any(os.environ.get(m) for m in markers) or jax.distributed.is_initialized():
+    if not joining() or jax.distributed.is_initialized():
         return
     # JAX reads the coordinator from the environment but not these two (it detects them on
     # Cloud TPU, SLURM and the like); elsewhere the README has users set them
@@ -51,6 +50,12 @@ def initialize() -> None:
                 raise ValueError(f"{var}={text!r}: expected a non-negative integer")
             counts[name] = int(text)
     jax.distributed.initialize(**counts)
+
+
+def joining() -> bool:
+    """Whether the environment names a multi-host job's coordinator."""
+    markers = ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS", "TPU_WORKER_HOSTNAMES")
+    return any(os.environ.get(m) for m in markers)
 
 
 def make_mesh(num_devices: int | None = None, seed_devices: int = 1) -> Mesh:
