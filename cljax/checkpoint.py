@@ -9,17 +9,31 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
+
+if TYPE_CHECKING:
+    import orbax.checkpoint as ocp
+
+
+def _ocp():
+    """orbax.checkpoint, imported on first use (0.2-0.5 s: runs without a workdir skip it)."""
+    import orbax.checkpoint
+
+    return orbax.checkpoint
+
+
+def _args():
+    return _ocp().args
 
 
 def manager(workdir) -> ocp.CheckpointManager:
     """A manager over `WORKDIR/checkpoints` keeping the last two checkpoints."""
     directory = Path(workdir).absolute() / "checkpoints"
-    options = ocp.CheckpointManagerOptions(max_to_keep=2, create=True)
-    return ocp.CheckpointManager(directory, options=options, item_names=("tree", "meta"))
+    options = _ocp().CheckpointManagerOptions(max_to_keep=2, create=True)
+    return _ocp().CheckpointManager(directory, options=options, item_names=("tree", "meta"))
 
 
 MID_TASK = 1_000_000  # chunks a task can have; a task's checkpoints sort before the next task's
@@ -46,7 +60,7 @@ def save(mgr: ocp.CheckpointManager, step: int, state, acc: dict, meta: dict):
     meta = {**meta, "state_shapes": [list(np.shape(a)) for a in jax.tree.leaves(state)]}
     mgr.save(
         step,
-        args=ocp.args.Composite(tree=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)),
+        args=_args().Composite(tree=_args().StandardSave(tree), meta=_args().JsonSave(meta)),
     )
     mgr.wait_until_finished()
 
@@ -93,7 +107,7 @@ def _restore_step(mgr, step: int, structure_of, acc_like: dict, identity: dict, 
     """`(state, acc, meta)` of checkpoint `step`; `_Unreadable` when it cannot be read."""
     where = mgr.directory
     try:
-        meta = mgr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        meta = mgr.restore(step, args=_args().Composite(meta=_args().JsonRestore()))["meta"]
     except Exception as e:  # orbax raises many types for damaged files
         raise _Unreadable(f"metadata unreadable ({type(e).__name__})") from e
     if not isinstance(meta, dict):
@@ -118,10 +132,12 @@ def _restore_step(mgr, step: int, structure_of, acc_like: dict, identity: dict, 
             for a, s in zip(leaves, shapes, strict=True)
         ]
     )
-    acc_abstract = {k: ocp.utils.to_shape_dtype_struct(np.asarray(v)) for k, v in acc_like.items()}
+    acc_abstract = {
+        k: _ocp().utils.to_shape_dtype_struct(np.asarray(v)) for k, v in acc_like.items()
+    }
     abstract = {"state": state_like, "acc": acc_abstract}
     try:
-        got = mgr.restore(step, args=ocp.args.Composite(tree=ocp.args.StandardRestore(abstract)))
+        got = mgr.restore(step, args=_args().Composite(tree=_args().StandardRestore(abstract)))
     except Exception as e:  # orbax raises many types for damaged files
         raise _Unreadable(f"arrays unreadable ({type(e).__name__})") from e
     acc = {k: np.array(v) for k, v in got["tree"]["acc"].items()}
