@@ -28,7 +28,7 @@ from pathlib import Path
 
 import jax
 
-from cljax import report, scenarios, train
+from cljax import report, scenarios, sharding, train
 from experiments.tuned import run_tuned
 
 BUFFERS = (200, 500, 5120)
@@ -153,13 +153,15 @@ def paper_value(benchmark, method, buffer, setting):
     return entry
 
 
-def run_row(benchmark, data_dir, row, buffer, seeds):
+def run_row(benchmark, data_dir, row, buffer, seeds, seed_devices=1):
     """Runs one table row, all seeds in one vmapped program; returns the results dict
     without state. Perm-/Rot-MNIST seeds each see their own permutations or angles drawn
     from the seed, as Mammoth's (the angle draw alone moves Rot-MNIST by several points,
     so seeds sharing one draw would measure that draw); the driver applies them per seed
     (`Scenario.seed_maps`)."""
     method_name, overrides = VARIANTS.get(row, (row, {}))
+    if seed_devices > 1:  # the seeds split over that many devices (sharding.SEEDS)
+        overrides = {**overrides, "devices": seed_devices, "seed_devices": seed_devices}
     res = run_tuned(scenarios.build(benchmark, data_dir), method_name, buffer, seeds, **overrides)
     if benchmark in DOMAIN:
         res["transforms"] = "drawn per seed"
@@ -234,7 +236,15 @@ def main(argv=None):
         help="rerun, of the chosen rows, those run with the old top-up of an epoch's last "
         "batch (their 'last batch' column says fill)",
     )
+    p.add_argument(
+        "--seed-devices",
+        type=int,
+        default=1,
+        help="split each row's seeds over this many devices (on a CPU: XLA host devices, one "
+        "a core); seeds grouped differently round differently in the last bits",
+    )
     args = p.parse_args(argv)
+    sharding.host_devices(args.seed_devices)  # before anything starts JAX's backend
     gcl = args.benchmarks == ["mnist-360"]
     if args.out is None:
         args.out = "experiments/results/der_" + ("mnist360" if gcl else "table2_mnist")
@@ -265,13 +275,15 @@ def main(argv=None):
                 todo = tuple(s for s in seeds if done is None or s not in done["seeds"])
                 if not todo:
                     continue
-                res = run_row(benchmark, args.data_dir, method, buffer, todo)
+                res = run_row(benchmark, args.data_dir, method, buffer, todo, args.seed_devices)
                 if done is not None:  # the seeds it has join the new ones
                     try:
                         res = report.merge_seeds(done, res)
                     except ValueError as e:  # other settings since: the row is rerun whole
                         print(f"{key}: {e}; rerunning every seed", flush=True)
-                        res = run_row(benchmark, args.data_dir, method, buffer, seeds)
+                        res = run_row(
+                            benchmark, args.data_dir, method, buffer, seeds, args.seed_devices
+                        )
                 # rows another invocation wrote since this one started are kept
                 mine[key] = res
                 rows = {**(json.loads(out_json.read_text()) if out_json.exists() else {}), **mine}
