@@ -1,6 +1,7 @@
 """The `cljax` command (`python -m experiments.run`): one real end-to-end run and every documented error."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -246,3 +247,20 @@ def test_compile_cache_folder_is_chosen_checked_and_yields_to_the_users(tmp_path
     finally:
         for k, v in before.items():
             jax.config.update(k, v)
+
+
+def test_a_fresh_command_splits_the_seeds_over_the_cores(tmp_path):
+    """On a CPU the command makes one XLA host device a core (at most one a seed) and
+    splits the seeds over them: 3 seeds on 2 cores run padded to 4, 2 a device; results
+    hold the 3 real seeds and say how they ran. Subprocesses keep the user's XLA_FLAGS."""
+    cores = len(os.sched_getaffinity(0))
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    cmd = [sys.executable, "-m", "cljax.cli", "--seeds", "3", "--tasks", "2", *FAST]
+    proc = subprocess.run(
+        [*cmd, "--workdir", str(tmp_path)], env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["seeds"] == [0, 1, 2] and len(res["accuracy"]["class-il"]) == 3
+    assert res["seed_devices"] == res["devices"] == min(3, cores)
+    assert len(res["final_average_accuracy"]["class-il"]["per_seed"]) == 3
