@@ -255,12 +255,12 @@ class SeedsRun:
         """`(state, first task, partial)` from the latest checkpoint."""
 
         def structure_of(meta):  # the state's tree structure at the checkpoint
-            shaped = jax.eval_shape(self.real, state)
+            shaped = jax.eval_shape(lambda s: s, state)
             begun = meta["partial"]["task"] if "partial" in meta else meta["task"]
             if self.method.begin_task is not None:
                 for j in range(begun + 1):
                     shaped = jax.eval_shape(functools.partial(self.begin, t=j), shaped)
-            return shaped
+            return jax.eval_shape(self.real, shaped)  # saved without the padding seeds
 
         replicated = NamedSharding(self.mesh, PartitionSpec())
         state, self.acc, saved, skipped = ckpt_lib.restore(

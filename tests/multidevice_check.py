@@ -75,6 +75,12 @@ def main(names):
     unsplit = whole["derpp"] if "derpp" in whole else run("derpp", 1, seeds=range(8))
     assert_same(unsplit, resumed, "derpp", 3)
     print("derpp: 7 seeds padded on 4 devices, resumed on 3 == unsplit", flush=True)
+    if "dgr" in whole:  # a begin_task (the frozen scholar) restored under the padding
+        with tempfile.TemporaryDirectory() as tmp:
+            run("dgr", 4, seeds=range(7), seed_devices=4, workdir=tmp, stop_after=0)
+            resumed = run("dgr", 4, seeds=range(7), seed_devices=4, workdir=tmp, resume=True)
+        assert_same(whole["dgr"], resumed, "dgr", 4)
+        print("dgr: 7 seeds padded on 4 devices, resumed == unsplit", flush=True)
     # The step really is partitioned: gradients are summed across devices.
     method = methods.get("derpp").make(
         model=models.MLP((16,), SC.num_classes), input_fn=SC.input_fn, **HP["derpp"]
