@@ -81,6 +81,7 @@ def bench_cifar(args):
                 seeds=seeds,
                 progress=False,
                 devices=args.devices,
+                seed_devices=args.seed_devices,
                 chunks_per_task=1,
             )
             t = train.run(method, scenario, config)["timing"]
@@ -108,7 +109,8 @@ def write_cifar_table(rows, args, where, device):
         f"# DER++ on CIFAR-shaped data, {model_name(args)}, {args.dtype}, on {where}",
         "",
         f"Command: `python -m experiments.bench --synthetic-cifar --steps {args.steps} "
-        f"--seeds {args.seeds} --model {args.model} --nf {args.nf} --dtype {args.dtype}`; "
+        f"--seeds {args.seeds} --model {args.model} --nf {args.nf} --dtype {args.dtype} "
+        f"--devices {args.devices} --seed-devices {args.seed_devices}`; "
         f"jax {jax.__version__}, "
         f"{jax.device_count()} device(s) ({device.device_kind}). Two tasks of {args.steps} steps "
         "each; images/s counts the current batch only (each DER++ step also forwards two "
@@ -155,6 +157,12 @@ def main(argv=None):
     )
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--devices", type=int, default=None)
+    p.add_argument(
+        "--seed-devices",
+        type=int,
+        default=1,
+        help="synthetic CIFAR: of --devices, how many split the seeds (the rest split batches)",
+    )
     p.add_argument(
         "--merge",
         action="store_true",
