@@ -231,6 +231,31 @@ def split_validation(scenario: Scenario, fraction: float, seed: int = 0):
     return reduced, lambda t: parts(t)[1]
 
 
+def held_out(arrays, fraction: float, seed: int = 0):
+    """`(x_keep, y_keep, x_valid, y_valid)`: `arrays`' training set `(x_tr, y_tr, ...)` with a
+    random `fraction` of each class's images held out (drawn with `seed`) as the validation
+    set, which then stands where the test set stood: a benchmark built on these arrays trains
+    on the rest and is scored on the held-out images, so a grid is searched without the
+    test set (the DER paper: 10% of the training set)."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"validation fraction must be in (0, 1), got {fraction}")
+    x_tr, y_tr = arrays[0], arrays[1]
+    rng = np.random.default_rng(seed)
+    held = []
+    for c in np.unique(y_tr):
+        idx_c = np.flatnonzero(y_tr == c)
+        n_valid = int(fraction * len(idx_c))
+        if n_valid == 0 or n_valid == len(idx_c):
+            raise ValueError(
+                f"class {c}: {len(idx_c)} training images leave nothing to hold out (or to "
+                f"train on) at a validation fraction of {fraction}"
+            )
+        held.append(rng.choice(idx_c, n_valid, replace=False))
+    valid = np.zeros(len(y_tr), bool)
+    valid[np.concatenate(held)] = True
+    return x_tr[~valid], y_tr[~valid], x_tr[valid], y_tr[valid]
+
+
 def domain_incremental(
     name, arrays, transforms, input_fn, model, seed_maps=None, raw=None
 ) -> Scenario:
@@ -333,8 +358,11 @@ def build(
     base_classes: int = 0,
     class_order: str = "label",
     brightness: float = 0.0,
+    valid_fraction: float = 0.0,
 ) -> Scenario:
     """The benchmark `name` (one of `BENCHMARKS`); `seed` fixes perm/rot-mnist's transforms;
+    `valid_fraction` > 0 builds it on `held_out`'s split: trained on the rest of the training
+    set and scored on that fraction of it, for model selection;
     `base_classes` > 0 gives a class-incremental benchmark a larger first task (then
     `num_tasks`, the first one included, must be given). `class_order` "label" takes the
     classes in label order, another name one of `CLASS_ORDERS`; `brightness` > 0 adds a
@@ -359,17 +387,25 @@ def build(
             "included (e.g. --tasks 6 for seq-cifar100's B50 in steps of 10)"
         )
     split = functools.partial(class_incremental, base_classes=base_classes)
+    if valid_fraction and not 0.0 < valid_fraction < 1.0:
+        raise ValueError(f"validation fraction must be in (0, 1), got {valid_fraction}")
+
+    def load(arrays):  # the split `valid_fraction` asks for, or the arrays as they are
+        return held_out(arrays, valid_fraction) if valid_fraction else arrays
+
     if name == "seq-digits":
-        return split(name, digits.load(), num_tasks or 5, scaled_input(16.0), "mlp")
+        return split(name, load(digits.load()), num_tasks or 5, scaled_input(16.0), "mlp")
     if name in ("seq-mnist", "seq-fashion-mnist"):
-        arrays = idx.load("mnist" if name == "seq-mnist" else "fashion_mnist", data_dir, download)
+        arrays = load(
+            idx.load("mnist" if name == "seq-mnist" else "fashion_mnist", data_dir, download)
+        )
         return split(name, arrays, num_tasks or 5, scaled_input(255.0), "mlp")
     if name == "mnist-360":
         from cljax import streams
 
-        return streams.mnist360(idx.load("mnist", data_dir, download), scaled_input(255.0))
+        return streams.mnist360(load(idx.load("mnist", data_dir, download)), scaled_input(255.0))
     if name in ("perm-mnist", "rot-mnist"):
-        arrays = idx.load("mnist", data_dir, download)
+        arrays = load(idx.load("mnist", data_dir, download))
         n = num_tasks or 20
         shape = arrays[0].shape[1:]
         maps = functools.partial(domain_maps, name, num_tasks=n, shape=shape)
@@ -382,11 +418,11 @@ def build(
             name, arrays, transforms, scaled_input(255.0), "mlp", seed_maps=maps, raw=raw
         )
     if name == "seq-svhn":  # digits: no flips; pixels in [0, 1] as the GAN replay expects
-        arrays = tfds_adapter.load("svhn_cropped", data_dir, download=download)
+        arrays = load(tfds_adapter.load("svhn_cropped", data_dir, download=download))
         return split(name, arrays, num_tasks or 5, scaled_input(255.0), "resnet18")
     dataset = "cifar10" if name == "seq-cifar10" else "cifar100"
     stats = CIFAR10_STATS if dataset == "cifar10" else CIFAR100_STATS
-    arrays = _cifar_arrays(dataset, data_dir, download)
+    arrays = load(_cifar_arrays(dataset, data_dir, download))
     if class_order != "label":
         arrays = reorder_classes(arrays, CLASS_ORDERS[class_order][name])
     default_tasks = 5 if dataset == "cifar10" else 10

@@ -162,3 +162,22 @@ def test_validation_split_holds_out_a_fraction_the_training_no_longer_sees():
     assert reduced.test(0)[1].tolist() == sc.test(0)[1].tolist()
     with pytest.raises(ValueError, match="fraction"):
         scenarios.split_validation(sc, 1.0)
+
+
+def test_held_out_takes_a_fraction_of_each_class_and_build_scores_on_it():
+    x = np.arange(60, dtype=np.uint8).reshape(60, 1, 1)
+    y = np.repeat(np.arange(3), 20).astype(np.int32)
+    xk, yk, xv, yv = scenarios.held_out((x, y, x[:5], y[:5]), 0.25)
+    assert np.bincount(yv).tolist() == [5, 5, 5] and np.bincount(yk).tolist() == [15, 15, 15]
+    assert sorted(np.concatenate([xk, xv]).ravel().tolist()) == list(range(60))  # a partition
+    assert yv.tolist() == [int(v) // 20 for v in xv.ravel()]  # each image keeps its label
+    again = scenarios.held_out((x, y, x[:5], y[:5]), 0.25)
+    np.testing.assert_array_equal(again[2], xv)  # the same split every call
+    with pytest.raises(ValueError, match="fraction"):
+        scenarios.held_out((x, y), 1.0)
+    # a benchmark built on it trains on the rest and is scored on the held-out images
+    full, valid = scenarios.build("seq-digits"), scenarios.build("seq-digits", valid_fraction=0.1)
+    n_train = sum(full.train_sizes)
+    assert sum(valid.train_sizes) + sum(len(valid.test(t)[1]) for t in range(5)) == n_train
+    with pytest.raises(ValueError, match="fraction"):
+        scenarios.build("seq-digits", valid_fraction=1.5)
