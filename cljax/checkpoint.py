@@ -50,19 +50,24 @@ def step_of(task: int, chunk: int | None = None) -> int:
     return task * MID_TASK + (MID_TASK - 1 if chunk is None else chunk)
 
 
-def save(mgr: ocp.CheckpointManager, step: int, state, acc: dict, meta: dict):
+def save(mgr: ocp.CheckpointManager, step: int, state, acc: dict, meta: dict, wait=True):
     """Saves as orbax step `step` (`step_of`); `meta` must be JSON-serialisable.
 
     The state's leaf shapes go into `meta` too: a growing or pruned state is
-    restored into the shapes it was saved with.
+    restored into the shapes it was saved with. `wait=False` returns once the
+    arrays are copied to the host, the files written by orbax's thread behind
+    training: `mgr.wait_until_finished()` raises what that write met (orbax
+    waits for it before the next save, and writes each checkpoint to a temporary
+    folder it renames when complete, so a stopped write leaves no checkpoint).
     """
-    tree = {"state": state, "acc": {k: np.asarray(v) for k, v in acc.items()}}
+    tree = {"state": state, "acc": {k: np.array(v) for k, v in acc.items()}}
     meta = {**meta, "state_shapes": [list(np.shape(a)) for a in jax.tree.leaves(state)]}
     mgr.save(
         step,
         args=_args().Composite(tree=_args().StandardSave(tree), meta=_args().JsonSave(meta)),
     )
-    mgr.wait_until_finished()
+    if wait:
+        mgr.wait_until_finished()
 
 
 class CheckpointWriteError(RuntimeError):

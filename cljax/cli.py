@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import importlib
+import importlib.util
 import math
 import os
 import shutil
@@ -28,6 +30,7 @@ import jax
 from cljax import (
     evaluation,
     jit_cache,
+    loggers,
     methods,
     plots,
     report,
@@ -50,6 +53,7 @@ class UsageError(Exception):
 
 
 def parse_args(argv):
+    """The command line as an `argparse.Namespace` (`argv`: the arguments, None: sys.argv)."""
     p = argparse.ArgumentParser(prog="cljax", description=__doc__.split("\n")[0])
     p.add_argument("--method", default="derpp", help=f"one of: {', '.join(methods.names())}")
     p.add_argument("--benchmark", default="seq-digits", help=f"one of: {', '.join(BENCHMARKS)}")
@@ -153,6 +157,24 @@ def parse_args(argv):
         "checkpoint kept) or continue and record the seeds in results.json",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import a module (a dotted name, or a .py file) first: one that registers a "
+        "method of its own (cljax.methods.register) makes it a --method",
+    )
+    p.add_argument(
+        "--log",
+        nargs="+",
+        default=[],
+        metavar="LOGGER",
+        help="also log to: csv (WORKDIR/logs), tensorboard (WORKDIR/tensorboard; pip install "
+        "'cljax[tensorboard]'), wandb (pip install 'cljax[wandb]'; WANDB_MODE=offline logs "
+        "locally); several at once",
+    )
     return p.parse_args(argv)
 
 
@@ -180,6 +202,8 @@ EXIT_SIGNAL = {signal.SIGTERM: 143, signal.SIGINT: 130}
 
 
 def main(argv=None) -> int:
+    """The `cljax` command: exit status 0, 2 for bad input (one line on stderr), 1 for a
+    checkpoint that could not be written, 3 for a diverged run, 130/143 after a signal."""
     args = parse_args(argv)
     train.log_tasks()
     if not (args.no_compile_cache or args.list_hparams):  # before anything compiles
@@ -193,7 +217,29 @@ def main(argv=None) -> int:
         return 2
 
 
+def import_plugins(specs) -> None:
+    """Imports each `--import` module (dotted name, found from the current folder too, or a
+    .py file); UsageError, one line, for one that cannot be imported."""
+    for spec in specs:
+        try:
+            if spec.endswith(".py"):
+                path = Path(spec)
+                if not path.is_file():
+                    raise FileNotFoundError(f"no file {spec}")
+                loader = importlib.util.spec_from_file_location(path.stem, path)
+                module = importlib.util.module_from_spec(loader)
+                sys.modules[path.stem] = module
+                loader.loader.exec_module(module)
+            else:
+                if os.getcwd() not in sys.path and "" not in sys.path:
+                    sys.path.append(os.getcwd())
+                importlib.import_module(spec)
+        except Exception as e:  # its own errors too: one line, not a traceback
+            raise UsageError(f"--import {spec}: {type(e).__name__}: {e}") from e
+
+
 def _main(args) -> int:
+    import_plugins(args.imports)
     try:
         methods.get(args.method)
         if args.benchmark not in scenarios.BENCHMARKS:
@@ -282,6 +328,10 @@ def _main(args) -> int:
     except ValueError as e:
         raise UsageError(str(e)) from e
     workdir_lib.check(workdir, checkpoint_bytes(method, scenario, len(seeds)))
+    try:
+        loggers.check(args.log)  # a logger that cannot start stops the run before it begins
+    except loggers.LoggerError as e:
+        raise UsageError(str(e)) from e
     if jax.process_index() == 0:  # one lock for a multi-host job, held by host 0
         lock.acquire(warn=lambda line: print(line, file=sys.stderr))
     try:
@@ -363,6 +413,32 @@ def _run(args, method, scenario, settings, seeds, workdir: Path) -> int:
     if method.host.sample is not None:
         samples = workdir / "samples"
         on_task = functools.partial(plots.write_samples, method, samples, scenario.num_tasks)
+    extras = {"on_task": on_task, "probe": probe, "over_time": over_time}
+    logger = None
+    if jax.process_index() == 0:
+        try:
+            logger = loggers.make(args.log, workdir)
+            if logger is not None:
+                hparams = method.hparams | run.to_dict()
+                logger.start(
+                    {"method": args.method, "benchmark": scenario.name, "seeds": list(seeds)}
+                    | {"hparams": hparams}
+                )
+        except loggers.LoggerError as e:
+            if logger is not None:
+                logger.close()
+            raise UsageError(str(e)) from e
+    try:
+        return _train_and_write(args, method, scenario, settings, config, workdir, logger, extras)
+    finally:
+        if logger is not None:
+            logger.close()
+
+
+def _train_and_write(args, method, scenario, settings, config, workdir, logger, extras) -> int:
+    """Trains, then writes results.json and the plots (the loggers told as it goes)."""
+    run, seeds = settings.run, config.seeds
+    on_task, probe, over_time = extras["on_task"], extras["probe"], extras["over_time"]
     resume_line = f"rerun with --resume --workdir {workdir}"
     say = lambda line: print(line, file=sys.stderr)
     try:
@@ -376,6 +452,7 @@ def _run(args, method, scenario, settings, seeds, workdir: Path) -> int:
                 on_task=on_task,
                 stop_requested=stop,
                 after_chunk=probe,
+                logger=logger,
             )
     except CheckpointError as e:
         raise UsageError(str(e)) from e
@@ -406,6 +483,8 @@ def _run(args, method, scenario, settings, seeds, workdir: Path) -> int:
         points = res.pop("after_chunk")[0]
         res["accuracy_over_time"] = {"steps": over_time["ends"], "accuracy": points}
     report.write_json(workdir / "results.json", res)
+    if logger is not None:
+        logger.finish(res)
     plots.accuracy_matrices(
         res["accuracy"], f"{args.method} on {scenario.name}", workdir / "accuracy.png"
     )

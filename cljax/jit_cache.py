@@ -26,6 +26,8 @@ MAX_BYTES = 2 * 2**30
 
 
 def default_folder() -> Path:
+    """Where compiled programs are kept by default: `$CLJAX_CACHE_DIR/jit`, else
+    `~/.cache/cljax/jit`."""
     if os.environ.get("CLJAX_CACHE_DIR"):
         return Path(os.environ["CLJAX_CACHE_DIR"]) / "jit"
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"

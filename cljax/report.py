@@ -8,6 +8,7 @@ import numpy as np
 
 from cljax import methods, workdir
 from cljax import metrics as metrics_lib
+from cljax import results as results_format
 
 
 def recorded_hparams(method_hparams: dict, config) -> dict:
@@ -51,6 +52,7 @@ def results(
         summary = {s: metrics_lib.summarize(a) for s, a in accuracy.items()}
     steps, train_s = timing["steps"], timing["train_s"]
     out = {
+        "schema_version": results_format.SCHEMA_VERSION,
         "method": method.name,
         "benchmark": scenario.name,
         "buffer_size": method.hparams.get("buffer_size"),
@@ -69,6 +71,7 @@ def results(
             ),
         },
         "final_train_loss": losses,
+        "provenance": results_format.provenance(),
     }
     out.update(_summaries(accuracy, summary))
     for key, value in (("per_task", per_task), ("after_task", after_task)):
@@ -139,6 +142,12 @@ def merge_seeds(a: dict, b: dict, allow_unfinished: bool = False) -> dict:
         "timing": timing,
         "final_train_loss": ((n_a * losses[0] + n_b * losses[1]) / (n_a + n_b)).tolist(),
     }
+    merged = [a.get("provenance"), *a.get("merged_provenance", [])]
+    for p in (b.get("provenance"), *b.get("merged_provenance", [])):
+        if p is not None and p not in merged:
+            merged.append(p)
+    if merged[1:]:  # parts made elsewhere (another commit, machine or data)
+        out["merged_provenance"] = merged[1:]
     done = {s: metrics_lib.summarize(v) for s, v in accuracy.items()} if finished else {}
     out.update(_summaries(accuracy, done))
     tasks = range(len(next(m for m in a["accuracy"].values() if m is not None)[0]))

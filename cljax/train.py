@@ -141,6 +141,10 @@ class Hooks:
     # `() -> bool`, polled after each chunk and task: True saves a checkpoint there and raises
     # `Interrupted` (the CLI's SIGTERM / SIGINT handler, `StopRequest`)
     stop_requested: Callable[[], bool] | None = None
+    # what a logger (`cljax.loggers`) is told, on host 0: `chunk(t, c, step, {metric: [mean
+    # over the chunk's steps, per seed]})` after each chunk (`step`: the run's steps so far)
+    # and `task(t, {setting: [[accuracy on task 0..t] per seed]})` after each task's scoring
+    logger: Any = None
 
 
 def run(
@@ -154,6 +158,7 @@ def run(
     after_chunk: Callable[[int, int, Any], list] | None = None,
     on_task: Callable[[int, Any, Any], None] | None = None,
     stop_requested: Callable[[], bool] | None = None,
+    logger=None,
 ) -> dict:
     """Trains `method` on every task of `scenario` for every seed; returns the results dict.
 
@@ -177,11 +182,12 @@ def run(
     generated samples of `method.host.sample`; see `plots.write_samples`).
     `stop_requested()` is polled after every chunk and task; when it is True the
     run checkpoints there (with a workdir) and raises `Interrupted`, losing at most
-    the chunk in flight.
+    the chunk in flight. `logger` (see `Hooks.logger`, e.g. `cljax.loggers.Loggers`) is
+    told each chunk's losses and each task's accuracies as they come.
     """
     methods.check_scenario(method.name, scenario.name, scenario.settings)
     streams.check_run(method, scenario, config.epochs, config.first_epochs)
-    hooks = Hooks(after_task, after_chunk, on_task, stop_requested)
+    hooks = Hooks(after_task, after_chunk, on_task, stop_requested, logger)
     seeds = tuple(config.seeds)
     if method.host.resize is None or len(seeds) == 1:
         parts = [SeedsRun(method, scenario, config, workdir, hooks).run(resume, stop_after)]

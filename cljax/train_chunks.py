@@ -256,6 +256,8 @@ class TaskContext:
     pad_to: int = 0  # pad the task's arrays to this many items (one compile for every task)
     after_chunk: Callable | None = None
     on_chunk: Callable | None = None
+    # `(t, c, step, {metric: per-seed means})` after each chunk (a logger's), or None
+    log_chunk: Callable | None = None
     method_name: str = ""
     keep: int | None = None  # the real seeds, `seeds[:keep]` (default: all)
     # seeds whose loss or parameters went non-finite: {seed: {"task", "step"}} (first time)
@@ -380,6 +382,10 @@ def train_task(
         losses.append(metrics["loss"][: ctx.keep, ok])
         bar.update(int(ok.sum()))
         bar.set_postfix({k: f"{v[:, ok].mean():.3f}" for k, v in metrics.items()})
+        if ctx.log_chunk is not None and ok.any():
+            step = ctx.timer.totals["steps"] + int(valid[: sl.stop].sum())
+            means = {k: v[: ctx.keep, ok].mean(1).tolist() for k, v in metrics.items()}
+            ctx.log_chunk(t, c, step, means)
         if ctx.after_chunk is not None:
             measured.append(list(ctx.after_chunk(t, c, state))[: ctx.keep])
         if ctx.on_chunk is not None and c < chunks - 1:

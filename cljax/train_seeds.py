@@ -3,6 +3,7 @@ checkpoints (the part of the driver between `train.run` and `train_chunks.train_
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -177,6 +178,7 @@ class SeedsRun:
         self.extra = [[None] * self.n for _ in range(T)]  # after_task: [task][seed]
         self.chunk_extra = [None] * T  # [task][chunk][seed] where after_chunk measured it
         self.manager = ckpt_lib.manager(self.workdir) if self.workdir is not None else None
+        self.writing = None  # the checkpoint orbax is writing behind training, if any
         self.maps = seed_maps(scenario, self.seeds)
         self.stream = stream_of(scenario, self.seeds, config.batch_size)
         self.stream_batches = stream_batches_for(scenario, config)
@@ -310,21 +312,37 @@ class SeedsRun:
         }
 
     def save(self, state, t, partial: Partial | None = None):
+        """Starts the checkpoint after task t (or mid-task, `partial`): the files are written
+        behind the next steps (`finish_save` waits for them and names a failed write)."""
+        self.finish_save()  # the one before, whose failure is its own
         if partial is None:
             step, meta = ckpt_lib.step_of(t), self.meta_of(t)
         else:
             meta = {**self.meta_of(t - 1), "partial": partial.to_json()}
             step = ckpt_lib.step_of(partial.task, partial.chunk)
+        what = f"task {t + 1}" if partial is None else f"task {partial.task + 1} (mid-task)"
         try:
-            ckpt_lib.save(self.manager, step, self.real(state), self.acc, meta)
+            ckpt_lib.save(self.manager, step, self.real(state), self.acc, meta, wait=False)
         except Exception as e:  # a full disk, a folder gone: orbax raises many types
-            what = f"task {t + 1}" if partial is None else f"task {partial.task + 1} (mid-task)"
-            raise ckpt_lib.CheckpointWriteError(
-                f"could not write the checkpoint of {what} in {self.manager.directory} "
-                f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); the earlier "
-                "checkpoints are kept: free space or fix the folder, then rerun with --resume"
-            ) from e
+            raise self.write_error(what, e) from e
+        self.writing = what
         self.last_save = time.perf_counter()
+
+    def finish_save(self):
+        """Waits for the checkpoint being written, if any (a CheckpointWriteError if it failed)."""
+        what, self.writing = self.writing, None
+        if what is not None:
+            try:
+                self.manager.wait_until_finished()
+            except Exception as e:
+                raise self.write_error(what, e) from e
+
+    def write_error(self, what: str, e: Exception) -> ckpt_lib.CheckpointWriteError:
+        return ckpt_lib.CheckpointWriteError(
+            f"could not write the checkpoint of {what} in {self.manager.directory} "
+            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); the earlier "
+            "checkpoints are kept: free space or fix the folder, then rerun with --resume"
+        )
 
     def on_chunk(self, stop_after, done: Partial, state) -> bool:
         """Mid-task: checkpoint when due; True stops the run here."""
@@ -336,8 +354,13 @@ class SeedsRun:
         if self.manager is not None and (stop or due):
             self.save(state, done.task, done)
         if requested:
+            self.finish_save()
             raise Interrupted(f"stopped in task {done.task + 1} after chunk {done.chunk + 1}")
         return stop
+
+    def logs(self) -> bool:
+        """Whether this process tells a logger (host 0 of a multi-host job, as the bar)."""
+        return self.hooks.logger is not None and jax.process_index() == 0
 
     def stop_requested(self) -> bool:
         """Whether a stop was asked for (on every host, as host 0 saw it)."""
@@ -347,6 +370,22 @@ class SeedsRun:
         return asked
 
     # -- the loop ----------------------------------------------------------------------------
+
+    def tasks(self, ctx, state, first_task, partial, evaluate, tests, stop_after):
+        """Trains, scores and checkpoints tasks `first_task`, ...; the last state."""
+        for t in range(first_task, self.scenario.num_tasks):
+            resumed = partial if partial is not None and partial.task == t else None
+            state, stopped = self.task(ctx, state, t, resumed)
+            if stopped:
+                break
+            self.evaluate(evaluate, tests, state, t)
+            self.after(state, t)
+            if isinstance(stop_after, int) and t >= stop_after:
+                break
+            if t < self.scenario.num_tasks - 1 and self.stop_requested():
+                self.finish_save()
+                raise Interrupted(f"stopped after task {t + 1}")  # its checkpoint is written
+        return state
 
     def run(self, resume: bool, stop_after) -> SeedsRun:
         self.wall = time.perf_counter()
@@ -370,6 +409,7 @@ class SeedsRun:
             timer=self.timer,
             pad_to=0 if joint or self.stream is not None else max(self.scenario.train_sizes),
             after_chunk=self.hooks.after_chunk,
+            log_chunk=self.hooks.logger.chunk if self.logs() else None,
             on_chunk=functools.partial(self.on_chunk, stop_after),
             method_name=self.method.name,
             nonfinite=self.nonfinite,
@@ -379,19 +419,13 @@ class SeedsRun:
             stream_batches=self.stream_batches,
         )
         self.last_save = time.perf_counter()
-        for t in range(first_task, self.scenario.num_tasks):
-            resumed = partial if partial is not None and partial.task == t else None
-            state, stopped = self.task(ctx, state, t, resumed)
-            if stopped:
-                break
-            self.evaluate(evaluate, tests, state, t)
-            self.after(state, t)
-            if isinstance(stop_after, int) and t >= stop_after:
-                break
-            if t < self.scenario.num_tasks - 1 and self.stop_requested():
-                raise Interrupted(f"stopped after task {t + 1}")  # its checkpoint is written
-        if self.manager is not None:
-            self.manager.wait_until_finished()
+        try:
+            state = self.tasks(ctx, state, first_task, partial, evaluate, tests, stop_after)
+        except BaseException:  # divergence, an interrupt: the checkpoint begun is completed
+            with contextlib.suppress(Exception):
+                self.finish_save()
+            raise
+        self.finish_save()
         self.timer.totals["total_s"] = time.perf_counter() - self.wall
         self.state = self.real(state)
         self.raw = {
@@ -488,6 +522,15 @@ class SeedsRun:
                 for s, name in shown
                 if s in scored
             )
+            if self.logs():
+                self.hooks.logger.task(
+                    t,
+                    {
+                        self.scenario.single_setting or s: self.acc[s][:, t, : t + 1].tolist()
+                        for s, _ in shown
+                        if s in scored
+                    },
+                )
             log.info(
                 "%s %s task %d/%d, seeds %s: %s (mean over tasks seen), %.0f s",
                 self.method.name,

@@ -78,3 +78,24 @@ def tiny_scenario(num_tasks=2, per_class=12, test_per_class=6, size=6, seed=0, b
 @pytest.fixture(scope="session")
 def tiny():
     return tiny_scenario()
+
+
+@pytest.fixture(autouse=True)
+def _results_files_follow_the_schema(request):
+    """Every results.json a test writes under its tmp_path validates against the package's
+    JSON Schema (`cljax/results.schema.json`)."""
+    folder = request.getfixturevalue("tmp_path") if "tmp_path" in request.fixturenames else None
+    yield
+    if folder is None:
+        return
+    import json
+
+    from cljax import results
+
+    for path in folder.rglob("results.json"):
+        try:
+            obj = json.loads(path.read_text())
+        except ValueError:
+            continue  # a test that damages the file on purpose
+        errors = results.validate(obj)
+        assert not errors, f"{path} does not follow cljax/results.schema.json: {errors[:3]}"

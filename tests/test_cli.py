@@ -8,14 +8,18 @@ import sys
 import jax
 import pytest
 
-from cljax import cli, jit_cache
+import cljax
+from cljax import cli, jit_cache, results
 
 FAST = ["--benchmark", "seq-digits", "--set", "n_epochs=1", "--no-progress"]
 
 
-def test_end_to_end_run_writes_results_and_plot(tmp_path, capsys):
+def test_end_to_end_run_writes_results_and_plot(tmp_path, capsys, monkeypatch):
     workdir = tmp_path / "run"
-    args = ["--method", "derpp", "--seeds", "2", "--workdir", str(workdir)]
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    logs = ["--log", "csv", "tensorboard", "wandb"]
+    args = ["--method", "derpp", "--seeds", "2", "--workdir", str(workdir), *logs]
     # Progress on (no --no-progress), but stderr is not a terminal here: no bar is drawn
     # into it, as into a log file, and the per-task lines are still printed.
     with_progress = [a for a in FAST if a != "--no-progress"]
@@ -45,6 +49,20 @@ def test_end_to_end_run_writes_results_and_plot(tmp_path, capsys):
         assert res["timing"][k] is not None
     assert 0 <= res["final_average_accuracy"]["class-il"]["mean"] <= 100
     assert (workdir / "accuracy.png").stat().st_size > 1000
+    check_logs(workdir, res)
+    loaded = results.load(workdir)  # the typed view, with its provenance
+    assert loaded.method == "derpp" and loaded.seeds == (0, 1) and loaded.finished
+    assert loaded.schema_version == results.SCHEMA_VERSION and not results.validate(res)
+    assert loaded.accuracy("class-il").shape == (2, 5, 5)
+    assert loaded.final_average_accuracy["class-il"].mean == pytest.approx(
+        res["final_average_accuracy"]["class-il"]["mean"]
+    )
+    prov = loaded.provenance
+    assert prov["cljax"] == cljax.__version__ and prov["packages"]["jax"] == jax.__version__
+    assert prov["device_count"] >= 1 and prov["backend"] == "cpu"
+    assert any(f["path"].endswith("digits.csv.gz") for f in prov["data_files"])
+    if prov["git"] is not None:  # run from a checkout
+        assert len(prov["git"]["commit"]) == 40 and isinstance(prov["git"]["dirty"], bool)
     # A second run into the same workdir refuses; --resume finds the run complete.
     assert cli.main(["--workdir", str(workdir), *FAST]) == 2
     resume = ["--resume", "--seeds", "2", "--set", "dtype=bfloat16", "--workdir", str(workdir)]
@@ -264,3 +282,105 @@ def test_a_fresh_command_splits_the_seeds_over_the_cores(tmp_path):
     assert res["seeds"] == [0, 1, 2] and len(res["accuracy"]["class-il"]) == 3
     assert res["seed_devices"] == res["devices"] == min(3, cores)
     assert len(res["final_average_accuracy"]["class-il"]["per_seed"]) == 3
+
+
+def _events(folder):
+    """Every scalar in the TensorBoard event files under `folder`, read with tensorboardX's
+    Event protobuf from the TFRecord framing (length, crc, payload, crc): `{tag: [(step,
+    value)]}`, and the text summaries' tags."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    scalars, texts = {}, set()
+    for path in sorted(folder.rglob("events.out.tfevents.*")):
+        data = path.read_bytes()
+        at = 0
+        while at < len(data):
+            (length,) = struct.unpack("<Q", data[at : at + 8])
+            event = event_pb2.Event.FromString(data[at + 12 : at + 12 + length])
+            at += 12 + length + 4
+            for v in event.summary.value:
+                if v.HasField("simple_value"):
+                    scalars.setdefault(v.tag, []).append((event.step, v.simple_value))
+                else:
+                    texts.add(v.tag)
+    return scalars, texts
+
+
+def check_logs(workdir, res):
+    """The three loggers' files of a 2-seed, 5-task DER++ run on seq-digits."""
+    import csv
+
+    rows = lambda name: list(csv.DictReader((workdir / "logs" / name).open()))
+    losses = rows("losses.csv")
+    assert {"task", "chunk", "step", "seed", "loss"} <= set(losses[0])
+    assert {r["seed"] for r in losses} == {"0", "1"} and {r["task"] for r in losses} == set("12345")
+    assert int(losses[-1]["step"]) == res["timing"]["steps"]
+    acc = rows("accuracy.csv")
+    assert list(acc[0]) == ["setting", "after_task", "seed", "on_task", "accuracy"]
+    assert len(acc) == 2 * 2 * 15  # 2 settings x 2 seeds x (1 + 2 + ... + 5) tasks seen
+    last = [r for r in acc if r["setting"] == "class-il" and r["after_task"] == "5"]
+    per_seed = [sum(float(r["accuracy"]) for r in last if r["seed"] == s) / 5 for s in "01"]
+    assert per_seed == pytest.approx(res["final_average_accuracy"]["class-il"]["per_seed"])
+    final = {(r["setting"], r["metric"]): float(r["mean"]) for r in rows("final.csv")}
+    assert final[("class-il", "forgetting")] == pytest.approx(res["forgetting"]["class-il"]["mean"])
+    assert {r["key"] for r in rows("hparams.csv")} >= {"alpha", "beta", "lr", "batch_size"}
+    assert {r["key"] for r in rows("timing.csv")} >= {"train_s", "compile_s", "total_s"}
+
+    scalars, texts = _events(workdir / "tensorboard")
+    assert [s for s, _ in scalars["accuracy/class-il/seen"]] == [1, 2, 3, 4, 5]
+    assert scalars["accuracy/class-il/seen"][-1][1] == pytest.approx(
+        res["final_average_accuracy"]["class-il"]["mean"], abs=1e-3
+    )
+    assert len(scalars["accuracy/task-il/task_1"]) == 5 and "loss/loss/seed_1" in scalars
+    assert scalars["loss/loss"][-1][0] == res["timing"]["steps"]
+    assert "final/forgetting/class-il" in scalars and "timing/train_s" in scalars
+    assert any(t.startswith("hparams") for t in texts)
+
+    runs = list((workdir / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1, list((workdir / "wandb").iterdir())
+    summary = json.loads((runs[0] / "files" / "wandb-summary.json").read_text())
+    assert summary["final/final_average_accuracy/class-il"] == pytest.approx(
+        res["final_average_accuracy"]["class-il"]["mean"]
+    )
+    assert "accuracy/class-il/task_1" in summary and "loss/loss" in summary
+    config = (runs[0] / "files" / "config.yaml").read_text()
+    assert "alpha" in config and "derpp" in config
+
+
+@pytest.mark.parametrize(
+    "log,env,message",
+    [
+        (["nosuch"], {}, "unknown logger 'nosuch'; choose from csv, tensorboard, wandb"),
+        (["wandb"], {"WANDB_MODE": "online"}, "--log wandb: not logged in to W&B"),
+        (["tensorboard"], {"hide": "tensorboardX"}, "--log tensorboard needs the tensorboardX"),
+    ],
+)
+def test_a_logger_that_cannot_start_stops_the_run_before_it_begins(
+    tmp_path, capsys, monkeypatch, log, env, message
+):
+    from cljax import loggers
+
+    hidden = env.pop("hide", None)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setattr(loggers, "_check_wandb_login", _not_logged_in(loggers._check_wandb_login))
+    if hidden:  # as if not installed: importing it raises ImportError
+        monkeypatch.setitem(sys.modules, hidden, None)
+    workdir = tmp_path / "run"
+    code = cli.main([*FAST, "--workdir", str(workdir), "--log", *log])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and message in err[0], err
+    assert not (workdir / "results.json").exists() and not (workdir / "logs").exists()
+
+
+def _not_logged_in(check):
+    """W&B's login check with no key found (whatever this machine's ~/.netrc says)."""
+
+    class NoKey:
+        class api:
+            api_key = None
+
+    return lambda wandb: check(NoKey)

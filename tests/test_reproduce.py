@@ -1,6 +1,9 @@
 """The reproduction scripts' own arithmetic (their runs are benchmarks, never tests)."""
 
 import argparse
+import json
+
+import pytest
 
 from cljax import models
 from experiments import reproduce_dyn_expand
@@ -46,3 +49,50 @@ def test_header_names_the_backbone_and_its_command():
     assert models.make("cnn-wide", 10).widths == (64, 128, 256)
     plain = reproduce_dyn_expand.header(argparse.Namespace(**{**vars(args), "model": "cnn"}))
     assert "--model" not in plain and "32-64-128" in plain
+
+
+def test_tune_runs_a_grid_on_held_out_data_and_continues_where_it_stopped(tmp_path, capsys):
+    from experiments import tune
+
+    out = tmp_path / "grid"
+    argv = ["--benchmark", "seq-digits", "--method", "sgd", "--seeds", "2", "--out", str(out)]
+    argv += ["--grid", "lr=0.05,0.2", "steps=3"]
+    tune.main(argv)
+    points = json.loads(out.with_suffix(".json").read_text())
+    assert set(points) == {"lr=0.05 steps=3", "lr=0.2 steps=3"}
+    assert all(p["seeds"] == [0, 1] and 0 <= p["mean"] <= 100 for p in points.values())
+    assert points["lr=0.2 steps=3"]["hparams"]["lr"] == 0.2
+    md = out.with_suffix(".md").read_text()
+    assert "validation grid" in md and "| 1 |" in md and "| 2 |" in md
+    capsys.readouterr()
+    tune.main(argv)  # the points in the json are not run again
+    assert "[" not in capsys.readouterr().out.split("wrote")[0]
+    with pytest.raises(SystemExit):
+        tune.main(argv[:-2] + ["nosuch=1"])
+
+
+def test_plot_compares_runs_from_tables_and_results_files(tmp_path, capsys):
+    from pathlib import Path
+
+    from experiments import plot
+
+    table = Path(__file__).resolve().parents[1] / "experiments/results/der_mnist360.json"
+    rows = json.loads(table.read_text())
+    stream = dict(rows["mnist-360|der|500"])  # a stream run evaluated along the way
+    stream["accuracy_over_time"] = {
+        "steps": [10, 20, 30],
+        "accuracy": [[10, 12], [30, 33], [60, 58]],
+    }
+    run = tmp_path / "stream.json"  # a version-0 file (the table's rows predate version 1)
+    run.write_text(json.dumps(stream))
+    seq = dict(json.loads(table.with_name("der_table2_mnist.json").read_text())["seq-mnist|er|500"])
+    (tmp_path / "seq.json").write_text(json.dumps(seq))
+    out = tmp_path / "plots"
+    assert plot.main([str(table), str(run), str(tmp_path / "seq.json"), "--out", str(out)]) == 0
+    for name in ("compare", "forgetting", "over_time"):
+        for fmt in ("png", "svg"):
+            assert (out / f"{name}.{fmt}").stat().st_size > 1000, name
+    labels = [label for label, _ in plot.collect([str(table)])]
+    assert "mnist-360 der 500" in labels and len(labels) == len(rows)
+    assert plot.main([str(tmp_path / "nothing.json")]) == 2
+    assert "no results file at" in capsys.readouterr().err

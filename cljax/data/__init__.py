@@ -9,10 +9,35 @@ get it.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
 ENV_VAR = "CLJAX_DATA_DIR"
+
+_READ: dict[str, str] = {}  # every data file this process read: its path -> its md5
+
+
+def md5sum(path, algorithm: str = "md5") -> str:
+    """Hex digest of a file (md5 unless `algorithm` names another hashlib algorithm)."""
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def record_read(path, md5: str | None = None) -> None:
+    """Notes that data file `path` was read (its md5, computed unless given), for the
+    provenance results record (`cljax.results.provenance`)."""
+    key = str(Path(path).resolve())
+    if key not in _READ:
+        _READ[key] = md5 or md5sum(key)
+
+
+def files_read() -> dict[str, str]:
+    """`{path: md5}` of every data file this process has read, in the order first read."""
+    return dict(_READ)
 
 
 class DataError(Exception):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cljax.data import DataError, resolve_data_dir
+from cljax.data import DataError, record_read, resolve_data_dir
 
 LAYOUT = {
     "cifar10": (
@@ -84,6 +84,7 @@ def _read_pickle(path: Path, label_key: bytes):
         raise DataError(f"corrupt file {path}: {e!r}; replace it with the original") from e
     if len(images) != len(labels):
         raise DataError(f"corrupt file {path}: {len(images)} images but {len(labels)} labels")
+    record_read(path)
     return images, labels
 
 

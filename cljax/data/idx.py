@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import gzip
-import hashlib
 import os
 import tempfile
 import urllib.error
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cljax.data import DataError, resolve_data_dir
+from cljax.data import DataError, md5sum, record_read, resolve_data_dir
 
 FILES = (
     "train-images-idx3-ubyte",
@@ -87,15 +86,6 @@ def _candidates(root: Path, name: str) -> list[Path]:
     return [root / name, root, root / TORCHVISION_DIRS[name] / "raw"]
 
 
-def md5sum(path: Path, algorithm: str = "md5") -> str:
-    """Hex digest of a file (md5 unless `algorithm` names another hashlib algorithm)."""
-    digest = hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def checksum_problem(path: Path, name: str, index: int) -> str | None:
     """None when file `index` of `name` at `path` has its known md5 and sha256, else what differs."""
     got = md5sum(path)
@@ -120,9 +110,11 @@ def find_file(root: Path, name: str, index: int) -> Path:
                     f"corrupt file {gz}: md5 {got} != expected {MD5[name][index]}; delete it "
                     "and rerun with --download, or copy the original file there"
                 )
+            record_read(gz, got)
             return gz
         raw = d / base
         if raw.is_file():
+            record_read(raw)
             return raw
     where = ", ".join(str(d) for d in dirs)
     raise DataError(

@@ -96,9 +96,11 @@ class Method(NamedTuple):
         return self.config.to_dict()
 
 
+_REGISTERED: dict[str, Any] = {}  # methods defined outside this folder (`register`)
+
+
 @functools.cache
-def names() -> tuple[str, ...]:
-    """Every method of this folder, sorted."""
+def _folder() -> tuple[str, ...]:
     found = []
     for info in pkgutil.iter_modules(__path__):
         if info.name.startswith("_") or info.name in SHARED:
@@ -106,12 +108,38 @@ def names() -> tuple[str, ...]:
         module = importlib.import_module(f"{__name__}.{info.name}")
         if hasattr(module, "Config") and hasattr(module, "make"):
             found.append(info.name)
-    return tuple(sorted(found))
+    return tuple(found)
+
+
+def names() -> tuple[str, ...]:
+    """Every method: this folder's and those registered from outside it, sorted."""
+    return tuple(sorted({*_folder(), *_REGISTERED}))
+
+
+def register(name: str, module) -> None:
+    """Makes `module` (anything with `Config` and `make`, as a module of this folder, and
+    the same optional attributes) method `name`, for `get`, the `cljax` command
+    (`--import` the module that calls this) and the tuned-settings lookup; a name this
+    folder already has is refused."""
+    missing = [a for a in ("Config", "make") if not hasattr(module, a)]
+    if missing:
+        raise ValueError(f"cannot register {name!r}: it has no {' or '.join(missing)}")
+    again = name in _REGISTERED and (
+        _REGISTERED[name] is module
+        or getattr(_REGISTERED[name], "__file__", None) == getattr(module, "__file__", 0)
+    )  # the same file imported again (as a script, then by `--import`): the newer one
+    if name in _folder() or (name in _REGISTERED and not again):
+        raise ValueError(f"cannot register {name!r}: a method of that name exists")
+    if not name.isidentifier():
+        raise ValueError(f"cannot register {name!r}: a method's name is a Python identifier")
+    _REGISTERED[name] = module
 
 
 def get(name: str):
     """The module of method `name` (it has `Config` and `make`)."""
-    if name not in names():
+    if name in _REGISTERED:
+        return _REGISTERED[name]
+    if name not in _folder():
         raise ValueError(f"unknown method {name!r}; choose one of: {', '.join(names())}")
     return importlib.import_module(f"{__name__}.{name}")
 

@@ -172,6 +172,7 @@ def d_apply(parts: Parts, params, x):
 
 
 def init(parts: Parts, key, example_x) -> DgmState:
+    """The initial state: the masked generator, the critic-classifier, empty masks."""
     image = parts.input_fn(example_x, None, False)
     k_g, _, k_d = jax.random.split(key, 3)
     layers = parts.gen.init_layers(k_g, int(np.prod(image.shape[1:])))
@@ -365,6 +366,7 @@ def describe(state: DgmState) -> dict:
 
 
 def predict(parts: Parts, state: DgmState, x):
+    """Class logits of the critic-classifier (its auxiliary head) on raw inputs `x`."""
     return d_apply(parts, state.disc.params, parts.input_fn(x, None, False))[1]
 
 

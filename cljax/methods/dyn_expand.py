@@ -231,6 +231,7 @@ def embeddings_and_dim(config: Config, parts: Parts, params, stats, x):
 
 
 def init(config: Config, parts: Parts, key, example_x) -> DynState:
+    """The initial state: the first extractor, the classifier and the auxiliary head."""
     x = parts.input_fn(example_x, None, False)
     k_ext, k_fc, k_aux = jax.random.split(key, 3)
     variables = parts.base.init(k_ext, x, train=False)
@@ -380,6 +381,7 @@ def balanced_pool(config: Config, parts: Parts, state: DynState, x, y, task: Tas
 
 
 def predict(config: Config, parts: Parts, state: DynState, x):
+    """Class logits of the classifier on every extractor's features of raw inputs `x`."""
     return dense(
         state.net.params["fc"], features(config, parts, state, parts.input_fn(x, None, False))
     )

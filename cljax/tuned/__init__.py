@@ -84,7 +84,10 @@ class Tuned(NamedTuple):
 
 
 def table(method: str) -> dict:
-    """`TUNED` of `experiments/configs/<method>.py`, `{}` when it has none."""
+    """`TUNED` of `cljax/tuned/<method>.py`, or of a method registered from outside the
+    package (`methods.register`) its own module's `TUNED`; `{}` when it has none."""
+    if method in methods._REGISTERED:
+        return getattr(methods._REGISTERED[method], "TUNED", {})
     try:
         module = importlib.import_module(f"{__name__}.{method}")
     except ModuleNotFoundError as e:
