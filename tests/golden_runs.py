@@ -28,21 +28,29 @@ GOLDEN = Path(__file__).with_name("golden")
 
 def machine() -> dict:
     """What must match for the outputs to be bit-identical."""
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+    info = {}
+    try:  # the first processor's fields
+        for line in Path("/proc/cpuinfo").read_text().split("\n\n")[0].splitlines():
+            key, _, value = line.partition(":")
+            info[key.strip()] = value.strip()
     except OSError:
         pass
+    # XLA compiles for the host CPU's generation and vector extensions: two CPUs sold under
+    # one name ("AMD EPYC" covers Zen 1 to Zen 5) give different bits, so those are part of it
+    flags = set(info.get("flags", "").split())
     return {
         "jax": jax.__version__,
         "jaxlib": jax.lib.__version__ if hasattr(jax.lib, "__version__") else "",
         "backend": jax.default_backend(),
         "machine": platform.machine(),
-        "cpu": cpu,
+        "cpu": info.get("model name", ""),
+        "cpu_id": f"{info.get('vendor_id', '')} family {info.get('cpu family', '')} "
+        f"model {info.get('model', '')}",
+        "vector": sorted(flags & VECTOR_FLAGS),
     }
+
+
+VECTOR_FLAGS = {"avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_bf16", "amx_tile"}
 
 
 def _leaves(state):
