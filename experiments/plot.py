@@ -178,6 +178,18 @@ def plot_all(runs, out: Path, prefix: str = "") -> list[Path]:
     return written
 
 
+def for_table(table_json) -> list[Path]:
+    """The plots of a reproduction table, beside it (`STEM_compare.png`, ...): what the
+    reproduction scripts call after writing their tables."""
+    table_json = Path(table_json)
+    try:
+        runs = collect([str(table_json)])
+    except results_lib.ResultsError as e:
+        print(f"warning: no plots for {table_json}: {e}", file=sys.stderr)
+        return []
+    return plot_all(runs, table_json.parent, prefix=f"{table_json.stem}_")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("runs", nargs="+", help="run folders, results files or table JSON files")

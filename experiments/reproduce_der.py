@@ -29,6 +29,7 @@ from pathlib import Path
 import jax
 
 from cljax import report, scenarios, sharding, train
+from experiments import plot
 from experiments.tuned import run_tuned
 
 BUFFERS = (200, 500, 5120)
@@ -319,6 +320,7 @@ def main(argv=None):
     )
     out_md.write_text(header + table(rows) + "\n")
     print(f"wrote {out_md}")
+    plot.for_table(out_json)  # compare / forgetting (/ over_time) PNG and SVG beside it
 
 
 if __name__ == "__main__":

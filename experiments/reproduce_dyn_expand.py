@@ -30,6 +30,7 @@ import jax
 import numpy as np
 
 from cljax import methods, models, report, scenarios, train
+from experiments import plot
 from experiments.tuned import planned_hparams, run_tuned
 
 # DER++'s grid on the cnn: Mammoth's alpha/beta values for MNIST at lr 0.1, then lr 0.2 at
@@ -335,6 +336,7 @@ def main(argv=None):
         print(f"{row}: {_pm(res['final_average_accuracy']['class-il'])}", flush=True)
         report.write_json(out_json, rows)
     out_md.write_text(header(args) + table(rows) + "\n" + pruning_cost(rows) + CIFAR100_TARGETS)
+    plot.for_table(out_json)  # compare / forgetting (/ over_time) PNG and SVG beside it
     print(out_md.read_text())
 
 

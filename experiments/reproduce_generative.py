@@ -40,6 +40,7 @@ import numpy as np
 from cljax import evaluation, methods, report, scenarios, sharding, train
 from cljax.methods.common import predict
 from cljax.models import gan as gan_models
+from experiments import plot
 from experiments.tuned import build_tuned, planned_hparams, run_tuned
 
 CONDITIONAL = ("mergan", "dgm")  # generators that take a class: A_n (generated) applies
@@ -358,6 +359,7 @@ def main(argv=None):
         "A_n (generated).\n\n"
     )
     out_md.write_text(header + table(rows) + "\n")
+    plot.for_table(out_json)  # compare / forgetting (/ over_time) PNG and SVG beside it
     print(out_md.read_text())
 
 
