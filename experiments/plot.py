@@ -75,6 +75,16 @@ def _save(fig, stem: Path) -> list[Path]:
     return written
 
 
+def _finish(plt, fig, unused_axes, stem: Path) -> list[Path]:
+    """Blanks the panels left over, writes the figure (PNG and SVG) and closes it."""
+    for ax in unused_axes:
+        ax.axis("off")
+    fig.tight_layout()
+    written = _save(fig, stem)
+    plt.close(fig)
+    return written
+
+
 def compare(runs, stem: Path) -> list[Path]:
     """Final average accuracy (mean, one std) of every finished run, a panel per
     (benchmark, setting)."""
@@ -104,12 +114,7 @@ def compare(runs, stem: Path) -> list[Path]:
         ax.set_ylabel("final average accuracy (%)")
         ax.set_title(f"{benchmark}, {setting}")
         ax.grid(axis="y", alpha=0.3)
-    for ax in list(axes.flat)[len(panels) :]:
-        ax.axis("off")
-    fig.tight_layout()
-    written = _save(fig, stem)
-    plt.close(fig)
-    return written
+    return _finish(plt, fig, list(axes.flat)[len(panels) :], stem)
 
 
 def forgetting(runs, stem: Path, limit: int = 12) -> list[Path]:
@@ -137,12 +142,7 @@ def forgetting(runs, stem: Path, limit: int = 12) -> list[Path]:
         ax.set_title(label, fontsize=9)
         if T <= 10:
             ax.legend(fontsize=6, ncol=2)
-    for ax in list(axes.flat)[len(chosen) :]:
-        ax.axis("off")
-    fig.tight_layout()
-    written = _save(fig, stem)
-    plt.close(fig)
-    return written
+    return _finish(plt, fig, list(axes.flat)[len(chosen) :], stem)
 
 
 def over_time(runs, stem: Path) -> list[Path]:
