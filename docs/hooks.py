@@ -1,6 +1,7 @@
 """MkDocs hooks (mkdocs.yml `hooks:`): the pages made from the code and the results.
 
-- `index.md`: the README, its links pointed into the site;
+- `index.md`: the README, its links pointed into the site, and three of its sections
+  as pages of their own (`README_PAGES`);
 - `methods/<name>.md`, one per method: its module docstring (paper, loss,
   deviations), its hyperparameters from its `Config` (type, default, allowed
   values, doc), its tuned rows (`cljax/tuned/`), and its rows of the committed
@@ -142,11 +143,29 @@ def on_config(config):
     return config
 
 
+# README sections that are also pages of their own: (heading, page, title)
+README_PAGES = (
+    ("## Running a benchmark", "benchmarks.md", "Benchmarks and settings"),
+    ("## Using the pieces in your own JAX code", "composing.md", "Using the pieces"),
+    ("## Scaling up", "scaling.md", "Scaling up"),
+)
+
+
+def readme_section(readme: str, heading: str) -> str:
+    """The README's section under `heading` (to the next `## `), without the heading."""
+    start = readme.index(heading + "\n") + len(heading) + 1
+    end = readme.find("\n## ", start)
+    return readme[start : end if end >= 0 else len(readme)]
+
+
 def on_files(files, config):
     from cljax import methods
 
     readme = (ROOT / "README.md").read_text()
     files.append(_generated(config, "index.md", _rewrite(readme, "")))
+    for heading, page, title in README_PAGES:
+        text = f"# {title}\n\n(From the README.)\n" + readme_section(readme, heading)
+        files.append(_generated(config, page, _rewrite(text.replace("\n### ", "\n## "), "")))
     for name in methods.names():
         files.append(_generated(config, f"methods/{name}.md", method_page(name)))
     listing = ["# Committed tables", "", "Every table in `experiments/results/`.", ""]
