@@ -131,7 +131,9 @@ def main(argv=None):
         f"python -m experiments.tune --data-dir DATA --benchmark {args.benchmark} "
         f"--method {args.method}"
         + (f" --buffer {args.buffer}" if args.buffer else "")
-        + f" --seeds {args.seeds} --valid-fraction {args.valid_fraction} --grid "
+        + f" --seeds {args.seeds}"
+        + (f" --seed-devices {args.seed_devices}" if args.seed_devices > 1 else "")
+        + f" --valid-fraction {args.valid_fraction} --grid "
         + " ".join(args.grid)
     )
     out_md.write_text(
