@@ -6,6 +6,14 @@ set): many tests compile the same program (a method's task runner on the tiny
 scenario, a driver run stopped and resumed), and on a CPU the compiles are most of the
 suite's time. A cache hit loads the very executable the compile produced, so results
 are unchanged. Subprocesses (the sharding tests) inherit the folder.
+
+The suite compiles with XLA's backend optimization level 0 (`FAST_COMPILE`, added to
+XLA_FLAGS unless they set a level): LLVM's optimizations are most of a CPU compile, and
+the suite's programs are tiny, so this halves its time. The programs compute the same
+functions (last-bit float differences aside); the golden outputs are recorded under the
+same flags (`golden_runs.machine` holds them), and CI's quick start in a fresh virtualenv
+runs the `cljax` command at XLA's default level. Subprocesses get the flag through
+`subprocess_env`.
 """
 
 from __future__ import annotations
@@ -21,6 +29,20 @@ import numpy as np
 import pytest
 
 from cljax import scenarios
+
+FAST_COMPILE = "--xla_backend_optimization_level=0"
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE}".strip()
+
+
+def subprocess_env(host_devices: int | None = None) -> dict:
+    """This environment for a subprocess with the suite's compile flag as its only XLA
+    flag (a user's device count dropped), plus `host_devices` CPU devices if given."""
+    flags = FAST_COMPILE
+    if host_devices is not None:
+        flags += f" --xla_force_host_platform_device_count={host_devices}"
+    return {**os.environ, "XLA_FLAGS": flags}
+
 
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="cljax-test-jit-")

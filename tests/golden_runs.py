@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import sys
 from pathlib import Path
@@ -47,6 +48,8 @@ def machine() -> dict:
         "cpu_id": f"{info.get('vendor_id', '')} family {info.get('cpu family', '')} "
         f"model {info.get('model', '')}",
         "vector": sorted(flags & VECTOR_FLAGS),
+        # the suite's compile flags (tests/conftest.py) change the bits too
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }
 
 

@@ -12,7 +12,8 @@ import os
 import sys
 import tempfile
 
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if "device_count" not in f]
+os.environ["XLA_FLAGS"] = " ".join([*flags, "--xla_force_host_platform_device_count=8"])
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402

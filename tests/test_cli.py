@@ -10,6 +10,7 @@ import pytest
 
 import cljax
 from cljax import cli, jit_cache, results
+from tests.conftest import subprocess_env
 
 FAST = ["--benchmark", "seq-digits", "--set", "n_epochs=1", "--no-progress"]
 
@@ -272,7 +273,7 @@ def test_a_fresh_command_splits_the_seeds_over_the_cores(tmp_path):
     splits the seeds over them: 3 seeds on 2 cores run padded to 4, 2 a device; results
     hold the 3 real seeds and say how they ran. Subprocesses keep the user's XLA_FLAGS."""
     cores = len(os.sched_getaffinity(0))
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env = subprocess_env()  # no device count: the command sets its own
     cmd = [sys.executable, "-m", "cljax.cli", "--seeds", "3", "--tasks", "2", *FAST]
     proc = subprocess.run(
         [*cmd, "--workdir", str(tmp_path)], env=env, capture_output=True, text=True

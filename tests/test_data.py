@@ -7,11 +7,12 @@ import pickle
 import shutil
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from cljax.data import DataError, cifar, digits, idx, resolve_data_dir, tfds_adapter
+from cljax.data import DataError, cifar, digits, files_read, idx, resolve_data_dir, tfds_adapter
 
 
 def write_idx(path: Path, array: np.ndarray, compress=False):
@@ -207,6 +208,14 @@ class _FakeTfds:
         return self.sources
 
 
+class _Records(list):
+    """A split's records with tfds's `dataset_info` attribute."""
+
+    def __init__(self, items, dataset_info):
+        super().__init__(items)
+        self.dataset_info = dataset_info
+
+
 def test_tfds_adapter_reads_splits_and_refuses_an_unprepared_dataset(monkeypatch, tmp_path):
     record = lambda label: {"image": np.full((4, 4, 3), label, np.uint8), "label": label}  # noqa: E731
     fake = _FakeTfds({"train": [record(1), record(2)], "test": [record(3)]})
@@ -214,6 +223,19 @@ def test_tfds_adapter_reads_splits_and_refuses_an_unprepared_dataset(monkeypatch
     x_tr, y_tr, x_te, y_te = tfds_adapter.load("cifar10", tmp_path)
     assert x_tr.shape == (2, 4, 4, 3) and x_tr.dtype == np.uint8 and x_te[0, 0, 0, 0] == 3
     assert y_tr.tolist() == [1, 2] and y_te.tolist() == [3]
+    # provenance: the shard files a split is read from, as tfds's DatasetInfo lists them
+    shards = {
+        split: tmp_path / f"cifar10-{split}.array_record-00000-of-00001" for split in fake.sources
+    }
+    for split, path in shards.items():
+        path.write_bytes(split.encode())
+    info = SimpleNamespace(splits={k: SimpleNamespace(filepaths=[v]) for k, v in shards.items()})
+    fake = _FakeTfds({k: _Records(v, info) for k, v in fake.sources.items()})
+    monkeypatch.setattr(tfds_adapter, "_tfds", lambda: fake)
+    tfds_adapter.load("cifar10", tmp_path)
+    read = files_read()
+    assert read[str(shards["train"].resolve())] == hashlib.md5(b"train").hexdigest()
+    assert str(shards["test"].resolve()) in read
     # offline, tfds hands back a source without splits for a dataset never prepared
     monkeypatch.setattr(tfds_adapter, "_tfds", lambda: _FakeTfds({}))
     with pytest.raises(DataError, match=r"no prepared 'cifar10' .*no 'train' split.*--download"):

@@ -2,7 +2,6 @@
 
 import importlib.util
 import json
-import os
 import re
 import subprocess
 import sys
@@ -11,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from cljax import cli, methods
+from tests.conftest import subprocess_env
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -55,7 +55,7 @@ def test_a_method_registered_from_outside_runs_in_the_driver_and_the_cli(
 
 
 def test_the_mesh_example_splits_seeds_and_batches_over_four_host_devices():
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env = subprocess_env()  # no device count: the example asks for its own
     out = subprocess.run(
         [sys.executable, str(EXAMPLES / "mesh.py"), "--steps", "5"],
         capture_output=True,

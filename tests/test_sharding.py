@@ -14,6 +14,7 @@ import pytest
 
 from cljax import sharding, train, train_seeds
 from tests import multihost_check
+from tests.conftest import subprocess_env
 
 ROOT = Path(__file__).resolve().parents[1]
 # derpp: the buffer (reservoir from the global batch, replay gathers); dgr: a GAN step
@@ -23,7 +24,7 @@ METHODS = ("derpp", "dgr")
 
 
 def test_eight_devices_equal_one_device():
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+    env = subprocess_env(host_devices=8)
     proc = subprocess.run(
         [sys.executable, "-m", "tests.multidevice_check", *METHODS],
         cwd=ROOT,
@@ -49,12 +50,11 @@ def test_two_processes_as_two_hosts_equal_one_process(tmp_path):
     procs = []
     for pid in range(2):
         env = {
-            **os.environ,
+            **subprocess_env(),  # one device a process
             "JAX_COORDINATOR_ADDRESS": f"localhost:{port}",
             "JAX_NUM_PROCESSES": "2",
             "JAX_PROCESS_ID": str(pid),
         }
-        env.pop("XLA_FLAGS", None)  # one device a process
         cmd = [sys.executable, "-m", "tests.multihost_check", str(tmp_path)]
         procs.append(
             subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=PIPE, stderr=STDOUT, text=True)

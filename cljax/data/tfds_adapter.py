@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cljax.data import DataError
+from cljax.data import DataError, record_read
 
 
 def _tfds():
@@ -40,7 +40,21 @@ def load(name: str, data_dir=None, download: bool = False, splits=("train", "tes
             records = source[split]
         except (KeyError, TypeError) as e:
             raise missing(f"no {split!r} split") from e
+        for path in _files(records, split):  # provenance: the shard files of the split
+            record_read(path)
         items = [records[i] for i in range(len(records))]
         out.append(np.stack([np.asarray(r["image"], np.uint8) for r in items]))
         out.append(np.asarray([r["label"] for r in items], np.int32))
     return tuple(out)
+
+
+def _files(records, split) -> list[str]:
+    """The files tfds reads `split` from (its ArrayRecord shards, whose paths hold the
+    dataset's name and version), or [] when the source does not say."""
+    info = getattr(records, "dataset_info", None)
+    if info is None:  # older tfds: the source holds its builder
+        info = getattr(getattr(records, "dataset_builder", None), "info", None)
+    try:
+        return [str(p) for p in info.splits[split].filepaths]
+    except (AttributeError, KeyError, TypeError):
+        return []
