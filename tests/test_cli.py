@@ -309,6 +309,42 @@ def _events(folder):
     return scalars, texts
 
 
+def _wandb_records(path):
+    """`(history rows, summary, config)` of a W&B run file: LevelDB-log framing (a 7-byte
+    file header, then 32 KiB blocks of records, each a 7-byte header: crc, length, kind
+    1 full / 2 first / 3 middle / 4 last) around wandb's `Record` protobufs, values JSON."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    data, at, part, out = path.read_bytes(), 7, b"", []
+    while at < len(data):
+        left = 32768 - at % 32768
+        crc, length, kind = struct.unpack("<IHB", data[at : at + 7]) if left >= 7 else (0, 0, 0)
+        if kind == 0:  # a block's zero padding
+            at += left
+            continue
+        part += data[at + 7 : at + 7 + length]
+        at += 7 + length
+        if kind in (1, 4):
+            out.append(wandb_internal_pb2.Record.FromString(part))
+            part = b""
+    key = lambda item: item.key or "/".join(item.nested_key)  # noqa: E731
+    items = lambda update: {key(i): json.loads(i.value_json) for i in update}  # noqa: E731
+    history, summary, config = [], {}, {}
+    for record in out:
+        kind = record.WhichOneof("record_type")
+        if kind == "history":
+            history.append(items(record.history.item))
+        elif kind == "summary":
+            summary.update(items(record.summary.update))
+        elif kind == "run":
+            config.update(items(record.run.config.update))
+        elif kind == "config":
+            config.update(items(record.config.update))
+    return history, summary, config
+
+
 def check_logs(workdir, res):
     """The three loggers' files of a 2-seed, 5-task DER++ run on seq-digits."""
     import csv
@@ -341,23 +377,23 @@ def check_logs(workdir, res):
 
     runs = list((workdir / "wandb").glob("offline-run-*"))
     assert len(runs) == 1, list((workdir / "wandb").iterdir())
-    # The offline run's record file (what `wandb sync` uploads; wandb 0.31 ships no reader
-    # for it): its protobuf records hold every logged key, the summary's and the config's
-    # as plain strings.
+    # The offline run's record file (what `wandb sync` uploads), read with wandb's own
+    # Record protobuf: the logged rows, the summary and the config, with their values.
     (records,) = runs[0].glob("run-*.wandb")
-    data = records.read_bytes()
-    for key in (
-        "loss/loss",
-        "loss/loss/seed_1",
-        "accuracy/class-il/seen",
-        "accuracy/task-il/task_5",
-        "final/final_average_accuracy/class-il",
-        "final/forgetting/task-il",
-        "timing/train_s",
-        "alpha",
-        "derpp",
-    ):
-        assert key.encode() in data, key
+    history, summary, config = _wandb_records(records)
+    seen = [r["accuracy/class-il/seen"] for r in history if "accuracy/class-il/seen" in r]
+    assert len(seen) == 5 and seen[-1] == pytest.approx(
+        res["final_average_accuracy"]["class-il"]["mean"], abs=1e-3
+    )
+    losses = [r for r in history if "loss/loss" in r]
+    assert losses[-1]["step"] == res["timing"]["steps"] and "loss/loss/seed_1" in losses[-1]
+    assert "accuracy/task-il/task_5" in history[-1]
+    for metric in ("final_average_accuracy", "forgetting"):
+        for setting in ("class-il", "task-il"):
+            want = res[metric][setting]["mean"]
+            assert summary[f"final/{metric}/{setting}"] == pytest.approx(want)
+    assert summary["timing/train_s"] == pytest.approx(res["timing"]["train_s"])
+    assert config["method"] == "derpp" and config["alpha"] == res["hparams"]["alpha"]
 
 
 @pytest.mark.parametrize(
