@@ -95,9 +95,10 @@ def compare(runs, stem: Path) -> list[Path]:
             panels.setdefault((res.benchmark, setting), []).append((label, stat))
     if not panels:
         return []
-    cols = min(3, len(panels))
+    most = max(len(v) for v in panels.values())
+    cols = min(3 if most <= 12 else 1, len(panels))  # long panels one under another
     rows = math.ceil(len(panels) / cols)
-    width = max(4.5, 0.45 * max(len(v) for v in panels.values()) + 1.5)
+    width = max(4.5, 0.3 * most + 1.5)
     fig, axes = plt.subplots(rows, cols, figsize=(width * cols, 4.2 * rows), squeeze=False)
     for ax, ((benchmark, setting), bars) in zip(axes.flat, sorted(panels.items()), strict=False):
         x = np.arange(len(bars))
@@ -136,7 +137,8 @@ def forgetting(runs, stem: Path, limit: int = 12) -> list[Path]:
             after = np.arange(j, T)
             ax.plot(after + 1, acc[j:, j], marker="o", ms=3, label=f"task {j + 1}")
         ax.set_ylim(0, 100)
-        ax.set_xticks(range(1, T + 1) if T <= 10 else None)
+        if T <= 10:  # a tick a task; matplotlib's own ticks for longer sequences
+            ax.set_xticks(range(1, T + 1))
         ax.set_xlabel("after training task")
         ax.set_ylabel(f"{setting} accuracy (%)")
         ax.set_title(label, fontsize=9)

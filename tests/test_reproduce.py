@@ -83,12 +83,14 @@ def test_plot_compares_runs_from_tables_and_results_files(tmp_path, capsys):
         "steps": [10, 20, 30],
         "accuracy": [[10, 12], [30, 33], [60, 58]],
     }
-    run = tmp_path / "stream.json"  # a version-0 file (the table's rows predate version 1)
-    run.write_text(json.dumps(stream))
-    seq = dict(json.loads(table.with_name("der_table2_mnist.json").read_text())["seq-mnist|er|500"])
-    (tmp_path / "seq.json").write_text(json.dumps(seq))
+    # a version-0 file (the table's rows predate version 1)
+    (tmp_path / "stream.json").write_text(json.dumps(stream))
+    table2 = json.loads(table.with_name("der_table2_mnist.json").read_text())
+    (tmp_path / "seq.json").write_text(json.dumps(table2["seq-mnist|er|500"]))
+    (tmp_path / "perm.json").write_text(json.dumps(table2["perm-mnist|er|500"]))  # 20 tasks
     out = tmp_path / "plots"
-    assert plot.main([str(table), str(run), str(tmp_path / "seq.json"), "--out", str(out)]) == 0
+    files = [str(tmp_path / f) for f in ("stream.json", "seq.json", "perm.json")]
+    assert plot.main([str(table), *files, "--out", str(out)]) == 0
     for name in ("compare", "forgetting", "over_time"):
         for fmt in ("png", "svg"):
             assert (out / f"{name}.{fmt}").stat().st_size > 1000, name
