@@ -23,7 +23,9 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 
@@ -413,7 +415,7 @@ def _run(args, method, scenario, settings, seeds, workdir: Path) -> int:
     if method.host.sample is not None:
         samples = workdir / "samples"
         on_task = functools.partial(plots.write_samples, method, samples, scenario.num_tasks)
-    extras = {"on_task": on_task, "probe": probe, "over_time": over_time}
+    hooks = _Hooks(on_task, probe, over_time)
     logger = None
     if jax.process_index() == 0:
         try:
@@ -429,16 +431,25 @@ def _run(args, method, scenario, settings, seeds, workdir: Path) -> int:
                 logger.close()
             raise UsageError(str(e)) from e
     try:
-        return _train_and_write(args, method, scenario, settings, config, workdir, logger, extras)
+        return _train_and_write(args, method, scenario, settings, config, workdir, logger, hooks)
     finally:
         if logger is not None:
             logger.close()
 
 
-def _train_and_write(args, method, scenario, settings, config, workdir, logger, extras) -> int:
+class _Hooks(NamedTuple):
+    """What `_run` adds to a training run: the per-task callback (samples of a generative
+    method), the accuracy probe after each chunk and the stream's evaluation points."""
+
+    on_task: Callable | None
+    probe: Callable | None
+    over_time: dict
+
+
+def _train_and_write(args, method, scenario, settings, config, workdir, logger, hooks) -> int:
     """Trains, then writes results.json and the plots (the loggers told as it goes)."""
     run, seeds = settings.run, config.seeds
-    on_task, probe, over_time = extras["on_task"], extras["probe"], extras["over_time"]
+    on_task, probe, over_time = hooks
     resume_line = f"rerun with --resume --workdir {workdir}"
     say = lambda line: print(line, file=sys.stderr)
     try:
