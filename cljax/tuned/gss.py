@@ -27,8 +27,8 @@ TUNED["seq-fashion-mnist"] = same_as(TUNED["seq-mnist"], OURS_FASHION)
 # experiments/results/tune_gss_mnist360_500.md), at buffer 500 only, 4 seeds; the best point
 # (55.46 on validation) serves the three buffers. At buffer 1000 a second grid (session 30,
 # experiments/results/tune_gss_mnist360_1000.md: lr 0.2/0.3 x 64/128 replayed, batch 16)
-# ranked the same point first (60.38 on validation; 58.83, 57.69, 56.94 for the others). (ER's row, batch 1, which ran here before:
-# 44.14 on the test set at 500, 3 seeds.)
+# ranked the same point first (60.38 on validation; 58.83, 57.69, 56.94 for the others).
+# (ER's row, batch 1, which ran here before: 44.14 on the test set at 500, 3 seeds.)
 OURS_GSS360 = (
     "ours: no published GSS row for MNIST-360; tuned on a validation split at buffer 500 "
     "(experiments/results/tune_gss_mnist360_500.md)"
