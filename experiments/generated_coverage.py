@@ -21,8 +21,6 @@ Also writes the solver's confusion matrix. Results go to
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 from pathlib import Path
 
@@ -33,6 +31,7 @@ import optax
 
 from cljax import evaluation, models, report, scenarios, train
 from cljax.methods.common import create_net, cross_entropy, predict
+from experiments import rows as table_rows
 from experiments.tuned import build_tuned
 
 
@@ -135,8 +134,7 @@ def main(argv=None):
         f"Command: `python -m experiments.generated_coverage --data-dir DATA --method {args.method} "
         f"--variant {args.variant} --steps {args.steps}"
         + (f" --gan-lr {args.gan_lr}`\n" if args.method == "mergan" else "`\n"),
-        f"Machine: {platform.machine()} {os.cpu_count()} CPU cores, jax {jax.__version__} on "
-        f"{jax.devices()[0].platform}; training {wall:.0f} s.\n",
+        f"{table_rows.machine()}; training {wall:.0f} s.\n",
         "Per-class accuracy on the real MNIST test set (percent) after task 10. "
         f"Fresh classifiers: the `mlp`, Adam 1e-3, 3000 steps of 128, on {args.per_class} "
         "generated samples per class.\n",
@@ -149,7 +147,7 @@ def main(argv=None):
         )
     lines += ["\nSolver confusion matrix (rows: true class, columns: predicted):\n", "```"]
     lines += [" ".join(f"{v:5d}" for v in row) for row in confusion] + ["```"]
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    table_rows.write_table(out.with_suffix(".md"), "\n".join(lines) + "\n")
     print(out.with_suffix(".md").read_text())
 
 

@@ -20,16 +20,11 @@ minutes for Seq-MNIST, about 30 minutes each for Perm-MNIST and Rot-MNIST.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import time
 from pathlib import Path
 
-import jax
-
-from cljax import report, scenarios, sharding, train
-from experiments import plot
+from cljax import scenarios, sharding, train
+from experiments import rows as table_rows
 from experiments.tuned import run_tuned
 
 BUFFERS = (200, 500, 5120)
@@ -204,7 +199,39 @@ def table(rows: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None):
+def header(args, rows: dict, seconds: float) -> str:
+    """The markdown table's title, command, machine, times (`seconds`: this invocation's)
+    and protocol."""
+    gcl = args.benchmarks == ["mnist-360"]
+    title = "MNIST-360 (General Continual Learning)" if gcl else "Table 2, MNIST rows"
+    command = "python -m experiments.reproduce_der --data-dir DATA --seeds " + str(args.seeds)
+    return (
+        f"# DER paper, {title}: cljax vs the paper\n\n"
+        f"Command: `{command}{' --benchmarks mnist-360' if gcl else ''}`\n\n"
+        f"{table_rows.machine(os_name=True)}. This invocation: {seconds:.0f} s; per-row times below "
+        "(total includes compile and evaluation); all the rows together: "
+        f"{sum(r['timing']['total_s'] for r in rows.values()):.0f} s, the wall time of "
+        "running the table from one command on this machine (rows run beside other jobs "
+        "make it an upper bound).\n\n"
+        + (
+            "Accuracy (percent) on MNIST-360's rotated test set at the end of the stream "
+            "(setting `general`), mean +- std over seeds; each seed draws its own stream. "
+            "Paper: Buzzega et al. 2020, MNIST-360 table. The MLP 784-100-100-10 of the paper.\n\n"
+            if gcl
+            else "Final average accuracy (percent) after the last task, mean +- std over seeds. "
+            "Paper: Buzzega et al. 2020, Table 2. Mammoth: its current code on this kind of "
+            "machine (DESIGN.md). Last batch: how each epoch's last, partial batch was "
+            "taken: `short` (only the items left, as Mammoth's PyTorch loader: the run "
+            "setting `last_batch`, the default since session 27) or `fill` (topped up with "
+            "the epoch's first items, the rows run before it; at batch 128 the short "
+            "step, mostly replayed items, moves final accuracy by about 4 points: "
+            "docs/results.md).\n\n"
+        )
+    )
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line (`main`'s options)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[1])
     p.add_argument("--data-dir", default=None)
     p.add_argument("--seeds", type=int, default=5)
@@ -244,6 +271,11 @@ def main(argv=None):
         help="split each row's seeds over this many devices (on a CPU: XLA host devices, one "
         "a core); seeds grouped differently round differently in the last bits",
     )
+    return p
+
+
+def main(argv=None):
+    p = parser()
     args = p.parse_args(argv)
     sharding.host_devices(args.seed_devices)  # before anything starts JAX's backend
     gcl = args.benchmarks == ["mnist-360"]
@@ -255,7 +287,7 @@ def main(argv=None):
     train.log_tasks()
 
     out_json, out_md = Path(args.out + ".json"), Path(args.out + ".md")
-    rows = json.loads(out_json.read_text()) if out_json.exists() else {}
+    rows = table_rows.load(out_json)
     seeds = tuple(range(args.seeds))
     mine = {}  # the rows this invocation ran
     started = time.perf_counter()
@@ -273,54 +305,23 @@ def main(argv=None):
                 done = None if args.rerun else rows.get(key)
                 if args.stale and done and done["hparams"].get("last_batch", "fill") == "fill":
                     done = None
-                todo = tuple(s for s in seeds if done is None or s not in done["seeds"])
-                if not todo:
+
+                def run(todo, benchmark=benchmark, method=method, buffer=buffer):
+                    return run_row(
+                        benchmark, args.data_dir, method, buffer, todo, args.seed_devices
+                    )
+
+                # other settings since the row ran: merging fails and the row is rerun whole
+                res = table_rows.complete(key, done, seeds, run, rerun_whole=True)
+                if res is None:
                     continue
-                res = run_row(benchmark, args.data_dir, method, buffer, todo, args.seed_devices)
-                if done is not None:  # the seeds it has join the new ones
-                    try:
-                        res = report.merge_seeds(done, res)
-                    except ValueError as e:  # other settings since: the row is rerun whole
-                        print(f"{key}: {e}; rerunning every seed", flush=True)
-                        res = run_row(
-                            benchmark, args.data_dir, method, buffer, seeds, args.seed_devices
-                        )
-                # rows another invocation wrote since this one started are kept
                 mine[key] = res
-                rows = {**(json.loads(out_json.read_text()) if out_json.exists() else {}), **mine}
+                rows = table_rows.save(out_json, mine)  # keeps rows another invocation wrote
                 summary = {s: round(v["mean"], 2) for s, v in res["final_average_accuracy"].items()}
                 print(f"{key}: {summary} ({res['timing']['total_s']:.0f}s)", flush=True)
-                report.write_json(out_json, rows)
-    title = "MNIST-360 (General Continual Learning)" if gcl else "Table 2, MNIST rows"
-    command = "python -m experiments.reproduce_der --data-dir DATA --seeds " + str(args.seeds)
-    header = (
-        f"# DER paper, {title}: cljax vs the paper\n\n"
-        f"Command: `{command}{' --benchmarks mnist-360' if gcl else ''}`\n\n"
-        f"Machine: {platform.machine()} {os.cpu_count()} CPU cores, {platform.platform()}, "
-        f"jax {jax.__version__} on {jax.devices()[0].platform}. "
-        f"This invocation: {time.perf_counter() - started:.0f} s; per-row times below "
-        "(total includes compile and evaluation); all the rows together: "
-        f"{sum(r['timing']['total_s'] for r in rows.values()):.0f} s, the wall time of "
-        "running the table from one command on this machine (rows run beside other jobs "
-        "make it an upper bound).\n\n"
-        + (
-            "Accuracy (percent) on MNIST-360's rotated test set at the end of the stream "
-            "(setting `general`), mean +- std over seeds; each seed draws its own stream. "
-            "Paper: Buzzega et al. 2020, MNIST-360 table. The MLP 784-100-100-10 of the paper.\n\n"
-            if gcl
-            else "Final average accuracy (percent) after the last task, mean +- std over seeds. "
-            "Paper: Buzzega et al. 2020, Table 2. Mammoth: its current code on this kind of "
-            "machine (DESIGN.md). Last batch: how each epoch's last, partial batch was "
-            "taken: `short` (only the items left, as Mammoth's PyTorch loader: the run "
-            "setting `last_batch`, the default since session 27) or `fill` (topped up with "
-            "the epoch's first items, the rows run before it; at batch 128 the short "
-            "step, mostly replayed items, moves final accuracy by about 4 points: "
-            "docs/results.md).\n\n"
-        )
-    )
-    out_md.write_text(header + table(rows) + "\n")
+    text = header(args, rows, time.perf_counter() - started) + table(rows) + "\n"
+    table_rows.write_table(out_md, text, out_json)  # and its plots beside it
     print(f"wrote {out_md}")
-    plot.for_table(out_json)  # compare / forgetting (/ over_time) PNG and SVG beside it
 
 
 if __name__ == "__main__":

@@ -21,16 +21,12 @@ CIFAR-100 numbers to aim for (`CIFAR100_TARGETS`), which need a GPU.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 from pathlib import Path
 
-import jax
 import numpy as np
 
-from cljax import methods, models, report, scenarios, train
-from experiments import plot
+from cljax import models, scenarios, train
+from experiments import rows as table_rows
 from experiments.tuned import planned_hparams, run_tuned
 
 # DER++'s grid on the cnn: Mammoth's alpha/beta values for MNIST at lr 0.1, then lr 0.2 at
@@ -114,11 +110,10 @@ def same_settings(name: str, recorded: dict, planned: dict) -> bool:
     """Whether a row that recorded `recorded` ran the settings `planned`. Rows written before
     results recorded the whole `Config` left out some settings (the learning-rate schedule at
     its constant default, the mask settings without masks): those compare at their defaults."""
-    defaults = methods.get(name).Config().to_dict()
-    if name == "dyn_expand":  # rows that do not record the classifier ran the one before #32
-        defaults |= BEFORE_ISSUE_32
-    as_json = lambda d: json.loads(json.dumps(d))  # tuples as the saved JSON has them: lists
-    return as_json({**defaults, **recorded}) == as_json(planned)
+    # rows that do not record the classifier ran the one before #32
+    old = BEFORE_ISSUE_32 if name == "dyn_expand" else None
+    recorded = table_rows.with_defaults(name, recorded, old)
+    return table_rows.as_json(recorded) == table_rows.as_json(planned)  # tuples as lists
 
 
 def _pm(stats) -> str:
@@ -256,8 +251,7 @@ def header(args) -> str:
         f"Command: `python -m experiments.reproduce_dyn_expand --data-dir DATA --benchmark "
         f"{args.benchmark} --seeds {args.seeds} --buffer-size {args.buffer_size} --epochs "
         f"{args.epochs}{model}`\n\n"
-        f"Machine: {platform.machine()} {os.cpu_count()} CPU cores, jax {jax.__version__} on "
-        f"{jax.devices()[0].platform}. Backbone `{args.model}` ({_convs(args.model)}) for every "
+        f"{table_rows.machine()}. Backbone `{args.model}` ({_convs(args.model)}) for every "
         f"row; batch 32 + 32 memory items a step and {args.epochs} epoch(s) per task unless "
         "the row names other values. Final average accuracy over the 5 tasks, percent, mean +- std over "
         "seeds. dyn_expand's seeds run one after another (pruned shapes differ per seed); the "
@@ -272,7 +266,8 @@ def header(args) -> str:
     )
 
 
-def main(argv=None):
+def parser() -> argparse.ArgumentParser:
+    """The command line (`main`'s options)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data-dir", default=None)
     p.add_argument(
@@ -302,6 +297,11 @@ def main(argv=None):
         default=None,
         help="default experiments/results/dyn_expand_BENCHMARK_EPOCHSep (+ _MODEL but for cnn)",
     )
+    return p
+
+
+def main(argv=None):
+    p = parser()
     args = p.parse_args(argv)
     if args.rows is None:
         conv = args.model != "mlp"
@@ -311,7 +311,7 @@ def main(argv=None):
     wide = "" if args.model == "cnn" else f"_{args.model}"
     out = args.out or f"experiments/results/dyn_expand_{args.benchmark}_{args.epochs}ep{wide}"
     out_json, out_md = Path(out + ".json"), Path(out + ".md")
-    rows = json.loads(out_json.read_text()) if out_json.exists() else {}
+    rows = table_rows.load(out_json)
     scenario = scenarios.build(args.benchmark, args.data_dir)
     for row in args.rows:
         name, extra = ROWS[row]
@@ -326,17 +326,17 @@ def main(argv=None):
         done = rows.get(row)
         # buffer and epochs included
         same = done is not None and same_settings(name, done["hparams"], planned)
-        todo = [s for s in range(args.seeds) if not (same and s in done["seeds"])]
-        if not todo:
+
+        def run(todo, name=name, kwargs=kwargs):
+            return run_tuned(scenario, name, args.buffer_size, todo, **kwargs)
+
+        res = table_rows.complete(row, done, range(args.seeds), run, same)
+        if res is None:
             continue
-        res = run_tuned(scenario, name, args.buffer_size, todo, **kwargs)
-        if same:  # the seeds already in the table join the new ones
-            res = report.merge_seeds(done, res)
-        rows[row] = res
+        rows = table_rows.save(out_json, {row: res}, rows)
         print(f"{row}: {_pm(res['final_average_accuracy']['class-il'])}", flush=True)
-        report.write_json(out_json, rows)
-    out_md.write_text(header(args) + table(rows) + "\n" + pruning_cost(rows) + CIFAR100_TARGETS)
-    plot.for_table(out_json)  # compare / forgetting (/ over_time) PNG and SVG beside it
+    text = header(args) + table(rows) + "\n" + pruning_cost(rows) + CIFAR100_TARGETS
+    table_rows.write_table(out_md, text, out_json)  # and its plots beside it
     print(out_md.read_text())
 
 

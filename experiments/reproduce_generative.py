@@ -28,19 +28,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import os
-import platform
+import functools
 import shutil
 from pathlib import Path
 
 import jax
 import numpy as np
 
-from cljax import evaluation, methods, report, scenarios, sharding, train
+from cljax import evaluation, scenarios, sharding, train
 from cljax.methods.common import predict
 from cljax.models import gan as gan_models
-from experiments import plot
+from experiments import rows as table_rows
 from experiments.tuned import build_tuned, planned_hparams, run_tuned
 
 CONDITIONAL = ("mergan", "dgm")  # generators that take a class: A_n (generated) applies
@@ -146,13 +144,6 @@ def best_validation_a_n(res):
     return out
 
 
-def with_defaults(name: str, hparams: dict) -> dict:
-    """A row's recorded `hparams` with the `Config` fields it lacks at their defaults: rows
-    recorded before results held the whole `Config` left some defaults out (mergan's
-    `solver_steps`), so they still match, and merge with, a run of the same settings."""
-    return {**methods.get(name).Config().to_dict(), **hparams}
-
-
 def _pm(values) -> str:
     return f"{np.mean(values):.2f} +- {np.std(values):.2f}"
 
@@ -231,7 +222,8 @@ def commands(args, rows) -> str:
     return "\n".join(lines) + "\n\n"
 
 
-def main(argv=None):
+def parser() -> argparse.ArgumentParser:
+    """The command line (`main`'s options)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data-dir", default=None)
     p.add_argument("--seeds", type=int, default=3)
@@ -258,77 +250,64 @@ def main(argv=None):
         action="store_true",
         help="continue an interrupted row from its checkpoint in runs/OUT-ROW-seeds-S (OUT: the name of --out)",
     )
-    args = p.parse_args(argv)
-    train.log_tasks()
+    return p
 
-    out_json, out_md = Path(args.out + ".json"), Path(args.out + ".md")
-    rows = json.loads(out_json.read_text()) if out_json.exists() else {}
-    scenario = scenarios.build("seq-mnist", args.data_dir, num_tasks=10)
-    full, after_chunk = scenario, None  # the reference classifier learns all training data
-    if args.valid_fraction:
-        scenario, valid = scenarios.split_validation(scenario, args.valid_fraction)
-        after_chunk = selection_accuracy(scenario, valid)
-    seeds = tuple(range(args.seeds))
-    classify = reference_acc = None
-    for row in args.rows:
-        name, extra = ROWS[row]
-        if name != "dgm":  # DGM has its own generator (dgm.py) and its paper's lr
-            extra = {**extra, "gan": args.gan, "g_lr": args.gan_lr, "d_lr": args.gan_lr}
-        done = rows.get(row)
-        if done:
-            done = {**done, "hparams": with_defaults(name, done["hparams"])}
-        planned = planned_hparams(scenario, name, None, steps=args.steps or None, **extra)
-        same = done and (
-            done["requested_steps"],
-            done.get("requested_valid_fraction", 0.0),
-            done["hparams"],
-        ) == (args.steps, args.valid_fraction, planned)
-        todo = tuple(s for s in seeds if not (same and s in done["seeds"]))
-        if not todo:
-            continue
-        # one work dir per table, row and seeds run: a fresh run of another table never deletes
-        # this one's, and seeds added later do not meet the checkpoints of the earlier ones
-        seed_names = "-".join(map(str, todo))
-        workdir = Path("runs") / f"{Path(args.out).name}-{row}-seeds-{seed_names}"
-        print(f"{row}: seeds {list(todo)}, work dir {workdir}", flush=True)
-        if not args.resume:
-            shutil.rmtree(workdir, ignore_errors=True)
-        after_task = None
-        if name in CONDITIONAL:
-            if classify is None:
-                classify, reference_acc = reference_classifier(full)
-            after_task = generated_a_n(scenario, classify)
-        res = run_tuned(
-            scenario,
-            name,
-            None,
-            todo,
-            workdir,
-            after_task,
-            resume=args.resume,
-            after_chunk=after_chunk,
-            steps=args.steps or None,
-            **extra,
-        )
-        grid = workdir / "samples" / "task10.png"
-        if grid.exists() and not same:  # a row that gained seeds keeps its first run's grid
-            shutil.copy(grid, f"{args.out}-{row}-samples.png")
-        res["requested_steps"] = args.steps
-        res["requested_valid_fraction"] = args.valid_fraction
-        if after_task is not None:
-            res["reference_classifier_accuracy"] = reference_acc
-        if same:  # the seeds already in the table join the new ones
-            res = report.merge_seeds(done, res)
-        rows[row] = res
-        a = res["A_n"]["class-il"]["mean"]
-        print(f"{row}: A5 {a[4]:.2f} A10 {a[9]:.2f} ({res['timing']['total_s']:.0f}s)", flush=True)
-        report.write_json(out_json, rows)
+
+def row_settings(args, row: str) -> tuple[str, dict]:
+    """`(method, overrides)` of table row `row` at `args`' GAN settings."""
+    name, extra = ROWS[row]
+    if name != "dgm":  # DGM has its own generator (dgm.py) and its paper's lr
+        extra = {**extra, "gan": args.gan, "g_lr": args.gan_lr, "d_lr": args.gan_lr}
+    return name, extra
+
+
+def run_row(args, scenario, row, seeds, new, after_chunk, reference):
+    """Results of table row `row` on `seeds`, with the budget `args` asked for.
+
+    The work dir is `runs/OUT-ROW-seeds-S` (`--resume` goes on from its checkpoint); a `new`
+    row (not one gaining seeds) copies its sample grid beside the table. `reference()` gives
+    `(classify, accuracy)` of the reference classifier, for conditional generators.
+    """
+    name, extra = row_settings(args, row)
+    # one work dir per table, row and seeds run: a fresh run of another table never deletes
+    # this one's, and seeds added later do not meet the checkpoints of the earlier ones
+    seed_names = "-".join(map(str, seeds))
+    workdir = Path("runs") / f"{Path(args.out).name}-{row}-seeds-{seed_names}"
+    print(f"{row}: seeds {list(seeds)}, work dir {workdir}", flush=True)
+    if not args.resume:
+        shutil.rmtree(workdir, ignore_errors=True)
+    after_task = None
+    if name in CONDITIONAL:
+        after_task = generated_a_n(scenario, reference()[0])
+    res = run_tuned(
+        scenario,
+        name,
+        None,
+        seeds,
+        workdir,
+        after_task,
+        resume=args.resume,
+        after_chunk=after_chunk,
+        steps=args.steps or None,
+        **extra,
+    )
+    grid = workdir / "samples" / "task10.png"
+    if grid.exists() and new:  # a row that gained seeds keeps its first run's grid
+        shutil.copy(grid, f"{args.out}-{row}-samples.png")
+    res["requested_steps"] = args.steps
+    res["requested_valid_fraction"] = args.valid_fraction
+    if after_task is not None:
+        res["reference_classifier_accuracy"] = reference()[1]
+    return res
+
+
+def header(args, rows) -> str:
+    """The markdown table's title, commands, machine and protocol."""
     references = [r["reference_classifier_accuracy"] for r in rows.values() if r.get("after_task")]
-    header = (
+    return (
         "# Generative replay on MNIST 10 x 1 (one class per task): cljax vs the DGM paper\n\n"
         + commands(args, rows)
-        + f"Machine: {platform.machine()} {os.cpu_count()} CPU cores, jax {jax.__version__} on "
-        f"{jax.devices()[0].platform}.\n\n"
+        + f"{table_rows.machine()}.\n\n"
         "A_n (solver): class-IL accuracy on the real test set of the n classes seen after n tasks (percent, "
         "mean +- std over seeds), of the solver trained on real current data and replayed "
         "previous classes (this issue's protocol, as for DGM whose solver is its discriminator).\n\n"
@@ -358,8 +337,42 @@ def main(argv=None):
         "is, as far as we can tell, the MeRGAN paper's result, which the authors' code measures as "
         "A_n (generated).\n\n"
     )
-    out_md.write_text(header + table(rows) + "\n")
-    plot.for_table(out_json)  # compare / forgetting (/ over_time) PNG and SVG beside it
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    train.log_tasks()
+
+    out_json, out_md = Path(args.out + ".json"), Path(args.out + ".md")
+    rows = table_rows.load(out_json)
+    scenario = scenarios.build("seq-mnist", args.data_dir, num_tasks=10)
+    full, after_chunk = scenario, None  # the reference classifier learns all training data
+    if args.valid_fraction:
+        scenario, valid = scenarios.split_validation(scenario, args.valid_fraction)
+        after_chunk = selection_accuracy(scenario, valid)
+    reference = functools.cache(lambda: reference_classifier(full))  # trained once, if asked
+    for row in args.rows:
+        name, extra = row_settings(args, row)
+        done = rows.get(row)
+        if done:
+            done = {**done, "hparams": table_rows.with_defaults(name, done["hparams"])}
+        planned = planned_hparams(scenario, name, None, steps=args.steps or None, **extra)
+        same = bool(done) and (
+            done["requested_steps"],
+            done.get("requested_valid_fraction", 0.0),
+            done["hparams"],
+        ) == (args.steps, args.valid_fraction, planned)
+
+        def run(todo, row=row, same=same):
+            return run_row(args, scenario, row, todo, not same, after_chunk, reference)
+
+        res = table_rows.complete(row, done, range(args.seeds), run, same)
+        if res is None:
+            continue
+        rows = table_rows.save(out_json, {row: res}, rows)
+        a = res["A_n"]["class-il"]["mean"]
+        print(f"{row}: A5 {a[4]:.2f} A10 {a[9]:.2f} ({res['timing']['total_s']:.0f}s)", flush=True)
+    table_rows.write_table(out_md, header(args, rows) + table(rows) + "\n", out_json)
     print(out_md.read_text())
 
 

@@ -21,16 +21,12 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
-import os
-import platform
 import time
 from pathlib import Path
 
-import jax
-
-from cljax import methods, report, scenarios, sharding, train
+from cljax import methods, scenarios, sharding, train
 from cljax.tuned import parse_overrides
+from experiments import rows as table_rows
 from experiments.tuned import run_tuned
 
 RESULTS = Path(__file__).parent / "results"
@@ -61,6 +57,19 @@ def score(res: dict) -> tuple[float, float]:
     return acc["mean"], acc["std"]
 
 
+def summary(res: dict) -> dict:
+    """A grid point's row in the table: its score (`score`), seeds, settings and times."""
+    mean, std = score(res)
+    return {
+        "mean": mean,
+        "std": std,
+        "seeds": list(res["seeds"]),
+        "hparams": res["hparams"],
+        "train_s": res["timing"]["train_s"],
+        "total_s": res["timing"]["total_s"],
+    }
+
+
 def table(points: dict) -> str:
     rows = sorted(points.items(), key=lambda kv: -kv[1]["mean"])
     out = [
@@ -75,7 +84,21 @@ def table(points: dict) -> str:
     return "\n".join(out)
 
 
-def main(argv=None):
+def command_line(args) -> str:
+    """The command that reproduces the grid, for the table's header."""
+    return (
+        f"python -m experiments.tune --data-dir DATA --benchmark {args.benchmark} "
+        f"--method {args.method}"
+        + (f" --buffer {args.buffer}" if args.buffer else "")
+        + f" --seeds {args.seeds}"
+        + (f" --seed-devices {args.seed_devices}" if args.seed_devices > 1 else "")
+        + f" --valid-fraction {args.valid_fraction} --grid "
+        + " ".join(args.grid)
+    )
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line (`main`'s options)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data-dir", default=None)
     p.add_argument("--benchmark", required=True, choices=scenarios.BENCHMARKS)
@@ -87,6 +110,11 @@ def main(argv=None):
     p.add_argument("--seed-devices", type=int, default=1, help="as reproduce_der's")
     p.add_argument("--out", default=None, help="default: experiments/results/tune_...")
     p.add_argument("--rerun", action="store_true", help="run every point again")
+    return p
+
+
+def main(argv=None):
+    p = parser()
     args = p.parse_args(argv)
     if args.method not in methods.names():
         p.error(f"unknown method {args.method!r}; choose from {', '.join(methods.names())}")
@@ -104,7 +132,7 @@ def main(argv=None):
         )
     except (ValueError, scenarios.DataError) as e:
         p.error(str(e))
-    done = json.loads(out_json.read_text()) if out_json.exists() and not args.rerun else {}
+    done = {} if args.rerun else table_rows.load(out_json)
     seeds = tuple(range(args.seeds))
     run_fields = {}
     if args.seed_devices > 1:
@@ -113,39 +141,29 @@ def main(argv=None):
     started = time.perf_counter()
     for i, point in enumerate(points, 1):
         key = point_key(point)
-        if key in done and tuple(done[key]["seeds"]) == seeds:
+        # a point keeps no per-seed accuracy to join new seeds to: other seeds run it again
+        same = key in done and tuple(done[key]["seeds"]) == seeds
+
+        def run(todo, point=point):
+            return summary(
+                run_tuned(scenario, args.method, args.buffer, todo, **point, **run_fields)
+            )
+
+        res = table_rows.complete(key, done.get(key), seeds, run, same)
+        if res is None:
             continue
-        res = run_tuned(scenario, args.method, args.buffer, seeds, **point, **run_fields)
-        mean, std = score(res)
-        done[key] = {
-            "mean": mean,
-            "std": std,
-            "seeds": list(seeds),
-            "hparams": res["hparams"],
-            "train_s": res["timing"]["train_s"],
-            "total_s": res["timing"]["total_s"],
-        }
-        print(f"[{i}/{len(points)}] {key}: {mean:.2f} +- {std:.2f}", flush=True)
-        report.write_json(out_json, done)
-    command = (
-        f"python -m experiments.tune --data-dir DATA --benchmark {args.benchmark} "
-        f"--method {args.method}"
-        + (f" --buffer {args.buffer}" if args.buffer else "")
-        + f" --seeds {args.seeds}"
-        + (f" --seed-devices {args.seed_devices}" if args.seed_devices > 1 else "")
-        + f" --valid-fraction {args.valid_fraction} --grid "
-        + " ".join(args.grid)
-    )
-    out_md.write_text(
+        done = table_rows.save(out_json, {key: res}, done)
+        print(f"[{i}/{len(points)}] {key}: {res['mean']:.2f} +- {res['std']:.2f}", flush=True)
+    table_rows.write_table(
+        out_md,
         f"# {args.method} on {args.benchmark}, buffer {args.buffer or '-'}: validation grid\n\n"
-        f"Command: `{command}`\n\n"
+        f"Command: `{command_line(args)}`\n\n"
         f"Accuracy at the end of training on {args.valid_fraction:.0%} of each class's "
         "training images, held out (the test set is not read), with the benchmark's test "
         "protocol; mean +- std over seeds; the other settings are the method's tuned row "
-        f"(`cljax/tuned/{args.method}.py`). Machine: {platform.machine()} "
-        f"{os.cpu_count()} CPU cores, jax {jax.__version__} on {jax.devices()[0].platform}; "
+        f"(`cljax/tuned/{args.method}.py`). {table_rows.machine()}; "
         f"this invocation {time.perf_counter() - started:.0f} s (times beside other jobs "
-        "are an upper bound).\n\n" + table(done) + "\n"
+        "are an upper bound).\n\n" + table(done) + "\n",
     )
     print(f"wrote {out_md}")
 
