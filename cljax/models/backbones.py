@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 _xavier = nn.initializers.xavier_uniform()
@@ -97,6 +98,56 @@ class ConvNet(nn.Module):
         return nn.Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)
 
 
+# PyTorch's default initialisation (`reset_parameters` of nn.Conv2d and nn.Linear,
+# kaiming_uniform(a=sqrt(5))): U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = in x kh x kw.
+# The reference runs (Mammoth's ResNet-18) start from it.
+_torch_kernel = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+
+def _torch_bias(fan_in: int):
+    """nn.Linear's bias initialisation, U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    bound = 1.0 / max(fan_in, 1) ** 0.5
+    return lambda key, shape, dtype=jnp.float32: jax.random.uniform(
+        key, shape, dtype, -bound, bound
+    )
+
+
+class BatchNorm(nn.Module):
+    """BatchNorm over all axes but the last, as PyTorch's `nn.BatchNorm2d` (momentum 0.1,
+    eps 1e-5): normalises by the biased batch variance, but the running variance follows
+    the *unbiased* one (n / (n - 1) times it), where `nn.BatchNorm` keeps the biased one.
+
+    Same variables as `nn.BatchNorm` (params `scale`, `bias`; batch_stats `mean`, `var`);
+    statistics in float32 (two-pass variance), the output in `dtype`.
+    """
+
+    momentum: float = 0.9  # weight of the old running statistics (PyTorch's 1 - momentum)
+    epsilon: float = 1e-5
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        shape = (x.shape[-1],)
+        ra_mean = self.variable("batch_stats", "mean", jnp.zeros, shape, jnp.float32)
+        ra_var = self.variable("batch_stats", "var", jnp.ones, shape, jnp.float32)
+        scale = self.param("scale", nn.initializers.ones, shape, jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros, shape, jnp.float32)
+        if train:
+            axes = tuple(range(x.ndim - 1))
+            xf = x.astype(jnp.promote_types(self.dtype, jnp.float32))
+            mean = xf.mean(axes)
+            var = jnp.square(xf - mean).mean(axes)
+            if not self.is_initializing():
+                n = x.size // shape[0]
+                m = self.momentum
+                ra_mean.value = m * ra_mean.value + (1 - m) * mean
+                ra_var.value = m * ra_var.value + (1 - m) * var * (n / max(n - 1, 1))
+        else:
+            mean, var = ra_mean.value, ra_var.value
+        y = (x - mean) * (jax.lax.rsqrt(var + self.epsilon) * scale) + bias
+        return y.astype(self.dtype)
+
+
 class BasicBlock(nn.Module):
     """ResNet basic block (two 3x3 convs) with a 1x1 projection shortcut when needed."""
 
@@ -106,21 +157,29 @@ class BasicBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool):
-        norm = lambda: nn.BatchNorm(
-            use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype
-        )
+        norm = lambda: BatchNorm(dtype=self.dtype)
         conv = lambda planes, k, stride, pad: nn.Conv(
-            planes, (k, k), stride, padding=pad, use_bias=False, dtype=self.dtype
+            planes,
+            (k, k),
+            stride,
+            padding=pad,
+            use_bias=False,
+            dtype=self.dtype,
+            kernel_init=_torch_kernel,
         )
-        out = nn.relu(norm()(conv(self.planes, 3, self.stride, 1)(x)))
-        out = norm()(conv(self.planes, 3, 1, 1)(out))
+        out = nn.relu(norm()(conv(self.planes, 3, self.stride, 1)(x), train))
+        out = norm()(conv(self.planes, 3, 1, 1)(out), train)
         if self.stride != 1 or x.shape[-1] != self.planes:
-            x = norm()(conv(self.planes, 1, self.stride, 0)(x))
+            x = norm()(conv(self.planes, 1, self.stride, 0)(x), train)
         return nn.relu(out + x)
 
 
 class ResNet18(nn.Module):
-    """Reduced ResNet-18 for 32x32 inputs (3x3 stem, no max-pool), as in GEM and Mammoth."""
+    """Reduced ResNet-18 for 32x32 inputs (3x3 stem, no max-pool), as in GEM and Mammoth.
+
+    Equal to Mammoth's `resnet18(num_classes, nf)` in PyTorch, its initialisation and
+    BatchNorm (`BatchNorm`) included (`tests/test_torch_equivalence.py`).
+    """
 
     num_classes: int | None = 10
     nf: int = 64
@@ -128,11 +187,16 @@ class ResNet18(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        x = nn.Conv(self.nf, (3, 3), 1, padding=1, use_bias=False, dtype=self.dtype)(x)
-        x = nn.BatchNorm(
-            use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype
+        x = nn.Conv(
+            self.nf,
+            (3, 3),
+            1,
+            padding=1,
+            use_bias=False,
+            dtype=self.dtype,
+            kernel_init=_torch_kernel,
         )(x)
-        x = nn.relu(x)
+        x = nn.relu(BatchNorm(dtype=self.dtype)(x, train))
         for i, mult in enumerate((1, 2, 4, 8)):
             for b in range(2):
                 stride = 2 if (i > 0 and b == 0) else 1
@@ -140,7 +204,13 @@ class ResNet18(nn.Module):
         x = jnp.mean(x, axis=(1, 2))
         if self.num_classes is None:
             return x.astype(jnp.float32)
-        return nn.Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)
+        head = nn.Dense(
+            self.num_classes,
+            dtype=self.dtype,
+            kernel_init=_torch_kernel,
+            bias_init=_torch_bias(x.shape[-1]),
+        )
+        return head(x).astype(jnp.float32)
 
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
