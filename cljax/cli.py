@@ -17,7 +17,6 @@ import dataclasses
 import functools
 import importlib
 import importlib.util
-import math
 import os
 import shutil
 import signal
@@ -46,6 +45,7 @@ from cljax import (
 from cljax import workdir as workdir_lib
 from cljax.checkpoint import CheckpointError, CheckpointWriteError
 from cljax.data import DataError
+from cljax.run import plan as run_plan
 from cljax.scenarios import BENCHMARKS
 from cljax.workdir import WorkdirError
 
@@ -308,23 +308,17 @@ def _main(args) -> int:
     seeds = tuple(range(args.seed_offset, args.seed_offset + args.seeds))
     try:
         args.devices, args.seed_devices = split_devices(args, len(seeds))
-        mesh = train_seeds.seeds_mesh(
-            train.RunConfig(seeds=seeds, devices=args.devices, seed_devices=args.seed_devices)
-        )
-    except ValueError as e:
-        raise UsageError(str(e)) from e
-    split = sharding.data_size(mesh)
-    if run.batch_size % split:
-        raise UsageError(
-            f"batch size {run.batch_size} cannot be split over {split} devices; "
-            f"pass --set batch_size=<a multiple of {split}> or --devices 1"
-        )
-    try:
-        methods.check_scenario(args.method, scenario.name, scenario.settings)
         method = tuned.build(settings, scenario)
-        streams.check_run(method, scenario, run.n_epochs, run.first_epochs)
-        if scenario.stream is not None:
-            scenario.stream(0, run.batch_size)  # its settings checked before anything is written
+        config = run.run_config(
+            devices=args.devices,
+            seed_devices=args.seed_devices,
+            seeds=seeds,
+            progress=not args.no_progress,
+            checkpoint_every_s=args.checkpoint_minutes * 60,
+            on_nonfinite=args.on_nonfinite,
+        )
+        # the run's shape, checked before anything is written (the stream drawn, the devices)
+        plan = run_plan.plan_run(method, scenario, config)
         if args.eval_every is not None and (scenario.stream is None or args.eval_every < 1):
             raise ValueError("--eval-every takes a positive number of steps, on a stream")
     except ValueError as e:
@@ -337,7 +331,7 @@ def _main(args) -> int:
     if jax.process_index() == 0:  # one lock for a multi-host job, held by host 0
         lock.acquire(warn=lambda line: print(line, file=sys.stderr))
     try:
-        return _run(args, method, scenario, settings, seeds, workdir)
+        return _run(args, method, plan, settings, workdir)
     finally:
         lock.release()
 
@@ -379,32 +373,19 @@ def checkpoint_bytes(method, scenario, n_seeds: int) -> int:
     return 2 * n_seeds * size + 2**20
 
 
-def _run(args, method, scenario, settings, seeds, workdir: Path) -> int:
+def _run(args, method, plan, settings, workdir: Path) -> int:
     """Trains into `workdir` (checked and locked) and writes results.json and the plot."""
-    run = settings.run
+    run, scenario, seeds = settings.run, plan.scenario, plan.seeds[: plan.n_real]
     if args.overwrite and workdir.exists():
         shutil.rmtree(workdir / "checkpoints", ignore_errors=True)
     workdir.mkdir(parents=True, exist_ok=True)
-    config = run.run_config(
-        devices=args.devices,
-        seed_devices=args.seed_devices,
-        seeds=seeds,
-        progress=not args.no_progress,
-        checkpoint_every_s=args.checkpoint_minutes * 60,
-        protocol=methods.protocol(args.method),
-        on_nonfinite=args.on_nonfinite,
-    )
+    config = plan.config
     over_time, probe = {}, None
     if args.eval_every:  # a stream evaluated after every chunk of about that many steps
-        mesh = train_seeds.seeds_mesh(config)
-        resolved = train_seeds.last_batch_for(method, scenario, config, sharding.data_size(mesh))
-        steps = train_seeds.stream_steps(scenario, dataclasses.replace(config, last_batch=resolved))
-        chunks = math.ceil(steps / min(args.eval_every, steps))
-        length = math.ceil(steps / chunks)
-        over_time = {
-            "ends": [min((c + 1) * length, steps) for c in range(math.ceil(steps / length))],
-        }
+        chunks, ends = plan.eval_ends(args.eval_every)
+        over_time = {"ends": ends}
         config = dataclasses.replace(config, chunks_per_task=chunks)
+        mesh = train_seeds.mesh_of(plan)
         probe = evaluation.accuracy_probe(method, scenario, config.eval_batch, mesh)
     tuned.note_tuning(settings, scenario.name, args.buffer_size)
     print(

@@ -6,9 +6,9 @@ import json
 
 import numpy as np
 
-from cljax import methods, workdir
 from cljax import metrics as metrics_lib
 from cljax import results as results_format
+from cljax import workdir
 
 
 def recorded_hparams(method_hparams: dict, config) -> dict:
@@ -43,7 +43,7 @@ def results(
         accuracy = {scenario.single_setting: acc["class-il"]}
     else:
         accuracy = dict(acc)
-    scored = methods.settings_of(method.name)  # a task-IL-only method (PNN): no class-IL
+    scored = method.needs.settings  # a task-IL-only method (PNN): no class-IL
     if scored is not None:
         accuracy = {s: a for s, a in accuracy.items() if s in scored} or accuracy
     done = int(np.sum(~np.isnan(next(iter(accuracy.values()))[0].diagonal())))

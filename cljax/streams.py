@@ -174,7 +174,7 @@ def check_method(method) -> None:
     """Refuses a method that needs task boundaries (it acts at `begin_task`, `end_task`,
     `begin_task_data`, adds a pool to tasks or resizes between them) on a stream."""
     hooks = ("begin_task", "begin_task_data", "end_task", "train_pool")
-    needs = [h for h in hooks if getattr(method, h) is not None]
+    needs = [h for h in hooks if method.does(h)]
     if method.host.resize is not None:
         needs.append("host.resize")
     if needs:

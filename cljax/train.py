@@ -28,10 +28,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cljax import methods, report, streams
+from cljax import report
 from cljax.methods import Method
+from cljax.run.plan import schedule, step_sizes
 from cljax.scenarios import Scenario
-from cljax.train_chunks import Diverged, schedule, step_sizes
+from cljax.train_chunks import Diverged
 from cljax.train_seeds import Interrupted, SeedsRun, task_info, training_data
 
 __all__ = [
@@ -104,20 +105,23 @@ class RunConfig:
     # the last checkpoint (a run stopped mid-task then loses at most about this much work)
     checkpoint_every_s: float = 600.0
     # "sequential": each task's data in turn; "joint": once, after the last task, on the union
-    # of every task's training data (the upper bound of the tables)
-    protocol: str = "sequential"
+    # of every task's training data (the upper bound of the tables); None: the method's own
+    # (`Method.needs.protocol`)
+    protocol: str | None = None
     # a seed's loss or parameters non-finite: "stop" the run (`train_chunks.Diverged`, the last
     # good checkpoint kept) or "continue" and record the seeds under results["nonfinite"]
     on_nonfinite: str = "stop"
     # an epoch's last batch when the items do not fill it: "short" (only the items left, as
     # Mammoth's PyTorch DataLoader; its own compiled step) or "fill" (topped up with the
-    # epoch's first items). Methods whose steps need the full batch (LAST_BATCH = "fill") and
+    # epoch's first items). Methods whose steps need the full batch (`needs.last_batch`) and
     # data-parallel runs use "fill"; results record the one used.
     last_batch: str = "short"
 
     def __post_init__(self):
         if self.on_nonfinite not in ("stop", "continue"):
             raise ValueError(f"on_nonfinite must be stop or continue, got {self.on_nonfinite!r}")
+        if self.protocol not in (None, "sequential", "joint"):
+            raise ValueError(f"protocol must be sequential or joint, got {self.protocol!r}")
         if self.last_batch not in ("short", "fill"):
             raise ValueError(f"last_batch must be short or fill, got {self.last_batch!r}")
 
@@ -185,8 +189,6 @@ def run(
     the chunk in flight. `logger` (see `Hooks.logger`, e.g. `cljax.loggers.Loggers`) is
     told each chunk's losses and each task's accuracies as they come.
     """
-    methods.check_scenario(method.name, scenario.name, scenario.settings)
-    streams.check_run(method, scenario, config.epochs, config.first_epochs)
     hooks = Hooks(after_task, after_chunk, on_task, stop_requested, logger)
     seeds = tuple(config.seeds)
     if method.host.resize is None or len(seeds) == 1:

@@ -9,7 +9,6 @@ predicate is shared by all seeds, so it stays a real branch under `vmap`).
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,64 +19,10 @@ import numpy as np
 from jax.sharding import PartitionSpec
 from tqdm.auto import tqdm
 
-from cljax import checkpoint as ckpt_lib
 from cljax import sharding
 from cljax.methods import Method
 from cljax.scenarios import apply_maps
 from cljax.streams import rotate
-
-
-def schedule(seed: int, task: int, n: int, epochs: int, batch: int, steps=None) -> np.ndarray:
-    """Batch indices `(steps, batch)` of one seed on one task: a fresh shuffle per epoch.
-
-    The last batch of an epoch is filled up with the first items of the same
-    shuffle, so every step has `batch` items (at most batch-1 repeats an epoch).
-    With `steps`, exactly that many steps are taken (as many epochs as needed).
-    """
-    per_epoch = math.ceil(n / batch)
-    if steps is not None:
-        epochs = math.ceil(steps / per_epoch)
-    rows = []
-    for epoch in range(epochs):
-        perm = np.random.default_rng([seed, task, epoch]).permutation(n)
-        perm = np.concatenate([perm, np.resize(perm, per_epoch * batch - n)])
-        rows.append(perm.reshape(per_epoch, batch))
-    return np.concatenate(rows)[:steps].astype(np.int32)
-
-
-def step_sizes(n: int, epochs: int, batch: int, steps=None) -> np.ndarray:
-    """Items of each step of `schedule(..., n, epochs, batch, steps)` under the "short" last
-    batch: `batch`, but an epoch's last step takes only the `n - (per_epoch - 1) * batch`
-    items left (a PyTorch `DataLoader` without `drop_last`, as Mammoth trains)."""
-    per_epoch = math.ceil(n / batch)
-    if steps is not None:
-        epochs = math.ceil(steps / per_epoch)
-    sizes = np.full((epochs, per_epoch), batch, np.int32)
-    sizes[:, -1] = n - (per_epoch - 1) * batch
-    return sizes.ravel()[:steps]
-
-
-def stream_schedule(seed: int, n: int, config) -> np.ndarray:
-    """Stream positions `(steps, batch)` of one seed: 0..n-1 in order, the last batch filled
-    with the first positions (the joint upper bound: one shuffled pass, as `schedule`);
-    `config.steps` keeps the first that many batches."""
-    if config.protocol == "joint":
-        return schedule(seed, 0, n, 1, config.batch_size, config.steps)
-    rows = math.ceil(n / config.batch_size)
-    idx = np.resize(np.arange(n, dtype=np.int32), rows * config.batch_size)
-    return idx.reshape(rows, config.batch_size)[: config.steps]
-
-
-def stream_rows(batches, batch: int, steps=None):
-    """`(idx, sizes)`: stream positions `(steps, batch)` of a stream cut into batches of
-    `batches` items each (a short one's row topped up with its own first positions, which
-    its step leaves out), and the items of each; `steps` keeps the first that many."""
-    ends = np.cumsum(batches)
-    rows = [
-        np.resize(np.arange(e - b, e, dtype=np.int32), batch)
-        for e, b in zip(ends, batches, strict=True)
-    ]
-    return np.stack(rows)[:steps], np.asarray(batches, np.int32)[:steps]
 
 
 def health(state, metrics, valid):
@@ -112,8 +57,8 @@ def make_task_runner(method: Method, mesh=None):
 
     def per_seed(state, key, idx, x, y, view, step0, valid):
         pool = None
-        if method.train_pool is not None:  # fixed during the task: read once per chunk
-            px, py, pvalid = method.train_pool(state)
+        if method.does("train_pool"):  # fixed during the task: read once per chunk
+            px, py, pvalid = method.train_pool(state, x[:1])
             slots = jnp.argsort(~pvalid, stable=True)  # the valid slots first, in slot order
             pool = (px[slots], py[slots])
 
@@ -207,13 +152,6 @@ def compile_once(fn, timer: Timer, cache: dict, *args):
     return cache[signature]
 
 
-def chunk_length(config, max_items: int) -> int:
-    """Steps per compiled chunk: the same for every task of a run, so one compile serves all."""
-    epochs = max(config.epochs, config.epochs_of(0))
-    steps = config.steps or epochs * math.ceil(max_items / config.batch_size)
-    return math.ceil(steps / max(1, min(config.chunks_per_task, steps)))
-
-
 @dataclasses.dataclass
 class Partial:
     """How far a task got when a run stopped mid-task: after `chunk` (-1: none yet) of chunks
@@ -253,7 +191,7 @@ class TaskContext:
     config: Any  # train.RunConfig
     timer: Timer
     cache: dict = dataclasses.field(default_factory=dict)  # compiled runners by signature
-    pad_to: int = 0  # pad the task's arrays to this many items (one compile for every task)
+    plan: Any = None  # the run's `RunPlan`: schedules, padding, the maps or the stream
     after_chunk: Callable | None = None
     on_chunk: Callable | None = None
     # `(t, c, step, {metric: per-seed means})` after each chunk (a logger's), or None
@@ -262,56 +200,15 @@ class TaskContext:
     keep: int | None = None  # the real seeds, `seeds[:keep]` (default: all)
     # seeds whose loss or parameters went non-finite: {seed: {"task", "step"}} (first time)
     nonfinite: dict = dataclasses.field(default_factory=dict)
-    maps: Any = None  # each seed's pixel maps (src, keep), (S, T, P), or None
-    pool_capacity: int = 0  # slots of the method's `train_pool` (0: none)
-    # a stream's items and angles per seed ({"items": (S, L), "angles": (S, L)}), or None
-    stream: Any = None
-    # the items of each of the stream's batches where they are not all batch_size, or None
-    stream_batches: Any = None
 
 
 def _plan(ctx: TaskContext, t: int, n: int, done: Partial | None, pool: int = 0):
-    """`(idx, valid, sizes, length, chunks, steps, done)`: the padded schedule of task t's
-    chunks over its `n` items and `pool` items of the method's pool (indices -1, -2, ...);
-    `sizes`: the items each step takes (`step_sizes` with the "short" last batch, else the
-    batch size)."""
-    cfg = ctx.config
-    if ctx.stream is not None:  # positions in the stream: in order (joint: shuffled), one pass
-        n = ctx.stream["items"].shape[1]
-        idx = np.stack([stream_schedule(s, n, cfg) for s in ctx.seeds])
-        sizes = np.full(idx.shape[1], cfg.batch_size, np.int32)
-        if ctx.stream_batches is not None:
-            idx, sizes = stream_rows(ctx.stream_batches, cfg.batch_size, cfg.steps)
-            idx = np.broadcast_to(idx, (len(ctx.seeds), *idx.shape))
-    else:
-        idx = np.stack(
-            [
-                schedule(s, t, n + pool, cfg.epochs_of(t), cfg.batch_size, cfg.steps)
-                for s in ctx.seeds
-            ]
-        )
-        idx = np.where(idx >= n, n - 1 - idx, idx)  # item n + j of the schedule: pool item j
-        sizes = np.full(idx.shape[1], cfg.batch_size, np.int32)
-        if cfg.last_batch == "short":
-            sizes = step_sizes(n + pool, cfg.epochs_of(t), cfg.batch_size, cfg.steps)
-    steps = idx.shape[1]
-    if ctx.stream is not None:  # one task: its own steps set the chunks
-        length = math.ceil(steps / max(1, min(cfg.chunks_per_task, steps)))
-    else:
-        length = chunk_length(cfg, max(n, ctx.pad_to) + ctx.pool_capacity)
-    chunks = math.ceil(steps / length)
-    done = done or Partial(t, -1, length, steps)
-    if (done.length, done.steps) != (length, steps):
-        raise ckpt_lib.CheckpointError(
-            f"the checkpoint stopped task {t + 1} after chunk {done.chunk + 1} of "
-            f"{done.length} steps ({done.steps} in the task), but this run cuts it into chunks "
-            f"of {length} ({steps} in the task); resume with the settings it was made with"
-        )
-    pad = chunks * length - steps
-    idx = np.concatenate([idx, np.zeros((len(ctx.seeds), pad, cfg.batch_size), np.int32)], 1)
-    valid = np.arange(chunks * length) < steps
-    sizes = np.concatenate([sizes, np.full(pad, cfg.batch_size, np.int32)])
-    return idx, valid, sizes, length, chunks, steps, done
+    """`(idx, valid, sizes, length, chunks, steps, done)`: task t's plan (`RunPlan.task`)
+    over its `n` items and `pool` items of the method's pool, checked against a stop."""
+    task = ctx.plan.task(t, n, pool)
+    done = done or Partial(t, -1, task.length, task.steps)
+    task.check_resume(done.length, done.steps, done.chunk)
+    return task.idx, task.valid, task.sizes, task.length, task.chunks, task.steps, done
 
 
 def _padded(pad_to: int, *arrays):
@@ -349,7 +246,7 @@ def train_task(
     """Task t's steps in compiled chunks.
 
     `done` (a `Partial` of a run stopped mid-task) starts after its chunks, with
-    their losses and measurements. `tid`: each item's task, with `ctx.maps` (default t).
+    their losses and measurements. `tid`: each item's task, with the plan's maps (default t).
     `pool`: how many valid items the method's `train_pool` adds to the task's.
     Returns `(state, mean loss of the last tenth of the steps, [after_chunk's values])`,
     or `(state, None, partial)` when stopped.
@@ -357,15 +254,15 @@ def train_task(
     idx, valid, sizes, length, chunks, steps, done = _plan(ctx, t, len(y), done, pool)
     if sharding.seeds_size(ctx.mesh) > 1:  # as the compiled chunk takes them, every task
         state, ctx.keys = sharding.place_seeds((state, ctx.keys), ctx.mesh)
-    view = None
-    if ctx.stream is not None:
-        x, y, view = sharding.replicate((x, y, ctx.stream), ctx.mesh)
-    elif ctx.maps is not None:
+    view, plan = None, ctx.plan
+    if plan.stream is not None:
+        x, y, view = sharding.replicate((x, y, plan.stream), ctx.mesh)
+    elif plan.maps is not None:
         tid = np.full(len(y), t, np.int32) if tid is None else tid
-        x, y, tid = _padded(ctx.pad_to, x, y, tid)
-        x, y, view = sharding.replicate((x, y, (*ctx.maps, tid)), ctx.mesh)
+        x, y, tid = _padded(plan.pad_to, x, y, tid)
+        x, y, view = sharding.replicate((x, y, (*plan.maps, tid)), ctx.mesh)
     else:
-        x, y = sharding.replicate(_padded(ctx.pad_to, x, y), ctx.mesh)
+        x, y = sharding.replicate(_padded(plan.pad_to, x, y), ctx.mesh)
     first = sharding.replicate((idx[:, :length], np.int32(0), valid[:length]), ctx.mesh)
     compiled = compile_once(ctx.runner, ctx.timer, ctx.cache, state, ctx.keys, x, y, view, *first)
     bar = _bar(ctx.config, steps, int(valid[: (done.chunk + 1) * length].sum()), desc)

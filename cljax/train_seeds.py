@@ -4,12 +4,10 @@ checkpoints (the part of the driver between `train.run` and `train_chunks.train_
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import hashlib
 import json
 import logging
-import math
 import time
 from pathlib import Path
 
@@ -20,8 +18,9 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 
 from cljax import checkpoint as ckpt_lib
-from cljax import evaluation, methods, sharding
+from cljax import evaluation, sharding
 from cljax.methods import TaskInfo
+from cljax.run.plan import RunPlan, plan_run
 from cljax.scenarios import Scenario, apply_maps
 from cljax.train_chunks import Partial, TaskContext, Timer, make_task_runner, train_task
 
@@ -33,21 +32,9 @@ class Interrupted(Exception):
 
 
 def task_info(scenario: Scenario, config, t: int) -> TaskInfo:
-    """The static facts of task `t` that `begin_task` and `end_task` receive."""
-    seen = tuple(c for j in range(t + 1) for c in scenario.classes(j))
-    per_epoch = math.ceil(scenario.train_sizes[t] / config.batch_size)
-    steps = config.steps or config.epochs_of(t) * per_epoch
-    epochs = 0 if config.steps else config.epochs_of(t)
-    return TaskInfo(
-        t,
-        tuple(scenario.classes(t)),
-        seen,
-        per_epoch,
-        steps,
-        config.batch_size,
-        epochs,
-        scenario.num_tasks,
-    )
+    """The static facts of task `t` that `begin_task` and `end_task` receive (`config`'s
+    protocol and last batch as given: see `RunPlan.task_info`)."""
+    return RunPlan(scenario, config, (), 0, (1, 1), (), None, None, None, 0, 0).task_info(t)
 
 
 def _is_key(a) -> bool:
@@ -78,70 +65,14 @@ def training_data(protocol: str, scenario: Scenario, t: int):
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), tid
 
 
-def seed_maps(scenario: Scenario, seeds):
-    """Each seed's pixel maps `(src, keep)`, `(S, T, P)`, or None (every seed sees the same)."""
-    if scenario.seed_maps is None:
-        return None
-    maps = [scenario.seed_maps(s) for s in seeds]
-    return np.stack([m[0] for m in maps]), np.stack([m[1] for m in maps])
-
-
-def stream_of(scenario: Scenario, seeds, batch_size: int):
-    """A stream scenario's items and angles of every seed, `{"items": (S, L), "angles": (S,
-    L)}` (no "angles" for a stream without rotations), or None (not a stream)."""
-    if scenario.stream is None:
-        return None
-    parts = [scenario.stream(s, batch_size) for s in seeds]
-    out = {"items": np.stack([p[0] for p in parts]).astype(np.int32)}
-    if parts[0][1] is not None:
-        out["angles"] = np.stack([p[1] for p in parts]).astype(np.float32)
-    return out
-
-
-def seeds_mesh(config):
-    """The run's `(seeds, data)` mesh: `config.seed_devices` (at most one a seed) times the
-    data-parallel factor `config.devices / config.seed_devices` (default: all devices)."""
-    devices = config.devices or len(jax.devices())
-    if config.seed_devices < 1 or devices % config.seed_devices:
-        sharding.make_mesh(devices, config.seed_devices)  # raises, saying why
-    data = devices // config.seed_devices
-    seed_devices = min(config.seed_devices, len(config.seeds))
+def mesh_of(plan: RunPlan):
+    """The run's `(seeds, data)` mesh of the plan's shape."""
+    seed_devices, data = plan.mesh_shape
     return sharding.make_mesh(seed_devices * data, seed_devices)
 
 
-def last_batch_for(method, scenario, config, devices: int) -> str:
-    """The last-batch policy a run of `method` on `scenario` uses: `config.last_batch`, but
-    "fill" where a short batch may not split over the `devices`, the method needs full
-    batches (`methods.last_batch_of`), or a stream is cut every batch_size items (no
-    `stream_batches`; its end topped up: `stream_schedule`)."""
-    if config.last_batch == "short" and (
-        devices > 1
-        or methods.last_batch_of(method.name) == "fill"
-        or (scenario.stream is not None and scenario.stream_batches is None)
-    ):
-        return "fill"
-    return config.last_batch
-
-
-def stream_batches_for(scenario: Scenario, config):
-    """The items of each batch of a stream's pass as the driver takes it (the stream's own
-    batches, MNIST-360's with short ones), or None: a batch every batch_size items (not a
-    stream, "fill", or the joint protocol's shuffled pass). `config.last_batch` resolved."""
-    if scenario.stream is None or config.last_batch != "short" or config.protocol == "joint":
-        return None
-    return scenario.stream_batches(config.batch_size)
-
-
-def stream_steps(scenario: Scenario, config) -> int:
-    """Steps of the driver's one pass over a stream scenario (`config.steps` caps them;
-    `config.last_batch` resolved)."""
-    batches = stream_batches_for(scenario, config)
-    if batches is not None:
-        steps = len(batches)
-    else:
-        n = len(scenario.stream(config.seeds[0], config.batch_size)[0])
-        steps = math.ceil(n / config.batch_size)
-    return min(config.steps or steps, steps)
+# where the seeds' keys of task t are folded from (`SeedsRun.keys_for`)
+KEYS_STEPS, KEYS_BEGIN, KEYS_BEGIN_DATA = 1, 2, 3
 
 
 class SeedsRun:
@@ -150,26 +81,13 @@ class SeedsRun:
 
     def __init__(self, method, scenario, config, workdir, hooks):
         self.workdir = None if workdir is None else Path(workdir)
-        self.mesh = seeds_mesh(config)
+        self.plan = plan_run(method, scenario, config, len(jax.devices()))
+        self.mesh = mesh_of(self.plan)
         # the seeds, padded to a multiple of the seed devices with copies of the first ones:
         # trained alongside, never reported or checkpointed (`self.n` are the real ones)
-        self.n = len(config.seeds)
-        self.seeds = tuple(
-            np.resize(
-                config.seeds,
-                -(-self.n // sharding.seeds_size(self.mesh)) * sharding.seeds_size(self.mesh),
-            ).tolist()
-        )
-        split = sharding.data_size(self.mesh)
-        config = dataclasses.replace(
-            config, last_batch=last_batch_for(method, scenario, config, split)
-        )
+        self.n, self.seeds = self.plan.n_real, self.plan.seeds
+        config = self.plan.config
         self.method, self.scenario, self.config, self.hooks = method, scenario, config, hooks
-        if config.batch_size % split:
-            raise ValueError(
-                f"batch size {config.batch_size} cannot be split over {split} devices; "
-                f"choose a multiple of {split} or fewer devices"
-            )
         T = scenario.num_tasks
         self.acc = {"class-il": np.full((self.n, T, T), np.nan), "task-il": None}
         self.acc["task-il"] = self.acc["class-il"].copy()
@@ -179,9 +97,7 @@ class SeedsRun:
         self.chunk_extra = [None] * T  # [task][chunk][seed] where after_chunk measured it
         self.manager = ckpt_lib.manager(self.workdir) if self.workdir is not None else None
         self.writing = None  # the checkpoint orbax is writing behind training, if any
-        self.maps = seed_maps(scenario, self.seeds)
-        self.stream = stream_of(scenario, self.seeds, config.batch_size)
-        self.stream_batches = stream_batches_for(scenario, config)
+        self.maps, self.stream = self.plan.maps, self.plan.stream
         self.devices = self.mesh.size
         self.seed_devices = sharding.seeds_size(self.mesh)
         self.nonfinite = {}  # seed -> {"task", "step", "loss_finite"} (on_nonfinite="continue")
@@ -212,23 +128,15 @@ class SeedsRun:
         return sharding.place_seeds(tree, self.mesh)
 
     def keys_for(self, t, purpose):
-        """The seeds' keys of task t; purpose 1: train steps and end_task, 2: begin_task,
-        3: begin_task_data."""
+        """The seeds' keys of task t for `purpose`: KEYS_STEPS (train steps and end_task),
+        KEYS_BEGIN (begin_task) or KEYS_BEGIN_DATA (begin_task_data)."""
         fold = lambda k: jax.random.fold_in(jax.random.fold_in(k, purpose), t)
         return jax.vmap(fold)(self.seed_keys)
 
     def begin(self, state, t):
-        info = task_info(self.scenario, self.config, t)
+        info = self.plan.task_info(t)
         fn = jax.vmap(lambda s, k: self.method.begin_task(s, info, k))
-        return fn(state, self.keys_for(t, 2))
-
-    def pool_capacity(self, state) -> int:
-        """Slots of the method's `train_pool` (0 without one): added to the longest task's
-        items when the chunk length is chosen, so every task shares one compiled chunk."""
-        if self.method.train_pool is None:
-            return 0
-        shapes = jax.eval_shape(jax.vmap(self.method.train_pool), state)
-        return int(shapes[2].shape[-1])
+        return fn(state, self.keys_for(t, KEYS_BEGIN))
 
     def identity(self) -> dict:
         """What a checkpoint must have been made with to be resumed by this run (as JSON)."""
@@ -259,7 +167,7 @@ class SeedsRun:
         def structure_of(meta):  # the state's tree structure at the checkpoint
             shaped = jax.eval_shape(lambda s: s, state)
             begun = meta["partial"]["task"] if "partial" in meta else meta["task"]
-            if self.method.begin_task is not None:
+            if self.method.does("begin_task"):
                 for j in range(begun + 1):
                     shaped = jax.eval_shape(functools.partial(self.begin, t=j), shaped)
             return jax.eval_shape(self.real, shaped)  # saved without the padding seeds
@@ -398,7 +306,6 @@ class SeedsRun:
         if self.maps is not None:  # every seed through its own maps
             maps = sharding.replicate(self.maps, self.mesh)
             evaluate = functools.partial(evaluate, view=maps)
-        joint = self.config.protocol == "joint"
         ctx = TaskContext(
             runner=make_task_runner(self.method, self.mesh),
             mesh=self.mesh,
@@ -407,16 +314,12 @@ class SeedsRun:
             keep=self.n,
             config=self.config,
             timer=self.timer,
-            pad_to=0 if joint or self.stream is not None else max(self.scenario.train_sizes),
+            plan=self.plan,
             after_chunk=self.hooks.after_chunk,
             log_chunk=self.hooks.logger.chunk if self.logs() else None,
             on_chunk=functools.partial(self.on_chunk, stop_after),
             method_name=self.method.name,
             nonfinite=self.nonfinite,
-            maps=self.maps,
-            pool_capacity=self.pool_capacity(state),
-            stream=self.stream,
-            stream_batches=self.stream_batches,
         )
         self.last_save = time.perf_counter()
         try:
@@ -441,14 +344,14 @@ class SeedsRun:
     def task(self, ctx: TaskContext, state, t: int, resumed: Partial | None):
         """begin_task, the task's chunks, end_task, resize: `(state, stopped mid-task)`."""
         method, T = self.method, self.scenario.num_tasks
-        info = task_info(self.scenario, self.config, t)
-        if method.begin_task is not None and resumed is None:
+        info = self.plan.task_info(t)
+        if method.does("begin_task") and resumed is None:
             state = jax.jit(self.begin, static_argnums=1)(state, t)
-        ctx.keys = self.keys_for(t, 1)
+        ctx.keys = self.keys_for(t, KEYS_STEPS)
         x, y, tid = training_data(self.config.protocol, self.scenario, t)
-        if method.begin_task_data is not None and resumed is None and x is not None:
+        if method.does("begin_task_data") and resumed is None and x is not None:
             state = self.on_data(
-                method.begin_task_data, state, info, x, y, tid, self.keys_for(t, 3)
+                method.begin_task_data, state, info, x, y, tid, self.keys_for(t, KEYS_BEGIN_DATA)
             )
         if x is not None:
             desc = f"{method.name} {self.scenario.name} task {t + 1}/{T}"
@@ -459,7 +362,7 @@ class SeedsRun:
             self.losses.append(loss)
             if self.hooks.after_chunk is not None:
                 self.chunk_extra[t] = measured
-            if method.end_task is not None:
+            if method.does("end_task"):
                 state = self.on_data(method.end_task, state, info, x, y, tid, ctx.keys)
             if method.host.resize is not None:
                 resized = _per_seed(method.host.resize, state, info)
@@ -472,9 +375,10 @@ class SeedsRun:
     def pool_size(self, state, t: int) -> int:
         """How many items the method's `train_pool` adds to task t's (the same for every seed:
         one schedule serves them all)."""
-        if self.method.train_pool is None:
+        if not self.method.does("train_pool"):
             return 0
-        valid = jax.vmap(lambda s: self.method.train_pool(s)[2])(state)
+        example_x = self.scenario.train(0)[0][:1]
+        valid = jax.vmap(lambda s: self.method.train_pool(s, example_x)[2])(state)
         counts = np.asarray(valid).sum(1)
         if (counts != counts[0]).any():
             raise ValueError(
@@ -484,9 +388,12 @@ class SeedsRun:
         return int(counts[0])
 
     def on_data(self, fn, state, info, x, y, tid, keys):
-        """`fn(state, (x, y), key, task=info)` (`end_task`, `begin_task_data`) of every seed
-        on the task's data (through each seed's maps)."""
-        bound = functools.partial(fn, task=info)
+        """`fn(state, info, (x, y), key)` (`end_task`, `begin_task_data`) of every seed on the
+        task's data (through each seed's maps)."""
+
+        def bound(s, data, k):
+            return fn(s, info, data, k)
+
         x, y = jnp.asarray(x), jnp.asarray(y)
         if self.maps is None:
             return jax.jit(jax.vmap(bound, (0, None, 0)))(state, (x, y), keys)
@@ -513,7 +420,7 @@ class SeedsRun:
         self.acc["class-il"][:, t, : t + 1] = evaluation.percent_seen(cil, counts, t)[:n]
         self.acc["task-il"][:, t, : t + 1] = evaluation.percent_seen(til, counts, t)[:n]
         if jax.process_index() == 0:  # one host speaks for a multi-host job, as with the bar
-            scored = methods.settings_of(self.method.name) or ("class-il", "task-il")
+            scored = self.method.needs.settings or ("class-il", "task-il")
             shown = (("class-il", "class-IL"), ("task-il", "task-IL"))
             if self.scenario.single_setting is not None:  # one head: one number
                 shown, scored = (("class-il", self.scenario.single_setting),), ("class-il",)
@@ -547,6 +454,6 @@ class SeedsRun:
         if self.hooks.after_task is not None:
             self.extra[t] = list(self.hooks.after_task(t, state))[: self.n]
         if self.hooks.on_task is not None and jax.process_index() == 0:
-            self.hooks.on_task(t, state, self.keys_for(t, 1))
+            self.hooks.on_task(t, state, self.keys_for(t, KEYS_STEPS))
         if self.manager is not None:
             self.save(state, t)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 
-from cljax import methods, report, train
+from cljax import report, train
 from cljax.tuned import build, resolve
 
 CONFIG_KEYS = {"epochs": "n_epochs", "first_epochs": "first_epochs", "steps": "steps"}
@@ -23,7 +23,6 @@ def build_tuned(scenario, method_name, buffer_size, **overrides):
     fields = {k: overrides.pop(k) for k in RUN_FIELDS if k in overrides}
     settings = resolve(method_name, scenario.name, buffer_size, overrides)
     fields.setdefault("progress", sys.stderr.isatty())  # bars in a terminal, none in a log file
-    fields["protocol"] = methods.protocol(method_name)
     return build(settings, scenario), settings.run.run_config(**fields)
 
 

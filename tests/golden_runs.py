@@ -95,7 +95,6 @@ def run(name) -> dict:
         seeds=(0,) if method.host.resize is not None else (0, 1),
         chunks_per_task=2,
         progress=False,
-        protocol=methods.protocol(name),
     )
     res = train.run(method, scenario, config)
     state = res.pop("state")

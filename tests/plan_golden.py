@@ -1,8 +1,8 @@
 """The run plan pinned: the driver's batch schedules, step sizes, valid masks and chunking.
 
-`python -m tests.plan_golden` records `tests/golden/plan.json` (recorded before the driver
-was redesigned in issue 45, from the functions of that time; only a change that means to
-move a schedule re-records it, and says so); `tests/test_plan_golden.py` checks it. The
+`python -m tests.plan_golden` records `tests/golden/plan/run_plans.json` (recorded before the driver
+was redesigned in issue 45, from the functions of that time, a604895; only a change that
+means to move a schedule re-records it, and says so); `tests/test_plan_golden.py` checks it. The
 plan is pure numpy, so the digests are the same on every machine.
 
 Cases: the tiny class-incremental scenario (short and filled last batches, a set number
@@ -20,10 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
+from cljax import run as run_lib
 from cljax import scenarios, streams, train
 from tests.conftest import tiny_scenario
 
-PLAN = Path(__file__).with_name("golden") / "plan.json"
+PLAN = Path(__file__).with_name("golden") / "plan" / "run_plans.json"
 
 
 def _digest(*arrays) -> str:
@@ -85,7 +86,12 @@ def cases(data_dir: Path | None = None) -> dict:
             None,
         ),
         "mnist360-synthetic": (synthetic_360(), "er", {**base, "batch_size": 16}, None),
-        "mnist360-synthetic-fill": (synthetic_360(), "dgr", {**base, "batch_size": 16}, None),
+        "mnist360-synthetic-fill": (
+            synthetic_360(),
+            "er",
+            {**base, "batch_size": 16, "last_batch": "fill"},
+            None,
+        ),
     }
     if data_dir is not None:
         out["mnist360-real"] = (real_360(data_dir), "er", {**base, "batch_size": 16}, None)
@@ -96,11 +102,11 @@ def plan_of(scenario, name: str, kwargs: dict, pools) -> dict:
     """The plan of every task of one case, as digests and counts."""
     from tests.test_methods import make
 
-    method = make(name)
-    config = train.RunConfig(**kwargs)
     # `pools`: per task (the pool's capacity, its valid items) where the method adds a pool
     capacity = max(p[0] for p in pools) if pools else 0
-    plan = _today_plan(method, scenario, config, capacity)
+    method = make(name, **({"buffer_size": capacity} if pools else {}))
+    config = train.RunConfig(**kwargs)
+    plan = run_lib.plan_run(method, scenario, config)
     out = {
         "seeds": list(plan.seeds),
         "last_batch": plan.config.last_batch,
@@ -128,50 +134,6 @@ def plan_of(scenario, name: str, kwargs: dict, pools) -> dict:
             }
         )
     return out
-
-
-class _TodayPlan:
-    """Today's driver functions (fb8a902) behind the plan's interface, to record the golden."""
-
-    def __init__(self, method, scenario, config, capacity):
-        from cljax import train_chunks, train_seeds
-
-        run = train_seeds.SeedsRun(method, scenario, config, None, train.Hooks())
-        self.run, self.scenario, self.config = run, scenario, run.config
-        self.seeds, self.maps, self.stream = run.seeds, run.maps, run.stream
-        joint = run.config.protocol == "joint"
-        self.ctx = train_chunks.TaskContext(
-            runner=None,
-            mesh=run.mesh,
-            keys=None,
-            seeds=run.seeds,
-            keep=run.n,
-            config=run.config,
-            timer=train_chunks.Timer(),
-            pad_to=0 if joint or run.stream is not None else max(scenario.train_sizes),
-            pool_capacity=capacity,
-            stream=run.stream,
-            stream_batches=run.stream_batches,
-        )
-
-    def task_items(self, t):
-        from cljax import train_seeds
-
-        x, y, tid = train_seeds.training_data(self.config.protocol, self.scenario, t)
-        return None if y is None else len(y)
-
-    def task(self, t, n, pool):
-        import types
-
-        from cljax import train_chunks
-
-        idx, valid, sizes, length, chunks, steps, _ = train_chunks._plan(self.ctx, t, n, None, pool)
-        return types.SimpleNamespace(
-            idx=idx, valid=valid, sizes=sizes, length=length, chunks=chunks, steps=steps
-        )
-
-
-_today_plan = _TodayPlan
 
 
 def main(argv) -> int:

@@ -36,8 +36,8 @@ def trained_task(method, state, t):
         state, _ = step(
             state, {"x": x[4 * i : 4 * i + 4], "y": y[4 * i : 4 * i + 4]}, jax.random.key(i)
         )
-    end = jax.jit(method.end_task, static_argnums=3)
-    return end(state, (x, y), jax.random.key(t), info), info
+    end = jax.jit(method.end_task, static_argnums=1)
+    return end(state, info, (x, y), jax.random.key(t)), info
 
 
 def test_memory_gets_an_equal_random_share_of_each_task():
@@ -100,7 +100,7 @@ def test_agem_r_projects_as_agem_and_fills_a_reservoir_from_the_stream():
     from cljax.methods import agem_r
 
     method = agem_r.make(model=MODEL, input_fn=SC.input_fn, lr=0.5, buffer_size=6, minibatch_size=6)
-    assert method.end_task is None and method.begin_task is None
+    assert not method.does("end_task") and not method.does("begin_task")
     state = method.init(jax.random.key(0), SC.train(0)[0][:1])
     x, y = (jnp.asarray(a) for a in SC.train(0))
     step = jax.jit(method.train_step)

@@ -39,7 +39,7 @@ def run_task(method, state, t, steps=6):
             state, {"x": jnp.asarray(x[sl]), "y": jnp.asarray(y[sl])}, jax.random.key(i)
         )
         assert all(np.isfinite(float(v)) for v in m.values())
-    state = method.end_task(state, (x, y), jax.random.key(9), info)
+    state = method.end_task(state, info, (x, y), jax.random.key(9))
     return state, info
 
 

@@ -1,7 +1,5 @@
 """Dynamically Expandable Representation: herding, frozen extractors, pruning, masks, driver."""
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -93,8 +91,8 @@ def run_task(method, state, t, steps=4, key=0):
     for i in range(steps):
         state, metrics = step(state, batch_at(x, y, i), jax.random.key(key + i))
         assert np.isfinite(float(metrics["loss"]))
-    state = jax.jit(method.end_task, static_argnums=3)(
-        state, (jnp.asarray(x), jnp.asarray(y)), jax.random.key(7), info
+    state = jax.jit(method.end_task, static_argnums=1)(
+        state, info, (jnp.asarray(x), jnp.asarray(y)), jax.random.key(7)
     )
     return state, info
 
@@ -381,7 +379,11 @@ def test_retraining_sees_augmented_batches_only_when_balanced():
         state = method.begin_task(state, info1, jax.random.key(3))
         x, y = (jnp.asarray(a) for a in SC.train(1))
         seen.clear()
-        end = functools.partial(method.end_task, task=info1)
-        jax.eval_shape(end, state, (x, y), jax.random.key(7))
+        jax.eval_shape(
+            lambda s, d, k, m=method, i=info1: m.end_task(s, i, d, k),
+            state,
+            (x, y),
+            jax.random.key(7),
+        )
         flags[data] = set(seen)
     assert flags == {"balanced": {True, False}, "memory": {False}}

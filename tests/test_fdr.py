@@ -16,8 +16,8 @@ CONFIG = train.RunConfig(batch_size=4, epochs=1)
 def test_memory_splits_evenly_over_tasks_and_stores_the_logits_of_the_tasks_end():
     method = fdr.make(model=MODEL, input_fn=SC.input_fn, buffer_size=12, minibatch_size=4)
     state = method.init(jax.random.key(0), SC.train(0)[0][:1])
-    end = jax.jit(method.end_task, static_argnums=3)
-    state = end(state, SC.train(0), jax.random.key(1), train.task_info(SC, CONFIG, 0))
+    end = jax.jit(method.end_task, static_argnums=1)
+    state = end(state, train.task_info(SC, CONFIG, 0), SC.train(0), jax.random.key(1))
     first = state
     mem = state.memory
     assert int(mem.valid.sum()) == 12 and set(np.asarray(mem.task).tolist()) == {0}
@@ -26,7 +26,7 @@ def test_memory_splits_evenly_over_tasks_and_stores_the_logits_of_the_tasks_end(
     moved = state.replace(
         net=state.net.replace(params=jax.tree.map(lambda p: p + 0.1, state.net.params))
     )
-    state = end(moved, SC.train(1), jax.random.key(2), train.task_info(SC, CONFIG, 1))
+    state = end(moved, train.task_info(SC, CONFIG, 1), SC.train(1), jax.random.key(2))
     mem = state.memory
     valid = np.asarray(mem.valid)
     tasks = np.asarray(mem.task)[valid]
@@ -44,8 +44,8 @@ def test_memory_splits_evenly_over_tasks_and_stores_the_logits_of_the_tasks_end(
 def test_step_is_cross_entropy_then_the_function_distance():
     method = fdr.make(model=MODEL, input_fn=SC.input_fn, lr=0.5, buffer_size=6, minibatch_size=6)
     state = method.init(jax.random.key(0), SC.train(0)[0][:1])
-    state = jax.jit(method.end_task, static_argnums=3)(
-        state, SC.train(0), jax.random.key(1), train.task_info(SC, CONFIG, 0)
+    state = jax.jit(method.end_task, static_argnums=1)(
+        state, train.task_info(SC, CONFIG, 0), SC.train(0), jax.random.key(1)
     )
     x, y = (jnp.asarray(a) for a in SC.train(1))
     batch = {"x": x[:4], "y": y[:4]}

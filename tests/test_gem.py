@@ -103,7 +103,7 @@ def test_memory_holds_an_equal_random_share_of_each_finished_task():
     info = train.task_info(SC, train.RunConfig(batch_size=4, epochs=1), 0)
     state = method.begin_task(state, info, jax.random.key(1))
     assert state.mem_x.shape[:2] == (SC.num_tasks, 9 // SC.num_tasks)
-    state = method.end_task(state, SC.train(0), jax.random.key(2), info)
+    state = method.end_task(state, info, SC.train(0), jax.random.key(2))
     assert np.asarray(state.stored).tolist() == [True, False]
     x0, y0 = SC.train(0)
     for item, label in zip(np.asarray(state.mem_x[0]), np.asarray(state.mem_y[0]), strict=True):

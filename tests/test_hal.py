@@ -32,8 +32,8 @@ def after_first_task(**overrides):
         state, _ = step(
             state, {"x": x[4 * i : 4 * i + 4], "y": y[4 * i : 4 * i + 4]}, jax.random.key(i)
         )
-    end = jax.jit(method.end_task, static_argnums=3)
-    return method, state, end(state, (x, y), jax.random.key(9), info), info
+    end = jax.jit(method.end_task, static_argnums=1)
+    return method, state, end(state, info, (x, y), jax.random.key(9)), info
 
 
 def test_anchors_are_learned_to_be_forgotten_and_stay_near_the_mean_feature():

@@ -8,8 +8,9 @@ import optax
 import pytest
 from flax import struct
 
-from cljax import methods, models, train, train_chunks
+from cljax import methods, models, train
 from cljax.methods import Method, icarl
+from cljax.run import plan_run
 from tests.conftest import tiny_scenario
 
 SC = tiny_scenario()
@@ -26,8 +27,8 @@ def after_first_task(**overrides):
     step = jax.jit(method.train_step)
     for i in range(3):
         state, _ = step(state, {"x": x[4 * i : 4 * i + 4], "y": y[4 * i : 4 * i + 4]}, None)
-    end = jax.jit(method.end_task, static_argnums=3)
-    return method, end(state, (x, y), jax.random.key(2), info), info
+    end = jax.jit(method.end_task, static_argnums=1)
+    return method, end(state, info, (x, y), jax.random.key(2)), info
 
 
 def hand_features(state, x_raw, normalize):
@@ -100,10 +101,10 @@ def test_loss_targets_old_classes_by_the_previous_network_and_new_ones_by_labels
 
 def test_truncated_replay_keeps_only_full_pixels_as_one():
     method, state, _ = after_first_task(replay_images="uint8-truncated")
-    x, _, valid = method.train_pool(state)
+    x, _, valid = method.train_pool(state, SC.train(0)[0][:1])
     raw = np.asarray(state.memory.x)
     np.testing.assert_array_equal(np.asarray(x), (raw == 255).astype(np.uint8))
-    exact, _, _ = icarl.make(model=MODEL, input_fn=SC.input_fn).train_pool(state)
+    exact, _, _ = icarl.make(model=MODEL, input_fn=SC.input_fn).train_pool(state, None)
     np.testing.assert_array_equal(np.asarray(exact), raw)
 
 
@@ -116,7 +117,7 @@ def after_first_task_with(**kw):
     method = icarl.make(model=MODEL, input_fn=SC.input_fn, **kw)
     state = method.init(jax.random.key(0), SC.train(0)[0][:1])
     info = train.task_info(SC, CONFIG, 0)
-    return method.end_task(state, SC.train(0), jax.random.key(2), info)
+    return method.end_task(state, info, SC.train(0), jax.random.key(2))
 
 
 @struct.dataclass
@@ -150,7 +151,7 @@ def test_driver_shuffles_the_valid_pool_items_into_every_epoch():
         init=init,
         train_step=train_step,
         predict=lambda state, x: jnp.zeros((x.shape[0], SC.num_classes)),
-        train_pool=lambda s: (s.pool_x, s.pool_y, s.pool_valid),
+        train_pool=lambda s, example_x: (s.pool_x, s.pool_y, s.pool_valid),
     )
     epochs = 2
     res = train.run(method, SC, train.RunConfig(batch_size=5, epochs=epochs, progress=False))
@@ -165,16 +166,10 @@ def test_driver_shuffles_the_valid_pool_items_into_every_epoch():
 
 
 def test_plan_numbers_pool_items_negatively_each_once_an_epoch():
-    ctx = train_chunks.TaskContext(
-        runner=None,
-        mesh=None,
-        keys=None,
-        seeds=(0, 1),
-        config=train.RunConfig(batch_size=4, epochs=2),
-        timer=train_chunks.Timer(),
-        pool_capacity=8,
-    )
-    idx, valid, *_ = train_chunks._plan(ctx, 0, 10, None, pool=6)
+    method = icarl.make(model=MODEL, input_fn=SC.input_fn, buffer_size=8)
+    config = train.RunConfig(batch_size=4, epochs=2, seeds=(0, 1))
+    task = plan_run(method, SC, config).task(0, 10, pool=6)
+    idx, valid = task.idx, task.valid
     steps = int(valid.sum())
     assert steps == 2 * 4  # ceil(16 / 4) a epoch
     for seed_idx in idx[:, :steps]:

@@ -31,8 +31,8 @@ def test_warm_up_trains_the_head_then_freezes_the_teacher_whose_logits_are_the_t
     before = state.net.params
     state = method.begin_task(state, info1, jax.random.key(2))
     x1, y1 = (jnp.asarray(a) for a in SC.train(1))
-    warm = jax.jit(method.begin_task_data, static_argnums=3)(
-        state, (x1, y1), jax.random.key(3), info1
+    warm = jax.jit(method.begin_task_data, static_argnums=1)(
+        state, info1, (x1, y1), jax.random.key(3)
     )
     head = lwf.head_name(before)
     assert head == "Dense_1"

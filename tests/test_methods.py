@@ -40,8 +40,7 @@ def test_contract(name):
     state = method.init(jax.random.key(0), x0)
     structure = jax.tree.structure(state)
     task = TaskInfo(0, SC.classes(0), SC.classes(0), steps_per_epoch=3, num_tasks=SC.num_tasks)
-    if method.begin_task is not None:
-        state = method.begin_task(state, task, jax.random.key(8))
+    state = method.begin_task(state, task, jax.random.key(8))
 
     @jax.jit
     @chex.assert_max_traces(n=1)
@@ -51,8 +50,7 @@ def test_contract(name):
     for i in range(3):
         state, metrics = step(state, batch(0, offset=i * 4), jax.random.key(i))
         assert np.isfinite(float(metrics["loss"]))
-    if method.end_task is not None:
-        state = method.end_task(state, SC.train(0), jax.random.key(9), task)
+    state = method.end_task(state, task, SC.train(0), jax.random.key(9))
     if method.host.resize is not None:
         state = method.host.resize(state, task)
     assert jax.tree.structure(state) == structure

@@ -1,5 +1,5 @@
 """The run plan (schedules, step sizes, valid masks, chunks) equals the one recorded before
-the driver was redesigned (`tests/plan_golden.py`, `tests/golden/plan.json`)."""
+the driver was redesigned (`tests/plan_golden.py`, `tests/golden/plan/run_plans.json`)."""
 
 import json
 import os

@@ -50,10 +50,10 @@ def ewc(**kw):
 def test_ewc_fisher_penalty_and_online_decay_by_hand():
     method = ewc(lr=0.1, e_lambda=3.0, gamma=0.5, fisher_chunk=2)  # 5 items: a padded chunk
     state = method.init(jax.random.key(0), X[:1])
-    state = method.end_task(state, (jnp.asarray(X), jnp.asarray(Y)), jax.random.key(1), INFO)
+    state = method.end_task(state, INFO, (jnp.asarray(X), jnp.asarray(Y)), jax.random.key(1))
     f1 = hand_fisher(0.7, -0.2)
     one_by_one = ewc(fisher_chunk=1).end_task(
-        method.init(jax.random.key(0), X[:1]), (jnp.asarray(X), jnp.asarray(Y)), None, INFO
+        method.init(jax.random.key(0), X[:1]), INFO, (jnp.asarray(X), jnp.asarray(Y)), None
     )
     for k in ("w", "b"):
         np.testing.assert_allclose(one_by_one.fisher[k], f1[k], rtol=1e-5)
@@ -78,7 +78,7 @@ def test_ewc_fisher_penalty_and_online_decay_by_hand():
         np.testing.assert_allclose(after.net.params[k], expected, rtol=1e-5)
     assert float(metrics["loss"]) == pytest.approx(float(ce({"w": 1.0, "b": 0.1})), rel=1e-5)
     # the next task's Fisher joins the running one decayed by gamma
-    later = method.end_task(after, (jnp.asarray(X), jnp.asarray(Y)), jax.random.key(3), INFO)
+    later = method.end_task(after, INFO, (jnp.asarray(X), jnp.asarray(Y)), jax.random.key(3))
     f2 = hand_fisher(float(after.net.params["w"]), float(after.net.params["b"]))
     for k in ("w", "b"):
         np.testing.assert_allclose(later.fisher[k], 0.5 * f1[k] + f2[k], rtol=1e-5)
@@ -118,7 +118,7 @@ def test_si_omega_is_the_path_integral_and_omega_big_its_normalisation():
     for k in expected:
         np.testing.assert_allclose(state.net.params[k], params[k], rtol=1e-5)
         np.testing.assert_allclose(state.small_omega[k], expected[k], rtol=1e-4)
-    ended = method.end_task(state, None, jax.random.key(9), INFO)
+    ended = method.end_task(state, INFO, None, jax.random.key(9))
     for k in expected:
         big = expected[k] / ((params[k] - start[k]) ** 2 + xi)
         np.testing.assert_allclose(ended.big_omega[k], big, rtol=1e-4)

@@ -12,7 +12,8 @@ from subprocess import PIPE, STDOUT
 import numpy as np
 import pytest
 
-from cljax import sharding, train, train_seeds
+from cljax import sharding, train
+from cljax.run import plan
 from tests import multihost_check
 from tests.conftest import subprocess_env
 
@@ -83,7 +84,7 @@ def test_mesh_errors_are_clear():
     with pytest.raises(ValueError, match="--seed-devices 2 must divide the 1 devices used"):
         sharding.make_mesh(1, seed_devices=2)
     with pytest.raises(ValueError, match="--seed-devices 0 must divide"):
-        train_seeds.seeds_mesh(train.RunConfig(seeds=(0, 1), devices=1, seed_devices=0))
+        plan.mesh_shape(train.RunConfig(seeds=(0, 1), devices=1, seed_devices=0), 1)
 
 
 def test_host_devices_respect_the_users_xla_flags(monkeypatch):

@@ -10,8 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cljax import methods, models, scenarios, streams, train, train_chunks
+from cljax import methods, models, scenarios, streams, train
 from cljax.checkpoint import CheckpointError
+from cljax.run import plan
 
 PER_CLASS = 11  # 6 chunks of 2 (the last of 1): 11 // 6 + 1
 
@@ -59,7 +60,7 @@ def test_the_streams_batches_are_mammoths_short_at_a_pairs_end():
     items, _, batches = streams.mnist360_stream(y, 3, seed=0, batches=True)
     assert batches[:9].tolist() == [2] + [3] * 8
     assert batches.sum() == len(items) and batches.max() == 3
-    idx, sizes = train_chunks.stream_rows(batches, 3)
+    idx, sizes = plan.stream_rows(batches, 3)
     assert idx.shape == (len(batches), 3) and idx[0].tolist() == [0, 1, 0]
     assert idx[1].tolist() == [2, 3, 4] and sizes.tolist() == batches.tolist()
 

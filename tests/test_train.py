@@ -275,14 +275,16 @@ def test_a_larger_first_task_trains_its_own_epochs(method):
 
 
 def test_joint_trains_once_on_everything():
-    """`joint` is the driver's protocol (the method module asks for it), any method can use it."""
-    assert methods.protocol("joint") == "joint" and methods.protocol("sgd") == "sequential"
+    """`joint` asks for the joint protocol on the object (`needs`): `train.run` given the
+    method alone trains it once on every task's data; any method can be run so."""
     joint = methods.get("joint").make(model=models.MLP((8,), SC.num_classes), input_fn=SC.input_fn)
-    config = train.RunConfig(seeds=(0,), protocol="joint", **CONFIG)
-    res = train.run(joint, SC, config)
+    assert joint.needs.protocol == "joint"
     total = sum(SC.train_sizes)
-    assert res["timing"]["steps"] == CONFIG["epochs"] * -(-total // CONFIG["batch_size"])
-    assert len(res["final_train_loss"]) == 1
+    for protocol in (None, "joint"):  # the method's own, or asked for
+        config = train.RunConfig(seeds=(0,), protocol=protocol, **CONFIG)
+        res = train.run(joint, SC, config)
+        assert res["timing"]["steps"] == CONFIG["epochs"] * -(-total // CONFIG["batch_size"])
+        assert len(res["final_train_loss"]) == 1
 
 
 def tiny_domain(seed_maps: bool, seed=0):
@@ -314,7 +316,7 @@ def test_each_vmapped_seed_sees_its_own_permutations():
         model=models.MLP((8,), 6), input_fn=SC.input_fn, buffer_size=10, minibatch_size=4, lr=0.1
     )
 
-    def end_task(state, data, key, task):
+    def end_task(state, task, data, key):
         """Records which pixels of the first image the seed was given (its own maps)."""
         del key, task
         x = data[0].reshape(len(data[0]), -1).astype(jnp.int32)

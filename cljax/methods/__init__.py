@@ -7,29 +7,29 @@ and `make`) declares:
   each hyperparameter is named (type, default, range, doc);
 - `make(config=None, *, model, input_fn, **overrides) -> Method`;
 - optionally `TEST_CONFIG` (small overrides the contract tests use),
-  `TEST_MODEL` ("mlp" or "cnn": the tiny backbone of those tests),
-  `PROTOCOL` ("joint": the driver trains it once on every task's data) and
-  `check_run(config, batch_size)` (constraints between it and the run settings) and
-  `SETTINGS` (the evaluation settings it can be scored in, e.g. ("task-il",) for a method
-  that needs the task's identity at test time; `check_scenario` refuses the others).
+  `TEST_MODEL` ("mlp" or "cnn": the tiny backbone of those tests) and
+  `check_run(config, batch_size)` (constraints between it and the run settings).
 
-A `Method` is a NamedTuple of pure functions (the begin_task / train_step /
-end_task vocabulary of Mammoth, without mutable objects):
+A `Method` (`cljax.methods._contract`) is a NamedTuple of pure functions, every one
+callable, the begin_task / train_step / end_task vocabulary of Mammoth without mutable
+objects; the boundary functions take `(state, task, [data,] key)`:
 
 - `init(key, example_x) -> state`
 - `begin_task(state, task, key) -> state`   (task: `TaskInfo`; shapes may change here)
-- `begin_task_data(state, task_data, key, task) -> state`   (after `begin_task`, before
-  the task's steps, on its training data `(x, y)`: LwF's warm-up of its classifier)
+- `begin_task_data(state, task, (x, y), key) -> state`   (before the task's steps, on its
+  training data: LwF's warm-up of its classifier)
 - `train_step(state, batch, key) -> (state, metrics)`   (jitted, scanned over a task)
-- `end_task(state, task_data, key, task) -> state`      (task_data: the task's `(x, y)`)
+- `end_task(state, task, (x, y), key) -> state`
 - `predict(state, x) -> logits`
-- `train_pool(state) -> (x, y, valid)`: items the method adds to each task's training
-  data (iCaRL's exemplars: raw inputs, labels, which slots hold one), fixed during the
-  task; the driver shuffles the valid ones in with the task's items each epoch
+- `train_pool(state, example_x) -> (x, y, valid)`: items the method adds to each task's
+  training data (iCaRL's exemplars: raw inputs, labels, which slots hold one), fixed during
+  the task; the driver shuffles the valid ones in with the task's items each epoch
 
-`begin_task`, `begin_task_data` and `end_task` are None for methods with nothing to do
-there. These are jitted and vmapped over seeds by the driver. Host-side extras are one
-optional `HostHooks`.
+A method with nothing to do at a boundary keeps the default (`unchanged`: the identity;
+`no_pool`: zero items). `Method.needs` (`Needs`) says what it asks of the driver: the
+joint protocol, full last batches, the settings it can be scored in, its pool's size.
+These are jitted and vmapped over seeds by the driver. Host-side extras are one optional
+`HostHooks`.
 """
 
 from __future__ import annotations
@@ -37,63 +37,45 @@ from __future__ import annotations
 import functools
 import importlib
 import pkgutil
-from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
-from cljax.config import Hyperparams
+from cljax.methods._contract import (
+    BeginTaskFn,
+    HostHooks,
+    InitFn,
+    Method,
+    Needs,
+    PredictFn,
+    TaskDataFn,
+    TaskInfo,
+    TrainPoolFn,
+    TrainStepFn,
+    no_pool,
+    unchanged,
+)
+
+__all__ = [
+    "BeginTaskFn",
+    "HostHooks",
+    "InitFn",
+    "Method",
+    "Needs",
+    "PredictFn",
+    "TaskDataFn",
+    "TaskInfo",
+    "TrainPoolFn",
+    "TrainStepFn",
+    "check_scenario",
+    "configure",
+    "get",
+    "names",
+    "no_pool",
+    "register",
+    "unchanged",
+]
 
 # Modules of this folder that hold pieces shared by several methods, not methods.
 SHARED = ("common", "generative", "scholar")
-
-
-class TaskInfo(NamedTuple):
-    """Static facts about the task about to start."""
-
-    index: int
-    classes: tuple[int, ...]
-    seen: tuple[int, ...] = ()  # every class of tasks 0..index (this one included)
-    steps_per_epoch: int = 1  # batches in one pass over the task's training data
-    steps: int = 0  # training steps this task takes (0: unknown)
-    batch_size: int = 0  # items of the task a step (0: unknown)
-    epochs: int = 0  # passes over the task's data (0: unknown, or set by steps)
-    num_tasks: int = 0  # tasks in the whole sequence (0: unknown)
-
-
-class HostHooks(NamedTuple):
-    """Optional host-side extras of a method (each None where it has none).
-
-    - `resize(state, task) -> state`: plain host code on one seed's state after
-      `end_task`, for shape changes that depend on the data (pruning, growth);
-      the driver then runs seeds one after another instead of under `vmap`.
-    - `describe(state) -> dict`: JSON numbers per seed after each task (e.g.
-      parameter counts), collected under "per_task" in results.json.
-    - `sample(state, key, per_class=8) -> (images, labels or None)`: generated
-      samples (pure, jittable), for sample grids and generated-sample accuracy.
-    """
-
-    resize: Callable[..., Any] | None = None
-    describe: Callable[..., dict] | None = None
-    sample: Callable[..., Any] | None = None
-
-
-class Method(NamedTuple):
-    """A continual-learning method as pure functions over its state pytree."""
-
-    name: str
-    config: Hyperparams
-    init: Callable[..., Any]
-    train_step: Callable[..., Any]
-    predict: Callable[..., Any]
-    begin_task: Callable[..., Any] | None = None
-    end_task: Callable[..., Any] | None = None
-    host: HostHooks = HostHooks()
-    begin_task_data: Callable[..., Any] | None = None
-    train_pool: Callable[..., Any] | None = None
-
-    @property
-    def hparams(self) -> dict:
-        """The configuration as written (what results.json records)."""
-        return self.config.to_dict()
 
 
 _REGISTERED: dict[str, Any] = {}  # methods defined outside this folder (`register`)
@@ -144,30 +126,13 @@ def get(name: str):
     return importlib.import_module(f"{__name__}.{name}")
 
 
-def protocol(name: str) -> str:
-    """How the driver feeds method `name` its data: "sequential" or "joint"."""
-    return getattr(get(name), "PROTOCOL", "sequential")
-
-
-def last_batch_of(name: str) -> str:
-    """How method `name` takes an epoch's last batch: "short" (any number of items; the
-    default) or "fill" (its steps need the full batch, e.g. `n_critic` equal chunks)."""
-    return getattr(get(name), "LAST_BATCH", "short") if name in names() else "short"
-
-
-def settings_of(name: str) -> tuple[str, ...] | None:
-    """The evaluation settings method `name` can be scored in (None: any; not a method of
-    this folder: any)."""
-    return getattr(get(name), "SETTINGS", None) if name in names() else None
-
-
-def check_scenario(name: str, scenario_name: str, settings: tuple[str, ...]) -> None:
-    """Refuses a benchmark none of whose evaluation `settings` method `name` can be scored in
-    (a method from outside this folder is not checked)."""
-    allowed = settings_of(name)
+def check_scenario(method: Method, scenario_name: str, settings: tuple[str, ...]) -> None:
+    """Refuses a benchmark none of whose evaluation `settings` `method` can be scored in
+    (`method.needs.settings`)."""
+    allowed = method.needs.settings
     if allowed is not None and not set(allowed) & set(settings):
         raise ValueError(
-            f"method {name!r} can only be scored in {', '.join(allowed)}, and benchmark "
+            f"method {method.name!r} can only be scored in {', '.join(allowed)}, and benchmark "
             f"{scenario_name!r} has {', '.join(settings)}; choose a class-incremental benchmark"
         )
 

@@ -82,7 +82,7 @@ def train_step(config: Config, input_fn, state: ReplayState, batch, key):
     return state.replace(net=net.apply_gradients(grads=grads, batch_stats=stats)), {"loss": loss}
 
 
-def end_task(config: Config, state: ReplayState, task_data, key, task: TaskInfo):
+def end_task(config: Config, state: ReplayState, task: TaskInfo, task_data, key):
     """`buffer_size // num_tasks` random items of the task appended to the memory."""
     per_task = per_task_share("agem", config.buffer_size, task)
     x, y = task_data
@@ -103,5 +103,5 @@ def make(config: Config | None = None, *, model, input_fn, **overrides) -> Metho
         init=replay_init(model, tx, input_fn, config.buffer_size),
         train_step=lambda state, batch, key: train_step(config, input_fn, state, batch, key),
         predict=predict_with(input_fn),
-        end_task=lambda state, data, key, task: end_task(config, state, data, key, task),
+        end_task=lambda state, task, data, key: end_task(config, state, task, data, key),
     )

@@ -78,7 +78,7 @@ from flax import struct
 from flax.training import train_state
 
 from cljax.config import Hyperparams, hparam
-from cljax.methods import HostHooks, Method, TaskInfo, configure, generative
+from cljax.methods import HostHooks, Method, Needs, TaskInfo, configure, generative
 from cljax.methods import generative as gan_lib
 from cljax.methods.common import class_mask, count_params, cross_entropy
 from cljax.methods.generative import chunks
@@ -88,7 +88,6 @@ from cljax.models.dgm import MaskedGenerator, grow, row, sparsity, task_masks
 PAPER = {"dgmw": (1e4, 0.08), "dgma": (1e5, 0.01)}  # the paper's (s_max, lamb_G) per variant
 TEST_CONFIG = {"n_critic": 2, "z_dim": 8, "hidden": 8}
 check_run = generative.check_run
-LAST_BATCH = "fill"  # a step cuts the batch into n_critic equal chunks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -317,7 +316,7 @@ def train_step(config: Config, parts: Parts, state: DgmState, batch, key):
     return state.replace(gen=gen, disc=disc), {"loss": solver_loss, **metrics}
 
 
-def end_task(parts: Parts, state: DgmState, task_data, key, task: TaskInfo) -> DgmState:
+def end_task(parts: Parts, state: DgmState, task: TaskInfo, task_data, key) -> DgmState:
     """Puts the task's embeddings back in the bank, marks its binary masks as used and
     records the units it newly reserved."""
     del task_data, key
@@ -401,6 +400,7 @@ def make(config: Config | None = None, *, model, input_fn, **overrides) -> Metho
     return Method(
         name="dgm",
         config=config,
+        needs=Needs(last_batch="fill"),  # a step cuts the batch into n_critic equal chunks
         init=bind(init),
         begin_task=bind(begin_task, config),
         train_step=bind(train_step, config),

@@ -331,7 +331,7 @@ def train_step(config: Config, parts: Parts, state: DynState, batch, key):
     return state.replace(net=net), {"loss": loss, **terms}
 
 
-def end_task(config: Config, parts: Parts, state: DynState, task_data, key, task: TaskInfo):
+def end_task(config: Config, parts: Parts, state: DynState, task: TaskInfo, task_data, key):
     """The memory updated by herding; from the second task on, the classifier re-trained."""
     x, y = task_data
     m = config.per_class or parts.capacity // len(task.seen)

@@ -128,7 +128,7 @@ def fisher(config: Config, input_fn, net: NetState, x_raw, y):
     return jax.tree.map(lambda t: t / n, total)
 
 
-def end_task(config: Config, input_fn, state: EwcState, task_data, key, task: TaskInfo):
+def end_task(config: Config, input_fn, state: EwcState, task: TaskInfo, task_data, key):
     """`F <- gamma F + F_t` on the task's training data; the anchor moves to the parameters."""
     del key, task
     x, y = task_data
@@ -153,5 +153,5 @@ def make(config: Config | None = None, *, model, input_fn, **overrides) -> Metho
         init=init,
         train_step=lambda state, batch, key: train_step(config, input_fn, state, batch, key),
         predict=predict_with(input_fn),
-        end_task=lambda state, data, key, task: end_task(config, input_fn, state, data, key, task),
+        end_task=lambda state, task, data, key: end_task(config, input_fn, state, task, data, key),
     )

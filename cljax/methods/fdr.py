@@ -99,7 +99,7 @@ def train_step(config: Config, input_fn, state: FdrState, batch, key):
     return state.replace(net=net), {"loss": ce, "distance": dist}
 
 
-def end_task(config: Config, input_fn, state: FdrState, task_data, key, task: TaskInfo):
+def end_task(config: Config, input_fn, state: FdrState, task: TaskInfo, task_data, key):
     """Every task keeps its first `buffer_size // (t + 1)` items; the new task adds as many."""
     m = config.buffer_size // (task.index + 1)
     if m < 1:
@@ -150,5 +150,5 @@ def make(config: Config | None = None, *, model, input_fn, **overrides) -> Metho
         init=init,
         train_step=lambda state, batch, key: train_step(config, input_fn, state, batch, key),
         predict=predict_with(input_fn),
-        end_task=lambda state, data, key, task: end_task(config, input_fn, state, data, key, task),
+        end_task=lambda state, task, data, key: end_task(config, input_fn, state, task, data, key),
     )

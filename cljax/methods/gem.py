@@ -127,7 +127,7 @@ def make(config: Config | None = None, *, model, input_fn, **overrides) -> Metho
         net = net.apply_gradients(grads=unravel(new_g), batch_stats=stats)
         return state.replace(net=net), {"loss": loss}
 
-    def end_task(state: GemState, task_data, key, task: TaskInfo) -> GemState:
+    def end_task(state: GemState, task: TaskInfo, task_data, key) -> GemState:
         """`per_task` random items of the task into its row of the memory."""
         x, y = task_data
         per_task = state.mem_x.shape[1]

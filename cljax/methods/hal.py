@@ -162,7 +162,7 @@ def make(config: Config | None = None, *, model, input_fn, **overrides) -> Metho
         new_buffer = buffer_lib.add(state.buffer, {"x": batch["x"], "y": batch["y"]}, k_add)
         return state.replace(net=net, buffer=new_buffer, phi=phi), {"loss": ce}
 
-    def end_task(state: HalState, task_data, key, task: TaskInfo) -> HalState:
+    def end_task(state: HalState, task: TaskInfo, task_data, key) -> HalState:
         """Anchors for the task's classes, from one step of fine-tuning on the buffer."""
         del task_data
         k_ft, k_anchor = jax.random.split(key)

@@ -45,7 +45,7 @@ from flax import struct
 
 from cljax import exemplars
 from cljax.config import Hyperparams, hparam
-from cljax.methods import Method, TaskInfo, configure
+from cljax.methods import Method, Needs, TaskInfo, configure
 from cljax.methods.common import (
     NetState,
     class_mask,
@@ -158,7 +158,7 @@ def make(config: Config | None = None, *, model, input_fn, **overrides) -> Metho
         net = net.apply_gradients(grads=grads, batch_stats=stats)
         return state.replace(net=net), {"loss": loss, "bce": bce}
 
-    def end_task(state: IcarlState, task_data, key, task: TaskInfo) -> IcarlState:
+    def end_task(state: IcarlState, task: TaskInfo, task_data, key) -> IcarlState:
         """The teacher for the next task, the memory by herding, the class means."""
         del key
         m = config.buffer_size // len(task.seen)
@@ -186,7 +186,8 @@ def make(config: Config | None = None, *, model, input_fn, **overrides) -> Metho
             state.has_mean.any(), nmc, predict(state.net, input_fn(x_raw, None, False))
         )
 
-    def train_pool(state: IcarlState):
+    def train_pool(state: IcarlState, example_x=None):
+        del example_x  # the pool holds raw inputs of the scenario's shape already
         memory = state.memory
         x = memory.x
         if config.replay_images == "uint8-truncated":
@@ -204,4 +205,5 @@ def make(config: Config | None = None, *, model, input_fn, **overrides) -> Metho
         begin_task=begin_task,
         end_task=end_task,
         train_pool=train_pool,
+        needs=Needs(pool_capacity=config.buffer_size),
     )

@@ -117,12 +117,12 @@ def head_name(params) -> str:
     return list(params)[-1]
 
 
-def warm_up(config: Config, input_fn, state: LwfState, task_data, key, task: TaskInfo):
+def warm_up(config: Config, input_fn, state: LwfState, task: TaskInfo, task_data, key):
     """From the second task: the output layer alone trained on the task (plain SGD at `lr`,
     `task.epochs` passes in batches of `task.batch_size`, features frozen, CE over the
     task's classes); then the network becomes the teacher."""
     if task.index > 0:
-        x_raw, y = task_data
+        x_raw, y = (jnp.asarray(a) for a in task_data)  # numpy from a user's loop too
         n, batch = y.shape[0], task.batch_size or 32
         per_epoch = math.ceil(n / batch)
         current = class_mask(task.classes, state.seen.shape[0])
@@ -178,7 +178,7 @@ def make(config: Config | None = None, *, model, input_fn, **overrides) -> Metho
         train_step=lambda state, batch, key: train_step(config, input_fn, state, batch, key),
         predict=predict_with(input_fn),
         begin_task=lambda state, task, key: begin_task(config, state, task, key),
-        begin_task_data=lambda state, data, key, task: warm_up(
-            config, input_fn, state, data, key, task
+        begin_task_data=lambda state, task, data, key: warm_up(
+            config, input_fn, state, task, data, key
         ),
     )

@@ -46,14 +46,13 @@ import jax
 import jax.numpy as jnp
 
 from cljax.config import hparam
-from cljax.methods import HostHooks, Method, configure, scholar
+from cljax.methods import HostHooks, Method, Needs, configure, scholar
 from cljax.methods import generative as gan_lib
 from cljax.methods.generative import chunks
 from cljax.methods.scholar import ScholarConfig, ScholarParts, ScholarState
 
 TEST_CONFIG = {"n_critic": 2, "z_dim": 8}
 check_run = gan_lib.check_run  # n_critic must divide the batch size
-LAST_BATCH = "fill"  # a step cuts the batch into n_critic equal chunks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,6 +162,7 @@ def make(config: Config | None = None, *, model, input_fn, **overrides) -> Metho
     return Method(
         name="mergan",
         config=config,
+        needs=Needs(last_batch="fill"),  # a step cuts the batch into n_critic equal chunks
         init=functools.partial(scholar.init, parts),
         train_step=functools.partial(train_step, config, parts),
         predict=functools.partial(scholar.solver_predict, parts),

@@ -47,10 +47,8 @@ from flax import struct
 
 from cljax import models
 from cljax.config import Hyperparams, hparam
-from cljax.methods import Method, TaskInfo, configure
+from cljax.methods import Method, Needs, TaskInfo, configure
 from cljax.methods.common import cross_entropy
-
-SETTINGS = ("task-il",)  # the evaluation settings it can be scored in (needs the task's id)
 
 _xavier = nn.initializers.xavier_uniform()
 
@@ -115,6 +113,9 @@ class PnnState:
     columns: tuple
     opt_state: optax.OptState
     owner: jax.Array  # (C,) int32
+
+
+TEST_MODEL = "mlp"  # the contract tests' backbone: the columns copy an MLP's widths
 
 
 def _backbone(model):
@@ -199,6 +200,7 @@ def make(config: Config | None = None, *, model, input_fn, **overrides) -> Metho
     return Method(
         name="pnn",
         config=config,
+        needs=Needs(settings=("task-il",)),  # scored only with the task's identity
         init=init,
         train_step=train_step,
         predict=predict,

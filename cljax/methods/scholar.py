@@ -127,9 +127,9 @@ def begin_task(config: ScholarConfig, num_classes: int, state, task: TaskInfo, k
     return state.replace(current=current, ratio=jnp.where(state.has_prev > 0, r, 1.0))
 
 
-def end_task(state, task_data, key, task):
+def end_task(state, task, task_data, key):
     """Freezes the current generator and solver as the previous scholar."""
-    del task_data, key, task
+    del task, task_data, key
     return state.replace(
         prev_gen=state.gen.params,
         prev_solver=state.solver.params,

@@ -80,9 +80,9 @@ def train_step(config: Config, input_fn, state: SiState, batch, key):
     return state.replace(net=net, small_omega=small), {"loss": loss}
 
 
-def end_task(config: Config, state: SiState, task_data, key, task: TaskInfo):
+def end_task(config: Config, state: SiState, task: TaskInfo, task_data, key):
     """`Omega += omega / ((theta - theta_c)^2 + xi)`; `theta_c <- theta`; `omega <- 0`."""
-    del task_data, key, task
+    del task, task_data, key
     params = state.net.params
     big = jax.tree.map(
         lambda big, w, p, a: big + w / ((p - a) ** 2 + config.xi),
@@ -111,5 +111,5 @@ def make(config: Config | None = None, *, model, input_fn, **overrides) -> Metho
         init=init,
         train_step=lambda state, batch, key: train_step(config, input_fn, state, batch, key),
         predict=predict_with(input_fn),
-        end_task=lambda state, data, key, task: end_task(config, state, data, key, task),
+        end_task=lambda state, task, data, key: end_task(config, state, task, data, key),
     )
