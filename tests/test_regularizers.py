@@ -53,7 +53,10 @@ def test_ewc_fisher_penalty_and_online_decay_by_hand():
     state = method.end_task(state, INFO, (jnp.asarray(X), jnp.asarray(Y)), jax.random.key(1))
     f1 = hand_fisher(0.7, -0.2)
     one_by_one = ewc(fisher_chunk=1).end_task(
-        method.init(jax.random.key(0), X[:1]), INFO, (jnp.asarray(X), jnp.asarray(Y)), None
+        method.init(jax.random.key(0), X[:1]),
+        INFO,
+        (jnp.asarray(X), jnp.asarray(Y)),
+        jax.random.key(1),
     )
     for k in ("w", "b"):
         np.testing.assert_allclose(one_by_one.fisher[k], f1[k], rtol=1e-5)

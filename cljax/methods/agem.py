@@ -13,10 +13,18 @@ and SGD applies `g~` (else `g`). The memory: at each task's end,
 `buffer_size // num_tasks` items drawn at random from the task's (un-augmented)
 training data are appended (the paper's episodic memory of equal size per task).
 
+Both forward passes run in training mode, as Mammoth's (5dc82be `models/agem.py:52, 61`):
+each batch normalised by its own BatchNorm statistics, the running statistics
+moved by the current batch and then, once the memory holds items, by the memory's
+batch. The memory's items are augmented by the training transform
+(`augment_reference`, Mammoth's `get_data(..., transform=self.transform)`; A-GEM-R's
+are not, `cljax.methods.agem_r`).
+
 Where this deviates from Mammoth, and why:
-- BatchNorm statistics (none in the MNIST MLP) are updated by the current batch
-  only; Mammoth's second forward pass over the memory, in training mode, also
-  moves them. The gradients are the same.
+- While the memory holds fewer than `minibatch_size` items, the reference batch
+  is padded to that size with repeats of weight 0 (one shape a task; Mammoth
+  draws the items there are): the same gradient without BatchNorm, but with it
+  the repeats enter the batch's statistics, and the running ones.
 """
 
 from __future__ import annotations
@@ -49,6 +57,9 @@ TEST_CONFIG = {"buffer_size": 16, "minibatch_size": 4}
 @dataclasses.dataclass(frozen=True)
 class Config(ReplayConfig):
     minibatch_size: int = hparam(128, "memory items of each reference gradient", ge=1)
+    augment_reference: bool = hparam(
+        True, "augment the memory items of the reference gradient (Mammoth's A-GEM: yes)"
+    )
 
 
 def tree_dot(a, b):
@@ -65,18 +76,21 @@ def project(grad, ref):
 
 
 def train_step(config: Config, input_fn, state: ReplayState, batch, key):
-    """The current batch's gradient, projected against the memory's where they conflict."""
+    """The current batch's gradient, projected against the memory's where they conflict; the
+    running BatchNorm statistics moved by the batch, then by the memory's (once stored)."""
     k_cur, k_mem = jax.random.split(key)
     net = state.net
     loss, stats, grads = ce_and_grads(net, input_fn(batch["x"], k_cur, True), batch["y"])
-    mem_x, mem, valid = replay_batch(state, k_mem, config.minibatch_size, input_fn)
+    mem_x, mem, valid = replay_batch(
+        state, k_mem, config.minibatch_size, input_fn, config.augment_reference
+    )
+    stored = state.buffer.num_seen > 0
 
     def memory_loss(params):
-        logits, _ = forward(net, params, mem_x, stats)
-        return masked_mean(cross_entropy(logits, mem["y"]), valid)
+        logits, mem_stats = forward(net, params, mem_x, stats, active=stored)
+        return masked_mean(cross_entropy(logits, mem["y"]), valid), mem_stats
 
-    ref = jax.grad(memory_loss)(net.params)
-    stored = state.buffer.num_seen > 0
+    ref, stats = jax.grad(memory_loss, has_aux=True)(net.params)
     projected = project(grads, ref)
     grads = jax.tree.map(lambda p, g: jnp.where(stored, p, g), projected, grads)
     return state.replace(net=net.apply_gradients(grads=grads, batch_stats=stats)), {"loss": loss}

@@ -7,9 +7,17 @@ gradient, projected onto the half-space where the memory's loss does not rise
 when the two conflict, the reference gradient from `minibatch_size` memory items.
 The memory is filled as ER's, by reservoir sampling over every item seen (the
 batch added after the step, un-augmented), instead of A-GEM's equal share per
-finished task: no task boundary is needed, so it runs on a stream.
+finished task: no task boundary is needed, so it runs on a stream. Unlike A-GEM's,
+the reference batch is not augmented (`augment_reference` False): Mammoth's
+`agem_r` reads its memory without a transform (5dc82be `models/agem_r.py:47`,
+`get_data(self.args.minibatch_size)`).
 
-No deviation from Mammoth's code beyond A-GEM's (see `cljax.methods.agem`).
+Where this deviates from Mammoth, and why:
+- Mammoth's memory holds its `not_aug_inputs`, `ToTensor()` alone: on CIFAR and
+  Tiny ImageNet its reference batch also skips the normalisation the network
+  trains with. Ours is the test transform's (normalised) input. MNIST has no
+  normalisation: the same there.
+- Otherwise A-GEM's (see `cljax.methods.agem`).
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import jax
 import optax
 
 from cljax import buffer as buffer_lib
+from cljax.config import hparam
 from cljax.methods import Method, agem, configure
 from cljax.methods.common import ReplayState, predict_with, replay_init
 
@@ -28,7 +37,11 @@ TEST_CONFIG = agem.TEST_CONFIG
 
 @dataclasses.dataclass(frozen=True)
 class Config(agem.Config):
-    """A-GEM's settings (`cljax.methods.agem.Config`)."""
+    """A-GEM's settings (`cljax.methods.agem.Config`); the reference batch not augmented."""
+
+    augment_reference: bool = hparam(
+        False, "augment the memory items of the reference gradient (Mammoth's A-GEM-R: no)"
+    )
 
 
 def train_step(config: Config, input_fn, state: ReplayState, batch, key):

@@ -122,12 +122,14 @@ def sgd_update(net: NetState, loss_fn):
     return net.apply_gradients(grads=grads, batch_stats=stats), loss, aux
 
 
-def replay_batch(state: ReplayState, key, n: int, input_fn):
-    """`n` buffer items (inputs prepared for training), their stored fields and validity."""
+def replay_batch(state: ReplayState, key, n: int, input_fn, augment: bool = True):
+    """`n` buffer items (inputs prepared for training: augmented, unless `augment` is False),
+    their stored fields and validity."""
     k_idx, k_aug = jax.random.split(key)
     idx, valid = buffer_lib.sample_indices(state.buffer, k_idx, n)
     items = buffer_lib.gather(state.buffer, idx)
-    return input_fn(items["x"], k_aug, True), items, valid.astype(jnp.float32)
+    x = input_fn(items["x"], k_aug, True) if augment else input_fn(items["x"], None, False)
+    return x, items, valid.astype(jnp.float32)
 
 
 def mixed_batch(state, batch, k_cur, k_buf, n: int, input_fn):

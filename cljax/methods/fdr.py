@@ -15,11 +15,22 @@ each task's end, with `t` tasks done, every earlier task keeps its first
 t` training items (in a random order, Mammoth's shuffled loader), with their
 logits under the network of the task's end.
 
+Those logits are computed as Mammoth computes them (5dc82be `models/fdr.py:52-65`,
+the network still in training mode there): `stored_logits="train"`, the default,
+runs the shuffled task in batches of the training batch size through the network
+in training mode, each batch normalised by its own BatchNorm statistics, and the
+running statistics move with every batch it runs (its loop runs one batch past the
+last it stores, so ours does too), as they do in Mammoth. `stored_logits="eval"`
+computes them in inference mode with the running statistics, which it leaves
+alone (our first version). Without BatchNorm the two are the same logits.
+
 Where this deviates from Mammoth, and why:
 - Mammoth's best settings list an `alpha` for FDR that its code never reads
   (the distance step has weight 1); we have no `alpha`.
 - The stored logits are computed on the items as the training transform gives
   them (Mammoth's `net(inputs)`), the items stored un-augmented, as Mammoth.
+- `stored_logits="eval"` (above) is not Mammoth's: its logits depend on no
+  batch, but the distance steps compare them with outputs in training mode.
 """
 
 from __future__ import annotations
@@ -52,6 +63,12 @@ TEST_CONFIG = {"buffer_size": 16, "minibatch_size": 4}
 @dataclasses.dataclass(frozen=True)
 class Config(ReplayConfig):
     minibatch_size: int = hparam(128, "memory items of each function-distance step", ge=1)
+    stored_logits: str = hparam(
+        "train",
+        "BatchNorm mode of the logits stored at a task's end: train (Mammoth: each batch's "
+        "statistics, the running ones moved) or eval (the running statistics)",
+        choices=("train", "eval"),
+    )
 
 
 @struct.dataclass
@@ -99,8 +116,37 @@ def train_step(config: Config, input_fn, state: FdrState, batch, key):
     return state.replace(net=net), {"loss": ce, "distance": dist}
 
 
+def train_mode_logits(net: NetState, input_fn, x_order, m: int, batch: int, key):
+    """Mammoth's end-of-task pass: `(logits of the first m items, running statistics)` of
+    raw inputs `x_order` (the task in its shuffled order) through `net` in training mode, in
+    batches of `batch` (the last one shorter if the task ends there), each augmented and
+    normalised by its own statistics, the running statistics updated batch after batch.
+    Mammoth's loop breaks only once a batch's counter passes `m`, after running it: it
+    runs `m // batch + 2` batches (or all the task's)."""
+    n = x_order.shape[0]
+    passes = min(m // batch + 2, -(-n // batch))
+    full = min(passes, n // batch)
+    keys = jax.random.split(key, passes)
+
+    def run(stats, inputs):
+        xb, k = inputs
+        logits, stats = forward(net, net.params, input_fn(xb, k, True), stats)
+        return stats, logits
+
+    stats, logits = net.batch_stats, []
+    if full:
+        xs = x_order[: full * batch].reshape(full, batch, *x_order.shape[1:])
+        stats, out = jax.lax.scan(run, stats, (xs, keys[:full]))
+        logits.append(out.reshape(full * batch, -1))
+    if passes > full:  # the task's last, shorter batch
+        stats, out = run(stats, (x_order[full * batch :], keys[full]))
+        logits.append(out)
+    return jnp.concatenate(logits)[:m], stats
+
+
 def end_task(config: Config, input_fn, state: FdrState, task: TaskInfo, task_data, key):
-    """Every task keeps its first `buffer_size // (t + 1)` items; the new task adds as many."""
+    """Every task keeps its first `buffer_size // (t + 1)` items; the new task adds as many,
+    with its logits (`stored_logits`: Mammoth's training-mode pass, or inference mode)."""
     m = config.buffer_size // (task.index + 1)
     if m < 1:
         raise ValueError(
@@ -109,11 +155,18 @@ def end_task(config: Config, input_fn, state: FdrState, task: TaskInfo, task_dat
         )
     x, y = task_data
     k_pick, k_aug = jax.random.split(key)
-    pick = jax.random.permutation(k_pick, y.shape[0])[:m]
+    order = jax.random.permutation(k_pick, y.shape[0])
+    pick = order[:m]
     new_x = x[pick]
-    logits = chunked(
-        lambda xb: predict(state.net, input_fn(xb, k_aug, True)), new_x, min(500, new_x.shape[0])
-    )
+    net = state.net
+    if config.stored_logits == "train" and net.batch_stats:  # static: BatchNorm present
+        batch = task.batch_size or 32
+        logits, stats = train_mode_logits(net, input_fn, jnp.asarray(x)[order], m, batch, k_aug)
+        net = net.replace(batch_stats=stats)
+    else:  # inference mode (without BatchNorm the training mode's logits are these)
+        logits = chunked(
+            lambda xb: predict(net, input_fn(xb, k_aug, True)), new_x, min(500, new_x.shape[0])
+        )
     mem = state.memory
     keep = mem.valid & (mem.rank < m)
     free = jnp.argsort(keep, stable=True)[: pick.shape[0]]  # free slots first
@@ -124,7 +177,7 @@ def end_task(config: Config, input_fn, state: FdrState, task: TaskInfo, task_dat
         rank=mem.rank.at[free].set(jnp.arange(pick.shape[0], dtype=jnp.int32)),
         valid=keep.at[free].set(True),
     )
-    return state.replace(memory=memory)
+    return state.replace(net=net, memory=memory)
 
 
 def make(config: Config | None = None, *, model, input_fn, **overrides) -> Method:

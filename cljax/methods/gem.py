@@ -21,6 +21,11 @@ GEM is slow by nature (Mammoth does the same work). The memory is a
 `(num_tasks, per_task)` array, sized when the first task begins; a task with no
 memory yet costs nothing (`lax.cond`).
 
+Every forward pass runs in training mode, in Mammoth's order (5dc82be
+`models/gem.py:134-146`): first each earlier task's memory, then the current
+batch, each normalised by its own BatchNorm statistics and each moving the
+running statistics in turn (the gradients do not depend on the running ones).
+
 Where this deviates from Mammoth, and why:
 - The QP runs in float32 (Mammoth: float64 in quadprog); the constraints then
   hold to float32 rounding of `G g~` (about 1e-6 of its scale).
@@ -106,23 +111,34 @@ def make(config: Config | None = None, *, model, input_fn, **overrides) -> Metho
         )
 
     def train_step(state: GemState, batch, key):
+        """Each stored task's memory gradient, then the batch's, projected; the running
+        BatchNorm statistics moved by each of those passes in that order (Mammoth's)."""
         k_cur, k_mem = jax.random.split(key)
         net = state.net
-        loss, stats, grads = ce_and_grads(net, input_fn(batch["x"], k_cur, True), batch["y"])
-        g, unravel = ravel_pytree(grads)
+        flat = ravel_pytree(net.params)[0]
 
-        def task_grad(args):
+        def task_grad(stats, args):
             mx, my, ok, k = args
 
-            def grad(_):
+            def grad(stats):
                 xb = input_fn(mx, k, True)
-                fn = lambda p: cross_entropy(forward(net, p, xb, stats)[0], my).mean()  # noqa: E731
-                return ravel_pytree(jax.grad(fn)(net.params))[0]
 
-            return jax.lax.cond(ok, grad, lambda _: jnp.zeros_like(g), None)
+                def fn(p):
+                    logits, new_stats = forward(net, p, xb, stats)
+                    return cross_entropy(logits, my).mean(), new_stats
+
+                g_k, stats = jax.grad(fn, has_aux=True)(net.params)
+                return stats, ravel_pytree(g_k)[0]
+
+            return jax.lax.cond(ok, grad, lambda s: (s, jnp.zeros_like(flat)), stats)
 
         keys = jax.random.split(k_mem, state.stored.shape[0])
-        G = jax.lax.map(task_grad, (state.mem_x, state.mem_y, state.stored, keys))
+        stats, G = jax.lax.scan(
+            task_grad, net.batch_stats, (state.mem_x, state.mem_y, state.stored, keys)
+        )
+        net_m = net.replace(batch_stats=stats)
+        loss, stats, grads = ce_and_grads(net_m, input_fn(batch["x"], k_cur, True), batch["y"])
+        g, unravel = ravel_pytree(grads)
         new_g = project(g, G, state.stored, config.gamma)
         net = net.apply_gradients(grads=unravel(new_g), batch_stats=stats)
         return state.replace(net=net), {"loss": loss}

@@ -23,6 +23,16 @@ Where this deviates from Mammoth, and why:
   it is not a setting here.
 - Per-item gradients are `vmap`ped (Mammoth loops, caching each stored item's
   gradient within a step: the same values).
+- The scoring gradients run in inference mode with the running BatchNorm
+  statistics, moving nothing, as Mammoth's `get_grads` (5dc82be
+  `models/gss.py:37-48`, `self.net.eval()`). Their inputs are the un-augmented
+  items through the test transform; Mammoth's are its `not_aug_inputs`,
+  `ToTensor()` alone, so on CIFAR and Tiny ImageNet it scores images without
+  the normalisation the network trains on (MNIST has none: the same there).
+- While the buffer holds fewer than `minibatch_size` items, the replayed part of
+  the step's batch is padded with repeats of weight 0 (Mammoth draws the items
+  there are, none while it is empty): the same loss without BatchNorm, but with
+  it the repeats enter the batch's statistics.
 """
 
 from __future__ import annotations

@@ -30,6 +30,22 @@ Where this deviates from Mammoth, and why:
 - The anchors live in the network's input space (after the input transform, as
   Mammoth's), `(num_tasks * classes of the first task, ...)` slots sized when the
   first task begins.
+- BatchNorm (none in the MNIST MLP). The step's batch runs in training mode, as
+  Mammoth's; its two passes over the anchors (at `theta'` and `theta`) and the
+  features that update `phi` run in inference mode with the running statistics
+  of after the batch, moving nothing. Mammoth (5dc82be `models/hal.py:149, 152,
+  158`) runs all three in training mode: the anchors normalised by their own
+  batch's statistics, the batch's features by theirs, each pass moving the
+  running statistics. Matching it needs a BatchNorm that leaves the empty
+  anchor slots out of the statistics (not done). At a task's end Mammoth learns
+  each anchor through its `spare_model` in training mode, the anchor alone in
+  its batch and normalised by its own statistics (`:87, 93, 98`); ours use the
+  network's running statistics, in inference mode. The fine-tuning step before
+  them is in training mode in both.
+- While the buffer holds fewer than `minibatch_size` items, the replayed part of
+  the step's batch is padded with repeats of weight 0 (Mammoth draws the items
+  there are, none while it is empty): the same loss without BatchNorm, but with
+  it the repeats enter the batch's statistics.
 """
 
 from __future__ import annotations

@@ -7,7 +7,10 @@
   over items and those classes; the targets of the current task's classes are
   the one-hot labels, those of the earlier classes the sigmoid of the network of
   the previous task's end (frozen, in the state) on the same inputs; plus
-  `wd_reg * |theta|^2`.
+  `wd_reg * |theta|^2`. The previous network runs as Mammoth's
+  `deepcopy(self.net.eval())` (5dc82be `models/icarl.py:130`, read at `:67`): in
+  inference mode with the BatchNorm statistics of the task's end, kept in the
+  state with its parameters (not the student's, which move during the task).
 - **Memory** (`cljax/exemplars.py`): after each task, `m = buffer_size // seen
   classes` exemplars per class: the old classes keep their first `m` (herding
   order), each new class gets `m` chosen by herding on the features (the input
@@ -82,6 +85,7 @@ class IcarlState:
 
     net: NetState
     teacher: dict  # params of the network at the previous task's end
+    teacher_stats: dict  # its BatchNorm statistics then, frozen with them ({} for MLPs)
     memory: exemplars.Memory
     means: jax.Array  # (C, D) mean exemplar feature per class
     has_mean: jax.Array  # (C,) classes with exemplars
@@ -125,6 +129,7 @@ def make(config: Config | None = None, *, model, input_fn, **overrides) -> Metho
         return IcarlState(
             net=net,
             teacher=net.params,
+            teacher_stats=net.batch_stats,
             memory=exemplars.init(config.buffer_size, example_x[0]),
             means=jnp.zeros((num_classes, dim), jnp.float32),
             has_mean=none,
@@ -142,7 +147,7 @@ def make(config: Config | None = None, *, model, input_fn, **overrides) -> Metho
     def train_step(state: IcarlState, batch, key):
         x = input_fn(batch["x"], key, True)
         net = state.net
-        old, _ = forward(net, state.teacher, x, net.batch_stats, train=False)
+        old, _ = forward(net, state.teacher, x, state.teacher_stats, train=False)
         onehot = jax.nn.one_hot(batch["y"], num_classes)
         targets = jnp.where(state.past, jax.nn.sigmoid(old), onehot)
         seen = state.past | state.current
@@ -159,7 +164,8 @@ def make(config: Config | None = None, *, model, input_fn, **overrides) -> Metho
         return state.replace(net=net), {"loss": loss, "bce": bce}
 
     def end_task(state: IcarlState, task: TaskInfo, task_data, key) -> IcarlState:
-        """The teacher for the next task, the memory by herding, the class means."""
+        """The teacher for the next task (parameters and BatchNorm statistics), the memory by
+        herding, the class means."""
         del key
         m = config.buffer_size // len(task.seen)
         if m < 1:
@@ -174,7 +180,11 @@ def make(config: Config | None = None, *, model, input_fn, **overrides) -> Metho
         )
         means, has_mean = class_means(features, state.net, memory, num_classes, config.normalize)
         return state.replace(
-            teacher=state.net.params, memory=memory, means=means, has_mean=has_mean
+            teacher=state.net.params,
+            teacher_stats=state.net.batch_stats,
+            memory=memory,
+            means=means,
+            has_mean=has_mean,
         )
 
     def predict_nmc(state: IcarlState, x_raw):

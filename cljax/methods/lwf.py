@@ -13,12 +13,23 @@ earlier tasks, and `KD(p, q) = -mean_n sum_c s(p)_c log s(q)_c` with
 `s(p) = softmax(p)^(1/T) / sum softmax(p)^(1/T)` at temperature `T` (Mammoth's
 `smooth(..., 2, 1)`; `softmax_temp` is 2, as its code fixes it).
 
+The teacher runs as Mammoth's does (5dc82be `models/lwf.py:52-78`, `self.net.eval()`
+for the warm-up and the stored logits): in inference mode, with the BatchNorm
+statistics it had when the task began (the warm-up, in inference mode too, does
+not move them), kept in the state beside its parameters. They are not the
+student's running statistics, which move with every step of the new task.
+
 Where this deviates from Mammoth, and why:
 - Mammoth stores the teacher's logits of every training item when the task
-  begins and reads them with each batch; here the frozen teacher's parameters are
-  kept in the state and its logits computed on the batch's un-augmented inputs
-  in the step. The values are the same (the teacher does not change within a
-  task); it costs one forward pass a step instead of memory per item.
+  begins and reads them with each batch; here the frozen teacher's parameters
+  and statistics are kept in the state and its logits computed on the batch's
+  un-augmented inputs in the step. The values are the same (the teacher does
+  not change within a task); it costs one forward pass a step instead of memory
+  per item.
+- Mammoth's un-augmented inputs are its `not_aug_transform`'s, `ToTensor()`
+  alone: on CIFAR and Tiny ImageNet its teacher sees images without the
+  normalisation the network trains on. Ours sees the test transform's
+  (normalised) inputs. MNIST has no normalisation: the same there.
 - The warm-up's batches are drawn by the driver's shuffle (`cljax.train`'s
   schedule), not PyTorch's, and run in `begin_task_data` inside `jit`.
 """
@@ -63,6 +74,7 @@ class LwfState:
 
     net: NetState
     teacher: dict  # the network's params after the warm-up of the current task
+    teacher_stats: dict  # its BatchNorm statistics then, frozen with them ({} for MLPs)
     seen: jax.Array  # (C,) classes of tasks 0..t
     past: jax.Array  # (C,) classes of tasks 0..t-1 (none in the first task)
 
@@ -87,7 +99,7 @@ def train_step(config: Config, input_fn, state: LwfState, batch, key):
     plain = input_fn(batch["x"], None, False)
     net = state.net
     has_past = state.past.any()
-    teacher, _ = forward(net, state.teacher, plain, net.batch_stats, train=False)
+    teacher, _ = forward(net, state.teacher, plain, state.teacher_stats, train=False)
 
     def loss_fn(params):
         logits, stats = forward(net, params, x, net.batch_stats)
@@ -120,7 +132,8 @@ def head_name(params) -> str:
 def warm_up(config: Config, input_fn, state: LwfState, task: TaskInfo, task_data, key):
     """From the second task: the output layer alone trained on the task (plain SGD at `lr`,
     `task.epochs` passes in batches of `task.batch_size`, features frozen, CE over the
-    task's classes); then the network becomes the teacher."""
+    task's classes); then the network becomes the teacher, its parameters and BatchNorm
+    statistics frozen (inference mode throughout, as Mammoth's `self.net.eval()`)."""
     if task.index > 0:
         x_raw, y = (jnp.asarray(a) for a in task_data)  # numpy from a user's loop too
         n, batch = y.shape[0], task.batch_size or 32
@@ -158,7 +171,7 @@ def warm_up(config: Config, input_fn, state: LwfState, task: TaskInfo, task_data
             epoch, (params, tx.init(params[head])), jax.random.split(key, epochs)
         )
         state = state.replace(net=net.replace(params=params))
-    return state.replace(teacher=state.net.params)
+    return state.replace(teacher=state.net.params, teacher_stats=state.net.batch_stats)
 
 
 def make(config: Config | None = None, *, model, input_fn, **overrides) -> Method:
@@ -169,7 +182,13 @@ def make(config: Config | None = None, *, model, input_fn, **overrides) -> Metho
     def init(key, example_x):
         net = create_net(model, tx, key, input_fn(example_x, key, False))
         classes = jnp.zeros(model.num_classes, bool)
-        return LwfState(net=net, teacher=net.params, seen=classes, past=classes)
+        return LwfState(
+            net=net,
+            teacher=net.params,
+            teacher_stats=net.batch_stats,
+            seen=classes,
+            past=classes,
+        )
 
     return Method(
         name="lwf",
