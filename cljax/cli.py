@@ -28,6 +28,7 @@ from typing import NamedTuple
 
 import jax
 
+import cljax.run as run_lib
 from cljax import (
     evaluation,
     jit_cache,
@@ -39,13 +40,11 @@ from cljax import (
     sharding,
     streams,
     train,
-    train_seeds,
     tuned,
 )
 from cljax import workdir as workdir_lib
 from cljax.checkpoint import CheckpointError, CheckpointWriteError
 from cljax.data import DataError
-from cljax.run import plan as run_plan
 from cljax.scenarios import BENCHMARKS
 from cljax.workdir import WorkdirError
 
@@ -318,7 +317,7 @@ def _main(args) -> int:
             on_nonfinite=args.on_nonfinite,
         )
         # the run's shape, checked before anything is written (the stream drawn, the devices)
-        plan = run_plan.plan_run(method, scenario, config)
+        plan = run_lib.plan_run(method, scenario, config)
         if args.eval_every is not None and (scenario.stream is None or args.eval_every < 1):
             raise ValueError("--eval-every takes a positive number of steps, on a stream")
     except ValueError as e:
@@ -385,7 +384,7 @@ def _run(args, method, plan, settings, workdir: Path) -> int:
         chunks, ends = plan.eval_ends(args.eval_every)
         over_time = {"ends": ends}
         config = dataclasses.replace(config, chunks_per_task=chunks)
-        mesh = train_seeds.mesh_of(plan)
+        mesh = run_lib.mesh_of(plan)
         probe = evaluation.accuracy_probe(method, scenario, config.eval_batch, mesh)
     tuned.note_tuning(settings, scenario.name, args.buffer_size)
     print(

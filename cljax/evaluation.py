@@ -1,143 +1,20 @@
-"""Evaluation after each task: every seen task's test set, all seeds, one compiled call.
+"""Evaluation's public face (`cljax.run.evaluate`): the evaluator of a run after each task,
+the accuracy-over-time probe and the accuracy of generated samples."""
 
-The test sets are padded to one size and stacked `(T, N, ...)`, so one program
-serves every row of the accuracy matrix; tasks not yet seen are skipped by a
-`lax.cond` on a flag shared by all seeds. Class-IL masks the logits of classes
-not yet seen, task-IL those outside the task (domain-IL keeps all classes).
-"""
+from cljax.run.evaluate import (
+    Evaluator,
+    accuracy_probe,
+    generated_accuracy,
+    make_evaluator,
+    percent_seen,
+    stack_tests,
+)
 
-from __future__ import annotations
-
-import math
-
-import jax
-import jax.numpy as jnp
-import numpy as np
-
-from cljax import sharding
-from cljax.methods import Method
-from cljax.scenarios import Scenario, apply_maps
-
-
-def make_evaluator(method: Method, eval_batch: int, mesh=None):
-    """`evaluate(state, x, y, valid, active, seen, task_masks, view=None) -> (cil, til)` correct
-    counts (T, S); `view`: each seed's pixel maps `(src, keep)`, `(S, T, P)`, through which it
-    sees task t's images (`scenarios.apply_maps`), or None."""
-
-    def evaluate(state, x, y, valid, active, seen, task_masks, view=None):
-        def predict(xb, t):
-            if view is None:
-                return jax.vmap(method.predict, in_axes=(0, None))(state, xb)
-            see = lambda s, src, keep: method.predict(s, apply_maps(xb, src, keep))  # noqa: E731
-            return jax.vmap(see)(state, view[0][:, t], view[1][:, t])
-
-        def one_task(args):
-            xt, yt, vt, mask, act, t = args
-
-            def run(_):
-                def body(_, batch):
-                    xb, yb, vb = sharding.shard_batch(batch, mesh)
-                    logits = predict(xb, t)
-                    cil = jnp.argmax(jnp.where(seen, logits, -jnp.inf), -1) == yb
-                    til = jnp.argmax(jnp.where(mask, logits, -jnp.inf), -1) == yb
-                    return None, ((cil * vb).sum(-1), (til * vb).sum(-1))
-
-                shape = (-1, eval_batch)
-                batches = (
-                    xt.reshape(shape + xt.shape[1:]),
-                    yt.reshape(shape),
-                    vt.reshape(shape),
-                )
-                _, (cil, til) = jax.lax.scan(body, None, batches)
-                return cil.sum(0), til.sum(0)
-
-            zeros = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), jax.eval_shape(run, None))
-            return jax.lax.cond(act, run, lambda _: zeros, None)
-
-        tasks = jnp.arange(x.shape[0])
-        return jax.lax.map(one_task, (x, y, valid, task_masks, active, tasks))
-
-    return jax.jit(evaluate)
-
-
-def stack_tests(scenario: Scenario, eval_batch: int, mesh):
-    """`((x, y, valid) on the mesh, class masks (T, C), test counts (T,), eval batch)`."""
-    if scenario.seed_maps is not None:  # each seed sees them through its maps
-        tests = [scenario.raw("test")] * scenario.num_tasks
-    else:
-        tests = [scenario.test(t) for t in range(scenario.num_tasks)]
-    n_max = max(len(y) for _, y in tests)
-    split = sharding.data_size(mesh)
-    eval_batch = math.ceil(min(eval_batch, n_max) / split) * split
-    n_pad = math.ceil(n_max / eval_batch) * eval_batch
-    x0 = tests[0][0]
-    x = np.zeros((scenario.num_tasks, n_pad, *x0.shape[1:]), x0.dtype)
-    y = np.zeros((scenario.num_tasks, n_pad), np.int32)
-    valid = np.zeros((scenario.num_tasks, n_pad), np.float32)
-    for t, (xt, yt) in enumerate(tests):
-        x[t, : len(yt)], y[t, : len(yt)], valid[t, : len(yt)] = xt, yt, 1.0
-    masks = np.zeros((scenario.num_tasks, scenario.num_classes), bool)
-    for t in range(scenario.num_tasks):
-        masks[t, list(scenario.classes(t))] = True
-    counts = valid.sum(1)
-    return sharding.replicate((x, y, valid), mesh), masks, counts, eval_batch
-
-
-def percent_seen(correct, counts, t: int) -> np.ndarray:
-    """`(S, t + 1)` percent correct on tasks 0..t from `make_evaluator`'s `(T, S)` counts."""
-    return (100.0 * np.asarray(correct) / counts[:, None]).T[:, : t + 1]
-
-
-def generated_accuracy(method: Method, classify, per_class: int = 500):
-    """`accuracy(state, key, classes) -> (S, len(classes))`: how often a reference classifier
-    recognises a conditional generator's samples as the class they were drawn for.
-
-    The evaluation of the MeRGAN paper (Wu et al. 2018; the authors' `--test`
-    mode): `per_class` samples of each class in `classes` from each seed's
-    generator (`method.host.sample`), labelled by `classify(images) -> logits`, a
-    classifier trained on real data. Percent, per seed and class.
-    """
-    if method.host.sample is None:
-        raise ValueError(f"method {method.name!r} has no generator to sample from")
-
-    @jax.jit
-    def draw(state, keys):
-        return jax.vmap(lambda s, k: method.host.sample(s, k, per_class))(state, keys)
-
-    @jax.jit
-    def predict(images):
-        return jax.lax.map(lambda b: jnp.argmax(classify(b), -1), images)
-
-    def accuracy(state, key, classes):
-        n_seeds = jax.tree.leaves(state)[0].shape[0]
-        images, labels = draw(state, jax.random.split(key, n_seeds))
-        if labels is None:
-            raise ValueError(f"method {method.name!r} generates unlabelled samples")
-        flat = images.reshape((-1, per_class, *images.shape[2:]))
-        pred = np.asarray(predict(flat)).reshape(labels.shape)
-        labels = np.asarray(labels)
-        hits = [((pred == c) & (labels == c)).sum(1) / (labels == c).sum(1) for c in classes]
-        return 100.0 * np.stack(hits, 1)
-
-    return accuracy
-
-
-def accuracy_probe(method: Method, scenario: Scenario, eval_batch: int = 1000, mesh=None):
-    """`after_chunk(t, c, state) -> [percent per seed]`: the accuracy over the classes of tasks
-    0..t on their test sets, mid-task (a stream's accuracy over time, `train.run`'s
-    `after_chunk` hook). Domain-IL scenarios with per-seed maps are not supported."""
-    if scenario.seed_maps is not None:
-        raise ValueError(f"{scenario.name}: accuracy over time needs test data shared by the seeds")
-    mesh = mesh if mesh is not None else sharding.make_mesh(1)
-    (x, y, v), masks, counts, batch = stack_tests(scenario, eval_batch, mesh)
-    evaluate = make_evaluator(method, batch, mesh)
-
-    def probe(t, c, state):
-        del c
-        active = np.arange(scenario.num_tasks) <= t
-        seen = masks[: t + 1].any(0)
-        cil, _ = evaluate(state, x, y, v, active, seen, masks)
-        correct = np.asarray(cil)[: t + 1].sum(0)  # (S,)
-        return (100.0 * correct / counts[: t + 1].sum()).tolist()
-
-    return probe
+__all__ = [
+    "Evaluator",
+    "accuracy_probe",
+    "generated_accuracy",
+    "make_evaluator",
+    "percent_seen",
+    "stack_tests",
+]

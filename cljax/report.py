@@ -33,19 +33,16 @@ def results(
     per_task=None,
     after_task=None,
     after_chunk=None,
+    settings=("class-il", "task-il"),
 ) -> dict:
     """The results dictionary written to `results.json`.
 
     `per_task` ([task][seed], the method's `host.describe`), `after_task` and
-    `after_chunk` (the driver's measurements) are recorded when given.
+    `after_chunk` (the driver's measurements) are recorded when given; `settings` are
+    those the run scores (`RunPlan.settings`).
     """
-    if scenario.single_setting is not None:  # one head, all classes seen
-        accuracy = {scenario.single_setting: acc["class-il"]}
-    else:
-        accuracy = dict(acc)
-    scored = method.needs.settings  # a task-IL-only method (PNN): no class-IL
-    if scored is not None:
-        accuracy = {s: a for s, a in accuracy.items() if s in scored} or accuracy
+    # a single-setting benchmark (one head, all classes seen) is scored by the class-IL pass
+    accuracy = {s: acc["class-il" if s == scenario.single_setting else s] for s in settings}
     done = int(np.sum(~np.isnan(next(iter(accuracy.values()))[0].diagonal())))
     summary = {}
     if done == scenario.num_tasks:

@@ -2,7 +2,7 @@
 
 A `Scenario` hands out each task's training and test arrays (raw uint8 images
 and int32 labels) and an `input_fn(x, key, train)` that turns raw images into
-the network's float input inside `jit` (scaling, normalisation, and for CIFAR
+the network's float input inside `jit` (scaling, normalisation, and for CIFAR and Tiny ImageNet
 the random crop and flip when `train`). Class-incremental benchmarks split the
 classes into tasks in label order and are evaluated both class-IL (all classes
 seen so far) and task-IL (the task's own classes); domain-incremental ones
@@ -14,13 +14,21 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cljax.data import DataError, cifar, digits, idx, tfds_adapter
+from cljax.data import DataError, cifar, digits, idx, tfds_adapter, tinyimagenet
+from cljax.scenario import (  # noqa: F401  (this module's names since before they moved)
+    Scenario,
+    apply_maps,
+    domain_maps,
+    permutation,
+    permutation_map,
+    rotation,
+    rotation_map,
+)
 
 BENCHMARKS = (
     "seq-digits",
@@ -31,47 +39,9 @@ BENCHMARKS = (
     "mnist-360",
     "seq-cifar10",
     "seq-cifar100",
+    "seq-tinyimg",
     "seq-svhn",
 )
-
-
-@dataclasses.dataclass(frozen=True)
-class Scenario:
-    """A benchmark: `num_tasks` tasks, their data, how to feed them and how to score them."""
-
-    name: str
-    num_tasks: int
-    num_classes: int
-    settings: tuple[str, ...]
-    model: str
-    input_fn: Callable
-    train: Callable[[int], tuple[np.ndarray, np.ndarray]]
-    test: Callable[[int], tuple[np.ndarray, np.ndarray]]
-    classes: Callable[[int], tuple[int, ...]]
-    train_sizes: tuple[int, ...]
-    # Domain-IL benchmarks whose transforms are drawn per run seed (perm-mnist, rot-mnist):
-    # `seed_maps(seed)` gives every task's pixel map `(src, keep)`, each `(T, P)`, for run
-    # seed `seed`, and `raw(split)` the untransformed `(x, y)` of "train" or "test". The
-    # driver trains and evaluates every seed through its own maps (`apply_maps`) in one
-    # compiled program; `train(t)` and `test(t)` are the data as the scenario's own seed
-    # draws it, for code that reads one scenario directly.
-    seed_maps: Callable[[int], tuple[np.ndarray, np.ndarray]] | None = None
-    raw: Callable[[str], tuple[np.ndarray, np.ndarray]] | None = None
-    # A stream without task boundaries (`cljax.streams`; one task, setting "general"):
-    # `stream(seed, batch_size) -> (items, angles)`, the training items of run seed `seed` in
-    # stream order (indices into `train(0)`) and each one's rotation in degrees (or None)
-    stream: Callable[[int, int], tuple[np.ndarray, np.ndarray | None]] | None = None
-    # `stream_batches(batch_size)`: the items of each of the stream's batches in order, where
-    # they are not all `batch_size` (MNIST-360's shorter batch at each pair's end), the same
-    # for every seed; None: a batch every `batch_size` items
-    stream_batches: Callable[[int], np.ndarray] | None = None
-
-    @property
-    def single_setting(self) -> str | None:
-        """The one setting of a benchmark scored over every class seen, with one head
-        (domain-IL, a stream's "general"), whose accuracy is the class-IL evaluation's; None
-        for class-incremental benchmarks (class-IL and task-IL)."""
-        return self.settings[0] if self.settings in (("domain-il",), ("general",)) else None
 
 
 # ---------------------------------------------------------------- inputs
@@ -88,7 +58,8 @@ def scaled_input(scale: float):
 
 
 def cifar_input(mean, std, pad: int = 4, brightness: float = 0.0):
-    """`input_fn` for 32x32 RGB: random crop (zero padding `pad`) and flip when training,
+    """`input_fn` for RGB images of any size (CIFAR's 32x32, TinyImageNet's 64x64): random crop
+    to the input's size (zero padding `pad`) and flip when training,
     and with `brightness` b > 0 torchvision's `ColorJitter(brightness=b)`: pixels (in [0, 1])
     times a factor drawn from U(max(0, 1 - b), 1 + b), clipped to [0, 1]."""
     mean = jnp.asarray(mean, jnp.float32)
@@ -118,6 +89,8 @@ def cifar_input(mean, std, pad: int = 4, brightness: float = 0.0):
 
 CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2615))
 CIFAR100_STATS = ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
+# Mammoth's Seq-TinyImageNet Normalize (datasets/seq_tinyimagenet.py, the DER paper's and today's)
+TINYIMG_STATS = ((0.4802, 0.4480, 0.3975), (0.2770, 0.2691, 0.2821))
 
 # The fixed class orders of the expandable-representation authors' code
 # (DER-ClassIL.pytorch, inclearn/datasets/dataset.py: CIFAR-10's, and CIFAR-100's of
@@ -279,66 +252,6 @@ def domain_incremental(
     )
 
 
-def apply_maps(x, src, keep):
-    """Images `x` (B, ...) through pixel maps: output pixel j of item i is input pixel
-    `src[i, j]`, or 0 where `keep[i, j]` is False; `src`, `keep` are `(B, P)` or one `(P,)`
-    map for every item. numpy or jax arrays (inside `jit` it is one gather)."""
-    xp = jnp if isinstance(x, jax.Array) or isinstance(src, jax.Array) else np
-    flat = x.reshape(x.shape[0], -1)
-    if src.ndim == 1:
-        out = flat[:, src] * keep.astype(x.dtype)
-    else:
-        out = xp.take_along_axis(flat, src, axis=1) * keep.astype(x.dtype)
-    return out.reshape(x.shape)
-
-
-def permutation_map(rng: np.random.Generator, shape):
-    """`(src, keep)` of one random pixel permutation."""
-    size = int(np.prod(shape))
-    return rng.permutation(size).astype(np.int32), np.ones(size, bool)
-
-
-def permutation(rng: np.random.Generator, shape):
-    """A transform that applies one fixed random pixel permutation."""
-    src, keep = permutation_map(rng, shape)
-    return lambda x: apply_maps(x, src, keep)
-
-
-def rotation(angle_deg: float, shape):
-    """A transform rotating images by `angle_deg` about their centre (nearest neighbour,
-    zero fill, counter-clockwise, as torchvision's default `rotate`)."""
-    src, keep = rotation_map(angle_deg, shape)
-    return lambda x: apply_maps(x, src, keep)
-
-
-def rotation_map(angle_deg, shape, xp=np):
-    """`(src, keep)` of `rotation`: `(P,)` each for one angle, `(B, P)` for an array of `B`
-    angles. `xp=jnp` computes them inside `jit` (in the angles' float32; numpy's in float64)."""
-    h, w = shape
-    theta = xp.deg2rad(xp.asarray(angle_deg))[..., None, None]
-    cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
-    yy, xx = xp.mgrid[0:h, 0:w]
-    # Inverse map: the source pixel of each output pixel.
-    sx = xp.cos(theta) * (xx - cx) - xp.sin(theta) * (yy - cy) + cx
-    sy = xp.sin(theta) * (xx - cx) + xp.cos(theta) * (yy - cy) + cy
-    sx, sy = xp.rint(sx).astype(xp.int32), xp.rint(sy).astype(xp.int32)
-    inside = (sx >= 0) & (sx < w) & (sy >= 0) & (sy < h)
-    flat = (*inside.shape[:-2], h * w)
-    src = xp.where(inside, sy * w + sx, 0).reshape(flat).astype(xp.int32)
-    return src, inside.reshape(flat)
-
-
-def domain_maps(name: str, seed: int, num_tasks: int, shape):
-    """Every task's pixel map of perm-mnist or rot-mnist as seed `seed` draws them:
-    `(src, keep)`, each `(num_tasks, P)`."""
-    rng = np.random.default_rng(seed)
-    if name == "perm-mnist":
-        maps = [permutation_map(rng, shape) for _ in range(num_tasks)]
-    else:
-        maps = [rotation_map(rng.uniform(0, 180), shape) for _ in range(num_tasks)]
-    return np.stack([m[0] for m in maps]), np.stack([m[1] for m in maps])
-
-
 def _cifar_arrays(name, data_dir, download):
     try:
         return cifar.load(name, data_dir)
@@ -417,6 +330,9 @@ def build(
         return domain_incremental(
             name, arrays, transforms, scaled_input(255.0), "mlp", seed_maps=maps, raw=raw
         )
+    if name == "seq-tinyimg":  # Mammoth's: RandomCrop(64, padding=4), flip, Normalize
+        arrays = load(tinyimagenet.load(data_dir, download))
+        return split(name, arrays, num_tasks or 10, cifar_input(*TINYIMG_STATS), "resnet18")
     if name == "seq-svhn":  # digits: no flips; pixels in [0, 1] as the GAN replay expects
         arrays = load(tfds_adapter.load("svhn_cropped", data_dir, download=download))
         return split(name, arrays, num_tasks or 5, scaled_input(255.0), "resnet18")

@@ -13,7 +13,7 @@ vmapped state (`seed_devices` of the devices; the rest of the factor is `data`).
 The task runner is a `shard_map` over `seeds`: each device trains its own seeds
 with no communication, and `data` stays automatic inside it. The seeds are padded
 to a multiple of `seed_devices` with copies of the first ones, whose results are
-dropped (`train_seeds.SeedsRun`). On a CPU the `cljax` command splits the seeds
+dropped (`cljax.run.execute.SeedsRun`). On a CPU the `cljax` command splits the seeds
 over the cores as host devices (`host_devices`).
 
 Several hosts: call `initialize()` first on every host (it runs

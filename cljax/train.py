@@ -1,253 +1,33 @@
-"""The driver: one compiled program per task, seeds as a `vmap` axis.
+"""The driver's public face, as the README uses it: `train.run(method, scenario, config)`.
 
-For each task the training arrays are moved to the device once; the batch
-schedule (a shuffle per epoch and seed) is a small index array, and batches
-are gathered by index inside a `lax.scan` over steps, in a few compiled chunks
-(`cljax.train_chunks`). After each task every seen task's test set is
-evaluated in one compiled call, the accuracy matrices are updated and an
-orbax checkpoint is written; a task that runs long also writes one after a
-chunk every `checkpoint_every_s` seconds. `resume=True` continues from the
-last one and gives the same result as an uninterrupted run (every random
-choice is derived from the seed, the task index and the step).
-
-The parts: `run` (seeds together, or one after another for methods whose
-shapes depend on the data, joined by `report.merge_seeds`), `SeedsRun` (one
-vmapped run: set-up, resume, the per-task loop, evaluation, checkpoints) and
-`train_chunks.train_task` (one task's chunks).
+The driver itself is the `cljax.run` package (the run plan, the feed, the compiled chunk,
+the per-task loop, evaluation, checkpoints); this module hands its public names on.
 """
 
-from __future__ import annotations
-
-import dataclasses
-import functools
-import logging
-import signal
-import sys
-import threading
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
-
-from cljax import report
-from cljax.methods import Method
-from cljax.run.plan import schedule, step_sizes
-from cljax.scenarios import Scenario
-from cljax.train_chunks import Diverged
-from cljax.train_seeds import Interrupted, SeedsRun, task_info, training_data
+from cljax.run.api import (
+    Diverged,
+    Hooks,
+    Interrupted,
+    RunConfig,
+    SeedsRun,
+    StopRequest,
+    log_tasks,
+    run,
+    schedule,
+    step_sizes,
+    task_info,
+)
 
 __all__ = [
     "Diverged",
     "Hooks",
     "Interrupted",
     "RunConfig",
-    "StopRequest",
     "SeedsRun",
+    "StopRequest",
     "log_tasks",
     "run",
     "schedule",
     "step_sizes",
     "task_info",
-    "training_data",
 ]
-
-log = logging.getLogger(__name__)
-
-
-class _CurrentStderr(logging.StreamHandler):
-    """A handler that writes to whatever `sys.stderr` is when it writes (a test harness or a
-    notebook may replace it after the handler is made)."""
-
-    @property
-    def stream(self):
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value):
-        pass
-
-
-def log_tasks() -> None:
-    """Prints the driver's line per task (accuracy so far, time) on stderr.
-
-    The scripts under `experiments/` call it, so that a run whose output goes
-    to a log file, where no progress bar is drawn, still shows how far it is.
-    Only the `cljax` loggers are set; other libraries' logging is left alone.
-    The lines do not go on to the root logger: a library that configures it
-    (a module-level `logging.warning` does) would print each line twice.
-    """
-    logger = logging.getLogger("cljax")
-    if not logger.handlers:
-        handler = _CurrentStderr()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-
-
-@dataclasses.dataclass(frozen=True)
-class RunConfig:
-    """How to train: epochs and batch size per task, seeds, progress and evaluation sizes."""
-
-    epochs: int = 1
-    batch_size: int = 10
-    seeds: tuple[int, ...] = (0,)
-    chunks_per_task: int = 20
-    eval_batch: int = 1000
-    progress: bool = True
-    devices: int | None = None  # data-parallel over this many devices (default: all)
-    # of those devices, how many split the seeds (each trains its own seeds; the seeds are
-    # padded to a multiple with copies of the first ones, dropped from the results); the
-    # rest of the factor splits each batch. Capped at the number of seeds.
-    seed_devices: int = 1
-    steps: int | None = None  # optimizer steps per task; overrides `epochs` when set
-    first_epochs: int | None = None  # the first task's epochs when it differs (the DER paper's B50)
-    # with a workdir, also checkpoint mid-task: after the first chunk that ends this long after
-    # the last checkpoint (a run stopped mid-task then loses at most about this much work)
-    checkpoint_every_s: float = 600.0
-    # "sequential": each task's data in turn; "joint": once, after the last task, on the union
-    # of every task's training data (the upper bound of the tables); None: the method's own
-    # (`Method.needs.protocol`)
-    protocol: str | None = None
-    # a seed's loss or parameters non-finite: "stop" the run (`train_chunks.Diverged`, the last
-    # good checkpoint kept) or "continue" and record the seeds under results["nonfinite"]
-    on_nonfinite: str = "stop"
-    # an epoch's last batch when the items do not fill it: "short" (only the items left, as
-    # Mammoth's PyTorch DataLoader; its own compiled step) or "fill" (topped up with the
-    # epoch's first items). Methods whose steps need the full batch (`needs.last_batch`) and
-    # data-parallel runs use "fill"; results record the one used.
-    last_batch: str = "short"
-
-    def __post_init__(self):
-        if self.on_nonfinite not in ("stop", "continue"):
-            raise ValueError(f"on_nonfinite must be stop or continue, got {self.on_nonfinite!r}")
-        if self.protocol not in (None, "sequential", "joint"):
-            raise ValueError(f"protocol must be sequential or joint, got {self.protocol!r}")
-        if self.last_batch not in ("short", "fill"):
-            raise ValueError(f"last_batch must be short or fill, got {self.last_batch!r}")
-
-    def epochs_of(self, task: int) -> int:
-        """Epochs of task `task`: `first_epochs` for the first one when set, else `epochs`."""
-        return self.first_epochs if task == 0 and self.first_epochs else self.epochs
-
-
-@dataclasses.dataclass
-class Hooks:
-    """The host-side callbacks of `run` (each optional).
-
-    `after_task(t, state) -> [value per seed]` and `after_chunk(t, c, state)`
-    measure (their values land in the results and the checkpoints);
-    `on_task(t, state, keys)` acts (e.g. writes sample grids) on host 0.
-    """
-
-    after_task: Callable | None = None
-    after_chunk: Callable | None = None
-    on_task: Callable | None = None
-    # `() -> bool`, polled after each chunk and task: True saves a checkpoint there and raises
-    # `Interrupted` (the CLI's SIGTERM / SIGINT handler, `StopRequest`)
-    stop_requested: Callable[[], bool] | None = None
-    # what a logger (`cljax.loggers`) is told, on host 0: `chunk(t, c, step, {metric: [mean
-    # over the chunk's steps, per seed]})` after each chunk (`step`: the run's steps so far)
-    # and `task(t, {setting: [[accuracy on task 0..t] per seed]})` after each task's scoring
-    logger: Any = None
-
-
-def run(
-    method: Method,
-    scenario: Scenario,
-    config: RunConfig,
-    workdir: str | Path | None = None,
-    resume: bool = False,
-    stop_after: int | None = None,
-    after_task: Callable[[int, Any], list] | None = None,
-    after_chunk: Callable[[int, int, Any], list] | None = None,
-    on_task: Callable[[int, Any, Any], None] | None = None,
-    stop_requested: Callable[[], bool] | None = None,
-    logger=None,
-) -> dict:
-    """Trains `method` on every task of `scenario` for every seed; returns the results dict.
-
-    With `workdir`, a checkpoint is written after every task, and mid-task
-    after a chunk every `config.checkpoint_every_s`; `resume=True` continues
-    from the latest one. `stop_after=t` returns after task t (as if
-    interrupted), `stop_after=(t, c)` after chunk c (not the last) of task t,
-    its checkpoint written, which is how resuming is tested. Methods with
-    `host.resize` (data-dependent shapes) run their seeds one after another,
-    each in `WORKDIR/seed-S`; the others run all seeds at once under `vmap`.
-    `after_task(t, state)` (host code, optional) is called after task t's
-    evaluation with the seed-stacked state and returns one JSON value per seed
-    in it; the values land in `results["after_task"][t][seed]` (an extra
-    measurement, such as the quality of a generator's samples; checkpointed with
-    the task, so a resumed run keeps those of the tasks before the stop).
-    `after_chunk(t, c, state)` likewise after each of the `chunks_per_task`
-    compiled chunks of task t's training (the state mid-task, before
-    `end_task`): `results["after_chunk"][t][c][seed]` (model selection within
-    a task, as the DGM authors' code does every 5 epochs). `on_task(t, state,
-    keys)` is called on host 0 after each task's evaluation (e.g. to write the
-    generated samples of `method.host.sample`; see `plots.write_samples`).
-    `stop_requested()` is polled after every chunk and task; when it is True the
-    run checkpoints there (with a workdir) and raises `Interrupted`, losing at most
-    the chunk in flight. `logger` (see `Hooks.logger`, e.g. `cljax.loggers.Loggers`) is
-    told each chunk's losses and each task's accuracies as they come.
-    """
-    hooks = Hooks(after_task, after_chunk, on_task, stop_requested, logger)
-    seeds = tuple(config.seeds)
-    if method.host.resize is None or len(seeds) == 1:
-        parts = [SeedsRun(method, scenario, config, workdir, hooks).run(resume, stop_after)]
-    else:
-        parts = []
-        for seed in seeds:
-            sub = None if workdir is None else Path(workdir) / f"seed-{seed}"
-            one = dataclasses.replace(config, seeds=(seed,))
-            parts.append(SeedsRun(method, scenario, one, sub, hooks).run(resume, stop_after))
-    results = [report.results(method, scenario, p.config, **p.raw) for p in parts]
-    out = functools.reduce(report.merge_seeds, results)
-    out["state"] = parts[0].state if len(parts) == 1 else [p.state for p in parts]
-    out["devices"] = parts[0].devices
-    out["seed_devices"] = parts[0].seed_devices
-    if not parts[0].raw["per_task"]:
-        out.pop("per_task", None)
-    for name in ("after_task", "after_chunk"):
-        if getattr(hooks, name) is None:
-            out.pop(name, None)
-    nonfinite = {str(s): v for p in parts for s, v in p.nonfinite.items()}
-    if nonfinite:
-        out["nonfinite"] = nonfinite
-    return out
-
-
-class StopRequest:
-    """SIGTERM / SIGINT handlers that ask a run to stop at its next chunk boundary.
-
-    Use as a context manager around `run(..., stop_requested=request)`: the first
-    signal is remembered (`signum`) and the run checkpoints and raises `Interrupted`
-    after the chunk in flight; a second one stops at once (`KeyboardInterrupt`). The
-    previous handlers come back on exit. Signals only reach the main thread.
-    """
-
-    def __init__(self, say=print):
-        self.signum = None
-        self.say = say
-        self._old = {}
-
-    def __call__(self) -> bool:
-        return self.signum is not None
-
-    def _handle(self, signum, frame):
-        if self.signum is not None:
-            raise KeyboardInterrupt
-        self.signum = signum
-        self.say(
-            f"{signal.Signals(signum).name}: stopping after the current chunk, with a checkpoint "
-            "(signal again to stop at once)"
-        )
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc):
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-        self._old = {}

@@ -19,7 +19,8 @@ os.environ["XLA_FLAGS"] = " ".join([*flags, "--xla_force_host_platform_device_co
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from cljax import methods, models, sharding, train, train_chunks  # noqa: E402
+from cljax import methods, models, sharding, train  # noqa: E402
+from cljax.run import compiled, feed  # noqa: E402
 from tests.conftest import tiny_scenario  # noqa: E402
 
 SC = tiny_scenario(num_tasks=2, per_class=16)
@@ -92,7 +93,8 @@ def main(names):
     x, y = SC.train(0)
     chunk = (np.zeros((2, 3, 8), np.int32), np.int32(0), np.ones(3, bool))
     args = sharding.replicate((state, keys, x, y, None, *chunk), mesh)
-    hlo = train_chunks.make_task_runner(method, mesh).lower(*args).compile().as_text()
+    runner = compiled.make_task_runner(method, feed.SharedFeed, mesh)  # shared arrays
+    hlo = runner.lower(*args).compile().as_text()
     assert "all-reduce" in hlo
     print("derpp step has all-reduce", flush=True)
 

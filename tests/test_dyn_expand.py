@@ -7,8 +7,8 @@ import pytest
 
 from cljax import exemplars, methods, models, scenarios, train, tuned
 from cljax import masks as masks_lib
-from cljax.methods import _dyn_expand_prune as prune
 from cljax.methods import dyn_expand as dyn
+from cljax.methods.dyn_expand import prune
 from cljax.models import dyn_expand as dyn_models
 from tests.conftest import tiny_scenario
 

@@ -19,7 +19,7 @@ import numpy as np
 from cljax import streams
 from cljax.checkpoint import CheckpointError
 from cljax.methods import Method, TaskInfo, check_scenario
-from cljax.scenarios import Scenario
+from cljax.scenario import Scenario
 
 
 def schedule(seed: int, task: int, n: int, epochs: int, batch: int, steps=None) -> np.ndarray:
@@ -73,6 +73,19 @@ def stream_rows(batches, batch: int, steps=None):
         for e, b in zip(ends, batches, strict=True)
     ]
     return np.stack(rows)[:steps], np.asarray(batches, np.int32)[:steps]
+
+
+def task_info(scenario: Scenario, config, t: int) -> TaskInfo:
+    """The static facts of task `t` of `scenario` run with `config` (a `RunConfig`) that the
+    boundary functions receive."""
+    seen = tuple(c for j in range(t + 1) for c in scenario.classes(j))
+    per_epoch = math.ceil(scenario.train_sizes[t] / config.batch_size)
+    steps = config.steps or config.epochs_of(t) * per_epoch
+    epochs = 0 if config.steps else config.epochs_of(t)
+    classes = tuple(scenario.classes(t))
+    return TaskInfo(
+        t, classes, seen, per_epoch, steps, config.batch_size, epochs, scenario.num_tasks
+    )
 
 
 def chunk_length(config, max_items: int) -> int:
@@ -131,14 +144,7 @@ class RunPlan:
 
     def task_info(self, t: int) -> TaskInfo:
         """The static facts of task `t` that the boundary functions receive."""
-        sc, cfg = self.scenario, self.config
-        seen = tuple(c for j in range(t + 1) for c in sc.classes(j))
-        per_epoch = math.ceil(sc.train_sizes[t] / cfg.batch_size)
-        steps = cfg.steps or cfg.epochs_of(t) * per_epoch
-        epochs = 0 if cfg.steps else cfg.epochs_of(t)
-        return TaskInfo(
-            t, tuple(sc.classes(t)), seen, per_epoch, steps, cfg.batch_size, epochs, sc.num_tasks
-        )
+        return task_info(self.scenario, self.config, t)
 
     def trains_at(self, t: int) -> bool:
         """Whether task t has training steps (the joint protocol trains at the last only)."""
@@ -162,7 +168,17 @@ class RunPlan:
         return min(cfg.steps or steps, steps)
 
     def task(self, t: int, n: int, pool: int = 0) -> TaskPlan:
-        """Task t's schedule over its `n` items and `pool` valid items of the method's pool."""
+        """Task t's schedule, computed when the task starts.
+
+        Args:
+            t: the task's index.
+            n: the task's training items (`task_items(t)`).
+            pool: valid items the method's `train_pool` adds to them (known only after
+                the previous `end_task`).
+
+        Returns:
+            The `TaskPlan`: batch indices per seed, step sizes, valid steps, chunks.
+        """
         idx, sizes = self._schedule(t, n, pool)
         steps, cfg = idx.shape[1], self.config
         if self.stream is not None:  # one task: its own steps set the chunks
@@ -260,10 +276,24 @@ def _stream(scenario: Scenario, seeds, batch_size: int):
 
 
 def plan_run(method: Method, scenario: Scenario, config, devices: int | None = None) -> RunPlan:
-    """The plan of a run of `method` on `scenario` with `config` (a `RunConfig`) on `devices`
-    of this process (default: all it sees). Raises ValueError, saying why, for a run that
-    cannot be made (a setting the method cannot be scored in, a stream run it cannot make,
-    a batch that does not split over the devices)."""
+    """The plan of a run: every decision about its shape, made once.
+
+    Args:
+        method: the method to run; its `needs` decide the protocol, the last batch, the
+            settings scored and the pool's size.
+        scenario: the benchmark.
+        config: the `RunConfig` as asked (its protocol None: the method's own).
+        devices: how many devices this process sees (default: `len(jax.devices())`).
+
+    Returns:
+        A `RunPlan`: the config resolved, the seeds padded, the mesh shape, the settings,
+        the maps or the stream; `plan.task(t, n, pool)` gives task t's `TaskPlan`.
+
+    Raises:
+        ValueError: saying why, for a run that cannot be made (a setting the method
+            cannot be scored in, a stream run it cannot make, a device split or a batch
+            that does not divide).
+    """
     if devices is None:
         import jax
 

@@ -1,4 +1,4 @@
-"""One task's training as compiled chunks: the batch schedule, the scanned runner, the loop.
+"""One task's training as compiled chunks: the host loop around the compiled chunk.
 
 The task's steps are cut into a few equal chunks so that a progress bar can
 move and a long task can be checkpointed mid-way; every chunk runs the same
@@ -14,142 +14,11 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from jax.sharding import PartitionSpec
 from tqdm.auto import tqdm
 
 from cljax import sharding
-from cljax.methods import Method
-from cljax.scenarios import apply_maps
-from cljax.streams import rotate
-
-
-def health(state, metrics, valid):
-    """Per seed: the chunk's first step (index into it) with a non-finite metric, or -1, and
-    whether every float leaf of the state is finite at the chunk's end."""
-    bad = jnp.zeros(jax.tree.leaves(metrics)[0].shape, bool)
-    for m in jax.tree.leaves(metrics):
-        bad = bad | ~jnp.isfinite(m)
-    bad = bad & valid[None]
-    first = jnp.where(bad.any(1), jnp.argmax(bad, 1), -1).astype(jnp.int32)
-    ok = jnp.ones(bad.shape[0], bool)
-    for leaf in jax.tree.leaves(state):
-        if jnp.issubdtype(leaf.dtype, jnp.floating):
-            ok = ok & jnp.isfinite(leaf).reshape(leaf.shape[0], -1).all(1)
-    return {"first_bad_step": first, "state_finite": ok}
-
-
-def make_task_runner(method: Method, mesh=None):
-    """`run(state, keys, x, y, view, idx, step0, valid) -> (state, metrics, health)` over one
-    chunk, all seeds (`health`: see `health`; checked inside the compiled chunk, so divergence
-    costs no host sync per step).
-
-    `view` is None (every seed sees `x`), `(src, keep, tid)`: each seed's pixel maps
-    `(S, T, P)` and each item's task `(N,)`, through which the seed sees its batches
-    (`scenarios.apply_maps`: perm/rot-mnist's transforms drawn per seed), or a stream's
-    `{"items": (S, L), "angles": (S, L)}` (angles optional): `idx` then holds stream
-    positions, each seed's item and rotation at each position (`cljax.streams`). A negative
-    index `-j - 1` in `idx` is item j of the valid items of `method.train_pool` (as stored:
-    no maps applied).
-    With a `mesh`, each step's batch is split over its `data` axis.
-    """
-
-    def per_seed(state, key, idx, x, y, view, step0, valid):
-        pool = None
-        if method.does("train_pool"):  # fixed during the task: read once per chunk
-            px, py, pvalid = method.train_pool(state, x[:1])
-            slots = jnp.argsort(~pvalid, stable=True)  # the valid slots first, in slot order
-            pool = (px[slots], py[slots])
-
-        def step(state, i, batch_idx):
-            if isinstance(view, dict):  # a stream: batch_idx are positions in it
-                item = view["items"][batch_idx]
-                xb, yb = x[item], y[item]
-                if "angles" in view:
-                    xb = rotate(xb, view["angles"][batch_idx])
-            else:
-                item = jnp.maximum(batch_idx, 0)  # negative: the pool's item -idx - 1
-                xb, yb = x[item], y[item]
-                if view is not None:
-                    src, keep, tid = view
-                    xb = apply_maps(xb, src[tid[item]], keep[tid[item]])
-            if pool is not None:
-                from_pool = batch_idx < 0
-                j = jnp.maximum(-batch_idx - 1, 0)
-                pick = from_pool.reshape((-1,) + (1,) * (xb.ndim - 1))
-                xb = jnp.where(pick, pool[0][j].astype(xb.dtype), xb)
-                yb = jnp.where(from_pool, pool[1][j].astype(yb.dtype), yb)
-            batch = sharding.shard_batch({"x": xb, "y": yb}, mesh)
-            return method.train_step(state, batch, jax.random.fold_in(key, i))
-
-        def body(state, inp):
-            i, batch_idx, ok = inp
-            shapes = jax.eval_shape(step, state, i, batch_idx)[1]
-            zeros = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), shapes)
-            return jax.lax.cond(ok, lambda s: step(s, i, batch_idx), lambda s: (s, zeros), state)
-
-        steps = step0 + jnp.arange(idx.shape[0])
-        return jax.lax.scan(body, state, (steps, idx, valid))
-
-    def view_axes(view):  # which of the view's arrays have a seed axis
-        if isinstance(view, dict):
-            return {k: 0 for k in view}
-        return None if view is None else (0, 0, None)
-
-    def run(state, keys, x, y, view, idx, step0, valid):
-        in_axes = (0, 0, 0, None, None, view_axes(view), None, None)
-        state, metrics = jax.vmap(per_seed, in_axes=in_axes)(
-            state, keys, idx, x, y, view, step0, valid
-        )
-        return state, metrics, health(state, metrics, valid)
-
-    if sharding.seeds_size(mesh) == 1:
-        return jax.jit(run, donate_argnums=(0,))
-
-    def run_split(state, keys, x, y, view, idx, step0, valid):
-        # each seed device runs `run` on its own seeds: no communication (a vmapped program
-        # partitioned by XLA instead gathers every seed's scores for top_k, the buffer draw)
-        split, whole = PartitionSpec(sharding.SEEDS), PartitionSpec()
-        specs = jax.tree.map(
-            lambda a: whole if a is None else split, view_axes(view), is_leaf=lambda a: a is None
-        )
-        fn = jax.shard_map(
-            run,
-            mesh=mesh,
-            in_specs=(split, split, whole, whole, specs, split, whole, whole),
-            out_specs=split,
-            axis_names={sharding.SEEDS},
-            check_vma=False,
-        )
-        return fn(state, keys, x, y, view, idx, step0, valid)
-
-    return jax.jit(run_split, donate_argnums=(0,))
-
-
-class Diverged(RuntimeError):
-    """A seed's loss or parameters became non-finite (NaN or inf) during a task."""
-
-
-class Timer:
-    """Accumulates named wall-clock durations."""
-
-    def __init__(self, **start):
-        self.totals = {"compile_s": 0.0, "train_s": 0.0, "eval_s": 0.0, "steps": 0, **start}
-
-    def add(self, name, seconds):
-        self.totals[name] += seconds
-
-
-def compile_once(fn, timer: Timer, cache: dict, *args):
-    """AOT-compiles `fn` for `args` once per distinct argument signature, timing the compile."""
-    leaves, structure = jax.tree.flatten(args)
-    signature = (structure, tuple((a.shape, str(a.dtype)) for a in leaves))
-    if signature not in cache:
-        start = time.perf_counter()
-        cache[signature] = fn.lower(*args).compile()
-        timer.add("compile_s", time.perf_counter() - start)
-    return cache[signature]
+from cljax.run.compiled import Diverged, Timer, compile_once
 
 
 @dataclasses.dataclass
@@ -191,7 +60,8 @@ class TaskContext:
     config: Any  # train.RunConfig
     timer: Timer
     cache: dict = dataclasses.field(default_factory=dict)  # compiled runners by signature
-    plan: Any = None  # the run's `RunPlan`: schedules, padding, the maps or the stream
+    plan: Any = None  # the run's `RunPlan`: schedules and chunks
+    feed: Any = None  # the run's `Feed`: the task's arrays as the compiled chunk takes them
     after_chunk: Callable | None = None
     on_chunk: Callable | None = None
     # `(t, c, step, {metric: per-seed means})` after each chunk (a logger's), or None
@@ -209,14 +79,6 @@ def _plan(ctx: TaskContext, t: int, n: int, done: Partial | None, pool: int = 0)
     done = done or Partial(t, -1, task.length, task.steps)
     task.check_resume(done.length, done.steps, done.chunk)
     return task.idx, task.valid, task.sizes, task.length, task.chunks, task.steps, done
-
-
-def _padded(pad_to: int, *arrays):
-    """The task's arrays padded to `pad_to` items (one shape for every task: one compile)."""
-    n = len(arrays[0])
-    if pad_to <= n:
-        return arrays
-    return tuple(np.concatenate([a, np.zeros((pad_to - n, *a.shape[1:]), a.dtype)]) for a in arrays)
 
 
 def _bar(config, steps: int, initial: int, desc: str):
@@ -254,15 +116,9 @@ def train_task(
     idx, valid, sizes, length, chunks, steps, done = _plan(ctx, t, len(y), done, pool)
     if sharding.seeds_size(ctx.mesh) > 1:  # as the compiled chunk takes them, every task
         state, ctx.keys = sharding.place_seeds((state, ctx.keys), ctx.mesh)
-    view, plan = None, ctx.plan
-    if plan.stream is not None:
-        x, y, view = sharding.replicate((x, y, plan.stream), ctx.mesh)
-    elif plan.maps is not None:
-        tid = np.full(len(y), t, np.int32) if tid is None else tid
-        x, y, tid = _padded(plan.pad_to, x, y, tid)
-        x, y, view = sharding.replicate((x, y, (*plan.maps, tid)), ctx.mesh)
-    else:
-        x, y = sharding.replicate(_padded(plan.pad_to, x, y), ctx.mesh)
+    if tid is None:
+        tid = np.full(len(y), t, np.int32)
+    x, y, view = ctx.feed.place(x, y, tid, ctx.mesh)
     first = sharding.replicate((idx[:, :length], np.int32(0), valid[:length]), ctx.mesh)
     compiled = compile_once(ctx.runner, ctx.timer, ctx.cache, state, ctx.keys, x, y, view, *first)
     bar = _bar(ctx.config, steps, int(valid[: (done.chunk + 1) * length].sum()), desc)

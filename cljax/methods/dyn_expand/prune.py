@@ -21,7 +21,7 @@ from cljax.models.dyn_expand import NEG, dense, head_init, super_features
 
 if TYPE_CHECKING:
     from cljax.methods.common import NetState
-    from cljax.methods.dyn_expand import Config, DynState, Parts
+    from cljax.methods.dyn_expand.state import Config, DynState, Parts
 
 
 def lr_factor(epoch, warmup_epochs: int, milestones, decay: float):

@@ -1,40 +1,47 @@
-"""One vmapped run of a set of seeds: set-up, resume, the per-task loop, evaluation and
-checkpoints (the part of the driver between `train.run` and `train_chunks.train_task`)."""
+"""One vmapped run of a set of seeds: the per-task loop (begin_task, the task's compiled
+chunks, end_task, scoring, checkpoint), executing a `RunPlan` with its `Feed`, its
+`Checkpoints` and its `Evaluator` as collaborators; the outcome is a `RunOutput`."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import json
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
-from jax.sharding import NamedSharding, PartitionSpec
 
 from cljax import checkpoint as ckpt_lib
-from cljax import evaluation, sharding
-from cljax.methods import TaskInfo
+from cljax import sharding
+from cljax.run.checkpointing import Checkpoints
+from cljax.run.chunks import Partial, TaskContext, train_task
+from cljax.run.compiled import Timer, make_task_runner
+from cljax.run.evaluate import Evaluator
+from cljax.run.feed import feed_for
 from cljax.run.plan import RunPlan, plan_run
-from cljax.scenarios import Scenario, apply_maps
-from cljax.train_chunks import Partial, TaskContext, Timer, make_task_runner, train_task
 
 log = logging.getLogger("cljax.train")
+
+# where the seeds' keys of task t are folded from (`SeedsRun.keys_for`)
+KEYS_STEPS, KEYS_BEGIN, KEYS_BEGIN_DATA = 1, 2, 3
 
 
 class Interrupted(Exception):
     """The run stopped on request (`Hooks.stop_requested`), its checkpoint written."""
 
 
-def task_info(scenario: Scenario, config, t: int) -> TaskInfo:
-    """The static facts of task `t` that `begin_task` and `end_task` receive (`config`'s
-    protocol and last batch as given: see `RunPlan.task_info`)."""
-    return RunPlan(scenario, config, (), 0, (1, 1), (), None, None, None, 0, 0).task_info(t)
+def mesh_of(plan: RunPlan):
+    """The run's `(seeds, data)` mesh of the plan's shape."""
+    seed_devices, data = plan.mesh_shape
+    return sharding.make_mesh(seed_devices * data, seed_devices)
 
 
 def _is_key(a) -> bool:
@@ -47,59 +54,56 @@ def _per_seed(fn, state, *args):
     return [fn(jax.tree.map(lambda a, i=i: a[i], state), *args) for i in range(n)]
 
 
-def training_data(protocol: str, scenario: Scenario, t: int):
-    """`(x, y, tid)`: the arrays to train on at task t and each item's task; `(None, None,
-    None)` where joint waits for the last task. A scenario with per-seed maps gives its
-    untransformed images (each seed sees them through its maps of task `tid`)."""
+@dataclasses.dataclass
+class RunOutput:
+    """What one `SeedsRun` produced: `report.results`'s arguments and the final state."""
 
-    def task_data(j):
-        return scenario.raw("train") if scenario.seed_maps is not None else scenario.train(j)
+    config: Any  # the RunConfig as run (protocol and last batch resolved)
+    state: Any  # the real seeds' final state
+    acc: dict  # {"class-il", "task-il"}: (seeds, T, T) percent
+    timing: dict
+    losses: list
+    per_task: list  # [task][seed] of the method's host.describe
+    after_task: list  # [task][seed]
+    after_chunk: list  # [task][chunk][seed] where measured
+    nonfinite: dict  # seed -> where it went non-finite
+    devices: int
+    seed_devices: int
+    settings: tuple  # the settings scored (`RunPlan.settings`)
 
-    if protocol != "joint":
-        x, y = task_data(t)
-        return x, y, np.full(len(y), t, np.int32)
-    if t < scenario.num_tasks - 1:
-        return None, None, None
-    parts = [task_data(j) for j in range(scenario.num_tasks)]
-    tid = np.concatenate([np.full(len(p[1]), j, np.int32) for j, p in enumerate(parts)])
-    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), tid
-
-
-def mesh_of(plan: RunPlan):
-    """The run's `(seeds, data)` mesh of the plan's shape."""
-    seed_devices, data = plan.mesh_shape
-    return sharding.make_mesh(seed_devices * data, seed_devices)
-
-
-# where the seeds' keys of task t are folded from (`SeedsRun.keys_for`)
-KEYS_STEPS, KEYS_BEGIN, KEYS_BEGIN_DATA = 1, 2, 3
+    def results_args(self) -> dict:
+        """The keyword arguments of `report.results` after method, scenario and config."""
+        return {
+            "acc": self.acc,
+            "timing": self.timing,
+            "losses": self.losses,
+            "per_task": self.per_task,
+            "after_task": self.after_task,
+            "after_chunk": self.after_chunk,
+            "settings": self.settings,
+        }
 
 
 class SeedsRun:
-    """One run of `config.seeds` under `vmap`: set-up, resume, the per-task loop, evaluation and
-    checkpoints. `run()` fills `raw` (the arguments of `report.results`), `state`, `devices`."""
+    """One run of `config.seeds` under `vmap`: set-up, resume, the per-task loop, evaluation
+    and checkpoints. `run()` returns a `RunOutput`."""
 
     def __init__(self, method, scenario, config, workdir, hooks):
-        self.workdir = None if workdir is None else Path(workdir)
         self.plan = plan_run(method, scenario, config, len(jax.devices()))
+        self.feed = feed_for(self.plan)
         self.mesh = mesh_of(self.plan)
         # the seeds, padded to a multiple of the seed devices with copies of the first ones:
         # trained alongside, never reported or checkpointed (`self.n` are the real ones)
         self.n, self.seeds = self.plan.n_real, self.plan.seeds
-        config = self.plan.config
-        self.method, self.scenario, self.config, self.hooks = method, scenario, config, hooks
+        self.method, self.scenario, self.config = method, scenario, self.plan.config
+        self.hooks = hooks
+        self.ckpts = Checkpoints(None if workdir is None else Path(workdir))
         T = scenario.num_tasks
-        self.acc = {"class-il": np.full((self.n, T, T), np.nan), "task-il": None}
-        self.acc["task-il"] = self.acc["class-il"].copy()
+        self.acc = {s: np.full((self.n, T, T), np.nan) for s in ("class-il", "task-il")}
         self.timer = Timer()
         self.losses, self.per_task = [], []
         self.extra = [[None] * self.n for _ in range(T)]  # after_task: [task][seed]
         self.chunk_extra = [None] * T  # [task][chunk][seed] where after_chunk measured it
-        self.manager = ckpt_lib.manager(self.workdir) if self.workdir is not None else None
-        self.writing = None  # the checkpoint orbax is writing behind training, if any
-        self.maps, self.stream = self.plan.maps, self.plan.stream
-        self.devices = self.mesh.size
-        self.seed_devices = sharding.seeds_size(self.mesh)
         self.nonfinite = {}  # seed -> {"task", "step", "loss_finite"} (on_nonfinite="continue")
 
     # -- set-up ------------------------------------------------------------------------------
@@ -152,10 +156,10 @@ class SeedsRun:
             "batch_size": cfg.batch_size,
             "last_batch": cfg.last_batch,
         }
-        if self.stream is not None:  # the stream itself (a changed --fuzziness is another run)
+        if self.plan.stream is not None:  # the stream itself (another --fuzziness: another run)
             digest = hashlib.sha256()
-            for name in sorted(self.stream):
-                digest.update(np.ascontiguousarray(self.stream[name]).tobytes())
+            for name in sorted(self.plan.stream):
+                digest.update(np.ascontiguousarray(self.plan.stream[name]).tobytes())
             identity["stream"] = digest.hexdigest()[:16]
         return json.loads(json.dumps(identity))  # tuples as the saved JSON has them: lists
 
@@ -172,21 +176,10 @@ class SeedsRun:
                     shaped = jax.eval_shape(functools.partial(self.begin, t=j), shaped)
             return jax.eval_shape(self.real, shaped)  # saved without the padding seeds
 
-        replicated = NamedSharding(self.mesh, PartitionSpec())
-        state, self.acc, saved, skipped = ckpt_lib.restore(
-            self.manager, structure_of, self.acc, self.identity(), replicated
+        state, self.acc, saved = self.ckpts.restore(
+            structure_of, self.acc, self.identity(), self.mesh
         )
         state = self.padded(state)
-        if skipped:  # damaged newer checkpoints: set aside, so their steps can be written again
-            aside = self.workdir / "damaged-checkpoints"
-            for step, why in skipped:
-                log.warning("skipped checkpoint %d in %s: %s", step, self.manager.directory, why)
-            if jax.process_index() == 0:
-                ckpt_lib.set_aside(self.manager, [step for step, _ in skipped], aside)
-            log.warning(
-                "resuming from the newest readable checkpoint; the unreadable ones moved to %s",
-                aside,
-            )
         first_task, partial = saved["task"] + 1, None
         if "partial" in saved:  # stopped mid-task: begin_task done, some chunks trained
             partial = Partial.from_json(saved["partial"])
@@ -220,49 +213,24 @@ class SeedsRun:
         }
 
     def save(self, state, t, partial: Partial | None = None):
-        """Starts the checkpoint after task t (or mid-task, `partial`): the files are written
-        behind the next steps (`finish_save` waits for them and names a failed write)."""
-        self.finish_save()  # the one before, whose failure is its own
+        """Starts the checkpoint after task t (or mid-task, `partial`)."""
         if partial is None:
-            step, meta = ckpt_lib.step_of(t), self.meta_of(t)
+            step, meta, what = ckpt_lib.step_of(t), self.meta_of(t), f"task {t + 1}"
         else:
             meta = {**self.meta_of(t - 1), "partial": partial.to_json()}
             step = ckpt_lib.step_of(partial.task, partial.chunk)
-        what = f"task {t + 1}" if partial is None else f"task {partial.task + 1} (mid-task)"
-        try:
-            ckpt_lib.save(self.manager, step, self.real(state), self.acc, meta, wait=False)
-        except Exception as e:  # a full disk, a folder gone: orbax raises many types
-            raise self.write_error(what, e) from e
-        self.writing = what
-        self.last_save = time.perf_counter()
-
-    def finish_save(self):
-        """Waits for the checkpoint being written, if any (a CheckpointWriteError if it failed)."""
-        what, self.writing = self.writing, None
-        if what is not None:
-            try:
-                self.manager.wait_until_finished()
-            except Exception as e:
-                raise self.write_error(what, e) from e
-
-    def write_error(self, what: str, e: Exception) -> ckpt_lib.CheckpointWriteError:
-        return ckpt_lib.CheckpointWriteError(
-            f"could not write the checkpoint of {what} in {self.manager.directory} "
-            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); the earlier "
-            "checkpoints are kept: free space or fix the folder, then rerun with --resume"
-        )
+            what = f"task {partial.task + 1} (mid-task)"
+        self.ckpts.save(step, what, self.real(state), self.acc, meta)
 
     def on_chunk(self, stop_after, done: Partial, state) -> bool:
         """Mid-task: checkpoint when due; True stops the run here."""
         stop = stop_after == (done.task, done.chunk)
         requested = self.stop_requested()
-        due = requested or time.perf_counter() - self.last_save >= self.config.checkpoint_every_s
-        if self.manager is not None and jax.process_count() > 1:  # orbax saves with every host
-            due = bool(multihost_utils.broadcast_one_to_all(np.asarray(due)))  # host 0's clock
-        if self.manager is not None and (stop or due):
+        due = self.ckpts.due(self.config.checkpoint_every_s, requested)
+        if self.ckpts.enabled and (stop or due):
             self.save(state, done.task, done)
         if requested:
-            self.finish_save()
+            self.ckpts.finish()
             raise Interrupted(f"stopped in task {done.task + 1} after chunk {done.chunk + 1}")
         return stop
 
@@ -279,35 +247,26 @@ class SeedsRun:
 
     # -- the loop ----------------------------------------------------------------------------
 
-    def tasks(self, ctx, state, first_task, partial, evaluate, tests, stop_after):
+    def tasks(self, ctx, state, first_task, partial, evaluator, stop_after):
         """Trains, scores and checkpoints tasks `first_task`, ...; the last state."""
         for t in range(first_task, self.scenario.num_tasks):
             resumed = partial if partial is not None and partial.task == t else None
             state, stopped = self.task(ctx, state, t, resumed)
             if stopped:
                 break
-            self.evaluate(evaluate, tests, state, t)
+            self.score(evaluator, state, t)
             self.after(state, t)
             if isinstance(stop_after, int) and t >= stop_after:
                 break
             if t < self.scenario.num_tasks - 1 and self.stop_requested():
-                self.finish_save()
+                self.ckpts.finish()
                 raise Interrupted(f"stopped after task {t + 1}")  # its checkpoint is written
         return state
 
-    def run(self, resume: bool, stop_after) -> SeedsRun:
-        self.wall = time.perf_counter()
-        state = self._init_state()
-        first_task, partial = 0, None
-        if resume and self.manager is not None and self.manager.latest_step() is not None:
-            state, first_task, partial = self._restore(state)
-        tests = evaluation.stack_tests(self.scenario, self.config.eval_batch, self.mesh)
-        evaluate = evaluation.make_evaluator(self.method, tests[3], self.mesh)
-        if self.maps is not None:  # every seed through its own maps
-            maps = sharding.replicate(self.maps, self.mesh)
-            evaluate = functools.partial(evaluate, view=maps)
-        ctx = TaskContext(
-            runner=make_task_runner(self.method, self.mesh),
+    def context(self, stop_after) -> TaskContext:
+        """What training one task needs besides the state and its arrays."""
+        return TaskContext(
+            runner=make_task_runner(self.method, self.feed, self.mesh),
             mesh=self.mesh,
             keys=None,
             seeds=self.seeds,
@@ -315,46 +274,59 @@ class SeedsRun:
             config=self.config,
             timer=self.timer,
             plan=self.plan,
+            feed=self.feed,
             after_chunk=self.hooks.after_chunk,
             log_chunk=self.hooks.logger.chunk if self.logs() else None,
             on_chunk=functools.partial(self.on_chunk, stop_after),
             method_name=self.method.name,
             nonfinite=self.nonfinite,
         )
-        self.last_save = time.perf_counter()
+
+    def run(self, resume: bool, stop_after) -> RunOutput:
+        """Trains every task (from the latest checkpoint with `resume`); the outcome."""
+        self.wall = time.perf_counter()
+        state = self._init_state()
+        first_task, partial = 0, None
+        if resume and self.ckpts.latest() is not None:
+            state, first_task, partial = self._restore(state)
+        evaluator = Evaluator(self.method, self.feed, self.config.eval_batch, self.mesh)
+        ctx = self.context(stop_after)
+        self.ckpts.last_save = time.perf_counter()
         try:
-            state = self.tasks(ctx, state, first_task, partial, evaluate, tests, stop_after)
+            state = self.tasks(ctx, state, first_task, partial, evaluator, stop_after)
         except BaseException:  # divergence, an interrupt: the checkpoint begun is completed
             with contextlib.suppress(Exception):
-                self.finish_save()
+                self.ckpts.finish()
             raise
-        self.finish_save()
+        self.ckpts.finish()
         self.timer.totals["total_s"] = time.perf_counter() - self.wall
-        self.state = self.real(state)
-        self.raw = {
-            "acc": self.acc,
-            "timing": self.timer.totals,
-            "losses": self.losses,
-            "per_task": self.per_task,
-            "after_task": self.extra,
-            "after_chunk": self.chunk_extra,
-        }
-        return self
+        return RunOutput(
+            config=self.config,
+            state=self.real(state),
+            acc=self.acc,
+            timing=self.timer.totals,
+            losses=self.losses,
+            per_task=self.per_task,
+            after_task=self.extra,
+            after_chunk=self.chunk_extra,
+            nonfinite=self.nonfinite,
+            devices=self.mesh.size,
+            seed_devices=sharding.seeds_size(self.mesh),
+            settings=self.plan.settings,
+        )
 
     def task(self, ctx: TaskContext, state, t: int, resumed: Partial | None):
         """begin_task, the task's chunks, end_task, resize: `(state, stopped mid-task)`."""
-        method, T = self.method, self.scenario.num_tasks
-        info = self.plan.task_info(t)
+        method, info = self.method, self.plan.task_info(t)
         if method.does("begin_task") and resumed is None:
             state = jax.jit(self.begin, static_argnums=1)(state, t)
         ctx.keys = self.keys_for(t, KEYS_STEPS)
-        x, y, tid = training_data(self.config.protocol, self.scenario, t)
+        x, y, tid = self.feed.training_data(t)
         if method.does("begin_task_data") and resumed is None and x is not None:
-            state = self.on_data(
-                method.begin_task_data, state, info, x, y, tid, self.keys_for(t, KEYS_BEGIN_DATA)
-            )
+            keys = self.keys_for(t, KEYS_BEGIN_DATA)
+            state = self.on_data(method.begin_task_data, state, info, x, y, tid, keys)
         if x is not None:
-            desc = f"{method.name} {self.scenario.name} task {t + 1}/{T}"
+            desc = f"{method.name} {self.scenario.name} task {t + 1}/{self.scenario.num_tasks}"
             pool = self.pool_size(state, t)
             state, loss, measured = train_task(ctx, state, x, y, t, desc, resumed, tid, pool)
             if loss is None:  # stopped mid-task
@@ -389,65 +361,47 @@ class SeedsRun:
 
     def on_data(self, fn, state, info, x, y, tid, keys):
         """`fn(state, info, (x, y), key)` (`end_task`, `begin_task_data`) of every seed on the
-        task's data (through each seed's maps)."""
+        task's data, as the feed shows it to each seed."""
 
         def bound(s, data, k):
             return fn(s, info, data, k)
 
-        x, y = jnp.asarray(x), jnp.asarray(y)
-        if self.maps is None:
-            return jax.jit(jax.vmap(bound, (0, None, 0)))(state, (x, y), keys)
+        return self.feed.on_data(bound, state, x, y, tid, keys)
 
-        one = int(tid[0]) if (tid == tid[0]).all() else None  # one task: one map for all
-
-        def through_maps(s, k, src, keep):
-            src, keep = (src[one], keep[one]) if one is not None else (src[tid], keep[tid])
-            return bound(s, (apply_maps(x, src, keep), y), k)
-
-        return jax.jit(jax.vmap(through_maps))(state, keys, *self.maps)
-
-    def evaluate(self, evaluate, tests, state, t: int):
-        """Task t's row of both accuracy matrices, and the line per task."""
-        (x_test, y_test, v_test), masks, counts, _ = tests
-        T = self.scenario.num_tasks
+    def score(self, evaluator, state, t: int):
+        """Task t's row of both accuracy matrices, told to the logger and the log."""
         start = time.perf_counter()
-        seen = masks[: t + 1].any(0)
-        active = np.arange(T) <= t
-        cil, til = evaluate(state, x_test, y_test, v_test, active, seen, masks)
-        cil, til = np.asarray(cil), np.asarray(til)  # blocks: eval_s includes the wait
+        cil, til = evaluator.row(state, t)
         self.timer.add("eval_s", time.perf_counter() - start)
         n = self.n  # the padding seeds' rows dropped
-        self.acc["class-il"][:, t, : t + 1] = evaluation.percent_seen(cil, counts, t)[:n]
-        self.acc["task-il"][:, t, : t + 1] = evaluation.percent_seen(til, counts, t)[:n]
-        if jax.process_index() == 0:  # one host speaks for a multi-host job, as with the bar
-            scored = self.method.needs.settings or ("class-il", "task-il")
-            shown = (("class-il", "class-IL"), ("task-il", "task-IL"))
-            if self.scenario.single_setting is not None:  # one head: one number
-                shown, scored = (("class-il", self.scenario.single_setting),), ("class-il",)
-            accs = ", ".join(
-                f"{name} {self.acc[s][:, t, : t + 1].mean():.2f}"
-                for s, name in shown
-                if s in scored
+        self.acc["class-il"][:, t, : t + 1] = cil[:n]
+        self.acc["task-il"][:, t, : t + 1] = til[:n]
+        if jax.process_index() != 0:  # one host speaks for a multi-host job, as with the bar
+            return
+        shown = self.shown()
+        if self.logs():
+            self.hooks.logger.task(
+                t, {key: self.acc[s][:, t, : t + 1].tolist() for s, _, key in shown}
             )
-            if self.logs():
-                self.hooks.logger.task(
-                    t,
-                    {
-                        self.scenario.single_setting or s: self.acc[s][:, t, : t + 1].tolist()
-                        for s, _ in shown
-                        if s in scored
-                    },
-                )
-            log.info(
-                "%s %s task %d/%d, seeds %s: %s (mean over tasks seen), %.0f s",
-                self.method.name,
-                self.scenario.name,
-                t + 1,
-                T,
-                list(self.seeds[: self.n]),
-                accs,
-                time.perf_counter() - self.wall,
-            )
+        accs = ", ".join(f"{name} {self.acc[s][:, t, : t + 1].mean():.2f}" for s, name, _ in shown)
+        log.info(
+            "%s %s task %d/%d, seeds %s: %s (mean over tasks seen), %.0f s",
+            self.method.name,
+            self.scenario.name,
+            t + 1,
+            self.scenario.num_tasks,
+            list(self.seeds[: self.n]),
+            accs,
+            time.perf_counter() - self.wall,
+        )
+
+    def shown(self):
+        """`(matrix, name shown, name logged)` of each setting the run scores."""
+        single = self.scenario.single_setting
+        if single is not None:  # one head: one number, in the class-IL matrix
+            return [("class-il", single, single)]
+        names = {"class-il": "class-IL", "task-il": "task-IL"}
+        return [(s, names[s], s) for s in self.plan.settings]
 
     def after(self, state, t: int):
         """The measurements and callbacks after task t, then its checkpoint."""
@@ -455,5 +409,5 @@ class SeedsRun:
             self.extra[t] = list(self.hooks.after_task(t, state))[: self.n]
         if self.hooks.on_task is not None and jax.process_index() == 0:
             self.hooks.on_task(t, state, self.keys_for(t, KEYS_STEPS))
-        if self.manager is not None:
+        if self.ckpts.enabled:
             self.save(state, t)
