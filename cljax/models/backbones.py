@@ -3,7 +3,9 @@
 Every model is a Linen module called as `model.apply(variables, x, train=...)`.
 Models with BatchNorm keep running statistics in the `batch_stats` collection.
 With `num_classes=None` a model returns its features (the input of its last
-layer): `dyn_expand` stacks such feature extractors.
+layer): `dyn_expand` stacks such feature extractors. The ResNet's convolutions are
+`cljax.models.conv.Conv` (flax's variables; im2col matmuls on a CPU, where `lax.conv`
+inside the compiled task's loop is 50-150x slower, `lax.conv` elsewhere).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from cljax.models.conv import Conv
 
 _xavier = nn.initializers.xavier_uniform()
 
@@ -158,7 +162,7 @@ class BasicBlock(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool):
         norm = lambda: BatchNorm(dtype=self.dtype)
-        conv = lambda planes, k, stride, pad: nn.Conv(
+        conv = lambda planes, k, stride, pad: Conv(
             planes,
             (k, k),
             stride,
@@ -187,7 +191,7 @@ class ResNet18(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        x = nn.Conv(
+        x = Conv(
             self.nf,
             (3, 3),
             1,

@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 from flax.training import train_state
 
+from cljax.models.conv import Conv, ConvTranspose
+
 
 def _with_labels(z, y, num_classes):
     if num_classes <= 0:
@@ -75,8 +77,8 @@ class DCGenerator(nn.Module):
         c = self.image_shape[2] if len(self.image_shape) == 3 else 1
         x = nn.relu(nn.Dense(h // 4 * w // 4 * 2 * self.ch)(_with_labels(z, y, self.num_classes)))
         x = x.reshape((z.shape[0], h // 4, w // 4, 2 * self.ch))
-        x = nn.relu(nn.ConvTranspose(self.ch, (5, 5), (2, 2))(x))
-        x = nn.sigmoid(nn.ConvTranspose(c, (5, 5), (2, 2))(x))
+        x = nn.relu(ConvTranspose(self.ch, (5, 5), (2, 2))(x))
+        x = nn.sigmoid(ConvTranspose(c, (5, 5), (2, 2))(x))
         return x.reshape((z.shape[0], *self.image_shape))
 
 
@@ -90,8 +92,8 @@ class DCDiscriminator(nn.Module):
     def __call__(self, x):
         if x.ndim == 3:
             x = x[..., None]
-        x = nn.leaky_relu(nn.Conv(self.ch, (5, 5), (2, 2))(x), 0.2)
-        x = nn.leaky_relu(nn.Conv(2 * self.ch, (5, 5), (2, 2))(x), 0.2)
+        x = nn.leaky_relu(Conv(self.ch, (5, 5), (2, 2))(x), 0.2)
+        x = nn.leaky_relu(Conv(2 * self.ch, (5, 5), (2, 2))(x), 0.2)
         x = x.reshape((x.shape[0], -1))
         adv = nn.Dense(1)(x)[:, 0]
         cls = nn.Dense(self.num_classes)(x) if self.num_classes > 0 else None
@@ -140,7 +142,7 @@ class MerganGenerator(nn.Module):
         x = x.reshape((z.shape[0], sh // 8, sw // 8, 4 * self.dim))
         for width in (2 * self.dim, self.dim, c):
             x = nn.relu(CondBatchNorm(self.num_classes)(x, y))
-            x = nn.ConvTranspose(width, (5, 5), (2, 2), padding="SAME")(x)
+            x = ConvTranspose(width, (5, 5), (2, 2), padding="SAME")(x)
         x = (jnp.tanh(x) + 1.0) / 2.0
         top, left = (sh - h) // 2, (sw - w) // 2
         return x[:, top : top + h, left : left + w].reshape((z.shape[0], *self.image_shape))
@@ -161,7 +163,7 @@ class MerganDiscriminator(nn.Module):
         ph, pw = _padded_side(x.shape[1]) - x.shape[1], _padded_side(x.shape[2]) - x.shape[2]
         x = jnp.pad(x, ((0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)))
         for width in (self.dim, 2 * self.dim, 4 * self.dim):
-            x = nn.leaky_relu(nn.Conv(width, (5, 5), (2, 2), padding="SAME")(x), 0.2)
+            x = nn.leaky_relu(Conv(width, (5, 5), (2, 2), padding="SAME")(x), 0.2)
         x = x.reshape((x.shape[0], -1))
         adv = nn.Dense(1)(x)[:, 0]
         cls = nn.Dense(self.num_classes)(x) if self.num_classes > 0 else None
