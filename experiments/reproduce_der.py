@@ -128,6 +128,9 @@ VARIANTS = {
     # the true exemplars replayed (Mammoth since 2022), its raw features: which of the two
     # differences moves the row
     "icarl-unnormalized": ("icarl", {"normalize": False}),
+    # SI's importance as Mammoth gathers it since 2024 (the path integral of the CE gradient),
+    # beside the default, the formula of the code the DER paper ran (see cljax/methods/si.py)
+    "si-path": ("si", {"omega": "path"}),
 }
 DOMAIN = ("perm-mnist", "rot-mnist")
 

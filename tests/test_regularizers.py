@@ -148,3 +148,36 @@ def test_si_omega_is_the_path_integral_and_omega_big_its_normalisation():
     total = g_w + 2 * c * float(ended.big_omega["w"]) * 0.01
     assert abs(total) < 1
     np.testing.assert_allclose(after.net.params["w"], w_c + 0.01 - lr * total, rtol=1e-5)
+
+
+@pytest.mark.parametrize("omega", ["paper", "path"])
+def test_si_importance_is_the_papers_or_the_path_integral(omega):
+    """Where the two formulas part: a step with the penalty on and w's total gradient over
+    the clip. `"paper"` (the code the DER paper ran) gathers lr * g^2 of the clipped total
+    gradient; `"path"` (Mammoth since 2024) the unclipped cross-entropy gradient times the
+    step taken."""
+    lr, c, xi = 0.05, 2.0, 0.3
+    method = si(lr=lr, c=c, xi=xi, omega=omega)
+    state = method.init(jax.random.key(0), X[:1])
+    omega_big = {"w": jnp.asarray(3.0), "b": jnp.asarray(0.5)}
+    theta_c = {"w": jnp.asarray(0.2), "b": jnp.asarray(-0.2)}
+    state = state.replace(big_omega=omega_big, checkpoint=theta_c)
+    batch = {"x": jnp.asarray(X[:2]), "y": jnp.asarray(Y[:2])}
+    after, _ = jax.jit(method.train_step)(state, batch, jax.random.key(1))
+
+    def ce(p):
+        z = p["w"] * X[:2, 0] + p["b"]
+        return -jnp.mean(jax.nn.log_softmax(jnp.stack([z, -z], -1))[jnp.arange(2), Y[:2]])
+
+    params = {"w": 0.7, "b": -0.2}
+    g_ce = {k: float(v) for k, v in jax.grad(ce)(params).items()}
+    total = {
+        k: g_ce[k] + 2 * c * float(omega_big[k]) * (params[k] - float(theta_c[k])) for k in g_ce
+    }
+    clipped = {k: float(np.clip(v, -1, 1)) for k, v in total.items()}
+    assert abs(total["w"]) > 1  # the clip is active: the formulas differ
+    step = {k: -lr * clipped[k] for k in g_ce}
+    for k in g_ce:
+        np.testing.assert_allclose(after.net.params[k], params[k] + step[k], rtol=1e-5)
+        want = lr * clipped[k] ** 2 if omega == "paper" else g_ce[k] * -step[k]
+        np.testing.assert_allclose(after.small_omega[k], want, rtol=1e-4, atol=1e-9)

@@ -1,21 +1,27 @@
 """Synaptic Intelligence (`si`): Zenke, Poole, Ganguli, ICML 2017, as the DER paper ran it
-(Mammoth's `models/si.py`).
+(Mammoth's `models/si.py` at 5dc82be, Nov 2020), and as Mammoth runs it today.
 
-Each parameter's importance is the path integral of the loss gradient along its
-trajectory during a task, `omega_i = sum_steps g_i * (theta_i(before) -
-theta_i(after))`, with `g` the gradient of the task loss alone. At the task's end
-it is normalised by how far the parameter moved plus `xi` and added to the
-running importance, `Omega <- Omega + omega / ((theta - theta_c)^2 + xi)`; then
-`theta_c <- theta` and `omega <- 0`. Each step minimises
-`CE(f(x), y) + c * sum_i Omega_i (theta_i - theta_c_i)^2`: as in Mammoth the
+Each step minimises `CE(f(x), y) + c * sum_i Omega_i (theta_i - theta_c_i)^2`: the
 penalty's gradient is added in closed form (`2 c Omega (theta - theta_c)`), every
 gradient element is clipped to [-1, 1] (`clip_grad_value_(..., 1)`) before the SGD
-step, and the reported loss is the cross-entropy alone. `Omega` is zero during
-the first task and `theta_c` starts at the initial parameters.
+step. During a task each parameter gathers an importance `omega`, by `omega`:
 
-Where this deviates from Mammoth: nothing known. (Zenke et al.'s own code uses
-Adam and a per-task `omega` reset; the DER paper's rows use Mammoth's SGD, which
-this follows.)
+- `"paper"` (the default; the code the DER paper ran, 5dc82be `models/si.py:57-62`):
+  `omega += lr * g^2`, `g` the clipped gradient of the *total* loss (cross-entropy
+  plus the penalty), as Mammoth reads `get_grads()` after `clip_grad_value_`;
+- `"path"` (Mammoth since 2024, 20ff873 / 3ff5aaf; closer to Zenke et al.'s path
+  integral): `omega += g_CE * (theta(before) - theta(after))`, `g_CE` the unclipped
+  gradient of the cross-entropy alone.
+
+At the task's end it is normalised by how far the parameter moved plus `xi` and added
+to the running importance, `Omega <- Omega + omega / ((theta - theta_c)^2 + xi)`; then
+`theta_c <- theta` and `omega <- 0`. `Omega` is zero during the first task and
+`theta_c` starts at the initial parameters.
+
+Where this deviates from Mammoth: the reported loss is the cross-entropy alone (5dc82be
+reports it plus `c` times the penalty; today's Mammoth the cross-entropy): nothing that
+is learned. (Zenke et al.'s own code uses Adam and a per-task `omega` reset; the DER
+paper's rows use Mammoth's SGD, which this follows.)
 """
 
 from __future__ import annotations
@@ -40,6 +46,12 @@ class Config(Hyperparams):
     c: float = hparam(1.0, "weight of the surrogate loss (the paper's c)", ge=0)
     xi: float = hparam(0.9, "damping of the importance normalisation (the paper's xi)", gt=0)
     clip: float = hparam(1.0, "each gradient element clipped to [-clip, clip] (Mammoth's 1)", gt=0)
+    omega: str = hparam(
+        "paper",
+        "the importance gathered each step: paper (lr * g^2 of the clipped total gradient, "
+        "the code the DER paper ran) or path (g_CE * -delta theta, Mammoth since 2024)",
+        choices=("paper", "path"),
+    )
 
 
 @struct.dataclass
@@ -64,19 +76,23 @@ def penalty_grads(config: Config, state: SiState):
 
 
 def train_step(config: Config, input_fn, state: SiState, batch, key):
-    """One clipped SGD step on the CE plus the surrogate loss; `omega` gains g * (-delta)."""
+    """One clipped SGD step on the CE plus the surrogate loss; `omega` gains `lr * g^2`
+    (`"paper"`) or `g_CE * (-delta theta)` (`"path"`)."""
     x = input_fn(batch["x"], key, True)
     loss, stats, grads = ce_and_grads(state.net, x, batch["y"])
     total = jax.tree.map(jnp.add, grads, penalty_grads(config, state))
     total = jax.tree.map(lambda g: jnp.clip(g, -config.clip, config.clip), total)
     net = state.net.apply_gradients(grads=total, batch_stats=stats)
-    small = jax.tree.map(
-        lambda w, g, before, after: w + g * (before - after),
-        state.small_omega,
-        grads,
-        state.net.params,
-        net.params,
-    )
+    if config.omega == "paper":
+        small = jax.tree.map(lambda w, g: w + config.lr * g**2, state.small_omega, total)
+    else:
+        small = jax.tree.map(
+            lambda w, g, before, after: w + g * (before - after),
+            state.small_omega,
+            grads,
+            state.net.params,
+            net.params,
+        )
     return state.replace(net=net, small_omega=small), {"loss": loss}
 
 
