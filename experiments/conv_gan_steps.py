@@ -49,6 +49,7 @@ from cljax.methods import generative as gan_lib
 from cljax.methods import mergan
 from cljax.methods.generative import chunks
 from cljax.models import gan as gan_models
+from experiments.conv_steps import scanned_timing
 
 SHAPE = (32, 32, 1)
 CLASSES = 10
@@ -103,25 +104,11 @@ def time_scanned(step, state, steps: int, repeats: int) -> dict:
     x = rng.integers(0, 256, (steps, N_CRITIC * CHUNK, *SHAPE), np.uint8)
     y = rng.integers(0, CLASSES, (steps, N_CRITIC * CHUNK), np.int32)
 
-    def task(state, xs, ys, key):
-        keys = jax.random.split(key, xs.shape[0])
-        body = lambda s, inp: step(s, {"x": inp[0], "y": inp[1]}, inp[2])  # noqa: E731
-        return jax.lax.scan(body, state, (xs, ys, keys))
-
-    start = time.perf_counter()
-    compiled = jax.jit(task).lower(state, x, y, jax.random.key(1)).compile()
-    compile_s = time.perf_counter() - start
-    per_step = []
-    for r in range(repeats):
-        start = time.perf_counter()
-        out, metrics = compiled(state, x, y, jax.random.key(2 + r))
-        jax.block_until_ready((out, metrics))
-        per_step.append((time.perf_counter() - start) / steps)
+    timing = scanned_timing(step, state, x, y, repeats)
+    metrics = timing.pop("metrics")
     finite = all(bool(jnp.isfinite(v).all()) for v in jax.tree.leaves(metrics))
     return {
-        "compile_s": compile_s,
-        "step_s": statistics.median(per_step),
-        "runs": per_step,
+        **timing,
         "finite": finite,
     }
 
