@@ -2,6 +2,8 @@
 against PyTorch on the same CPU (issue 48's conv table, first row).
 
     python -m experiments.conv_steps [--nf 64] [--steps 4] [--repeats 2] [--torch-threads 2]
+    python -m experiments.conv_steps --seeds 1 5 --dtypes float32 bfloat16 --steps 50 --no-torch
+        # the GPU check (issue 47 item 6): steps/s at 1 and 5 vmapped seeds, f32 and bf16
 
 cljax: `derpp.make(...).train_step` scanned over `--steps` steps in one jitted program (the
 compiled task's form), the buffer full, batch 32 plus two replay minibatches of 32; the
@@ -30,9 +32,10 @@ from cljax.methods import derpp
 CIFAR = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2615))
 
 
-def cljax_derpp(nf: int, steps: int, repeats: int) -> dict:
-    """Compile and per-step seconds of DER++ scanned over `steps` steps."""
-    model = models.ResNet18(num_classes=10, nf=nf)
+def cljax_derpp(nf: int, steps: int, repeats: int, seeds: int = 1, dtype="float32") -> dict:
+    """Compile and per-step seconds of DER++ scanned over `steps` steps, `seeds` seeds under
+    `vmap` (the data shared, as the driver runs them), computing in `dtype`."""
+    model = models.ResNet18(num_classes=10, nf=nf, dtype=models.DTYPES[dtype])
     method = derpp.make(
         model=model,
         input_fn=scenarios.cifar_input(*CIFAR),
@@ -54,7 +57,12 @@ def cljax_derpp(nf: int, steps: int, repeats: int) -> dict:
         )
     )
 
-    return scanned_timing(method.train_step, state, x, y, repeats)
+    if seeds == 1:
+        return scanned_timing(method.train_step, state, x, y, repeats)
+    states = jax.tree.map(lambda a: jnp.stack([a] * seeds), state)
+    keys_of = lambda k: jax.random.split(k, seeds)  # noqa: E731
+    step = jax.vmap(lambda s, b, k: method.train_step(s, b, k), (0, None, 0))
+    return scanned_timing(lambda s, b, k: step(s, b, keys_of(k)), states, x, y, repeats)
 
 
 def scanned_timing(step, state, x, y, repeats: int) -> dict:
@@ -126,13 +134,25 @@ def main(argv=None) -> dict:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--torch-threads", type=int, default=2)
     p.add_argument("--no-torch", action="store_true")
+    p.add_argument("--seeds", type=int, nargs="+", default=[1], help="vmapped seeds (cljax)")
+    p.add_argument("--dtypes", nargs="+", default=["float32"], choices=["float32", "bfloat16"])
     args = p.parse_args(argv)
+    print(f"DER++ ResNet-18 nf {args.nf}, batch 32 + 2 x 32 replayed, {jax.devices()[0]}")
+    for dtype in args.dtypes:
+        for seeds in args.seeds:
+            if (seeds, dtype) == (1, "float32"):
+                continue  # the first line, below
+            c = cljax_derpp(args.nf, args.steps, args.repeats, seeds, dtype)
+            print(
+                f"cljax {dtype}, {seeds} seeds vmapped, {args.steps} steps scanned: compile "
+                f"{c['compile_s']:.1f} s, {c['step_s']:.3f} s a step, "
+                f"{seeds / c['step_s']:.1f} seed-steps/s"
+            )
     out = {"cljax": cljax_derpp(args.nf, args.steps, args.repeats)}
     out["cljax"].pop("metrics")
     if not args.no_torch:
         out["torch"] = torch_derpp(args.nf, args.steps, args.torch_threads)
     c = out["cljax"]
-    print(f"DER++ ResNet-18 nf {args.nf}, batch 32 + 2 x 32 replayed, {jax.devices()[0]}")
     print(
         f"cljax in one scanned program of {args.steps} steps: compile {c['compile_s']:.1f} s, {c['step_s']:.3f} s a step {[round(r, 3) for r in c['runs']]}"
     )
