@@ -142,3 +142,14 @@ def test_what_a_method_needs_travels_on_it():
     icarl = build("icarl")
     state = icarl.init(jax.random.key(0), SC.train(0)[0][:1])
     assert icarl.train_pool(state, None)[2].shape == (icarl.needs.pool_capacity,)
+
+
+def test_task_info_never_leaves_the_past_classes_out():
+    """A later task's TaskInfo without `seen` is refused (LwF would train without
+    distillation, iCaRL divide by zero); the first task's defaults to its own classes."""
+    assert TaskInfo(0, (0, 1)).seen == (0, 1)
+    with pytest.raises(ValueError, match="give `seen`"):
+        TaskInfo(1, (2, 3))
+    task = TaskInfo.of(1, [(0, 1), (2, 3)], batch_size=4)
+    assert task.seen == (0, 1, 2, 3) and task.classes == (2, 3) and task.num_tasks == 2
+    assert task_info(1).seen == TaskInfo.of(1, [SC.classes(0), SC.classes(1)]).seen

@@ -34,9 +34,7 @@ Batch = dict  # {"x": inputs (B, ...), "y": integer labels (B,)}
 TaskData = tuple  # a task's training data `(x, y)`, raw as the scenario stores it
 
 
-class TaskInfo(NamedTuple):
-    """Static facts about the task about to start."""
-
+class _TaskFields(NamedTuple):
     index: int
     classes: tuple[int, ...]
     seen: tuple[int, ...] = ()  # every class of tasks 0..index (this one included)
@@ -45,6 +43,36 @@ class TaskInfo(NamedTuple):
     batch_size: int = 0  # items of the task a step (0: unknown)
     epochs: int = 0  # passes over the task's data (0: unknown, or set by steps)
     num_tasks: int = 0  # tasks in the whole sequence (0: unknown)
+
+
+class TaskInfo(_TaskFields):
+    """Static facts about the task about to start.
+
+    `seen` (every class of tasks 0..index) is what LwF, iCaRL, PNN and dyn_expand read
+    the past classes from: the first task's defaults to its own classes, a later task's
+    must be given (`TaskInfo.of` builds it from every task's classes), so that a user's
+    loop cannot leave it empty and silently train without the past."""
+
+    __slots__ = ()
+
+    def __new__(cls, *args, **kwargs):
+        self = super().__new__(cls, *args, **kwargs)
+        if not self.seen:
+            if self.index > 0:
+                raise ValueError(
+                    f"TaskInfo of task {self.index}: give `seen`, the classes of tasks 0.."
+                    f"{self.index} (TaskInfo.of(t, classes_of_every_task) builds it)"
+                )
+            self = self._replace(seen=tuple(self.classes))
+        return self
+
+    @classmethod
+    def of(cls, index: int, task_classes, **facts) -> TaskInfo:
+        """Task `index` of a sequence whose task j has classes `task_classes[j]`; `facts`
+        the other fields (`batch_size`, `steps_per_epoch`, ...)."""
+        seen = tuple(c for j in range(index + 1) for c in task_classes[j])
+        facts.setdefault("num_tasks", len(task_classes))
+        return cls(index, tuple(task_classes[index]), seen, **facts)
 
 
 class InitFn(Protocol):
