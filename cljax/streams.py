@@ -32,8 +32,8 @@ Where this deviates from Mammoth, and why:
   step of its own (`Scenario.stream_batches`, the run setting `last_batch`
   "short", the default). Measured with Mammoth's own DER (buffer 200) on our
   stream's items, 5 seeds: 55.08 with these batches, 60.53 with a batch cut
-  every B items (the way before session 27; `last_batch=fill` still does it,
-  the stream's last batch then topped up with its first items).
+  every B items (`last_batch=fill`, the stream's last batch then topped up with
+  its first items; the history is in docs/results.md).
 - Mammoth's test draws random batches with replacement (rotation angles in draw
   order); here every test image is used once, the angles `k 360 / N_j` assigned
   in a fixed random order: the same angles, without the draw's noise.

@@ -25,7 +25,7 @@ TUNED["seq-fashion-mnist"] = same_as(TUNED["seq-mnist"], OURS_FASHION)
 # Mammoth's best_args have no GSS row for MNIST-360 (none of its versions), so it was tuned
 # as the paper tuned every row: a grid on 10% of the training set held out (experiments/tune.py,
 # experiments/results/tune_gss_mnist360_500.md), at buffer 500 only, 4 seeds; the best point
-# (55.46 on validation) serves the three buffers. At buffer 1000 a second grid (session 30,
+# (55.46 on validation) serves the three buffers. At buffer 1000 a second grid (
 # experiments/results/tune_gss_mnist360_1000.md: lr 0.2/0.3 x 64/128 replayed, batch 16)
 # ranked the same point first (60.38 on validation; 58.83, 57.69, 56.94 for the others).
 # (ER's row, batch 1, which ran here before: 44.14 on the test set at 500, 3 seeds.)

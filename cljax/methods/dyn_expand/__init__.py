@@ -67,9 +67,9 @@ Where this follows the authors' code or deviates, and why:
   pipeline, run settings of the scenario: its fixed class order
   (`class_order=der`, PODNet's order, `trial: 2`) and
   `ColorJitter(brightness=63/255)` after the crop and flip (`brightness`).
-- The classifier as the official code (issue 32; before it, `classifier=reused`
-  and `retrain_data=memory`, which the committed MNIST tables' rows marked
-  'classifier before issue 32' ran): at each task a new classifier over the
+- The classifier as the official code (`classifier=reused` and
+  `retrain_data=memory` are our first version, which the committed MNIST tables'
+  rows so marked ran; docs/results.md has the history): at each task a new classifier over the
   whole super feature and a new auxiliary head, Kaiming normal without bias
   (`reuse_oldfc: False`, `use_bias: False`), re-initialised as PyTorch's Linear
   (`reset_parameters`) for the re-training and when the warm-up ends. The

@@ -81,7 +81,7 @@ def retrain_classifier(config: Config, parts: Parts, state: DynState, pool, feat
     epoch visits the pool's items once, in a new random order, in batches of
     `retrain_batch`, the last one smaller, augmented by `featurize`). With `featurize` None
     the inputs are features computed once, and every epoch takes `ceil(pool /
-    retrain_batch)` full batches of a random permutation wrapped round (before issue 32)."""
+    retrain_batch)` full batches of a random permutation wrapped round (`retrain_data=memory`)."""
     inputs, labels, weights = pool
     size, batch = weights.shape[0], config.retrain_batch
     batches = math.ceil(size / batch)

@@ -59,7 +59,7 @@ class Config(Hyperparams):
         "balanced",
         "balanced: the official class-balanced subset of the task's data and the old memory, "
         "augmented batches through the frozen network every epoch; memory: the updated "
-        "memory's features computed once (before issue 32)",
+        "memory's features computed once (our first version)",
         choices=("balanced", "memory"),
     )
 
