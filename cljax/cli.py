@@ -29,24 +29,16 @@ from typing import NamedTuple
 import jax
 
 import cljax.run as run_lib
-from cljax import (
-    evaluation,
-    jit_cache,
-    loggers,
-    methods,
-    plots,
-    report,
-    scenarios,
-    sharding,
-    streams,
-    train,
-    tuned,
-)
-from cljax import workdir as workdir_lib
-from cljax.checkpoint import CheckpointError, CheckpointWriteError
-from cljax.data import DataError
-from cljax.scenarios import BENCHMARKS
-from cljax.workdir import WorkdirError
+from cljax import methods, train, tuned
+from cljax.benchmarks import scenarios, streams
+from cljax.benchmarks.data import DataError
+from cljax.benchmarks.scenarios import BENCHMARKS
+from cljax.outputs import loggers, plots, report
+from cljax.run import evaluate as evaluation
+from cljax.run import jit_cache, sharding
+from cljax.run import workdir as workdir_lib
+from cljax.run.checkpoint_io import CheckpointError, CheckpointWriteError
+from cljax.run.workdir import WorkdirError
 
 
 class UsageError(Exception):
@@ -315,6 +307,7 @@ def _main(args) -> int:
             progress=not args.no_progress,
             checkpoint_every_s=args.checkpoint_minutes * 60,
             on_nonfinite=args.on_nonfinite,
+            record=run.record(scenario.model),
         )
         # the run's shape, checked before anything is written (the stream drawn, the devices)
         plan = run_lib.plan_run(method, scenario, config)
@@ -374,7 +367,7 @@ def checkpoint_bytes(method, scenario, n_seeds: int) -> int:
 
 def _run(args, method, plan, settings, workdir: Path) -> int:
     """Trains into `workdir` (checked and locked) and writes results.json and the plot."""
-    run, scenario, seeds = settings.run, plan.scenario, plan.seeds[: plan.n_real]
+    scenario, seeds = plan.scenario, plan.seeds[: plan.n_real]
     if args.overwrite and workdir.exists():
         shutil.rmtree(workdir / "checkpoints", ignore_errors=True)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -389,7 +382,7 @@ def _run(args, method, plan, settings, workdir: Path) -> int:
     tuned.note_tuning(settings, scenario.name, args.buffer_size)
     print(
         f"{args.method} on {scenario.name} ({scenario.num_tasks} tasks), seeds {list(seeds)}, "
-        f"hparams {method.hparams | run.to_dict()} -> {workdir}"
+        f"hparams {report.recorded_hparams(method.hparams, config)} -> {workdir}"
     )
     on_task = None
     if method.host.sample is not None:
@@ -401,7 +394,7 @@ def _run(args, method, plan, settings, workdir: Path) -> int:
         try:
             logger = loggers.make(args.log, workdir)
             if logger is not None:
-                hparams = method.hparams | run.to_dict()
+                hparams = report.recorded_hparams(method.hparams, config)
                 logger.start(
                     {"method": args.method, "benchmark": scenario.name, "seeds": list(seeds)}
                     | {"hparams": hparams}
@@ -428,7 +421,7 @@ class _Hooks(NamedTuple):
 
 def _train_and_write(args, method, scenario, settings, config, workdir, logger, hooks) -> int:
     """Trains, then writes results.json and the plots (the loggers told as it goes)."""
-    run, seeds = settings.run, config.seeds
+    seeds = config.seeds
     on_task, probe, over_time = hooks
     resume_line = f"rerun with --resume --workdir {workdir}"
     say = lambda line: print(line, file=sys.stderr)
@@ -462,9 +455,6 @@ def _train_and_write(args, method, scenario, settings, config, workdir, logger, 
         )
         return 130
     res.pop("state")
-    res["hparams"].update(dtype=run.dtype, steps=run.steps, model=run.model or scenario.model)
-    if run.class_order != "label" or run.brightness:  # what a CIFAR recipe changed
-        res["hparams"].update(class_order=run.class_order, brightness=run.brightness)
     res["tuned"] = settings.tuned_record()
     if jax.process_index() != 0:  # several hosts: the first one writes the results
         return 0

@@ -51,7 +51,7 @@ def _kind_name(tp) -> str:
 
 
 def hparams_table(config_cls) -> str:
-    from cljax.config import _bounds_text
+    from cljax.core.config import _bounds_text
 
     hints = typing.get_type_hints(config_cls)
     rows = ["| name | type | default | allowed | what it is |", "|---|---|---|---|---|"]

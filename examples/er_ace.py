@@ -7,7 +7,7 @@ ER with the asymmetric cross-entropy: the current batch's loss is taken over the
 logits of the classes present in that batch only (so new classes do not push
 the old ones' logits down), the replayed batch's over every class. A method is
 a module-like object with `Config` (hyperparameters declared once, with
-`cljax.config.hparam`) and `make(config, *, model, input_fn) -> Method` of pure
+`cljax.core.config.hparam`) and `make(config, *, model, input_fn) -> Method` of pure
 functions; `cljax.methods.register` makes it a `--method` of the `cljax`
 command and of `methods.get`, and the driver runs it (seeds under `vmap`,
 checkpoints, results) as any built-in one. `TUNED` (optional) gives its
@@ -23,8 +23,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from cljax import buffer, methods, models, scenarios, train
-from cljax.config import hparam
+from cljax import methods, models, train
+from cljax.benchmarks import scenarios
+from cljax.core import buffer
+from cljax.core.config import hparam
 from cljax.methods import Method, configure
 from cljax.methods.common import (
     ReplayConfig,

@@ -4,7 +4,7 @@
 
 On a machine with several accelerators, `RunConfig(devices=N, seed_devices=K)`
 splits the seeds over K of the N devices and each batch over the other N / K
-(`cljax.sharding`: a `(seeds, data)` mesh). This example runs anywhere: on a CPU
+(`cljax.run.sharding`: a `(seeds, data)` mesh). This example runs anywhere: on a CPU
 it first asks XLA for 4 host devices (`sharding.host_devices`, before JAX's
 backend starts), then trains the same 4 seeds three ways and compares them:
 
@@ -21,14 +21,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from cljax import sharding
+from cljax.run import sharding
 
 sharding.host_devices(4)  # before anything starts JAX's backend (a no-op on accelerators)
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from cljax import methods, models, scenarios, train  # noqa: E402
+from cljax import methods, models, train  # noqa: E402
+from cljax.benchmarks import scenarios  # noqa: E402
 
 
 def main(argv=None) -> dict:

@@ -9,7 +9,7 @@ needed):
    gives pure `init` / `train_step` / `predict`; you write the loop (here one
    `lax.scan` a task, jitted).
 2. Only the buffer: your optimizer (optax's Adam), your loss (DER++'s, written
-   out), `cljax.buffer` for the reservoir and the replay draws.
+   out), `cljax.core.buffer` for the reservoir and the replay draws.
 
 Both print the class-IL accuracy on every task seen after the last one.
 """
@@ -24,7 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from cljax import buffer, scenarios
+from cljax.benchmarks import scenarios
+from cljax.core import buffer
 from cljax.methods import derpp
 
 
@@ -90,7 +91,7 @@ def with_cljax_step(scenario, steps: int, seed: int = 0):
 
 
 def with_buffer_only(scenario, steps: int, seed: int = 0, alpha=0.3, beta=0.5, replay=10):
-    """2. Your optimizer and loss; `cljax.buffer` keeps the reservoir of (x, y, logits)."""
+    """2. Your optimizer and loss; `cljax.core.buffer` keeps the reservoir of (x, y, logits)."""
     model, tx = MyNet(num_classes=scenario.num_classes), optax.adam(5e-3)
     key = jax.random.key(seed)
     x0 = scenario.train(0)[0][:1]

@@ -30,7 +30,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from cljax import methods, models, scenarios, train
+from cljax import methods, models, train
+from cljax.benchmarks import scenarios
 from experiments import bench_limit
 from experiments.tuned import run_tuned
 

@@ -131,13 +131,13 @@ def readme_command(data_dir: str, seeds: int = 5) -> list[dict]:
 
 def run(args) -> dict:
     """Every measurement of the module docstring; returns them (also written)."""
-    from cljax import sharding
+    from cljax.run import sharding
 
     cores = len(os.sched_getaffinity(0))
     sharding.host_devices(cores)  # before JAX starts its backend
     import jax
 
-    from cljax import scenarios
+    from cljax.benchmarks import scenarios
     from experiments.tuned import run_tuned
 
     one_core = one_core_gflops()

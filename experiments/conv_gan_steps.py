@@ -44,7 +44,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cljax import methods, models, scenarios
+from cljax import methods, models
+from cljax.benchmarks import scenarios
 from cljax.methods import generative as gan_lib
 from cljax.methods import mergan
 from cljax.methods.generative import chunks

@@ -26,7 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cljax import models, scenarios
+from cljax import models
+from cljax.benchmarks import scenarios
 from cljax.methods import derpp
 
 CIFAR = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2615))

@@ -29,8 +29,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from cljax import evaluation, models, report, scenarios, train
+from cljax import models, train
+from cljax.benchmarks import scenarios
 from cljax.methods.common import create_net, cross_entropy, predict
+from cljax.outputs import report
+from cljax.run import evaluate as evaluation
 from experiments import rows as table_rows
 from experiments.tuned import build_tuned
 

@@ -34,11 +34,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cljax import buffer as buffer_lib
-from cljax.data import idx as idx_data
+from cljax.benchmarks.data import idx as idx_data
+from cljax.benchmarks.scenarios import scaled_input
+from cljax.core import buffer as buffer_lib
 from cljax.methods import er
 from cljax.models.backbones import MLP
-from cljax.scenarios import scaled_input
 
 
 def load_mammoth(path: str):

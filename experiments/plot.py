@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cljax import results as results_lib
-from cljax import workdir
+from cljax.outputs import results as results_lib
+from cljax.run import workdir
 
 FORMATS = ("png", "svg")
 

@@ -23,7 +23,9 @@ import argparse
 import time
 from pathlib import Path
 
-from cljax import scenarios, sharding, train
+from cljax import train
+from cljax.benchmarks import scenarios
+from cljax.run import sharding
 from experiments import rows as table_rows
 from experiments.tuned import run_tuned
 

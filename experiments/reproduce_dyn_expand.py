@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cljax import models, scenarios, train
+from cljax import models, train
+from cljax.benchmarks import scenarios
 from experiments import rows as table_rows
 from experiments.tuned import planned_hparams, run_tuned
 

@@ -35,9 +35,12 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from cljax import evaluation, scenarios, sharding, train
+from cljax import train
+from cljax.benchmarks import scenarios
 from cljax.methods.common import predict
 from cljax.models import gan as gan_models
+from cljax.run import evaluate as evaluation
+from cljax.run import sharding
 from experiments import rows as table_rows
 from experiments.tuned import build_tuned, planned_hparams, run_tuned
 

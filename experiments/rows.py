@@ -19,7 +19,9 @@ from pathlib import Path
 
 import jax
 
-from cljax import methods, report, workdir
+from cljax import methods
+from cljax.outputs import report
+from cljax.run import workdir
 from experiments import plot
 
 

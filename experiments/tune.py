@@ -24,7 +24,9 @@ import itertools
 import time
 from pathlib import Path
 
-from cljax import methods, scenarios, sharding, train
+from cljax import methods, train
+from cljax.benchmarks import scenarios
+from cljax.run import sharding
 from cljax.tuned import parse_overrides
 from experiments import rows as table_rows
 from experiments.tuned import run_tuned

@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 import sys
 
-from cljax import report, train
+from cljax import train
+from cljax.outputs import report
 from cljax.tuned import build, resolve
 
 CONFIG_KEYS = {"epochs": "n_epochs", "first_epochs": "first_epochs", "steps": "steps"}

@@ -28,7 +28,7 @@ import jax
 import numpy as np
 import pytest
 
-from cljax import scenarios
+from cljax.benchmarks import scenarios
 
 FAST_COMPILE = "--xla_backend_optimization_level=0"
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
@@ -105,14 +105,14 @@ def tiny():
 @pytest.fixture(autouse=True)
 def _results_files_follow_the_schema(request):
     """Every results.json a test writes under its tmp_path validates against the package's
-    JSON Schema (`cljax/results.schema.json`)."""
+    JSON Schema (`cljax/outputs/results.schema.json`)."""
     folder = request.getfixturevalue("tmp_path") if "tmp_path" in request.fixturenames else None
     yield
     if folder is None:
         return
     import json
 
-    from cljax import results
+    from cljax.outputs import results
 
     for path in folder.rglob("results.json"):
         try:
@@ -120,4 +120,4 @@ def _results_files_follow_the_schema(request):
         except ValueError:
             continue  # a test that damages the file on purpose
         errors = results.validate(obj)
-        assert not errors, f"{path} does not follow cljax/results.schema.json: {errors[:3]}"
+        assert not errors, f"{path} does not follow cljax/outputs/results.schema.json: {errors[:3]}"

@@ -19,8 +19,8 @@ os.environ["XLA_FLAGS"] = " ".join([*flags, "--xla_force_host_platform_device_co
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from cljax import methods, models, sharding, train  # noqa: E402
-from cljax.run import compiled, feed  # noqa: E402
+from cljax import methods, models, train  # noqa: E402
+from cljax.run import compiled, feed, sharding  # noqa: E402
 from tests.conftest import tiny_scenario  # noqa: E402
 
 SC = tiny_scenario(num_tasks=2, per_class=16)

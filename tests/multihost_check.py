@@ -15,7 +15,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from cljax import methods, models, sharding, train
+from cljax import methods, models, train
+from cljax.run import sharding
 from tests.conftest import tiny_scenario
 
 SC = tiny_scenario(num_tasks=2, per_class=16)

@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from cljax import run as run_lib
-from cljax import scenarios, streams, train
+from cljax import train
+from cljax.benchmarks import scenarios, streams
 from tests.conftest import tiny_scenario
 
 PLAN = Path(__file__).with_name("golden") / "plan" / "run_plans.json"

@@ -50,7 +50,7 @@ def test_method_bench_runs_on_digits(tmp_path):
 def test_step_flops_counts_the_forward_and_backward_matmuls():
     """XLA's count for an SGD step of the 64-100-100-10 MLP on digits: the forward matmuls
     (2 x batch x weights) and the backward's two more, plus the elementwise rest."""
-    from cljax import scenarios
+    from cljax.benchmarks import scenarios
     from experiments import bench_limit
     from experiments.tuned import build_tuned
 

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cljax import buffer
+from cljax.core import buffer
 
 
 def sequential_slots(num_seen, j, capacity):

@@ -9,7 +9,9 @@ import jax
 import pytest
 
 import cljax
-from cljax import cli, jit_cache, results
+from cljax import cli
+from cljax.outputs import results
+from cljax.run import jit_cache
 from tests.conftest import subprocess_env
 
 FAST = ["--benchmark", "seq-digits", "--set", "n_epochs=1", "--no-progress"]
@@ -407,7 +409,7 @@ def check_logs(workdir, res):
 def test_a_logger_that_cannot_start_stops_the_run_before_it_begins(
     tmp_path, capsys, monkeypatch, log, env, message
 ):
-    from cljax import loggers
+    from cljax.outputs import loggers
 
     hidden = env.pop("hide", None)
     for key, value in env.items():

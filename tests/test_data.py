@@ -12,7 +12,15 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from cljax.data import DataError, cifar, digits, files_read, idx, resolve_data_dir, tfds_adapter
+from cljax.benchmarks.data import (
+    DataError,
+    cifar,
+    digits,
+    files_read,
+    idx,
+    resolve_data_dir,
+    tfds_adapter,
+)
 
 
 def write_idx(path: Path, array: np.ndarray, compress=False):

@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cljax import masks as masks_lib
 from cljax import methods, models, train
+from cljax.core import masks as masks_lib
 from tests.conftest import tiny_scenario
 
 SC = tiny_scenario()

@@ -5,8 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cljax import exemplars, methods, models, scenarios, train, tuned
-from cljax import masks as masks_lib
+from cljax import methods, models, train, tuned
+from cljax.benchmarks import scenarios
+from cljax.core import exemplars
+from cljax.core import masks as masks_lib
 from cljax.methods import dyn_expand as dyn
 from cljax.methods.dyn_expand import prune
 from cljax.models import dyn_expand as dyn_models

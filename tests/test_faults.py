@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from cljax import checkpoint as ckpt_lib
-from cljax import cli, workdir
+from cljax import cli
+from cljax.run import checkpoint_io as ckpt_lib
+from cljax.run import workdir
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = ["--benchmark", "seq-digits", "--seeds", "1", "--set", "n_epochs=1", "--no-progress"]

@@ -10,8 +10,8 @@ import numpy as np
 import optax
 import pytest
 
-from cljax import buffer as buffer_lib
 from cljax import models
+from cljax.core import buffer as buffer_lib
 from cljax.methods import TaskInfo, agem, agem_r, ewc_on, fdr, gem, icarl, lwf
 from cljax.methods.common import cross_entropy, replay_batch
 from cljax.models.backbones import BatchNorm

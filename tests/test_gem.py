@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cljax import models, qp, train
+from cljax import models, train
+from cljax.core import qp
 from cljax.methods import gem
 from tests.conftest import tiny_scenario
 

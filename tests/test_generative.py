@@ -9,10 +9,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cljax import evaluation, methods, models, scenarios, train, tuned
+from cljax import methods, models, train, tuned
+from cljax.benchmarks import scenarios
 from cljax.methods import generative
 from cljax.methods.scholar import solver_step
 from cljax.models import gan
+from cljax.run import evaluate as evaluation
 
 
 def pattern_scenario(per_class=64, seed=0):

@@ -4,7 +4,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cljax import buffer, models
+from cljax import models
+from cljax.core import buffer
 from cljax.methods import gss
 from tests.conftest import tiny_scenario
 

@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cljax import buffer as buffer_lib
 from cljax import methods, models
+from cljax.core import buffer as buffer_lib
 from cljax.methods import TaskInfo
 from cljax.methods.common import predict
 from tests.conftest import tiny_scenario

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from cljax import metrics
+from cljax.outputs import metrics
 
 NAN = np.nan
 R = np.array([[90.0, NAN, NAN], [70.0, 80.0, NAN], [60.0, 85.0, 75.0]])

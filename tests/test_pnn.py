@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cljax import methods, models, scenarios, train
+from cljax import methods, models, train
+from cljax.benchmarks import scenarios
 from cljax.methods import pnn
 from tests.conftest import tiny_scenario
 

@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from cljax import metrics
+from cljax.outputs import metrics
 from experiments import plot, reproduce_der, reproduce_dyn_expand, reproduce_generative, tune
 from experiments import rows as table_rows
 

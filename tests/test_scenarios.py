@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cljax import scenarios
+from cljax.benchmarks import scenarios
 from tests.conftest import tiny_scenario
 
 

@@ -12,8 +12,8 @@ from subprocess import PIPE, STDOUT
 import numpy as np
 import pytest
 
-from cljax import sharding, train
-from cljax.run import plan
+from cljax import train
+from cljax.run import plan, sharding
 from tests import multihost_check
 from tests.conftest import subprocess_env
 

@@ -10,9 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cljax import methods, models, scenarios, streams, train
-from cljax.checkpoint import CheckpointError
+from cljax import methods, models, train
+from cljax.benchmarks import scenarios, streams
 from cljax.run import plan
+from cljax.run.checkpoint_io import CheckpointError
 
 PER_CLASS = 11  # 6 chunks of 2 (the last of 1): 11 // 6 + 1
 

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cljax import cli, models, scenarios
-from cljax.data import DataError, files_read, tinyimagenet
+from cljax import cli, models
+from cljax.benchmarks import scenarios
+from cljax.benchmarks.data import DataError, files_read, tinyimagenet
 
 # Four of the official classes in wnids.txt's order, which is not their sorted order: a
 # loader that sorted them (torchvision's ImageFolder) would swap labels 2 and 3.

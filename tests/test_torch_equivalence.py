@@ -33,8 +33,8 @@ torch = pytest.importorskip(
     "torch", reason="PyTorch is not installed (pip install torch==2.13.0, as .ci/run does)"
 )
 
-from cljax import buffer as buffer_lib  # noqa: E402
 from cljax import methods, models  # noqa: E402
+from cljax.core import buffer as buffer_lib  # noqa: E402
 from cljax.methods.common import mixed_batch, replay_batch  # noqa: E402
 from cljax.models.backbones import BatchNorm  # noqa: E402
 from tests import torch_reference as ref  # noqa: E402

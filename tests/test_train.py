@@ -9,8 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cljax import checkpoint as ckpt_lib
-from cljax import methods, models, report, scenarios, train
+from cljax import methods, models, train
+from cljax.benchmarks import scenarios
+from cljax.outputs import report
+from cljax.run import checkpoint_io as ckpt_lib
 from tests.conftest import tiny_scenario
 
 SC = tiny_scenario(num_tasks=3)

@@ -3,7 +3,7 @@
 A method module (any module here not starting with `_` that defines `Config`
 and `make`) declares:
 
-- `Config`: a frozen dataclass of `cljax.config.hparam` fields, the one place
+- `Config`: a frozen dataclass of `cljax.core.config.hparam` fields, the one place
   each hyperparameter is named (type, default, range, doc);
 - `make(config=None, *, model, input_fn, **overrides) -> Method`;
 - optionally `TEST_CONFIG` (small overrides the contract tests use),

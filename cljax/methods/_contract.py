@@ -169,7 +169,7 @@ _DEFAULTS = {
 
 class _MethodFields(NamedTuple):
     name: str
-    config: Any  # the method's `Config` (cljax.config.Hyperparams)
+    config: Any  # the method's `Config` (cljax.core.config.Hyperparams)
     init: InitFn
     train_step: TrainStepFn
     predict: PredictFn

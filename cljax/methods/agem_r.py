@@ -27,8 +27,8 @@ import dataclasses
 import jax
 import optax
 
-from cljax import buffer as buffer_lib
-from cljax.config import hparam
+from cljax.core import buffer as buffer_lib
+from cljax.core.config import hparam
 from cljax.methods import Method, agem, configure
 from cljax.methods.common import ReplayState, predict_with, replay_init
 

@@ -12,8 +12,8 @@ import optax
 from flax import struct
 from flax.training import train_state
 
-from cljax import buffer as buffer_lib
-from cljax.config import Hyperparams, hparam
+from cljax.core import buffer as buffer_lib
+from cljax.core.config import Hyperparams, hparam
 from cljax.methods import Method
 
 

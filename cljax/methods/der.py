@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from cljax.config import hparam
+from cljax.core.config import hparam
 from cljax.methods import Method, configure
 from cljax.methods.common import DarkConfig, make_dark
 

@@ -7,7 +7,7 @@ instead of replaying to itself: task t learns a mask over the generator
 (`mask_scale`: DGMa holds `s_k = 1/s_max + (s_max - 1/s_max) k / E` through
 epoch k of E; DGMw also rises within each epoch up to `s_k`), HAT's gradient
 compensation (with `s_k` in the place of `s_max`, and `s e` clamped to +-50 as
-the official code computes it, so a saturated mask locks; `cljax/masks.py`);
+the official code computes it, so a saturated mask locks; `cljax/core/masks.py`);
 the embeddings start at 0 and are not clamped, as in the official code. Weights that earlier tasks' masks use get no gradient
 (weight level for DGMw; HAT's `1 - min(a_in, a_out)` rule at unit level for
 DGMa), and a sparsity term `lamb_G * sum m (1 - used) / sum (1 - used)` (all
@@ -77,7 +77,7 @@ import optax
 from flax import struct
 from flax.training import train_state
 
-from cljax.config import Hyperparams, hparam
+from cljax.core.config import Hyperparams, hparam
 from cljax.methods import HostHooks, Method, Needs, TaskInfo, configure, generative
 from cljax.methods import generative as gan_lib
 from cljax.methods.common import class_mask, count_params, cross_entropy

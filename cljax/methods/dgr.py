@@ -34,7 +34,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from cljax.config import hparam
+from cljax.core.config import hparam
 from cljax.methods import HostHooks, Method, Needs, configure, scholar
 from cljax.methods import generative as gan_lib
 from cljax.methods.common import forward

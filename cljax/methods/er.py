@@ -13,7 +13,7 @@ import dataclasses
 import jax
 import optax
 
-from cljax import buffer as buffer_lib
+from cljax.core import buffer as buffer_lib
 from cljax.methods import Method, configure
 from cljax.methods.common import (
     ReplayConfig,

@@ -12,7 +12,7 @@ the paper's QP in its dual form (eq. 11-13), as Mammoth's `project2cone2`:
 
 with `G` the rows `g_k`, `gamma` the margin (the paper's, and Mammoth's
 `--gamma`) and `eps` = 1e-3 Mammoth's ridge. The QP is solved inside the jitted
-step by the exact active-set method of `cljax/qp.py` (quadprog in Mammoth); the
+step by the exact active-set method of `cljax/core/qp.py` (quadprog in Mammoth); the
 projected `g~` then satisfies `G g~ >= -eps v*` (tested, with the optimum
 checked against a brute-force solve).
 
@@ -41,8 +41,8 @@ import optax
 from flax import struct
 from jax.flatten_util import ravel_pytree
 
-from cljax import qp
-from cljax.config import Hyperparams, hparam
+from cljax.core import qp
+from cljax.core.config import Hyperparams, hparam
 from cljax.methods import Method, TaskInfo, configure
 from cljax.methods.common import (
     NetState,

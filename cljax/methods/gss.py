@@ -5,7 +5,7 @@ its greedy variant, as the DER paper ran it (Mammoth's `models/gss.py` and
 Training is ER's: cross-entropy over the current batch and `minibatch_size`
 memory items (drawn without replacement). What differs is which items the memory
 keeps. After each step the current batch (un-augmented) is offered to
-`cljax.buffer.add_scored` with, from the network after the step (inference mode):
+`cljax.core.buffer.add_scored` with, from the network after the step (inference mode):
 
 - the batch's score: `max_j cos(g_batch, g_j) + 1`, with `g_batch` the gradient of
   the batch's mean cross-entropy and `g_j` the per-item gradients of
@@ -45,8 +45,8 @@ import optax
 from flax import struct
 from jax.flatten_util import ravel_pytree
 
-from cljax import buffer as buffer_lib
-from cljax.config import hparam
+from cljax.core import buffer as buffer_lib
+from cljax.core.config import hparam
 from cljax.methods import Method, configure
 from cljax.methods.common import (
     NetState,

@@ -57,8 +57,8 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from cljax import buffer as buffer_lib
-from cljax.config import hparam
+from cljax.core import buffer as buffer_lib
+from cljax.core.config import hparam
 from cljax.methods import Method, TaskInfo, configure
 from cljax.methods.common import (
     NetState,

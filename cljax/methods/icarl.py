@@ -11,7 +11,7 @@
   `deepcopy(self.net.eval())` (5dc82be `models/icarl.py:130`, read at `:67`): in
   inference mode with the BatchNorm statistics of the task's end, kept in the
   state with its parameters (not the student's, which move during the task).
-- **Memory** (`cljax/exemplars.py`): after each task, `m = buffer_size // seen
+- **Memory** (`cljax/core/exemplars.py`): after each task, `m = buffer_size // seen
   classes` exemplars per class: the old classes keep their first `m` (herding
   order), each new class gets `m` chosen by herding on the features (the input
   of the output layer) of its un-augmented items.
@@ -46,8 +46,8 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from cljax import exemplars
-from cljax.config import Hyperparams, hparam
+from cljax.core import exemplars
+from cljax.core.config import Hyperparams, hparam
 from cljax.methods import Method, Needs, TaskInfo, configure
 from cljax.methods.common import (
     NetState,

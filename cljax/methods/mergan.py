@@ -22,7 +22,7 @@ the critic sees and n_critic times as many replayed ones, as DGM's solver (its
 critic's class head) trains alongside every critic step.
 The MeRGAN paper measures the generator instead: its authors' code labels
 generated samples of each class seen with a classifier trained on real data
-(`cljax.evaluation.generated_accuracy`; `experiments/reproduce_generative.py`
+(`cljax.run.evaluate.generated_accuracy`; `experiments/reproduce_generative.py`
 reports both). The two can disagree: samples of an old class that such a
 classifier labels right may still cover only part of the class, and teach a
 fresh classifier much less of it (`experiments/generated_coverage.py` compares them).
@@ -45,7 +45,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from cljax.config import hparam
+from cljax.core.config import hparam
 from cljax.methods import HostHooks, Method, Needs, configure, scholar
 from cljax.methods import generative as gan_lib
 from cljax.methods.generative import chunks

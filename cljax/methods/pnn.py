@@ -46,7 +46,7 @@ import optax
 from flax import struct
 
 from cljax import models
-from cljax.config import Hyperparams, hparam
+from cljax.core.config import Hyperparams, hparam
 from cljax.methods import Method, Needs, TaskInfo, configure
 from cljax.methods.common import cross_entropy
 

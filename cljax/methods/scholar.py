@@ -21,7 +21,7 @@ import optax
 from flax import struct
 from flax.training import train_state
 
-from cljax.config import Hyperparams, hparam
+from cljax.core.config import Hyperparams, hparam
 from cljax.methods import TaskInfo
 from cljax.methods import generative as gan_lib
 from cljax.methods.common import NetState, class_mask, create_net, cross_entropy, forward, predict

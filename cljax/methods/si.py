@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from cljax.config import Hyperparams, hparam
+from cljax.core.config import Hyperparams, hparam
 from cljax.methods import Method, TaskInfo, configure
 from cljax.methods.common import NetState, ce_and_grads, create_net, predict_with
 

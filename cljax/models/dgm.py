@@ -2,7 +2,7 @@
 
 The generator maps `[z; one_hot(y)]` through hidden layers of widths
 `(hidden, 2 * hidden)` (grown after each task) to a sigmoid image. Task t's
-mask embeddings `e_t` gate it with `m = sigmoid(s e_t)` (`cljax/masks.py`):
+mask embeddings `e_t` gate it with `m = sigmoid(s e_t)` (`cljax/core/masks.py`):
 one mask entry per weight and bias (`weight_masks=True`, DGMw) or per hidden
 unit (DGMa, as HAT). The params are plain pytrees, `layers = ({"kernel",
 "bias"}, ...)`; the embeddings of every task live in a bank with a leading
@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cljax import masks as masks_lib
+from cljax.core import masks as masks_lib
 
 
 def dense_init(key, d_in, d_out):

@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cljax import masks as masks_lib
+from cljax.core import masks as masks_lib
 from cljax.models.backbones import ConvNet
 
 NEG = -1e9  # logit of classes not yet seen (finite: 0 * log-softmax stays 0)

@@ -26,16 +26,16 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from cljax import report
+from cljax.benchmarks.scenario import Scenario
 from cljax.methods import Method
+from cljax.outputs import report
 from cljax.run.compiled import Diverged
 from cljax.run.execute import Interrupted, SeedsRun
 from cljax.run.plan import schedule, step_sizes, task_info
-from cljax.scenario import Scenario
 
 __all__ = [
     "Diverged",
@@ -117,6 +117,9 @@ class RunConfig:
     # epoch's first items). Methods whose steps need the full batch (`needs.last_batch`) and
     # data-parallel runs use "fill"; results record the one used.
     last_batch: str = "short"
+    # settings beside these that results.json records under `hparams` (the CLI's backbone,
+    # dtype and class order: `RunSettings.record`); the run itself does not read them
+    record: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         if self.on_nonfinite not in ("stop", "continue"):
@@ -146,7 +149,7 @@ class Hooks:
     # `() -> bool`, polled after each chunk and task: True saves a checkpoint there and raises
     # `Interrupted` (the CLI's SIGTERM / SIGINT handler, `StopRequest`)
     stop_requested: Callable[[], bool] | None = None
-    # what a logger (`cljax.loggers`) is told, on host 0: `chunk(t, c, step, {metric: [mean
+    # what a logger (`cljax.outputs.loggers`) is told, on host 0: `chunk(t, c, step, {metric: [mean
     # over the chunk's steps, per seed]})` after each chunk (`step`: the run's steps so far)
     # and `task(t, {setting: [[accuracy on task 0..t] per seed]})` after each task's scoring
     logger: Any = None
@@ -191,10 +194,10 @@ def run(
         stop_requested: `() -> bool`, polled after every chunk and task; True
             checkpoints there (with a workdir) and raises `Interrupted`.
         logger: told each chunk's losses and each task's accuracies (`Hooks.logger`,
-            e.g. `cljax.loggers.Loggers`).
+            e.g. `cljax.outputs.loggers.Loggers`).
 
     Returns:
-        The results dictionary (`cljax/results.schema.json`), plus `"state"`: the final
+        The results dictionary (`cljax/outputs/results.schema.json`), plus `"state"`: the final
         seed-stacked state (a list of per-seed states for methods that resize).
 
     Raises:

@@ -13,7 +13,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 
-from cljax import checkpoint as ckpt_lib
+from cljax.run import checkpoint_io as ckpt_lib
 
 log = logging.getLogger("cljax.train")
 

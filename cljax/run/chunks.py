@@ -17,7 +17,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from cljax import sharding
+from cljax.run import sharding
 from cljax.run.compiled import Diverged, Timer, compile_once
 
 

@@ -11,8 +11,8 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec
 
-from cljax import sharding
 from cljax.methods import Method
+from cljax.run import sharding
 
 
 def health(state, metrics, valid):

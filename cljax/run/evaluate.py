@@ -15,9 +15,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cljax import sharding
+from cljax.benchmarks.scenario import Scenario, apply_maps
 from cljax.methods import Method
-from cljax.scenario import Scenario, apply_maps
+from cljax.run import sharding
 
 
 def make_evaluator(method: Method, eval_batch: int, mesh=None):

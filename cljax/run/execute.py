@@ -19,8 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
-from cljax import checkpoint as ckpt_lib
-from cljax import sharding
+from cljax.run import checkpoint_io as ckpt_lib
+from cljax.run import sharding
 from cljax.run.checkpointing import Checkpoints
 from cljax.run.chunks import Partial, TaskContext, train_task
 from cljax.run.compiled import Timer, make_task_runner

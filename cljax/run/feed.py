@@ -19,10 +19,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cljax import sharding
+from cljax.benchmarks.scenario import apply_maps
+from cljax.benchmarks.streams import rotate
+from cljax.run import sharding
 from cljax.run.plan import RunPlan
-from cljax.scenario import apply_maps
-from cljax.streams import rotate
 
 
 def _padded(pad_to: int, *arrays):

@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from cljax import streams
-from cljax.checkpoint import CheckpointError
+from cljax.benchmarks import streams
+from cljax.benchmarks.scenario import Scenario
 from cljax.methods import Method, TaskInfo, check_scenario
-from cljax.scenario import Scenario
+from cljax.run.checkpoint_io import CheckpointError
 
 
 def schedule(seed: int, task: int, n: int, epochs: int, batch: int, steps=None) -> np.ndarray:

@@ -26,7 +26,7 @@ import sys
 from typing import NamedTuple
 
 from cljax import methods, models, train
-from cljax.config import Hyperparams, hparam
+from cljax.core.config import Hyperparams, hparam
 
 UNTUNED = "untuned defaults"
 
@@ -143,6 +143,15 @@ class RunSettings(Hyperparams):
     @classmethod
     def owner(cls) -> str:
         return "run setting"
+
+    def record(self, benchmark_model: str) -> dict:
+        """What results.json records of these settings beside `RunConfig`'s own (batch size,
+        epochs, last batch): dtype, steps, the backbone (the benchmark's when not set) and,
+        when a CIFAR recipe changed them, the class order and brightness."""
+        out = {"dtype": self.dtype, "steps": self.steps, "model": self.model or benchmark_model}
+        if self.class_order != "label" or self.brightness:
+            out.update(class_order=self.class_order, brightness=self.brightness)
+        return out
 
     def run_config(self, **fields) -> train.RunConfig:
         """The `train.RunConfig` of these settings plus `fields` (seeds, progress, ...)."""

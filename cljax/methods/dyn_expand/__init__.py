@@ -8,7 +8,7 @@ old classes (a fixed total chosen by herding).
 Loss: `CE(W u(x), y) + aux_weight * CE(W_a phi_t(x), y_aux) + sparsity * L_s`, where
 `y_aux` keeps the new classes and maps every old class to one extra output, and
 `L_s = sum_l K_l |m_{l-1}|_1 |m_l|_1 / sum_l K_l c_{l-1} c_l` over the new
-extractor's channel masks `m_l = sigmoid(s e_l)` (`cljax/masks.py`: s annealed
+extractor's channel masks `m_l = sigmoid(s e_l)` (`cljax/core/masks.py`: s annealed
 over each epoch, the paper's gradient compensation). After each task the new
 extractor is pruned to the channels whose mask is on (`resize`: a genuinely
 narrower network, so seeds run one after another), the classifier is
@@ -16,7 +16,7 @@ re-initialised and re-trained with logits divided by `temperature`, the
 extractors frozen, on a class-balanced subset of the task's data and the old
 memory, augmented afresh every epoch (`cljax/methods/dyn_expand/prune.py`:
 pruning, re-training, parameter counts), and the memory is updated by herding
-(`cljax/exemplars.py`).
+(`cljax/core/exemplars.py`).
 
 Where this follows the authors' code or deviates, and why:
 - Masks and pruning were never released (the official code and PyCIL have the
@@ -91,8 +91,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from cljax import exemplars
-from cljax import masks as masks_lib
+from cljax.core import exemplars
+from cljax.core import masks as masks_lib
 from cljax.methods import HostHooks, Method, TaskInfo, configure
 from cljax.methods.common import NetState, class_mask, cross_entropy, masked_mean
 from cljax.methods.dyn_expand.prune import (

@@ -11,8 +11,8 @@ import jax
 import optax
 from flax import struct
 
-from cljax import exemplars
-from cljax.config import Hyperparams, hparam
+from cljax.core import exemplars
+from cljax.core.config import Hyperparams, hparam
 from cljax.methods.common import NetState
 
 

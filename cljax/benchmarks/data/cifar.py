@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cljax.data import DataError, record_read, resolve_data_dir
+from cljax.benchmarks.data import DataError, record_read, resolve_data_dir
 
 LAYOUT = {
     "cifar10": (

@@ -1,7 +1,7 @@
 """The results format: what `results.json` holds, its schema, its provenance, and reading it.
 
 Every run's results carry `schema_version` (`SCHEMA_VERSION`) and are described
-by the JSON Schema `cljax/results.schema.json` (`schema()`), so tools outside
+by the JSON Schema `cljax/outputs/results.schema.json` (`schema()`), so tools outside
 cljax can read them. `provenance` is where a result came from: the package
 version, the git commit (and whether the tree had uncommitted changes) when
 cljax runs from a checkout, the versions of jax, jaxlib, flax and optax, the
@@ -37,7 +37,7 @@ class ResultsError(ValueError):
 @functools.lru_cache(maxsize=1)
 def schema() -> dict:
     """The JSON Schema of a results file (draft 2020-12)."""
-    return json.loads((resources.files("cljax") / SCHEMA_FILE).read_text())
+    return json.loads((resources.files("cljax.outputs") / SCHEMA_FILE).read_text())
 
 
 def _version(package: str) -> str | None:
@@ -51,7 +51,7 @@ def _version(package: str) -> str | None:
 def git_state() -> dict | None:
     """`{"commit", "dirty"}` of the checkout cljax is imported from, or None (an installed
     wheel, or no git): dirty is True when tracked files differ from the commit."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     if not (root / ".git").exists():
         return None
     try:
@@ -70,7 +70,7 @@ def provenance() -> dict:
     import jax
 
     from cljax import __version__
-    from cljax.data import files_read
+    from cljax.benchmarks.data import files_read
 
     devices = jax.devices()
     return {

@@ -1,6 +1,6 @@
 """The `Scenario` type (a benchmark as a sequence of tasks) and the pixel maps through which
-domain-incremental tasks and streams show their images (a module below `cljax.scenarios`,
-which builds the benchmarks, and `cljax.streams`, which builds streams)."""
+domain-incremental tasks and streams show their images (a module below `cljax.benchmarks.scenarios`,
+which builds the benchmarks, and `cljax.benchmarks.streams`, which builds streams)."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ class Scenario:
     # draws it, for code that reads one scenario directly.
     seed_maps: Callable[[int], tuple[np.ndarray, np.ndarray]] | None = None
     raw: Callable[[str], tuple[np.ndarray, np.ndarray]] | None = None
-    # A stream without task boundaries (`cljax.streams`; one task, setting "general"):
+    # A stream without task boundaries (`cljax.benchmarks.streams`; one task, setting "general"):
     # `stream(seed, batch_size) -> (items, angles)`, the training items of run seed `seed` in
     # stream order (indices into `train(0)`) and each one's rotation in degrees (or None)
     stream: Callable[[int, int], tuple[np.ndarray, np.ndarray | None]] | None = None

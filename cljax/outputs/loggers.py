@@ -97,7 +97,7 @@ class Logger:
         """`accuracy`: `{setting: [[accuracy on task 0..task] per seed]}` after `task`."""
 
     def finish(self, results: dict) -> None:
-        """The run's results dict (`cljax.results`), once written."""
+        """The run's results dict (`cljax.outputs.results`), once written."""
 
     def close(self) -> None:
         """Flushes and closes (also after a failed or interrupted run)."""

@@ -19,8 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cljax.data import DataError, cifar, digits, idx, tfds_adapter, tinyimagenet
-from cljax.scenario import (  # noqa: F401  (this module's names since before they moved)
+from cljax.benchmarks.data import DataError, cifar, digits, idx, tfds_adapter, tinyimagenet
+from cljax.benchmarks.scenario import (  # noqa: F401  (this module's names since before they moved)
     Scenario,
     apply_maps,
     domain_maps,
@@ -314,7 +314,7 @@ def build(
         )
         return split(name, arrays, num_tasks or 5, scaled_input(255.0), "mlp")
     if name == "mnist-360":
-        from cljax import streams
+        from cljax.benchmarks import streams
 
         return streams.mnist360(load(idx.load("mnist", data_dir, download)), scaled_input(255.0))
     if name in ("perm-mnist", "rot-mnist"):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cljax.data import DataError, md5sum, record_read, resolve_data_dir
+from cljax.benchmarks.data import DataError, md5sum, record_read, resolve_data_dir
 
 FILES = (
     "train-images-idx3-ubyte",

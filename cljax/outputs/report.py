@@ -6,20 +6,22 @@ import json
 
 import numpy as np
 
-from cljax import metrics as metrics_lib
-from cljax import results as results_format
-from cljax import workdir
+from cljax.outputs import metrics as metrics_lib
+from cljax.outputs import results as results_format
+from cljax.run import workdir
 
 
 def recorded_hparams(method_hparams: dict, config) -> dict:
     """The `hparams` a run's results record: the method's, plus the run settings of
-    `config` (a `train.RunConfig`) that change what is learned."""
+    `config` (a `train.RunConfig`) that change what is learned and what `config.record`
+    adds (the CLI's backbone, dtype and class order)."""
     return {
         **method_hparams,
         "batch_size": config.batch_size,
         "n_epochs": config.epochs,
         "last_batch": config.last_batch,
         **({"first_epochs": config.first_epochs} if config.first_epochs else {}),
+        **config.record,
     }
 
 

@@ -6,7 +6,7 @@ from importlib import resources
 
 import numpy as np
 
-from cljax.data import record_read
+from cljax.benchmarks.data import record_read
 
 
 def load(test_fraction: float = 0.2, seed: int = 0):

@@ -49,7 +49,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cljax.scenario import Scenario, apply_maps, rotation_map
+from cljax.benchmarks.scenario import Scenario, apply_maps, rotation_map
 
 NUM_CLASSES_360 = 9
 ROUNDS_360 = 3

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cljax.data import DataError, record_read
+from cljax.benchmarks.data import DataError, record_read
 
 
 def _tfds():

@@ -20,7 +20,7 @@ torchvision's `ImageFolder` would give; a `wnids.txt` holding the 200 classes in
 order is refused. JPEG decoders may differ from the one that made the `.npy` files by a
 pixel level here and there.
 
-Provenance (`cljax.data.files_read`): `wnids.txt` and `val_annotations.txt` with their md5;
+Provenance (`cljax.benchmarks.data.files_read`): `wnids.txt` and `val_annotations.txt` with their md5;
 each image folder (`train/`, `val/`, `processed/`) as one entry whose md5 is that of its
 files' relative paths, sizes and bytes in the order read (110,000 JPEGs are not 110,000
 entries). Nothing is downloaded: the archive is a manual step.
@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cljax.data import DataError, record_read, resolve_data_dir
+from cljax.benchmarks.data import DataError, record_read, resolve_data_dir
 
 FOLDER = "tiny-imagenet-200"
 PROCESSED = Path("TINYIMG") / "processed"  # Mammoth's base_path() + 'TINYIMG'

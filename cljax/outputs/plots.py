@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cljax import workdir
+from cljax.run import workdir
 
 
 def accuracy_matrices(accuracy: dict, title: str, path: str | Path):

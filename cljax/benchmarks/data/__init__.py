@@ -29,7 +29,7 @@ def md5sum(path, algorithm: str = "md5") -> str:
 
 def record_read(path, md5: str | None = None) -> None:
     """Notes that data file `path` was read (its md5, computed unless given), for the
-    provenance results record (`cljax.results.provenance`)."""
+    provenance results record (`cljax.outputs.results.provenance`)."""
     key = str(Path(path).resolve())
     if key not in _READ:
         _READ[key] = md5 or md5sum(key)

@@ -1,0 +1,1 @@
+"""The building blocks a method is made of: the replay buffer (`buffer`), exemplar selection (`exemplars`), class masks (`masks`), the QP solver of GEM (`qp`) and the declared hyperparameters (`config`)."""
