@@ -378,7 +378,9 @@ def _run(args, method, plan, settings, workdir: Path) -> int:
         over_time = {"ends": ends}
         config = dataclasses.replace(config, chunks_per_task=chunks)
         mesh = run_lib.mesh_of(plan)
-        probe = evaluation.accuracy_probe(method, scenario, config.eval_batch, mesh)
+        probe = evaluation.accuracy_probe(
+            method, scenario, config.eval_batch, mesh, config.class_il
+        )
     tuned.note_tuning(settings, scenario.name, args.buffer_size)
     print(
         f"{args.method} on {scenario.name} ({scenario.num_tasks} tasks), seeds {list(seeds)}, "

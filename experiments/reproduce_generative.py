@@ -124,7 +124,8 @@ def selection_accuracy(scenario, valid, eval_batch: int = 1000):
             out = []
             active = np.arange(scenario.num_tasks) <= t
             for (x, y, v), masks, counts, _ in splits:
-                cil, _ = evaluate(state, x, y, v, active, masks[: t + 1].any(0), masks)
+                seen = evaluation.class_il_outputs(masks, t, "seen")  # the DGM authors' code
+                cil, _ = evaluate(state, x, y, v, active, seen, masks)
                 out.append(evaluation.percent_seen(cil, counts, t).mean(1))
             return [[float(va), float(te)] for va, te in zip(*out, strict=True)]
 

@@ -47,6 +47,7 @@ def test_end_to_end_run_writes_results_and_plot(tmp_path, capsys, monkeypatch):
     assert len(res["accuracy"]["class-il"]) == 2 and len(res["accuracy"]["task-il"][0]) == 5
     assert res["accuracy"]["class-il"][0][0][1] is None  # not evaluated before it is seen
     assert res["hparams"]["n_epochs"] == 1 and res["hparams"]["dtype"] == "bfloat16"
+    assert res["class_il"] == "all"  # the reference's class-IL evaluation, by default
     assert res["devices"] == 1
     for k in ("total_s", "compile_s", "train_s", "steps", "steps_per_s"):
         assert res["timing"][k] is not None

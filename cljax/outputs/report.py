@@ -58,6 +58,7 @@ def results(
         "seeds": list(config.seeds),
         "hparams": recorded_hparams(method.hparams, config),
         "settings": list(accuracy),
+        **({"class_il": config.class_il} if "class-il" in accuracy else {}),
         "tasks_done": done,
         "accuracy": {s: _nan_to_none(a) for s, a in accuracy.items()},
         "timing": {
@@ -103,7 +104,7 @@ def merge_seeds(a: dict, b: dict, allow_unfinished: bool = False) -> dict:
     extra measurements are joined seed by seed; every mean and std is recomputed
     over the union; times and step counts add up (as for seeds run one after
     another in one `train.run`). Raises ValueError when the runs differ in
-    method, benchmark or hyperparameters, share a seed, or one is unfinished
+    method, benchmark, hyperparameters or class-IL protocol, share a seed, or one is unfinished
     (unless `allow_unfinished`: the driver joins seeds stopped at the same point,
     and the summaries of an unfinished run stay empty, as `results` leaves them).
     """
@@ -113,6 +114,13 @@ def merge_seeds(a: dict, b: dict, allow_unfinished: bool = False) -> dict:
                 f"cannot merge results: {key} differs ({a[key]!r} vs {b[key]!r}); "
                 "rerun with the same configuration"
             )
+    # results written before the protocol was recorded took class-IL over the classes seen
+    protocols = [r.get("class_il", "seen") if "class-il" in r["settings"] else None for r in (a, b)]
+    if protocols[0] != protocols[1]:
+        raise ValueError(
+            f"cannot merge results: class-IL is taken over {protocols[0]!r} outputs in one and "
+            f"{protocols[1]!r} in the other; rerun with the same class_il"
+        )
     if set(a["seeds"]) & set(b["seeds"]):
         raise ValueError(f"cannot merge results: seeds overlap ({a['seeds']} and {b['seeds']})")
     finished = bool(a["final_average_accuracy"]) and bool(b["final_average_accuracy"])

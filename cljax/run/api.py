@@ -117,6 +117,9 @@ class RunConfig:
     # epoch's first items). Methods whose steps need the full batch (`needs.last_batch`) and
     # data-parallel runs use "fill"; results record the one used.
     last_batch: str = "short"
+    # the outputs class-IL accuracy takes its argmax over: "all" (every output, as Mammoth
+    # evaluates) or "seen" (the classes of the tasks seen so far); the same after the last task
+    class_il: str = "all"
     # settings beside these that results.json records under `hparams` (the CLI's backbone,
     # dtype and class order: `RunSettings.record`); the run itself does not read them
     record: Mapping[str, Any] = dataclasses.field(default_factory=dict)
@@ -128,6 +131,8 @@ class RunConfig:
             raise ValueError(f"protocol must be sequential or joint, got {self.protocol!r}")
         if self.last_batch not in ("short", "fill"):
             raise ValueError(f"last_batch must be short or fill, got {self.last_batch!r}")
+        if self.class_il not in ("all", "seen"):
+            raise ValueError(f"class_il must be all or seen, got {self.class_il!r}")
 
     def epochs_of(self, task: int) -> int:
         """Epochs of task `task`: `first_epochs` for the first one when set, else `epochs`."""

@@ -2,8 +2,11 @@
 
 The test sets are padded to one size and stacked `(T, N, ...)`, so one program
 serves every row of the accuracy matrix; tasks not yet seen are skipped by a
-`lax.cond` on a flag shared by all seeds. Class-IL masks the logits of classes
-not yet seen, task-IL those outside the task (domain-IL keeps all classes).
+`lax.cond` on a flag shared by all seeds. Class-IL takes the argmax over every
+output, as Mammoth (`class_il="all"`, 5dc82be `utils/training.py:53-57`), or over the
+classes seen so far (`"seen"`); task-IL over the task's classes (domain-IL keeps all).
+The two class-IL protocols agree after the last task; before it, "seen" scores a
+method higher whose unseen classes' logits are never trained down (LwF most).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from cljax.run import sharding
 
 def make_evaluator(method: Method, eval_batch: int, mesh=None):
     """`evaluate(state, x, y, valid, active, seen, task_masks, view=None) -> (cil, til)` correct
-    counts (T, S); `view`: each seed's pixel maps `(src, keep)`, `(S, T, P)`, through which it
+    counts (T, S); `seen`: the outputs class-IL ranges over (`class_il_outputs`); `view`: each seed's pixel maps `(src, keep)`, `(S, T, P)`, through which it
     sees task t's images (`scenarios.apply_maps`), or None."""
 
     def evaluate(state, x, y, valid, active, seen, task_masks, view=None):
@@ -84,6 +87,18 @@ def stack_tests(scenario: Scenario, eval_batch: int, mesh, tests=None):
     return sharding.replicate((x, y, valid), mesh), masks, counts, eval_batch
 
 
+CLASS_IL = ("all", "seen")
+
+
+def class_il_outputs(masks: np.ndarray, t: int, over: str) -> np.ndarray:
+    """`(C,)` bool: the outputs the class-IL argmax ranges over after task `t`: every one
+    (`over="all"`, the reference's) or those of the classes of tasks 0..t (`"seen"`);
+    `masks` is each task's classes `(T, C)`."""
+    if over not in CLASS_IL:
+        raise ValueError(f"class_il must be one of {CLASS_IL}, got {over!r}")
+    return masks[: t + 1].any(0) if over == "seen" else np.ones(masks.shape[1], bool)
+
+
 def percent_seen(correct, counts, t: int) -> np.ndarray:
     """`(S, t + 1)` percent correct on tasks 0..t from `make_evaluator`'s `(T, S)` counts."""
     return (100.0 * np.asarray(correct) / counts[:, None]).T[:, : t + 1]
@@ -123,10 +138,12 @@ def generated_accuracy(method: Method, classify, per_class: int = 500):
     return accuracy
 
 
-def accuracy_probe(method: Method, scenario: Scenario, eval_batch: int = 1000, mesh=None):
-    """`after_chunk(t, c, state) -> [percent per seed]`: the accuracy over the classes of tasks
-    0..t on their test sets, mid-task (a stream's accuracy over time, `train.run`'s
-    `after_chunk` hook), on test sets every seed shares (the scenario's own)."""
+def accuracy_probe(
+    method: Method, scenario: Scenario, eval_batch: int = 1000, mesh=None, class_il: str = "all"
+):
+    """`after_chunk(t, c, state) -> [percent per seed]`: the class-IL accuracy on the test sets
+    of tasks 0..t, mid-task (a stream's accuracy over time, `train.run`'s `after_chunk` hook),
+    on test sets every seed shares (the scenario's own); `class_il` as `RunConfig`'s."""
     if scenario.seed_maps is not None:
         raise ValueError(f"{scenario.name}: accuracy over time needs test data shared by the seeds")
     mesh = mesh if mesh is not None else sharding.make_mesh(1)
@@ -136,8 +153,7 @@ def accuracy_probe(method: Method, scenario: Scenario, eval_batch: int = 1000, m
     def probe(t, c, state):
         del c
         active = np.arange(scenario.num_tasks) <= t
-        seen = masks[: t + 1].any(0)
-        cil, _ = evaluate(state, x, y, v, active, seen, masks)
+        cil, _ = evaluate(state, x, y, v, active, class_il_outputs(masks, t, class_il), masks)
         correct = np.asarray(cil)[: t + 1].sum(0)  # (S,)
         return (100.0 * correct / counts[: t + 1].sum()).tolist()
 
@@ -148,8 +164,9 @@ class Evaluator:
     """Scores a run after each task: every seen task's test set, all seeds, one compiled call,
     the test sets and the view each seed sees them through given by the run's `Feed`."""
 
-    def __init__(self, method: Method, feed, eval_batch: int, mesh):
+    def __init__(self, method: Method, feed, eval_batch: int, mesh, class_il: str = "all"):
         scenario = feed.scenario
+        self.class_il = class_il
         self.tests = stack_tests(scenario, eval_batch, mesh, feed.test_sets())
         evaluate = make_evaluator(method, self.tests[3], mesh)
         view = feed.eval_view(mesh)
@@ -159,8 +176,8 @@ class Evaluator:
     def row(self, state, t: int):
         """`(class-IL, task-IL)` percent `(S, t + 1)` on tasks 0..t after task t (blocks)."""
         (x, y, v), masks, counts, _ = self.tests
-        seen = masks[: t + 1].any(0)
+        over = class_il_outputs(masks, t, self.class_il)
         active = np.arange(self.num_tasks) <= t
-        cil, til = self.evaluate(state, x, y, v, active, seen, masks)
+        cil, til = self.evaluate(state, x, y, v, active, over, masks)
         cil, til = np.asarray(cil), np.asarray(til)
         return percent_seen(cil, counts, t), percent_seen(til, counts, t)

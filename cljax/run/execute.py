@@ -289,7 +289,9 @@ class SeedsRun:
         first_task, partial = 0, None
         if resume and self.ckpts.latest() is not None:
             state, first_task, partial = self._restore(state)
-        evaluator = Evaluator(self.method, self.feed, self.config.eval_batch, self.mesh)
+        evaluator = Evaluator(
+            self.method, self.feed, self.config.eval_batch, self.mesh, self.config.class_il
+        )
         ctx = self.context(stop_after)
         self.ckpts.last_save = time.perf_counter()
         try:

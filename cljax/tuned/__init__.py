@@ -139,6 +139,11 @@ class RunSettings(Hyperparams):
     brightness: float = hparam(
         0.0, "CIFAR training colour jitter (torchvision's ColorJitter brightness)", ge=0
     )
+    class_il: str = hparam(
+        "all",
+        "class-IL accuracy's argmax: over all outputs (as Mammoth) or the classes seen so far",
+        choices=("all", "seen"),
+    )
 
     @classmethod
     def owner(cls) -> str:
@@ -161,6 +166,7 @@ class RunSettings(Hyperparams):
             steps=self.steps,
             first_epochs=self.first_epochs,
             last_batch=self.last_batch,
+            class_il=self.class_il,
             **fields,
         )
 
