@@ -36,6 +36,11 @@ OURS_DIGITS = "ours: a small sweep on the file-free seq-digits demo (10 epochs, 
 OURS_FASHION = "ours: no published tuning on Fashion-MNIST; Seq-MNIST's row"
 OURS_CIFAR100 = "ours: no published tuning on Seq-CIFAR-100; Seq-CIFAR-10's row"
 OURS_SVHN = "ours: no published tuning on SVHN for this method; Seq-CIFAR-10's row"
+XDER_CIFAR100 = (
+    "the X-DER paper's Seq-CIFAR-100 settings: Mammoth's utils/best_args.py at its tpami2023 "
+    "tag (ad4d390), with that dataset's batch 32, 50 epochs and replay minibatch 32; its lr "
+    "decay (x0.1 after epochs 35 and 45) is not applied here"
+)
 DGR = (
     "van de Ven et al.'s DGR settings (Adam 1e-3, chunks of 128, 2000 iterations a task); "
     "batch_size = n_critic (5) x chunk"

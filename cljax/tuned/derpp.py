@@ -6,6 +6,7 @@ from cljax.tuned import (
     OURS_FASHION,
     OURS_SVHN,
     PAPER,
+    XDER_CIFAR100,
     row,
     same_as,
 )
@@ -59,6 +60,29 @@ TUNED = {
             PAPER, lr=0.03, batch_size=32, n_epochs=50, minibatch_size=32, alpha=0.1, beta=1.0
         ),
     },
+    "seq-tinyimg": {
+        200: row(
+            PAPER, lr=0.03, batch_size=32, n_epochs=100, minibatch_size=32, alpha=0.1, beta=1.0
+        ),
+        500: row(
+            PAPER, lr=0.03, batch_size=32, n_epochs=100, minibatch_size=32, alpha=0.2, beta=0.5
+        ),
+        5120: row(
+            PAPER, lr=0.03, batch_size=32, n_epochs=100, minibatch_size=32, alpha=0.1, beta=0.5
+        ),
+    },
+    "seq-cifar100": {
+        b: row(
+            XDER_CIFAR100,
+            lr=0.03,
+            batch_size=32,
+            n_epochs=50,
+            minibatch_size=32,
+            alpha=0.1,
+            beta=0.5,
+        )
+        for b in (500, 2000)
+    },
     "mnist-360": {
         200: row(PAPER, lr=0.2, batch_size=16, n_epochs=1, minibatch_size=16, alpha=0.5, beta=1.0),
         500: row(PAPER, lr=0.2, batch_size=16, n_epochs=1, minibatch_size=16, alpha=0.5, beta=1.0),
@@ -68,6 +92,5 @@ TUNED = {
     },
 }
 TUNED["seq-fashion-mnist"] = same_as(TUNED["seq-mnist"], OURS_FASHION)
-TUNED["seq-cifar100"] = same_as(TUNED["seq-cifar10"], OURS_CIFAR100)
 TUNED["seq-cifar100-b50"] = same_as(TUNED["seq-cifar10"], OURS_CIFAR100)
 TUNED["seq-svhn"] = same_as(TUNED["seq-cifar10"], OURS_SVHN)

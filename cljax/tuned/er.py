@@ -6,6 +6,7 @@ from cljax.tuned import (
     OURS_FASHION,
     OURS_SVHN,
     PAPER,
+    XDER_CIFAR100,
     row,
     same_as,
 )
@@ -35,6 +36,15 @@ TUNED = {
         500: row(PAPER, lr=0.1, batch_size=32, n_epochs=50, minibatch_size=32),
         5120: row(PAPER, lr=0.1, batch_size=32, n_epochs=50, minibatch_size=32),
     },
+    "seq-tinyimg": {
+        200: row(PAPER, lr=0.1, batch_size=32, n_epochs=100, minibatch_size=32),
+        500: row(PAPER, lr=0.03, batch_size=32, n_epochs=100, minibatch_size=32),
+        5120: row(PAPER, lr=0.1, batch_size=32, n_epochs=100, minibatch_size=32),
+    },
+    "seq-cifar100": {
+        b: row(XDER_CIFAR100, lr=0.1, batch_size=32, n_epochs=50, minibatch_size=32)
+        for b in (500, 2000)
+    },
     "mnist-360": {
         200: row(PAPER, lr=0.2, batch_size=1, n_epochs=1, minibatch_size=16),
         500: row(PAPER, lr=0.2, batch_size=1, n_epochs=1, minibatch_size=16),
@@ -42,6 +52,5 @@ TUNED = {
     },
 }
 TUNED["seq-fashion-mnist"] = same_as(TUNED["seq-mnist"], OURS_FASHION)
-TUNED["seq-cifar100"] = same_as(TUNED["seq-cifar10"], OURS_CIFAR100)
 TUNED["seq-cifar100-b50"] = same_as(TUNED["seq-cifar10"], OURS_CIFAR100)
 TUNED["seq-svhn"] = same_as(TUNED["seq-cifar10"], OURS_SVHN)

@@ -18,5 +18,13 @@ TUNED = {
         b: row(PAPER, lr=0.2, minibatch_size=128, batch_size=128, n_epochs=1)
         for b in (200, 500, 5120)
     },
+    "seq-cifar10": {
+        b: row(PAPER, lr=0.03, minibatch_size=32, batch_size=32, n_epochs=50)
+        for b in (200, 500, 5120)
+    },
+    "seq-tinyimg": {
+        b: row(PAPER, lr=0.03, minibatch_size=32, batch_size=32, n_epochs=100)
+        for b in (200, 500, 5120)
+    },
 }
 TUNED["seq-fashion-mnist"] = same_as(TUNED["seq-mnist"], OURS_FASHION)

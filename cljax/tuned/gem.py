@@ -14,5 +14,8 @@ TUNED = {
     "rot-mnist": {
         b: row(PAPER, lr=0.01, gamma=0.5, batch_size=128, n_epochs=1) for b in (200, 500, 5120)
     },
+    "seq-cifar10": {
+        b: row(PAPER, lr=0.03, gamma=0.5, batch_size=32, n_epochs=50) for b in (200, 500, 5120)
+    },
 }
 TUNED["seq-fashion-mnist"] = same_as(TUNED["seq-mnist"], OURS_FASHION)

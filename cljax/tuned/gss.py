@@ -20,6 +20,18 @@ TUNED = {
     "seq-mnist": {200: _row(0.1, 10, 10), 500: _row(0.1, 10, 10), 5120: _row(0.1, 128, 10)},
     "perm-mnist": {200: _row(0.2, 10, 128), 500: _row(0.1, 128, 10), 5120: _row(0.03, 128, 10)},
     "rot-mnist": {200: _row(0.2, 10, 128), 500: _row(0.2, 128, 128), 5120: _row(0.2, 128, 128)},
+    # 5120's one epoch is best_args' (every other Seq-CIFAR-10 row has 50)
+    "seq-cifar10": {
+        b: row(
+            PAPER,
+            lr=0.03,
+            minibatch_size=32,
+            gss_minibatch_size=32,
+            batch_size=32,
+            n_epochs=epochs,
+        )
+        for b, epochs in ((200, 50), (500, 50), (5120, 1))
+    },
 }
 TUNED["seq-fashion-mnist"] = same_as(TUNED["seq-mnist"], OURS_FASHION)
 # Mammoth's best_args have no GSS row for MNIST-360 (none of its versions), so it was tuned

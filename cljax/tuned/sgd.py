@@ -6,6 +6,7 @@ from cljax.tuned import (
     OURS_FASHION,
     OURS_SVHN,
     PAPER,
+    XDER_CIFAR100,
     row,
     same_as,
 )
@@ -26,11 +27,16 @@ TUNED = {
     "seq-cifar10": {
         None: row(PAPER, lr=0.1, batch_size=32, n_epochs=50),
     },
+    "seq-tinyimg": {
+        None: row(PAPER, lr=0.03, batch_size=32, n_epochs=100),
+    },
+    "seq-cifar100": {
+        None: row(XDER_CIFAR100, lr=0.03, batch_size=32, n_epochs=50),
+    },
     "mnist-360": {
         None: row(PAPER, lr=0.1, batch_size=4, n_epochs=1),
     },
 }
 TUNED["seq-fashion-mnist"] = same_as(TUNED["seq-mnist"], OURS_FASHION)
-TUNED["seq-cifar100"] = same_as(TUNED["seq-cifar10"], OURS_CIFAR100)
 TUNED["seq-cifar100-b50"] = same_as(TUNED["seq-cifar10"], OURS_CIFAR100)
 TUNED["seq-svhn"] = same_as(TUNED["seq-cifar10"], OURS_SVHN)
