@@ -14,6 +14,11 @@ functions (last-bit float differences aside); the golden outputs are recorded un
 same flags (`golden_runs.machine` holds them), and CI's quick start in a fresh virtualenv
 runs the `cljax` command at XLA's default level. Subprocesses get the flag through
 `subprocess_env`.
+
+Convolutions run as flax's `lax.conv` (`CLJAX_CONV_IMPL=lax`, unless set): at level 0
+the CPU default, the im2col form (`cljax.models.conv`), compiles its many slices 2-3x
+slower. `tests/test_conv.py` proves the two equal (values, gradients, inside a scan) and
+names its `impl` wherever it means one.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from cljax.benchmarks import scenarios
 FAST_COMPILE = "--xla_backend_optimization_level=0"
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE}".strip()
+os.environ.setdefault("CLJAX_CONV_IMPL", "lax")
 
 
 def subprocess_env(host_devices: int | None = None) -> dict:

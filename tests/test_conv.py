@@ -190,8 +190,9 @@ def test_backward_keeps_the_input_not_the_patches(name, transposed, kwargs, shap
     assert residual_bytes(mine) <= residual_bytes(ref)
 
 
-def test_variables_interchangeable_inside_a_model():
+def test_variables_interchangeable_inside_a_model(monkeypatch):
     """A model written with cljax's layers has flax's parameter tree, names included."""
+    monkeypatch.setenv(conv.ENV_VAR, "im2col")  # the CPU default (the suite runs lax)
 
     class Net(nn.Module):
         layers: tuple
@@ -217,9 +218,15 @@ def test_variables_interchangeable_inside_a_model():
     _close(got, expected, rtol=5e-6)
 
 
-def test_impl_choice_and_unsupported_arguments():
+def test_impl_choice_and_unsupported_arguments(monkeypatch):
+    monkeypatch.delenv(conv.ENV_VAR, raising=False)
     assert conv.resolve_impl("auto") == ("im2col" if jax.default_backend() == "cpu" else "lax")
     assert conv.resolve_impl("lax") == "lax"
+    monkeypatch.setenv(conv.ENV_VAR, "lax")
+    assert conv.resolve_impl("auto") == "lax" and conv.resolve_impl("im2col") == "im2col"
+    monkeypatch.setenv(conv.ENV_VAR, "fft")
+    with pytest.raises(ValueError, match=r"\$CLJAX_CONV_IMPL='fft': choose im2col or lax"):
+        conv.resolve_impl("auto")
     with pytest.raises(ValueError, match="unknown conv impl"):
         conv.resolve_impl("fft")
     x = jnp.ones((1, 5, 5, 2))

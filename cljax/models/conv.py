@@ -9,8 +9,9 @@ take the arguments of flax's `nn.Conv` / `nn.ConvTranspose`, make the same param
 with `impl="lax"` through flax's own `lax` call, with `impl="im2col"` as strided slices of
 the padded input, concatenated along channels, times the kernel in one matmul (per output
 phase, below). `impl="auto"` picks im2col when JAX's default backend is the CPU and
-`lax.conv` elsewhere (on GPU/TPU it is fast inside loops); the choice is made when the
-module is traced, so a program placed on a non-default platform should name its `impl`.
+`lax.conv` elsewhere (on GPU/TPU it is fast inside loops), unless `$CLJAX_CONV_IMPL`
+names one (the test suite runs `lax`: at XLA's lowest optimisation level, the tests', the
+im2col form's many slices compile slower); the choice is made when the module is traced, so a program placed on a non-default platform should name its `impl`.
 The im2col form is rematerialised: its backward pass keeps the input, as `lax.conv`'s
 does, not the patches (kernel-size times larger), and rebuilds them.
 
@@ -24,6 +25,7 @@ a quarter of the dilated form's work at stride 2).
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -38,8 +40,16 @@ from jax import lax
 IMPLS = ("auto", "im2col", "lax")
 
 
+ENV_VAR = "CLJAX_CONV_IMPL"
+
+
 def resolve_impl(impl: str) -> str:
-    """`"im2col"` or `"lax"`: `impl` itself, or for `"auto"` im2col on a CPU backend."""
+    """`"im2col"` or `"lax"`: `impl` itself, or for `"auto"` `$CLJAX_CONV_IMPL` where set,
+    else im2col on a CPU backend."""
+    if impl == "auto" and os.environ.get(ENV_VAR):
+        impl = os.environ[ENV_VAR]
+        if impl not in IMPLS[1:]:
+            raise ValueError(f"${ENV_VAR}={impl!r}: choose im2col or lax")
     if impl not in IMPLS:
         raise ValueError(f"unknown conv impl {impl!r}; choose one of: {', '.join(IMPLS)}")
     if impl == "auto":
