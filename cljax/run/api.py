@@ -120,6 +120,10 @@ class RunConfig:
     # the outputs class-IL accuracy takes its argmax over: "all" (every output, as Mammoth
     # evaluates) or "seen" (the classes of the tasks seen so far); the same after the last task
     class_il: str = "all"
+    # the learning rate x lr_gamma after each of these epochs of every task (PyTorch's
+    # MultiStepLR, a fresh one each task, as Mammoth; `cljax.run.lr_schedule`); () : constant
+    lr_milestones: tuple[int, ...] = ()
+    lr_gamma: float = 0.1
     # settings beside these that results.json records under `hparams` (the CLI's backbone,
     # dtype and class order: `RunSettings.record`); the run itself does not read them
     record: Mapping[str, Any] = dataclasses.field(default_factory=dict)
@@ -133,6 +137,13 @@ class RunConfig:
             raise ValueError(f"last_batch must be short or fill, got {self.last_batch!r}")
         if self.class_il not in ("all", "seen"):
             raise ValueError(f"class_il must be all or seen, got {self.class_il!r}")
+        ms = tuple(self.lr_milestones)
+        if any(not isinstance(m, int) or m < 1 for m in ms) or list(ms) != sorted(set(ms)):
+            raise ValueError(
+                f"lr_milestones must be increasing epochs >= 1, got {self.lr_milestones!r}"
+            )
+        if self.lr_gamma < 0:
+            raise ValueError(f"lr_gamma must be >= 0, got {self.lr_gamma!r}")
 
     def epochs_of(self, task: int) -> int:
         """Epochs of task `task`: `first_epochs` for the first one when set, else `epochs`."""

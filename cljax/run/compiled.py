@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec
 
 from cljax.methods import Method
-from cljax.run import sharding
+from cljax.run import lr_schedule, sharding
 
 
 def health(state, metrics, valid):
@@ -58,6 +58,7 @@ def make_task_runner(method: Method, feed, mesh=None):
                 xb = jnp.where(pick, pool[0][j].astype(xb.dtype), xb)
                 yb = jnp.where(from_pool, pool[1][j].astype(yb.dtype), yb)
             batch = sharding.shard_batch({"x": xb, "y": yb}, mesh)
+            state = lr_schedule.at_step(state, i)  # a no-op without a schedule
             return method.train_step(state, batch, jax.random.fold_in(key, i))
 
         def body(state, inp):

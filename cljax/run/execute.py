@@ -20,7 +20,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from cljax.run import checkpoint_io as ckpt_lib
-from cljax.run import sharding
+from cljax.run import lr_schedule, sharding
 from cljax.run.checkpointing import Checkpoints
 from cljax.run.chunks import Partial, TaskContext, train_task
 from cljax.run.compiled import Timer, make_task_runner
@@ -112,10 +112,15 @@ class SeedsRun:
         seed_keys = jax.vmap(jax.random.key)(jnp.asarray(self.seeds, jnp.uint32))
         init_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0))(seed_keys)
         example_x, _ = self.scenario.train(0)
-        init = jax.jit(jax.vmap(self.method.init, in_axes=(0, None)))
+        init = jax.jit(jax.vmap(self.schedule(self.method.init), in_axes=(0, None)))
         state = init(init_keys, example_x[:1])
         state, self.seed_keys = sharding.place_seeds((state, seed_keys), self.mesh)
         return state
+
+    def schedule(self, fn):
+        """`fn` whose state gets the run's learning-rate schedule (`lr_schedule.attach`)."""
+        cfg = self.config
+        return lambda *a: lr_schedule.attach(fn(*a), cfg.lr_milestones, cfg.lr_gamma)
 
     def real(self, tree):
         """The real seeds' part of a seed-stacked tree (the padding copies cut off)."""
@@ -155,6 +160,11 @@ class SeedsRun:
             **({"first_epochs": cfg.first_epochs} if cfg.first_epochs else {}),
             "batch_size": cfg.batch_size,
             "last_batch": cfg.last_batch,
+            **(
+                {"lr_milestones": list(cfg.lr_milestones), "lr_gamma": cfg.lr_gamma}
+                if cfg.lr_milestones
+                else {}
+            ),
         }
         if self.plan.stream is not None:  # the stream itself (another --fuzziness: another run)
             digest = hashlib.sha256()
@@ -330,6 +340,10 @@ class SeedsRun:
         if x is not None:
             desc = f"{method.name} {self.scenario.name} task {t + 1}/{self.scenario.num_tasks}"
             pool = self.pool_size(state, t)
+            if self.config.lr_milestones and resumed is None:  # the scheduler afresh
+                state = jax.jit(jax.vmap(self.schedule(lambda s: s)))(state)
+                per_epoch = -(-(self.scenario.train_sizes[t] + pool) // self.config.batch_size)
+                state = sharding.place_seeds(lr_schedule.begin(state, per_epoch), self.mesh)
             state, loss, measured = train_task(ctx, state, x, y, t, desc, resumed, tid, pool)
             if loss is None:  # stopped mid-task
                 return state, True

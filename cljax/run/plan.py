@@ -300,6 +300,13 @@ def plan_run(method: Method, scenario: Scenario, config, devices: int | None = N
         devices = len(jax.devices())
     check_scenario(method, scenario.name, scenario.settings)
     streams.check_run(method, scenario, config.epochs, config.first_epochs)
+    if config.lr_milestones and scenario.stream is not None:
+        raise ValueError(f"lr_milestones: {scenario.name} is a stream, whose pass has no epochs")
+    if config.lr_milestones and method.host.resize is not None:
+        raise ValueError(
+            f"lr_milestones: {method.name} rebuilds its networks on the host between tasks; "
+            "set its own schedule (its Config) instead"
+        )
     seed_devices, data = mesh_shape(config, devices)
     if config.batch_size % data:
         raise ValueError(

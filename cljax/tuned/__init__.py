@@ -38,8 +38,8 @@ OURS_CIFAR100 = "ours: no published tuning on Seq-CIFAR-100; Seq-CIFAR-10's row"
 OURS_SVHN = "ours: no published tuning on SVHN for this method; Seq-CIFAR-10's row"
 XDER_CIFAR100 = (
     "the X-DER paper's Seq-CIFAR-100 settings: Mammoth's utils/best_args.py at its tpami2023 "
-    "tag (ad4d390), with that dataset's batch 32, 50 epochs and replay minibatch 32; its lr "
-    "decay (x0.1 after epochs 35 and 45) is not applied here"
+    "tag (ad4d390), with that dataset's batch 32, 50 epochs, replay minibatch 32 and its "
+    "scheduler (lr x0.1 after epochs 35 and 45 of each task)"
 )
 DGR = (
     "van de Ven et al.'s DGR settings (Adam 1e-3, chunks of 128, 2000 iterations a task); "
@@ -144,6 +144,10 @@ class RunSettings(Hyperparams):
     brightness: float = hparam(
         0.0, "CIFAR training colour jitter (torchvision's ColorJitter brightness)", ge=0
     )
+    lr_milestones: tuple[int, ...] = hparam(
+        (), "the learning rate x lr_gamma after these epochs of each task (MultiStepLR)", gt=0
+    )
+    lr_gamma: float = hparam(0.1, "the learning rate's factor at each milestone", ge=0)
     class_il: str = hparam(
         "all",
         "class-IL accuracy's argmax: over all outputs (as Mammoth) or the classes seen so far",
@@ -172,6 +176,8 @@ class RunSettings(Hyperparams):
             first_epochs=self.first_epochs,
             last_batch=self.last_batch,
             class_il=self.class_il,
+            lr_milestones=self.lr_milestones,
+            lr_gamma=self.lr_gamma,
             **fields,
         )
 

@@ -41,7 +41,15 @@ TUNED = {
         for b in (200, 500, 5120)
     },
     "seq-cifar100": {
-        b: row(XDER_CIFAR100, lr=0.03, batch_size=32, n_epochs=50, minibatch_size=32, alpha=0.3)
+        b: row(
+            XDER_CIFAR100,
+            lr=0.03,
+            batch_size=32,
+            n_epochs=50,
+            lr_milestones=(35, 45),
+            minibatch_size=32,
+            alpha=0.3,
+        )
         for b in (500, 2000)
     },
     "mnist-360": {

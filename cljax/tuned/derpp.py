@@ -77,6 +77,7 @@ TUNED = {
             lr=0.03,
             batch_size=32,
             n_epochs=50,
+            lr_milestones=(35, 45),
             minibatch_size=32,
             alpha=0.1,
             beta=0.5,

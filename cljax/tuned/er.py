@@ -42,7 +42,14 @@ TUNED = {
         5120: row(PAPER, lr=0.1, batch_size=32, n_epochs=100, minibatch_size=32),
     },
     "seq-cifar100": {
-        b: row(XDER_CIFAR100, lr=0.1, batch_size=32, n_epochs=50, minibatch_size=32)
+        b: row(
+            XDER_CIFAR100,
+            lr=0.1,
+            batch_size=32,
+            n_epochs=50,
+            lr_milestones=(35, 45),
+            minibatch_size=32,
+        )
         for b in (500, 2000)
     },
     "mnist-360": {

@@ -19,7 +19,10 @@ TUNED = {
     # Mammoth's optim_wd (SGD weight decay w) is wd_reg = w / 2 here (the loss's wd_reg |theta|^2
     # has gradient 2 wd_reg theta)
     "seq-cifar100": {
-        b: row(XDER_CIFAR100, lr=0.3, wd_reg=5e-06, batch_size=32, n_epochs=50) for b in (500, 2000)
+        b: row(
+            XDER_CIFAR100, lr=0.3, wd_reg=5e-06, batch_size=32, n_epochs=50, lr_milestones=(35, 45)
+        )
+        for b in (500, 2000)
     },
 }
 TUNED["seq-fashion-mnist"] = same_as(TUNED["seq-mnist"], OURS_FASHION)

@@ -29,6 +29,7 @@ TUNED = {
             wd_reg=0.00025,
             batch_size=32,
             n_epochs=50,
+            lr_milestones=(35, 45),
         ),
     },
 }

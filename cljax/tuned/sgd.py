@@ -31,7 +31,7 @@ TUNED = {
         None: row(PAPER, lr=0.03, batch_size=32, n_epochs=100),
     },
     "seq-cifar100": {
-        None: row(XDER_CIFAR100, lr=0.03, batch_size=32, n_epochs=50),
+        None: row(XDER_CIFAR100, lr=0.03, batch_size=32, n_epochs=50, lr_milestones=(35, 45)),
     },
     "mnist-360": {
         None: row(PAPER, lr=0.1, batch_size=4, n_epochs=1),
