@@ -293,6 +293,7 @@ def run_row(args, scenario, row, seeds, new, after_chunk, reference):
         resume=args.resume,
         after_chunk=after_chunk,
         steps=args.steps or None,
+        class_il="seen",  # A_n over the classes seen, as the DGM authors' code and our rows
         **extra,
     )
     grid = workdir / "samples" / "task10.png"
