@@ -21,11 +21,7 @@ def recorded_hparams(method_hparams: dict, config) -> dict:
         "n_epochs": config.epochs,
         "last_batch": config.last_batch,
         **({"first_epochs": config.first_epochs} if config.first_epochs else {}),
-        **(
-            {"lr_milestones": list(config.lr_milestones), "lr_gamma": config.lr_gamma}
-            if config.lr_milestones
-            else {}
-        ),
+        **config.lr_schedule(),
         **config.record,
     }
 

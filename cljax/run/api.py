@@ -145,6 +145,12 @@ class RunConfig:
         if self.lr_gamma < 0:
             raise ValueError(f"lr_gamma must be >= 0, got {self.lr_gamma!r}")
 
+    def lr_schedule(self) -> dict:
+        """The schedule as results and checkpoints record it: `{}` for a constant rate."""
+        if not self.lr_milestones:
+            return {}
+        return {"lr_milestones": list(self.lr_milestones), "lr_gamma": self.lr_gamma}
+
     def epochs_of(self, task: int) -> int:
         """Epochs of task `task`: `first_epochs` for the first one when set, else `epochs`."""
         return self.first_epochs if task == 0 and self.first_epochs else self.epochs

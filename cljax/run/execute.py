@@ -160,11 +160,7 @@ class SeedsRun:
             **({"first_epochs": cfg.first_epochs} if cfg.first_epochs else {}),
             "batch_size": cfg.batch_size,
             "last_batch": cfg.last_batch,
-            **(
-                {"lr_milestones": list(cfg.lr_milestones), "lr_gamma": cfg.lr_gamma}
-                if cfg.lr_milestones
-                else {}
-            ),
+            **cfg.lr_schedule(),
         }
         if self.plan.stream is not None:  # the stream itself (another --fuzziness: another run)
             digest = hashlib.sha256()
