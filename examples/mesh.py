@@ -44,7 +44,11 @@ def main(argv=None) -> dict:
         model=models.make("mlp", scenario.num_classes),
         input_fn=scenario.input_fn,
     )
-    base = train.RunConfig(batch_size=10, seeds=(0, 1, 2, 3), steps=args.steps, progress=False)
+    # "fill": a batch split over devices takes full batches, so the one-device run must too
+    # (an epoch's short last batch would otherwise give it other steps than the split runs)
+    base = train.RunConfig(
+        batch_size=10, seeds=(0, 1, 2, 3), steps=args.steps, progress=False, last_batch="fill"
+    )
     runs = {}
     for devices, seed_devices in ((1, 1), (4, 2), (4, 4)):
         config = dataclasses.replace(base, devices=devices, seed_devices=seed_devices)
