@@ -66,6 +66,7 @@ class Draws:
 
     def __init__(self, ours: bool):
         self.ours, self.picked, self.slots = ours, None, []
+        self.queue = []  # several draws a step (DER++): answered in turn, before `picked`
 
     @property
     def random(self):
@@ -80,8 +81,9 @@ class Draws:
     def choice(self, n, size, replace):
         if not self.ours:
             return np.random.choice(n, size=size, replace=replace)
-        assert len(self.picked) == size and self.picked.max() < n, (len(self.picked), size, n)
-        return self.picked
+        picked = self.queue.pop(0) if self.queue else self.picked
+        assert len(picked) == size and picked.max() < n, (len(picked), size, n)
+        return picked
 
 
 def task_mean(pred, y) -> float:

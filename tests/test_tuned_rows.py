@@ -49,3 +49,14 @@ def test_agem_r_has_its_mnist_rows():
 def test_gss_keeps_best_args_one_epoch_at_5120():
     assert tuned.resolve("gss", "seq-cifar10", 5120).run.n_epochs == 1
     assert tuned.resolve("gss", "seq-cifar10", 500).run.n_epochs == 50
+
+
+def test_every_resnet_row_of_the_der_table_runs_tuned():
+    # `reproduce_der --benchmarks seq-cifar10 seq-tinyimg`: each row at its paper's buffers
+    from experiments import reproduce_der
+
+    for benchmark in reproduce_der.CONV:
+        for method, cells in reproduce_der.PAPER[benchmark].items():
+            for size in cells:
+                found = tuned.lookup(method, benchmark, size)
+                assert found is not None and found.buffer_size == size, (benchmark, method, size)
