@@ -91,12 +91,16 @@ class ResNet18(nn.Module):
         """The eight basic blocks in order (cljax's `BasicBlock_0` ... `BasicBlock_7`)."""
         return [b for layer in (self.layer1, self.layer2, self.layer3, self.layer4) for b in layer]
 
-    def forward(self, x):
+    def features(self, x):
+        """The input of the linear head (Mammoth's `features`): pooled, flattened."""
         out = relu(self.bn1(self.conv1(x)))
         for block in self.blocks():
             out = block(out)
         out = F.avg_pool2d(out, out.shape[2])
-        return self.linear(out.flatten(1))
+        return out.flatten(1)
+
+    def forward(self, x):
+        return self.linear(self.features(x))
 
 
 def _layers(model: ResNet18):
@@ -125,9 +129,9 @@ def _set(tree: dict, path, leaf: dict):
     tree[path[-1]] = leaf
 
 
-def _convert(model: ResNet18, grads: bool):
+def _convert(model: ResNet18, grads: bool, value=None):
     params, stats = {}, {}
-    value = (lambda p: _np(p.grad)) if grads else _np
+    value = value or ((lambda p: _np(p.grad)) if grads else _np)
     for path, m in _layers(model):
         if isinstance(m, nn.Conv2d):  # OIHW -> HWIO
             _set(params, path, {"kernel": value(m.weight).transpose(2, 3, 1, 0)})
@@ -150,6 +154,13 @@ def to_cljax(model: ResNet18) -> dict:
 def grads_to_cljax(model: ResNet18) -> dict:
     """The `.grad` of `model`'s parameters laid out as cljax's `params`."""
     return _convert(model, grads=True)[0]
+
+
+def params_to_cljax(model: ResNet18, values: dict) -> dict:
+    """`values` (a tensor for each of `model`'s parameters, keyed by the parameter's name in
+    `model.named_parameters()`: a Fisher, an anchor) laid out as cljax's `params`."""
+    names = {id(p): name for name, p in model.named_parameters()}
+    return _convert(model, False, lambda p: _np(values[names[id(p)]]))[0]
 
 
 def nchw(x) -> torch.Tensor:
