@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import Any
 
 import jax
@@ -42,18 +43,32 @@ def create_net(model, tx, key, x) -> NetState:
     )
 
 
-def forward(net: NetState, params, x, batch_stats, train: bool = True, active=True):
-    """Logits and updated BatchNorm statistics; `active=False` keeps the old statistics."""
+def forward(net: NetState, params, x, batch_stats, train: bool = True, active=True, weight=None):
+    """Logits and updated BatchNorm statistics; `active=False` keeps the old statistics.
+
+    `weight` (`(N,)`, 0 on padding): a model that takes a `mask` (cljax's `resnet18`)
+    computes its batch statistics over the items of nonzero weight only, as a reference
+    that forwards only the real items (Mammoth's replay while its buffer holds fewer items
+    than it draws); other models see every item."""
     if not batch_stats:
         return net.apply_fn({"params": params}, x, train=train), batch_stats
     variables = {"params": params, "batch_stats": batch_stats}
     if not train:
         return net.apply_fn(variables, x, train=False), batch_stats
-    logits, updates = net.apply_fn(variables, x, train=True, mutable=["batch_stats"])
+    extra = {"mask": weight > 0} if weight is not None and _takes_mask(net.apply_fn) else {}
+    logits, updates = net.apply_fn(variables, x, train=True, mutable=["batch_stats"], **extra)
     new_stats = jax.tree.map(
         lambda new, old: jnp.where(active, new, old), updates["batch_stats"], batch_stats
     )
     return logits, new_stats
+
+
+def _takes_mask(apply_fn) -> bool:
+    """Whether the module behind `apply_fn` (a bound `Module.apply`) takes `mask`."""
+    module = getattr(apply_fn, "__self__", None)
+    if module is None:
+        return False
+    return "mask" in inspect.signature(type(module).__call__).parameters
 
 
 def predict(net: NetState, x):
@@ -247,11 +262,11 @@ def dark_step(config: DarkConfig, input_fn, state: ReplayState, batch, key):
     def loss_fn(params):
         logits, stats = forward(state.net, params, x, state.net.batch_stats)
         loss = cross_entropy(logits, batch["y"]).mean()
-        out, stats = forward(state.net, params, mse_x, stats, active=active)
+        out, stats = forward(state.net, params, mse_x, stats, active=active, weight=mse_valid)
         mse = jnp.mean((out - mse_items["logits"]) ** 2, axis=-1)
         loss = loss + config.alpha * masked_mean(mse, mse_valid)
         if beta is not None:
-            out, stats = forward(state.net, params, ce_x, stats, active=active)
+            out, stats = forward(state.net, params, ce_x, stats, active=active, weight=ce_valid)
             loss = loss + beta * masked_mean(cross_entropy(out, ce_items["y"]), ce_valid)
         return loss, (stats, logits)
 

@@ -11,10 +11,12 @@ classes (`F.mse_loss`). The paper's replay minibatch size is a hyperparameter of
 its own (128 on Seq-MNIST buffer 500), not the batch size that current
 Mammoth silently substitutes.
 
-Deviation: while the buffer holds fewer items than the minibatch, the
-minibatch is padded with repeats that carry weight 0, so the loss equals the
-loss over the distinct stored items (Mammoth draws fewer items), but the
-repeats pass through BatchNorm in training mode.
+While the buffer holds fewer items than the minibatch, the minibatch is padded
+with repeats that carry weight 0 (one compiled shape; Mammoth draws fewer items):
+the loss is that over the distinct stored items, and a backbone with BatchNorm
+(`resnet18`) computes its batch statistics over them alone, as Mammoth's forward
+of the distinct items does (`tests/test_torch_equivalence.py`). Deviations:
+nothing known.
 """
 
 from __future__ import annotations

@@ -4,6 +4,12 @@ Each step concatenates the current batch with `minibatch_size` buffer items
 and minimises the cross-entropy over the concatenation; then the current
 (non-augmented) batch is offered to the reservoir.
 Loss: CE([x; x_buf], [y; y_buf]).
+
+While the buffer holds fewer than `minibatch_size` items (none, at first), the replayed
+part is padded with slots of weight 0, one compiled shape for every step; they stay out
+of the loss and of BatchNorm's batch statistics (`resnet18`'s `mask`), so a step equals
+Mammoth's, which forwards the batch with the items there are
+(`tests/test_torch_equivalence.py`).
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ def train_step(config: Config, input_fn, state: ReplayState, batch, key):
     x, y, weight = mixed_batch(state, batch, k_cur, k_buf, config.minibatch_size, input_fn)
 
     def loss_fn(params):
-        logits, stats = forward(state.net, params, x, state.net.batch_stats)
+        logits, stats = forward(state.net, params, x, state.net.batch_stats, weight=weight)
         return masked_mean(cross_entropy(logits, y), weight), (stats, None)
 
     net, loss, _ = sgd_update(state.net, loss_fn)

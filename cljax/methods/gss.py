@@ -31,8 +31,8 @@ Where this deviates from Mammoth, and why:
   the normalisation the network trains on (MNIST has none: the same there).
 - While the buffer holds fewer than `minibatch_size` items, the replayed part of
   the step's batch is padded with repeats of weight 0 (Mammoth draws the items
-  there are, none while it is empty): the same loss without BatchNorm, but with
-  it the repeats enter the batch's statistics.
+  there are, none while it is empty): the same loss, and the repeats stay out of
+  BatchNorm's batch statistics (`resnet18`'s `mask`), as in Mammoth's forward.
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ def train_step(config: Config, input_fn, state: GssState, batch, key):
     x, y, weight = mixed_batch(state, batch, k_cur, k_buf, config.minibatch_size, input_fn)
 
     def loss_fn(params):
-        logits, stats = forward(state.net, params, x, state.net.batch_stats)
+        logits, stats = forward(state.net, params, x, state.net.batch_stats, weight=weight)
         return masked_mean(cross_entropy(logits, y), weight), (stats, None)
 
     net, loss, _ = sgd_update(state.net, loss_fn)

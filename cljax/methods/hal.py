@@ -44,8 +44,8 @@ Where this deviates from Mammoth, and why:
   them is in training mode in both.
 - While the buffer holds fewer than `minibatch_size` items, the replayed part of
   the step's batch is padded with repeats of weight 0 (Mammoth draws the items
-  there are, none while it is empty): the same loss without BatchNorm, but with
-  it the repeats enter the batch's statistics.
+  there are, none while it is empty): the same loss, and the repeats stay out of
+  BatchNorm's batch statistics (`resnet18`'s `mask`), as in Mammoth's forward.
 """
 
 from __future__ import annotations
@@ -156,7 +156,7 @@ def make(config: Config | None = None, *, model, input_fn, **overrides) -> Metho
         cur = x[: batch["y"].shape[0]]
 
         def ce_fn(params):
-            logits, stats = forward(net, params, x, net.batch_stats)
+            logits, stats = forward(net, params, x, net.batch_stats, weight=weight)
             return masked_mean(cross_entropy(logits, y), weight), stats
 
         (ce, stats), g_ce = jax.value_and_grad(ce_fn, has_aux=True)(net.params)

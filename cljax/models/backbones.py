@@ -122,7 +122,11 @@ class BatchNorm(nn.Module):
     the *unbiased* one (n / (n - 1) times it), where `nn.BatchNorm` keeps the biased one.
 
     Same variables as `nn.BatchNorm` (params `scale`, `bias`; batch_stats `mean`, `var`);
-    statistics in float32 (two-pass variance), the output in `dtype`.
+    statistics in float32 (two-pass variance), the output in `dtype`. `mask` (`(N,)`
+    booleans, training only): the batch statistics are those of the items it marks, as if
+    the others were not in the batch (a replay method's padding slots, which PyTorch's
+    reference never forwards), or every item's where it marks none; every item is
+    normalised by them.
     """
 
     momentum: float = 0.9  # weight of the old running statistics (PyTorch's 1 - momentum)
@@ -130,7 +134,7 @@ class BatchNorm(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x, train: bool):
+    def __call__(self, x, train: bool, mask=None):
         shape = (x.shape[-1],)
         ra_mean = self.variable("batch_stats", "mean", jnp.zeros, shape, jnp.float32)
         ra_var = self.variable("batch_stats", "var", jnp.ones, shape, jnp.float32)
@@ -139,13 +143,20 @@ class BatchNorm(nn.Module):
         if train:
             axes = tuple(range(x.ndim - 1))
             xf = x.astype(jnp.promote_types(self.dtype, jnp.float32))
-            mean = xf.mean(axes)
-            var = jnp.square(xf - mean).mean(axes)
-            if not self.is_initializing():
+            if mask is None:
+                mean = xf.mean(axes)
+                var = jnp.square(xf - mean).mean(axes)
                 n = x.size // shape[0]
+            else:  # the marked items' statistics (every item's where none is marked)
+                w = mask.reshape((-1,) + (1,) * (x.ndim - 1)).astype(xf.dtype)
+                w = jnp.where(w.sum() > 0, w, jnp.ones_like(w))
+                n = w.sum() * (x.size // (x.shape[0] * shape[0]))
+                mean = (xf * w).sum(axes) / n
+                var = (jnp.square(xf - mean) * w).sum(axes) / n
+            if not self.is_initializing():
                 m = self.momentum
                 ra_mean.value = m * ra_mean.value + (1 - m) * mean
-                ra_var.value = m * ra_var.value + (1 - m) * var * (n / max(n - 1, 1))
+                ra_var.value = m * ra_var.value + (1 - m) * var * (n / jnp.maximum(n - 1, 1))
         else:
             mean, var = ra_mean.value, ra_var.value
         y = (x - mean) * (jax.lax.rsqrt(var + self.epsilon) * scale) + bias
@@ -160,7 +171,7 @@ class BasicBlock(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x, train: bool):
+    def __call__(self, x, train: bool, mask=None):
         norm = lambda: BatchNorm(dtype=self.dtype)
         conv = lambda planes, k, stride, pad: Conv(
             planes,
@@ -171,10 +182,10 @@ class BasicBlock(nn.Module):
             dtype=self.dtype,
             kernel_init=_torch_kernel,
         )
-        out = nn.relu(norm()(conv(self.planes, 3, self.stride, 1)(x), train))
-        out = norm()(conv(self.planes, 3, 1, 1)(out), train)
+        out = nn.relu(norm()(conv(self.planes, 3, self.stride, 1)(x), train, mask))
+        out = norm()(conv(self.planes, 3, 1, 1)(out), train, mask)
         if self.stride != 1 or x.shape[-1] != self.planes:
-            x = norm()(conv(self.planes, 1, self.stride, 0)(x), train)
+            x = norm()(conv(self.planes, 1, self.stride, 0)(x), train, mask)
         return nn.relu(out + x)
 
 
@@ -190,7 +201,8 @@ class ResNet18(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x, train: bool = False):
+    def __call__(self, x, train: bool = False, mask=None):
+        """Logits (features with `num_classes=None`); `mask`: see `BatchNorm`."""
         x = Conv(
             self.nf,
             (3, 3),
@@ -200,11 +212,11 @@ class ResNet18(nn.Module):
             dtype=self.dtype,
             kernel_init=_torch_kernel,
         )(x)
-        x = nn.relu(BatchNorm(dtype=self.dtype)(x, train))
+        x = nn.relu(BatchNorm(dtype=self.dtype)(x, train, mask))
         for i, mult in enumerate((1, 2, 4, 8)):
             for b in range(2):
                 stride = 2 if (i > 0 and b == 0) else 1
-                x = BasicBlock(self.nf * mult, stride, self.dtype)(x, train)
+                x = BasicBlock(self.nf * mult, stride, self.dtype)(x, train, mask)
         x = jnp.mean(x, axis=(1, 2))
         if self.num_classes is None:
             return x.astype(jnp.float32)
