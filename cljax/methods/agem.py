@@ -20,11 +20,10 @@ batch. The memory's items are augmented by the training transform
 (`augment_reference`, Mammoth's `get_data(..., transform=self.transform)`; A-GEM-R's
 are not, `cljax.methods.agem_r`).
 
-Where this deviates from Mammoth, and why:
-- While the memory holds fewer than `minibatch_size` items, the reference batch
-  is padded to that size with repeats of weight 0 (one shape a task; Mammoth
-  draws the items there are): the same gradient without BatchNorm, but with it
-  the repeats enter the batch's statistics, and the running ones.
+While the memory holds fewer than `minibatch_size` items, the reference batch is
+padded to that size with repeats of weight 0 (one shape a task; Mammoth draws the items
+there are): the same gradient, and the repeats stay out of BatchNorm's batch and running
+statistics (`resnet18`'s `mask`), as in Mammoth's forward of the items there are.
 """
 
 from __future__ import annotations
@@ -87,7 +86,7 @@ def train_step(config: Config, input_fn, state: ReplayState, batch, key):
     stored = state.buffer.num_seen > 0
 
     def memory_loss(params):
-        logits, mem_stats = forward(net, params, mem_x, stats, active=stored)
+        logits, mem_stats = forward(net, params, mem_x, stats, active=stored, weight=valid)
         return masked_mean(cross_entropy(logits, mem["y"]), valid), mem_stats
 
     ref, stats = jax.grad(memory_loss, has_aux=True)(net.params)
