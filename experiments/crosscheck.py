@@ -1,22 +1,25 @@
-"""Mammoth's own DER++ and ResNet-18 beside cljax's, step for step (issue 47, item 3).
+"""Mammoth's own DER++ (or ER) and ResNet-18 beside cljax's, step for step (issue 47, item 3).
 
-    python -m experiments.crosscheck --mammoth PATH/TO/mammoth-5dc82be [--steps 20] [--nf 64]
+    python -m experiments.crosscheck --mammoth PATH/TO/mammoth-5dc82be [--method derpp|er]
+        [--steps 20] [--nf 64] [--free]
 
-Imports Mammoth's `backbone/ResNet18.py` (`resnet18(10, nf)`) and `models/derpp.py`
-(`Derpp.observe`, its `utils/buffer.py`) from a checkout of its paper-era code (commit
-5dc82be: `git archive 5dc82be | tar -x -C DIR`), copies the weights of cljax's
-`resnet18` into Mammoth's network, and trains both on the same batches with DER++'s
-Seq-CIFAR-10 settings (`cljax/tuned/derpp.py`, buffer `--buffer-size`): Mammoth's buffer
-answers its two replay draws and its reservoir slots with the ones cljax's step makes
-with its keys (as `experiments/mammoth_side_by_side.py` does for ER), so the two must
-agree to float rounding if the steps are the same. The data: CIFAR-shaped random images
-(no CIFAR files here), half the steps on classes 0-1 and half on 2-3 (Seq-CIFAR-10's
-first two tasks), without augmentation on either side (the augmentation is checked
-against torchvision in `tests/test_augment_torch.py`): inputs are pixels / 255.
+Imports Mammoth's `backbone/ResNet18.py` (`resnet18(10, nf)`) and `models/derpp.py` or
+`models/er.py` (their `observe`, its `utils/buffer.py`) from a checkout of its paper-era
+code (commit 5dc82be: `git archive 5dc82be | tar -x -C DIR`), copies the weights of
+cljax's `resnet18` into Mammoth's network, and trains both on the same batches with the
+method's Seq-CIFAR-10 settings (`cljax/tuned/<method>.py`, buffer `--buffer-size`):
+Mammoth's buffer answers its replay draws and its reservoir slots with the ones cljax's
+step makes with its keys (as `experiments/mammoth_side_by_side.py` does for ER on the
+MLP), so the two must agree to float rounding if the steps are the same. The data:
+CIFAR-shaped random images (no CIFAR files here), half the steps on classes 0-1 and half
+on 2-3 (Seq-CIFAR-10's first two tasks), without augmentation on either side (the
+augmentation is checked against torchvision in `tests/test_augment_torch.py`): inputs
+are pixels / 255.
 
 Prints, and writes as a markdown table (`--out`), each step's loss on both sides and
 their relative difference, the largest parameter difference (relative to the largest
-parameter) and the largest difference of BatchNorm's running statistics.
+parameter), the largest difference of the two updates (relative to the largest update)
+and the largest difference of BatchNorm's running statistics.
 
 Needs PyTorch (`pip install torch`); torchvision is stubbed where it is absent (Mammoth
 imports it, this path does not use it).
@@ -44,7 +47,7 @@ from experiments.mammoth_side_by_side import Draws
 
 
 def load_mammoth(path: str):
-    """`(torch, resnet18, Derpp, utils.buffer)` imported from a Mammoth checkout at `path`,
+    """`(torch, resnet18, {name: model class}, utils.buffer)` from a Mammoth checkout at `path`,
     without its dataset and model registries (which import every dataset)."""
     try:
         import torch
@@ -67,9 +70,10 @@ def load_mammoth(path: str):
     import utils.buffer as mbuf
     from backbone.ResNet18 import resnet18
     from models.derpp import Derpp
+    from models.er import Er
 
     torch.set_num_threads(1)
-    return torch, resnet18, Derpp, mbuf
+    return torch, resnet18, {"derpp": Derpp, "er": Er}, mbuf
 
 
 def copy_weights(torch, net, variables) -> None:
@@ -156,6 +160,7 @@ def gaps(ours: tuple[dict, dict], theirs: tuple[dict, dict], before: dict) -> tu
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--mammoth", required=True, help="a checkout of Mammoth at 5dc82be")
+    p.add_argument("--method", choices=("derpp", "er"), default="derpp")
     p.add_argument("--steps", type=int, default=20, help="steps, half on each task")
     p.add_argument("--nf", type=int, default=64, help="ResNet-18 width (64: the paper's)")
     p.add_argument("--buffer-size", type=int, default=500)
@@ -166,23 +171,21 @@ def main(argv=None) -> int:
         help="let the two sides run apart (default: Mammoth's network and stored logits are "
         "set to cljax's before every step, so each row compares one step from one state)",
     )
-    p.add_argument("--out", default="experiments/results/crosscheck_derpp_resnet18.md")
+    p.add_argument("--out", default=None, help="default: results/crosscheck_METHOD_resnet18.md")
     args = p.parse_args(argv)
-    torch, resnet18, Derpp, mbuf = load_mammoth(os.path.abspath(args.mammoth))
-    row = tuned.lookup("derpp", "seq-cifar10", args.buffer_size).values
+    if args.out is None:
+        args.out = f"experiments/results/crosscheck_{args.method}_resnet18.md"
+    torch, resnet18, classes, mbuf = load_mammoth(os.path.abspath(args.mammoth))
+    row = tuned.lookup(args.method, "seq-cifar10", args.buffer_size).values
     B, MB = row["batch_size"], row["minibatch_size"]
-    hp = Namespace(lr=row["lr"], alpha=row["alpha"], beta=row["beta"])
-    hp.buffer_size, hp.minibatch_size = args.buffer_size, MB
-
-    input_fn = scaled_input(255.0)
-    method = methods.get("derpp").make(
+    settings = {k: row[k] for k in ("lr", "alpha", "beta") if k in row}
+    hp = Namespace(**settings, buffer_size=args.buffer_size, minibatch_size=MB)
+    method = methods.get(args.method).make(
         model=models.make("resnet18", 10, nf=args.nf),
-        input_fn=input_fn,
-        lr=hp.lr,
-        alpha=hp.alpha,
-        beta=hp.beta,
-        buffer_size=hp.buffer_size,
+        input_fn=scaled_input(255.0),
+        buffer_size=args.buffer_size,
         minibatch_size=MB,
+        **settings,
     )
     rng = np.random.default_rng(args.seed)
     state = method.init(jax.random.key(args.seed), np.zeros((1, 32, 32, 3), np.uint8))
@@ -190,7 +193,7 @@ def main(argv=None) -> int:
     net = resnet18(10, args.nf)
     copy_weights(torch, net, {"params": state.net.params, "batch_stats": state.net.batch_stats})
     net.train()
-    model = Derpp(net, torch.nn.functional.cross_entropy, hp, None)
+    model = classes[args.method](net, torch.nn.functional.cross_entropy, hp, None)
     model.device = model.buffer.device = torch.device("cpu")
     draws = Draws(True)
     mbuf.np = draws
@@ -202,7 +205,7 @@ def main(argv=None) -> int:
         if not args.free or s == 0:  # one state on both sides before the step
             ours_vars = {"params": state.net.params, "batch_stats": state.net.batch_stats}
             copy_weights(torch, net, ours_vars)
-            if int(state.buffer.num_seen) > 0:  # the stored logits: ours (float rounding apart)
+            if args.method == "derpp" and int(state.buffer.num_seen) > 0:  # our stored logits
                 stored = min(int(state.buffer.num_seen), args.buffer_size)
                 logits = np.asarray(state.buffer.data["logits"][:stored])
                 model.buffer.logits[:stored] = torch.from_numpy(logits.copy())
@@ -211,9 +214,12 @@ def main(argv=None) -> int:
         x = rng.integers(0, 256, (B, 32, 32, 3), dtype=np.uint8)
         y = rng.choice([2 * task, 2 * task + 1], B).astype(np.int32)
         k = jax.random.fold_in(key, s)
-        _, k_mse, k_ce, k_add = jax.random.split(k, 4)  # common.dark_step's keys
+        if args.method == "derpp":  # common.dark_step's keys: two draws, then the slots
+            *draw_keys, k_add = jax.random.split(k, 4)[1:]
+        else:  # er.train_step's: one draw, then the slots
+            *draw_keys, k_add = jax.random.split(k, 3)[1:]
         picks = []
-        for kk in (k_mse, k_ce):  # common.replay_batch: its first split draws the indices
+        for kk in draw_keys:  # common.replay_batch: its first split draws the indices
             i, valid = buffer_lib.sample_indices(state.buffer, jax.random.split(kk)[0], MB)
             picks.append(np.asarray(i)[np.asarray(valid)])
         draws.queue = picks
@@ -240,6 +246,13 @@ def main(argv=None) -> int:
     return 0
 
 
+NAMES = {"derpp": "DER++", "er": "ER"}
+ER_EMPTY = (
+    "ER's first step (an empty buffer): cljax forwards the batch with `minibatch_size` "
+    "zero-weight padding slots (one compiled shape), which the backbone's BatchNorm mask "
+    "keeps out of the batch statistics; Mammoth forwards the batch alone. Before that mask "
+    "(commit b28c775) this step's loss differed by 2.8% at nf 8."
+)
 WHERE_THEY_PART = (
     "Where the updates part: with the losses equal to float rounding, the updates of a re-syn"
     "ced step still differ by about 1e-3 of the largest update, in a few channels of a few ke"
@@ -256,20 +269,22 @@ WHERE_THEY_PART = (
 def write(args, rows, seconds, B, MB, hp) -> None:
     worst = max(r[4] for r in rows)
     lines = [
-        "# DER++ on ResNet-18: Mammoth's own code beside cljax, step for step",
+        f"# {NAMES[args.method]} on ResNet-18: Mammoth's own code beside cljax, step for step",
         "",
-        f"Command: `python -m experiments.crosscheck --mammoth MAMMOTH-5dc82be --steps "
+        f"Command: `python -m experiments.crosscheck --mammoth MAMMOTH-5dc82be --method "
+        f"{args.method} --steps "
         f"{args.steps} --nf {args.nf} --buffer-size {args.buffer_size}"
         f"{' --free' if args.free else ''} --out {args.out}`",
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, jax {jax.__version__} on "
-        f"{jax.default_backend()}; Mammoth 5dc82be (`backbone/ResNet18.py`, `models/derpp.py`, "
+        f"{jax.default_backend()}; Mammoth 5dc82be (`backbone/ResNet18.py`, `models/{args.method}.py`, "
         f"`utils/buffer.py`) on CPU torch. {seconds:.0f} s for both sides.",
         "",
-        f"Settings: `cljax/tuned/derpp.py`'s Seq-CIFAR-10 row at buffer {args.buffer_size} "
-        f"(lr {hp.lr}, alpha {hp.alpha}, beta {hp.beta}, batch {B}, replay minibatch {MB}), "
+        f"Settings: `cljax/tuned/{args.method}.py`'s Seq-CIFAR-10 row at buffer "
+        f"{args.buffer_size} ({', '.join(f'{k} {v}' for k, v in vars(hp).items())}, "
+        f"batch {B}), "
         f"nf {args.nf}, random CIFAR-shaped images (pixels / 255, no augmentation), classes "
-        "0-1 then 2-3; Mammoth's two replay draws and reservoir slots are cljax's. Relative "
+        "0-1 then 2-3; Mammoth's replay draws and reservoir slots are cljax's. Relative "
         "loss difference: |ours - Mammoth| / |Mammoth|; parameters: the largest absolute "
         "difference after the step over the largest parameter; update: the largest difference "
         "of the two steps' parameter updates over the largest update; running stats: the "
@@ -277,7 +292,7 @@ def write(args, rows, seconds, B, MB, hp) -> None:
         + (
             "Free-running (`--free`): the two sides start from one state and run apart."
             if args.free
-            else "Re-synced: before every step Mammoth's network and its buffer's stored logits "
+            else "Re-synced: before every step Mammoth's network (and DER++'s stored logits) "
             "are set to cljax's, so each row is one step from one state."
         )
         + f" Largest relative loss difference: {worst:.1e}.",
@@ -285,6 +300,7 @@ def write(args, rows, seconds, B, MB, hp) -> None:
         "",
         WHERE_THEY_PART,
         "",
+        *([ER_EMPTY, ""] if args.method == "er" else []),
         "| step | task | loss (cljax) | loss (Mammoth) | relative | parameters | update | "
         "running stats |",
         "|---|---|---|---|---|---|---|---|",
