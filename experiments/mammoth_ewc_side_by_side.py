@@ -13,17 +13,22 @@ models' domain-IL accuracy (argmax over the 10 outputs) on every task seen.
 Mammoth's `end_task` reads `dataset.train_loader`; it is given the task's items in
 batches of `--batch-size` (shuffled: its loader's), so it divides its Fisher by
 `len(train_loader) * batch_size` (60,032) as it does in a run. Its per-item loop is
-its own code, the slow part here (about 30-60 s a task on one core).
+its own code, the slow part here (30-190 s a task on one core beside other jobs).
+`--resync` gives Mammoth's network our parameters just before each `end_task`, so
+both Fishers and anchors are taken at one point (their sums then differ by the ratio
+60,032 / 60,000); `--every N` prints the parameter gap every N steps.
 
 Needs PyTorch, torchvision (Mammoth's `models/__init__.py` imports every dataset)
 and a Mammoth checkout (not dependencies of cljax); GEM's `quadprog` is stubbed if
-missing (GEM is not run). On these machines see docs/NOTES-STACK's Mammoth section::
+missing (GEM is not run). On these machines see shared/NOTES-STACK.md's Mammoth section
+(torchvision 0.28 needs its two `register_fake` decorators made conditional)::
 
     git -C MIRROR archive 5dc82be | tar -x -C /tmp/mammoth5dc
     python -m experiments.mammoth_ewc_side_by_side --mammoth /tmp/mammoth5dc \\
         --data-dir /work/shared/data --tasks 4
 
-`--tasks 20` runs the whole benchmark (about 20-30 minutes on one core). Issue 46
+`--tasks 20` runs the whole benchmark (about an hour with Mammoth's loop; 40 minutes
+with that loop vmapped in a scratch copy, beside other jobs). Issue 46
 (item 6): experiments/results/ewc_on_perm_side_by_side.md.
 """
 
