@@ -95,20 +95,11 @@ def copy_weights(torch, net, variables) -> None:
 
 
 def _layers(net):
-    """`(cljax path, module)` of Mammoth's ResNet: its conv, BatchNorm and linear layers."""
-    yield ("Conv_0",), net.conv1
-    yield ("BatchNorm_0",), net.bn1
-    blocks = [b for layer in (net.layer1, net.layer2, net.layer3, net.layer4) for b in layer]
-    for i, block in enumerate(blocks):
-        name = f"BasicBlock_{i}"
-        yield (name, "Conv_0"), block.conv1
-        yield (name, "BatchNorm_0"), block.bn1
-        yield (name, "Conv_1"), block.conv2
-        yield (name, "BatchNorm_1"), block.bn2
-        if len(block.shortcut):
-            yield (name, "Conv_2"), block.shortcut[0]
-            yield (name, "BatchNorm_2"), block.shortcut[1]
-    yield ("Dense_0",), net.linear
+    """`(cljax path, module)` of Mammoth's ResNet (the torch reference's walk: same names;
+    imported here, after `load_mammoth` checked that torch is there)."""
+    from tests.torch_reference import _layers as walk
+
+    return walk(net)
 
 
 def _get(tree, path):

@@ -103,11 +103,13 @@ class ResNet18(nn.Module):
         return self.linear(self.features(x))
 
 
-def _layers(model: ResNet18):
-    """`(cljax path, torch module)` of every convolution, BatchNorm and the linear head."""
+def _layers(model):
+    """`(cljax path, torch module)` of every convolution, BatchNorm and the linear head of
+    `model`, this module's `ResNet18` or Mammoth's own (the same attribute names)."""
     yield ("Conv_0",), model.conv1
     yield ("BatchNorm_0",), model.bn1
-    for i, block in enumerate(model.blocks()):
+    layers = (model.layer1, model.layer2, model.layer3, model.layer4)
+    for i, block in enumerate(b for layer in layers for b in layer):
         name = f"BasicBlock_{i}"
         yield (name, "Conv_0"), block.conv1
         yield (name, "BatchNorm_0"), block.bn1
