@@ -1,0 +1,108 @@
+"""The methods after DER: each one's distinguishing mechanism checked by hand."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cljax import methods, models
+from cljax.methods.common import replay_batch
+from tests.conftest import tiny_scenario
+
+SC = tiny_scenario()
+
+
+def batch(t, n=4, offset=0):
+    x, y = SC.train(t)
+    return {"x": jnp.asarray(x[offset : offset + n]), "y": jnp.asarray(y[offset : offset + n])}
+
+
+def close(a, b, **kw):
+    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_allclose(np.asarray(u), np.asarray(v), **kw)
+
+
+def test_cls_er_moves_each_ema_model_with_its_own_probability_and_decay():
+    model = models.MLP((8,), SC.num_classes)
+    method = methods.get("cls_er").make(
+        model=model,
+        input_fn=SC.input_fn,
+        buffer_size=16,
+        minibatch_size=4,
+        plastic_model_update_freq=1.0,
+        plastic_model_alpha=0.9,
+        stable_model_update_freq=0.0,
+    )
+    state = method.init(jax.random.key(0), SC.train(0)[0][:1])
+    before = state.plastic.params
+    state, _ = jax.jit(method.train_step)(state, batch(0), jax.random.key(1))
+    assert int(state.step) == 1
+    # first step: decay min(1 - 1/2, 0.9) = 0.5 towards the updated working model
+    close(
+        state.plastic.params,
+        jax.tree.map(lambda e, p: 0.5 * e + 0.5 * p, before, state.net.params),
+        rtol=1e-6,
+    )
+    close(state.stable.params, before)  # update probability 0: never moves
+    for i in range(1, 12):
+        old = state.plastic.params
+        state, _ = jax.jit(method.train_step)(state, batch(0, offset=i % 3 * 4), jax.random.key(i))
+        alpha = min(1 - 1 / (i + 2), 0.9)
+        want = jax.tree.map(lambda e, p, a=alpha: a * e + (1 - a) * p, old, state.net.params)
+        close(state.plastic.params, want, rtol=1e-5, atol=1e-7)
+
+
+def test_cls_er_consistency_target_is_the_ema_model_surer_of_the_label():
+    model = models.MLP((8,), SC.num_classes)
+    reg = 2.0
+    method = methods.get("cls_er").make(
+        model=model, input_fn=SC.input_fn, buffer_size=16, minibatch_size=4, reg_weight=reg
+    )
+    state = method.init(jax.random.key(0), SC.train(0)[0][:1])
+    step = jax.jit(method.train_step)
+    for i in range(3):
+        state, _ = step(state, batch(0, offset=i * 4), jax.random.key(10 + i))
+    # two EMA models far apart, so that each is the surer one on some replayed items
+    b, key = batch(1), jax.random.key(42)
+    _, k_buf, *_ = jax.random.split(key, 5)
+    buf_x, items, valid = replay_batch(state, k_buf, 4, SC.input_fn)
+    assert float(valid.sum()) == 4
+    rows = np.arange(4)
+
+    def logits(params, x):
+        return model.apply({"params": params}, x)
+
+    def label_prob(params):
+        return np.asarray(jax.nn.softmax(logits(params, buf_x)))[rows, items["y"]]
+
+    for seed in range(50):
+        moved = {}
+        for name, k in zip(
+            ("stable", "plastic"), jax.random.split(jax.random.key(seed)), strict=True
+        ):
+            leaves, tree = jax.tree.flatten(getattr(state, name).params)
+            noise = [
+                jax.random.normal(kk, p.shape)
+                for p, kk in zip(leaves, jax.random.split(k, len(leaves)), strict=True)
+            ]
+            moved[name] = jax.tree.unflatten(
+                tree, [p + n for p, n in zip(leaves, noise, strict=True)]
+            )
+        p_s, p_p = label_prob(moved["stable"]), label_prob(moved["plastic"])
+        if (p_s > p_p).any() and (p_s <= p_p).any():
+            break
+    else:
+        raise AssertionError("no draw where each EMA model wins on some item")
+    state = state.replace(
+        stable=state.stable.replace(params=moved["stable"]),
+        plastic=state.plastic.replace(params=moved["plastic"]),
+    )
+    z_s, z_p = logits(moved["stable"], buf_x), logits(moved["plastic"], buf_x)
+    target = np.where((p_s > p_p)[:, None], z_s, z_p)
+    out = np.asarray(logits(state.net.params, buf_x))
+    x_all = jnp.concatenate([SC.input_fn(b["x"], None, True), buf_x])
+    y_all = np.concatenate([b["y"], items["y"]])
+    z_all = np.asarray(jax.nn.log_softmax(logits(state.net.params, x_all)))
+    ce = -z_all[np.arange(len(y_all)), y_all].mean()
+    want = ce + reg * np.mean((out - target) ** 2)
+    _, metrics = step(state, b, key)
+    np.testing.assert_allclose(float(metrics["loss"]), want, rtol=1e-5)
