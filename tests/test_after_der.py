@@ -106,3 +106,98 @@ def test_cls_er_consistency_target_is_the_ema_model_surer_of_the_label():
     want = ce + reg * np.mean((out - target) ** 2)
     _, metrics = step(state, b, key)
     np.testing.assert_allclose(float(metrics["loss"]), want, rtol=1e-5)
+
+
+def greedy_memory(labels, cap):
+    """The paper's sampler in plain Python: the memory's class counts after `labels`."""
+    counts, seen = {}, set()
+    for y in labels:
+        seen.add(y)
+        if sum(counts.values()) < cap:
+            counts[y] = counts.get(y, 0) + 1
+        elif counts.get(y, 0) < cap / len(seen):
+            largest = max(sorted(counts), key=lambda c: counts[c])
+            counts[largest] -= 1
+            counts[y] = counts.get(y, 0) + 1
+    return [counts.get(c, 0) for c in range(SC.num_classes)]
+
+
+def test_gdumb_memory_is_class_balanced_as_the_greedy_sampler():
+    method = methods.get("gdumb").make(
+        model=models.MLP((8,), SC.num_classes), input_fn=SC.input_fn, buffer_size=7
+    )
+    x = SC.train(0)[0]
+    rng = np.random.default_rng(0)
+    labels = np.concatenate([np.zeros(9, int), rng.integers(0, 2, 5), np.full(6, 2), [3, 3, 1]])
+    state = method.init(jax.random.key(0), x[:1])
+    step = jax.jit(method.train_step)
+    for i in range(0, len(labels), 4):
+        ys = jnp.asarray(labels[i : i + 4], jnp.int32)
+        xs = jnp.asarray(x[: len(ys)])
+        state, _ = step(state, {"x": xs, "y": ys}, jax.random.key(i))
+    want = greedy_memory(labels.tolist(), 7)
+    assert state.counts.tolist() == want
+    stored = np.asarray(state.buffer.data["y"])
+    assert np.bincount(stored, minlength=SC.num_classes).tolist() == want
+    assert max(want) - min(want) <= 1  # four classes in seven slots
+
+
+def test_gdumb_fit_schedule_is_torchs_warm_restarts_after_two_warm_up_epochs():
+    torch = __import__("pytest").importorskip("torch")
+    from cljax.methods.gdumb import fit_lr
+
+    maxlr, minlr = 0.05, 5e-4
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=maxlr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, 1, 2, eta_min=minlr)
+    for epoch in range(40):  # as Mammoth's fit_buffer sets it
+        if epoch == 0:
+            opt.param_groups[0]["lr"] = maxlr * 0.1
+        elif epoch == 1:
+            opt.param_groups[0]["lr"] = maxlr
+        else:
+            sched.step()
+        want = opt.param_groups[0]["lr"]
+        np.testing.assert_allclose(float(fit_lr(epoch, maxlr, minlr)), want, rtol=1e-5)
+
+
+def test_gdumb_cutmix_keeps_lam_of_the_image_and_pastes_from_the_batch():
+    from cljax.methods.gdumb import cutmix
+
+    x = jnp.arange(4, dtype=jnp.float32)[:, None, None] * jnp.ones((4, 6, 6))
+    y = jnp.arange(4)
+    for seed in range(20):
+        mixed, y_perm, lam = cutmix(x, y, 3, jax.random.key(seed), 1.0, 1.0)
+        pasted = np.asarray(mixed != x)
+        for i in range(4):
+            src = int(y_perm[i])
+            if i == 3:  # padding stays itself
+                assert src == 3 and not pasted[i].any()
+                continue
+            assert src < 3
+            if src != i:  # the box holds item src's pixels, the rest item i's
+                np.testing.assert_allclose(1 - pasted[i].mean(), float(lam), atol=1e-6)
+                assert set(np.unique(np.asarray(mixed[i]))) <= {float(i), float(src)}
+
+
+def test_gdumb_fits_a_fresh_network_on_the_memory_alone():
+    model = models.MLP((8,), SC.num_classes)
+    method = methods.get("gdumb").make(
+        model=model, input_fn=SC.input_fn, buffer_size=16, fitting_epochs=2, fit_batch_size=4
+    )
+    from cljax.methods import TaskInfo
+
+    x0 = SC.train(0)[0][:1]
+    task = TaskInfo(0, SC.classes(0), num_tasks=SC.num_tasks)
+    a = method.init(jax.random.key(0), x0)
+    b = method.init(jax.random.key(1), x0)  # another network, the same memory
+    for i in range(3):
+        a, _ = method.train_step(a, batch(0, offset=4 * i), jax.random.key(i))
+        b, _ = method.train_step(b, batch(0, offset=4 * i), jax.random.key(i))
+    close(a.net.params, method.init(jax.random.key(0), x0).net.params)  # no learning on the stream
+    fa = method.end_task(a, task, SC.train(0), jax.random.key(7))
+    fb = method.end_task(b, task, SC.train(0), jax.random.key(7))
+    close(fa.net.params, fb.net.params)
+    mammoth = methods.get("gdumb").make(
+        model=model, input_fn=SC.input_fn, buffer_size=16, fit_at="last"
+    )
+    assert mammoth.end_task(a, task, SC.train(0), jax.random.key(7)) is a  # not the last task
