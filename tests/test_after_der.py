@@ -201,3 +201,83 @@ def test_gdumb_fits_a_fresh_network_on_the_memory_alone():
         model=model, input_fn=SC.input_fn, buffer_size=16, fit_at="last"
     )
     assert mammoth.end_task(a, task, SC.train(0), jax.random.key(7)) is a  # not the last task
+
+
+def log_softmax(z):
+    z = np.asarray(z, np.float64)
+    z = z - z.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def test_er_ace_masks_the_incoming_batch_to_its_classes_and_the_unseen_ones():
+    from cljax.methods import TaskInfo
+
+    method = methods.get("er_ace").make(
+        model=models.MLP((8,), SC.num_classes),
+        input_fn=SC.input_fn,
+        buffer_size=16,
+        minibatch_size=4,
+    )
+    state = method.init(jax.random.key(0), SC.train(0)[0][:1])
+    step = jax.jit(method.train_step)
+    apply = state.net.apply_fn
+
+    def by_hand(state, b, key, replay, mask=True):
+        z = np.asarray(apply({"params": state.net.params}, SC.input_fn(b["x"], None, True)))
+        y = np.asarray(b["y"])
+        seen_max = max(int(state.seen_max), int(y.max()))
+        keep = np.zeros(SC.num_classes, bool)
+        keep[y] = True
+        keep[seen_max:] = True
+        if replay and mask:
+            z = np.where(keep, z, -1e9)
+        loss = -log_softmax(z)[np.arange(len(y)), y].mean()
+        if replay:
+            _, k_buf, _ = jax.random.split(key, 3)
+            buf_x, items, valid = replay_batch(state, k_buf, 4, SC.input_fn)
+            out = np.asarray(apply({"params": state.net.params}, buf_x))
+            ce = -log_softmax(out)[np.arange(4), np.asarray(items["y"])]
+            loss += (ce * np.asarray(valid)).sum() / max(float(valid.sum()), 1.0)
+        return loss
+
+    task0 = TaskInfo(0, SC.classes(0), num_tasks=SC.num_tasks)
+    state = method.begin_task(state, task0, jax.random.key(1))
+    for i in range(3):  # task 0: the plain CE, nothing replayed
+        b, key = batch(0, offset=4 * i), jax.random.key(20 + i)
+        want = by_hand(state, b, key, replay=False)
+        state, m = step(state, b, key)
+        np.testing.assert_allclose(float(m["loss"]), want, rtol=1e-5, atol=1e-6)
+    task1 = TaskInfo.of(1, [SC.classes(t) for t in range(SC.num_tasks)])
+    state = method.begin_task(state, task1, jax.random.key(2))
+    x1, y1 = SC.train(1)
+    c2, c3 = (np.flatnonzero(y1 == c) for c in SC.classes(1))
+    mixed = np.concatenate([c2[:2], c3[:2]])
+    # after a batch with both, a batch of the larger class alone masks the smaller one
+    for i, idx in enumerate([mixed, c3[2:6], c2[2:6]]):
+        b, key = {"x": jnp.asarray(x1[idx]), "y": jnp.asarray(y1[idx])}, jax.random.key(30 + i)
+        want = by_hand(state, b, key, replay=True)
+        if i == 0:  # the past classes' logits are out of the incoming batch's loss
+            assert abs(by_hand(state, b, key, replay=True, mask=False) - want) > 1e-3
+        state, m = step(state, b, key)
+        np.testing.assert_allclose(float(m["loss"]), want, rtol=1e-5, atol=1e-6)
+    assert int(state.seen_max) == max(SC.classes(1))
+
+
+def test_er_ace_cosine_classifier_is_mammoths_custom_linear():
+    torch = __import__("pytest").importorskip("torch")
+    from cljax.models.heads import CosineHead
+
+    head = CosineHead(models.MLP((8,), None), SC.num_classes)
+    x = SC.input_fn(jnp.asarray(SC.train(0)[0][:5]), None, False)
+    variables = head.init(jax.random.key(0), x)
+    out = head.apply(variables, x)
+    feats = models.MLP((8,), None).apply({"params": variables["params"]["body"]}, x)
+    f, w = (torch.tensor(np.asarray(a)) for a in (feats, variables["params"]["weight"]))
+    want = (
+        10
+        * (f / (f.norm(dim=1, keepdim=True) + 1e-5))
+        @ (w / (w.norm(dim=1, keepdim=True) + 1e-5)).T
+    )
+    np.testing.assert_allclose(np.asarray(out), want.numpy(), rtol=1e-5, atol=1e-6)
+    bound = 1 / np.sqrt(8)  # torch's nn.Linear init: U(+-1/sqrt(fan_in))
+    assert np.abs(np.asarray(variables["params"]["weight"])).max() <= bound

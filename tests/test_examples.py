@@ -35,14 +35,15 @@ def test_a_method_registered_from_outside_runs_in_the_driver_and_the_cli(
     tmp_path, capsys, monkeypatch
 ):
     monkeypatch.setattr(methods, "_REGISTERED", dict(methods._REGISTERED))  # undone after
-    er_ace = load("er_ace")
-    assert methods.get("er_ace") is er_ace and "er_ace" in methods.names()
+    own = load("own_method")
+    assert methods.get("er_ace_plain") is own and "er_ace_plain" in methods.names()
     workdir = tmp_path / "run"
-    args = ["--import", str(EXAMPLES / "er_ace.py"), "--method", "er_ace", "--seeds", "2"]
+    args = ["--import", str(EXAMPLES / "own_method.py"), "--method", "er_ace_plain"]
+    args += ["--seeds", "2"]
     args += ["--benchmark", "seq-digits", "--buffer-size", "200", "--no-progress"]
     assert cli.main([*args, "--set", "steps=5", "--workdir", str(workdir)]) == 0
     res = json.loads((workdir / "results.json").read_text())
-    assert res["method"] == "er_ace" and res["seeds"] == [0, 1]
+    assert res["method"] == "er_ace_plain" and res["seeds"] == [0, 1]
     assert res["tuned"]["source"].startswith("example")  # its own TUNED table was read
     assert res["hparams"]["buffer_size"] == 200 and res["hparams"]["steps"] == 5
     capsys.readouterr()

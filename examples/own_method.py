@@ -1,11 +1,13 @@
-"""A method written outside cljax and registered: ER-ACE (Caccia et al., ICLR 2022).
+"""A method written outside cljax and registered: ER-ACE in its plainest form.
 
-    python examples/er_ace.py                      # train.run on seq-digits, 2 seeds
-    cljax --import examples/er_ace.py --method er_ace --benchmark seq-digits
+    python examples/own_method.py                  # train.run on seq-digits, 2 seeds
+    cljax --import examples/own_method.py --method er_ace_plain --benchmark seq-digits
 
-ER with the asymmetric cross-entropy: the current batch's loss is taken over the
-logits of the classes present in that batch only (so new classes do not push
-the old ones' logits down), the replayed batch's over every class. A method is
+ER with the asymmetric cross-entropy (Caccia et al., ICLR 2022) as a user might write it
+in an afternoon: the current batch's loss is taken over the logits of the classes present
+in that batch only (so new classes do not push the old ones' logits down), the replayed
+batch's over every class. The built-in `er_ace` is the method as Mammoth runs it (its
+cosine classifier, the not-yet-seen classes left open, no replay in the first task). A method is
 a module-like object with `Config` (hyperparameters declared once, with
 `cljax.core.config.hparam`) and `make(config, *, model, input_fn) -> Method` of pure
 functions; `cljax.methods.register` makes it a `--method` of the `cljax`
@@ -72,7 +74,7 @@ def make(config: Config | None = None, *, model, input_fn, **overrides) -> Metho
     """ER-ACE with SGD at `lr`, a reservoir of `buffer_size` raw items."""
     config = configure(Config, config, overrides)
     return Method(
-        name="er_ace",
+        name="er_ace_plain",
         config=config,
         init=replay_init(model, optax.sgd(config.lr), input_fn, config.buffer_size),
         train_step=lambda state, batch, key: train_step(config, input_fn, state, batch, key),
@@ -83,8 +85,8 @@ def make(config: Config | None = None, *, model, input_fn, **overrides) -> Metho
 # Its tuned settings, as cljax/tuned/<method>.py holds them (source, then values).
 TUNED = {"seq-digits": {200: row("example: not tuned, ER's defaults", lr=0.1, minibatch_size=10)}}
 
-# `cljax --import examples/er_ace.py` runs this file: registering is all it needs to do.
-methods.register("er_ace", sys.modules[__name__])
+# `cljax --import examples/own_method.py` runs this file: registering is all it needs to do.
+methods.register("er_ace_plain", sys.modules[__name__])
 
 
 def main(argv=None) -> dict:
@@ -98,7 +100,7 @@ def main(argv=None) -> dict:
     config = train.RunConfig(epochs=1, batch_size=10, seeds=(0, 1), steps=steps, progress=False)
     res = train.run(method, scenario, config)
     acc = res["final_average_accuracy"]["class-il"]
-    print(f"er_ace on seq-digits, 2 seeds: class-IL {acc['mean']:.2f} +- {acc['std']:.2f}")
+    print(f"er_ace_plain on seq-digits, 2 seeds: class-IL {acc['mean']:.2f} +- {acc['std']:.2f}")
     return res
 
 
