@@ -281,3 +281,47 @@ def test_er_ace_cosine_classifier_is_mammoths_custom_linear():
     np.testing.assert_allclose(np.asarray(out), want.numpy(), rtol=1e-5, atol=1e-6)
     bound = 1 / np.sqrt(8)  # torch's nn.Linear init: U(+-1/sqrt(fan_in))
     assert np.abs(np.asarray(variables["params"]["weight"])).max() <= bound
+
+
+def test_rpc_scores_through_the_fixed_simplex_and_keeps_a_balanced_memory():
+    from cljax.methods import TaskInfo
+    from cljax.models.heads import regular_simplex
+
+    k = SC.num_classes
+    simplex = regular_simplex(k)
+    gram = simplex.T @ simplex
+    np.testing.assert_allclose(np.diag(gram), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(gram[~np.eye(k, dtype=bool)], -1 / (k - 1), rtol=1e-5)
+    np.testing.assert_allclose(simplex.sum(axis=1), 0.0, atol=1e-6)  # centred
+
+    model = models.MLP((8,), k)
+    method = methods.get("rpc").make(model=model, input_fn=SC.input_fn, buffer_size=7)
+    state = method.init(jax.random.key(0), SC.train(0)[0][:1])
+    x = SC.input_fn(jnp.asarray(SC.test(0)[0]), None, False)
+    out = np.asarray(model.apply({"params": state.net.params}, x))
+    np.testing.assert_allclose(
+        np.asarray(method.predict(state, SC.test(0)[0])),
+        out[:, :-1] @ simplex,
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    b = batch(0)
+    out_b = np.asarray(model.apply({"params": state.net.params}, SC.input_fn(b["x"], None, True)))
+    z = out_b[:, :-1] @ simplex  # the loss is on the polytope's scores
+    want = -log_softmax(z)[np.arange(4), np.asarray(b["y"])].mean()
+    state, m = jax.jit(method.train_step)(state, b, jax.random.key(1))
+    np.testing.assert_allclose(float(m["loss"]), want, rtol=1e-5)
+    assert int(state.buffer.num_seen) == 0  # nothing stored during a task
+
+    every = [SC.classes(t) for t in range(SC.num_tasks)]
+    state = method.end_task(state, TaskInfo.of(0, every), SC.train(0), jax.random.key(2))
+    y = np.asarray(state.buffer.data["y"])[: int(state.buffer.size)]
+    assert sorted(np.bincount(y, minlength=k)[list(SC.classes(0))]) == [3, 4]  # 7 slots, 2 classes
+    state = method.end_task(state, TaskInfo.of(1, every), SC.train(1), jax.random.key(3))
+    y = np.asarray(state.buffer.data["y"])[: int(state.buffer.size)]
+    counts = np.bincount(y, minlength=k)
+    assert counts[list(SC.classes(0))].tolist() == [1, 1]  # 7 // 4 classes seen
+    assert sorted(counts[list(SC.classes(1))]) == [2, 3]  # the 5 slots freed, shared
+    x1, y1 = SC.train(1)
+    for xi, yi in zip(np.asarray(state.buffer.data["x"])[2:7], y[2:7], strict=True):
+        assert any((xi == xr).all() and yi == yr for xr, yr in zip(x1, y1, strict=True))

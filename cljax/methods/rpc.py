@@ -1,0 +1,153 @@
+"""RPC (`rpc`): Pernici, Bruni, Baecchi, Turchini and Del Bimbo, *Class-incremental Learning
+with Pre-allocated Fixed Classifiers*, ICPR 2020 (arXiv 2010.08657), on experience replay
+with a class-balanced memory, as Mammoth runs it (`models/rpc.py`, tpami2023 ad4d390).
+
+The classifier is fixed before any training to the vertices of a regular simplex, one a
+class, pre-allocated for every class of the run: the scores are
+`f(x)[:, :K-1] @ P`, `P` the `(K-1, K)` simplex (`cljax.models.heads.regular_simplex`),
+`f` the backbone's K outputs of which the last is dropped. Loss: CE over the current batch
+and `minibatch_size` replayed items together (one mean, one forward pass).
+
+The memory, as Mammoth's `end_task`: after each task, the items of past classes are cut to
+`buffer_size // classes seen` a class (the first ones in memory order, classes in label
+order), and the room left is filled from a fresh shuffle of the task's training data with
+an equal share per new class (the remainder to classes drawn at random): the first items
+of each class in that order, raw. Nothing is stored during a task.
+
+`train_through_polytope` (default, the paper): the loss is taken on the polytope's scores,
+so only the features learn. Off: Mammoth's `observe` (rpc.py, tpami2023 and e75a491),
+which trains the backbone's raw outputs with an ordinary cross-entropy and applies the
+polytope only when predicting; its rows beside Mammoth's use that.
+
+Deviations: Mammoth since f38f941 (2023) cuts the memory to `buffer_size // (t * classes
+per task)` at the end of task t (it dropped the `+ 1` of the original), so that the second
+task's classes never enter it; we keep the original. The draws come from JAX keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from cljax.core import buffer as buffer_lib
+from cljax.core.config import hparam
+from cljax.methods import Method, TaskInfo, configure
+from cljax.methods.common import (
+    ReplayConfig,
+    ReplayState,
+    cross_entropy,
+    forward,
+    masked_mean,
+    mixed_batch,
+    predict,
+    replay_init,
+)
+from cljax.models.heads import regular_simplex
+
+TEST_CONFIG = {"buffer_size": 16, "minibatch_size": 4}
+
+
+@dataclasses.dataclass(frozen=True)
+class Config(ReplayConfig):
+    train_through_polytope: bool = hparam(
+        True,
+        "take the loss on the fixed polytope's scores (the paper); off: on the backbone's "
+        "raw outputs, the polytope only at prediction (Mammoth's observe)",
+    )
+
+
+def polytope_scores(outputs, simplex):
+    """The fixed classifier: the outputs' first K-1 entries times the simplex."""
+    return outputs[:, :-1] @ simplex
+
+
+def reduce_memory(buffer: buffer_lib.Buffer, per_class: int) -> buffer_lib.Buffer:
+    """The first `per_class` stored items of each class, in memory order, grouped by class in
+    label order; the rest of the slots free."""
+    cap = buffer.capacity
+    y = buffer.data["y"]
+    stored = jnp.arange(cap) < buffer.size
+    same = (
+        (y[:, None] == y[None, :])
+        & stored[None, :]
+        & (jnp.arange(cap)[None, :] < jnp.arange(cap)[:, None])
+    )
+    rank = jnp.sum(same, axis=1)  # earlier stored items of the same class
+    keep = stored & (rank < per_class)
+    order = jnp.argsort(jnp.where(keep, y * cap + jnp.arange(cap), jnp.iinfo(jnp.int32).max))
+    data = jax.tree.map(lambda leaf: leaf[order], buffer.data)
+    return buffer_lib.Buffer(data=data, num_seen=jnp.sum(keep).astype(buffer.num_seen.dtype))
+
+
+def fill_memory(buffer: buffer_lib.Buffer, x, y, classes, key) -> buffer_lib.Buffer:
+    """The free slots filled with the task's items `(x, y)` in a random order, an equal share
+    per class of `classes` (the remainder to classes drawn at random)."""
+    cap = buffer.capacity
+    k_extra, k_order = jax.random.split(key)
+    n_cls = len(classes)
+    free = cap - buffer.size
+    share = free // n_cls
+    extra = jnp.argsort(jax.random.uniform(k_extra, (n_cls,))) < free - share * n_cls
+    quota = share + extra.astype(share.dtype)
+    order = jax.random.permutation(k_order, y.shape[0])
+    y_o = y[order]
+    which = jnp.argmax(y_o[:, None] == jnp.asarray(classes)[None, :], axis=1)
+    onehot = jax.nn.one_hot(which, n_cls, dtype=jnp.int32)
+    rank = jnp.sum((jnp.cumsum(onehot, axis=0) - onehot) * onehot, axis=1)
+    take = jnp.isin(y_o, jnp.asarray(classes)) & (rank < quota[which])
+    n = y.shape[0]
+    first = jnp.argsort(jnp.where(take, jnp.arange(n), n + jnp.arange(n)))[: min(n, cap)]
+    slots = jnp.where(
+        jnp.arange(first.shape[0]) < jnp.sum(take), buffer.size + jnp.arange(first.shape[0]), cap
+    )
+    items = {"x": x[order[first]], "y": y_o[first]}
+    data = jax.tree.map(
+        lambda stored, new: stored.at[slots].set(new.astype(stored.dtype), mode="drop"),
+        buffer.data,
+        items,
+    )
+    return buffer_lib.Buffer(data=data, num_seen=buffer.size + jnp.sum(take))
+
+
+def make(config: Config | None = None, *, model, input_fn, **overrides) -> Method:
+    """ER with a fixed regular-polytope classifier (SGD at `lr`, `minibatch_size` replayed
+    items a step) and Mammoth's class-balanced memory of `buffer_size`."""
+    config = configure(Config, config, overrides)
+    simplex = jnp.asarray(regular_simplex(model.num_classes))
+    tx = optax.sgd(config.lr)
+
+    def train_step(state: ReplayState, batch, key):
+        k_cur, k_buf = jax.random.split(key)
+        x, y, weight = mixed_batch(state, batch, k_cur, k_buf, config.minibatch_size, input_fn)
+
+        def loss_fn(params):
+            out, stats = forward(state.net, params, x, state.net.batch_stats, weight=weight)
+            if config.train_through_polytope:
+                out = polytope_scores(out, simplex)
+            return masked_mean(cross_entropy(out, y), weight), stats
+
+        (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.net.params)
+        net = state.net.apply_gradients(grads=grads, batch_stats=stats)
+        return state.replace(net=net), {"loss": loss}
+
+    def end_task(state: ReplayState, task: TaskInfo, data, key):
+        x, y = (jnp.asarray(a) for a in data)
+        buffer = state.buffer
+        if task.index > 0:
+            buffer = reduce_memory(buffer, config.buffer_size // len(task.seen))
+        return state.replace(buffer=fill_memory(buffer, x, y, task.classes, key))
+
+    def predict_fn(state: ReplayState, x):
+        return polytope_scores(predict(state.net, input_fn(x, None, False)), simplex)
+
+    return Method(
+        name="rpc",
+        config=config,
+        init=replay_init(model, tx, input_fn, config.buffer_size),
+        train_step=train_step,
+        end_task=end_task,
+        predict=predict_fn,
+    )
