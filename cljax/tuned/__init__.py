@@ -41,6 +41,10 @@ XDER_CIFAR100 = (
     "tag (ad4d390), with that dataset's batch 32, 50 epochs, replay minibatch 32 and its "
     "scheduler (lr x0.1 after epochs 35 and 45 of each task)"
 )
+OURS_ER_MNIST = (
+    "ours: no published Seq-MNIST tuning; ER's Seq-MNIST protocol (one epoch at batch 10) at "
+    "lr 0.1, the replay minibatch equal to the batch as Mammoth forces it (main.py:431-436)"
+)
 DGR = (
     "van de Ven et al.'s DGR settings (Adam 1e-3, chunks of 128, 2000 iterations a task); "
     "batch_size = n_critic (5) x chunk"
@@ -73,6 +77,23 @@ DYN_CIFAR100_B50 = (
 def row(source: str, **values) -> dict:
     """One tuned row: its settings and where they come from."""
     return {**values, "source": source}
+
+
+def xder_cifar100(lr: float, **values) -> dict:
+    """A method's Seq-CIFAR-100 rows (buffers 500 and 2000) under the X-DER paper's protocol
+    (`XDER_CIFAR100`), at `lr` with its `values`."""
+    return {
+        b: row(
+            XDER_CIFAR100,
+            lr=lr,
+            batch_size=32,
+            n_epochs=50,
+            lr_milestones=(35, 45),
+            minibatch_size=32,
+            **values,
+        )
+        for b in (500, 2000)
+    }
 
 
 def same_as(rows: dict, source: str) -> dict:

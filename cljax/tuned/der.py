@@ -6,9 +6,9 @@ from cljax.tuned import (
     OURS_FASHION,
     OURS_SVHN,
     PAPER,
-    XDER_CIFAR100,
     row,
     same_as,
+    xder_cifar100,
 )
 
 TUNED = {
@@ -40,18 +40,7 @@ TUNED = {
         b: row(PAPER, lr=0.03, batch_size=32, n_epochs=100, minibatch_size=32, alpha=0.1)
         for b in (200, 500, 5120)
     },
-    "seq-cifar100": {
-        b: row(
-            XDER_CIFAR100,
-            lr=0.03,
-            batch_size=32,
-            n_epochs=50,
-            lr_milestones=(35, 45),
-            minibatch_size=32,
-            alpha=0.3,
-        )
-        for b in (500, 2000)
-    },
+    "seq-cifar100": xder_cifar100(0.03, alpha=0.3),
     "mnist-360": {
         200: row(PAPER, lr=0.1, batch_size=16, n_epochs=1, minibatch_size=64, alpha=0.5),
         500: row(PAPER, lr=0.2, batch_size=16, n_epochs=1, minibatch_size=16, alpha=0.5),

@@ -6,9 +6,9 @@ from cljax.tuned import (
     OURS_FASHION,
     OURS_SVHN,
     PAPER,
-    XDER_CIFAR100,
     row,
     same_as,
+    xder_cifar100,
 )
 
 TUNED = {
@@ -41,17 +41,7 @@ TUNED = {
         500: row(PAPER, lr=0.03, batch_size=32, n_epochs=100, minibatch_size=32),
         5120: row(PAPER, lr=0.1, batch_size=32, n_epochs=100, minibatch_size=32),
     },
-    "seq-cifar100": {
-        b: row(
-            XDER_CIFAR100,
-            lr=0.1,
-            batch_size=32,
-            n_epochs=50,
-            lr_milestones=(35, 45),
-            minibatch_size=32,
-        )
-        for b in (500, 2000)
-    },
+    "seq-cifar100": xder_cifar100(0.1),
     "mnist-360": {
         200: row(PAPER, lr=0.2, batch_size=1, n_epochs=1, minibatch_size=16),
         500: row(PAPER, lr=0.2, batch_size=1, n_epochs=1, minibatch_size=16),

@@ -5,27 +5,12 @@ task-free, one epoch at batch 10) runs the reduced ResNet-18 (nf 20) on inputs n
 with mean 0.5 and std 2 and no augmentation (datasets/configs/seq-cifar10/er_ace.yaml);
 cljax's seq-cifar10 has neither that backbone nor that transform yet."""
 
-from cljax.tuned import XDER_CIFAR100, row
-
-MNIST = (
-    "ours: no published Seq-MNIST tuning; ER's Seq-MNIST protocol (one epoch at batch 10) at "
-    "lr 0.1, the replay minibatch equal to the batch as Mammoth forces it (main.py:431-436)"
-)
+from cljax.tuned import OURS_ER_MNIST, row, xder_cifar100
 
 TUNED = {
     "seq-mnist": {
-        b: row(MNIST, lr=0.1, batch_size=10, n_epochs=1, minibatch_size=10)
+        b: row(OURS_ER_MNIST, lr=0.1, batch_size=10, n_epochs=1, minibatch_size=10)
         for b in (200, 500, 5120)
     },
-    "seq-cifar100": {
-        b: row(
-            XDER_CIFAR100,
-            lr=0.03,
-            batch_size=32,
-            n_epochs=50,
-            lr_milestones=(35, 45),
-            minibatch_size=32,
-        )
-        for b in (500, 2000)
-    },
+    "seq-cifar100": xder_cifar100(0.03),
 }
