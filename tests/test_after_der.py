@@ -325,3 +325,78 @@ def test_rpc_scores_through_the_fixed_simplex_and_keeps_a_balanced_memory():
     x1, y1 = SC.train(1)
     for xi, yi in zip(np.asarray(state.buffer.data["x"])[2:7], y[2:7], strict=True):
         assert any((xi == xr).all() and yi == yr for xr, yr in zip(x1, y1, strict=True))
+
+
+def normalized(a):
+    a = np.asarray(a, np.float64)
+    return a / np.linalg.norm(a, axis=-1, keepdims=True)
+
+
+def test_lucir_imprints_new_rows_trains_only_them_and_takes_the_three_terms_by_hand():
+    from cljax.methods import TaskInfo
+
+    model = models.MLP((8,), SC.num_classes)
+    method = methods.get("lucir").make(
+        model=model,
+        input_fn=SC.input_fn,
+        buffer_size=8,
+        fitting_epochs=2,
+        fit_batch_size=4,
+        lamda_base=2.0,
+        k_mr=1,
+        mr_margin=0.9,
+    )
+    every = [SC.classes(t) for t in range(SC.num_tasks)]
+    t0, t1 = TaskInfo.of(0, every), TaskInfo.of(1, every)
+    state = method.init(jax.random.key(0), SC.train(0)[0][:1])
+    state = method.begin_task(state, t0, jax.random.key(1))
+    step = jax.jit(method.train_step)
+    for i in range(4):
+        state, _ = step(state, batch(0, offset=(4 * i) % 20), jax.random.key(i))
+    before = np.asarray(state.net.params["weight"])
+    state = method.end_task(state, t0, SC.train(0), jax.random.key(5))
+    after = np.asarray(state.net.params["weight"])
+    old, new = list(SC.classes(0)), list(SC.classes(1))
+    np.testing.assert_array_equal(after[new], before[new])  # fine-tuning: the task's rows
+    assert not np.allclose(after[old], before[old])
+    memory = state.memory
+    assert sorted(np.asarray(memory.y)[np.asarray(memory.valid)].tolist()) == [0] * 4 + [1] * 4
+
+    state = method.begin_task(state, t1, jax.random.key(6))
+    state = method.begin_task_data(state, t1, SC.train(1), jax.random.key(7))
+    x1, y1 = SC.train(1)
+    body = models.MLP((8,), None)
+    feats = body.apply({"params": state.net.params["body"]}, SC.input_fn(x1, None, True))
+    w = np.asarray(state.net.params["weight"])
+    scale = np.linalg.norm(w[old], axis=1).mean()
+    for c in new:
+        want = normalized(normalized(np.asarray(feats)[y1 == c]).mean(0)) * scale
+        np.testing.assert_allclose(w[c], want, rtol=1e-5, atol=1e-6)
+
+    # a step of task 1 on a batch mixing old and new classes, by hand (after two others,
+    # so that the features have moved away from the teacher's)
+    for i in range(2):
+        state, _ = step(state, batch(1, offset=4 * i), jax.random.key(20 + i))
+    w = np.asarray(state.net.params["weight"])
+    x0, y0 = SC.train(0)
+    b = {
+        "x": jnp.asarray(np.concatenate([x0[:2], x1[:2]])),
+        "y": jnp.asarray(np.concatenate([y0[:2], y1[:2]])),
+    }
+    p = state.net.params
+    xin = SC.input_fn(b["x"], None, True)
+    f = np.asarray(body.apply({"params": p["body"]}, xin))
+    f_old = np.asarray(body.apply({"params": state.teacher["body"]}, xin))
+    cos = normalized(f) @ normalized(np.asarray(p["weight"])).T
+    y = np.asarray(b["y"])
+    ce = -log_softmax(float(p["scale"]) * cos)[np.arange(4), y].mean()
+    lam = 2.0 * np.sqrt(len(old) / len(new))  # the paper's lambda
+    dis = lam * np.mean(1 - np.sum(normalized(f) * normalized(f_old), -1))
+    assert dis > 1e-4
+    hard = cos[:, min(new) :].max(axis=1)
+    mr = np.mean(np.maximum(0, 0.9 - cos[np.arange(4), y] + hard)[:2])  # old-class items
+    _, m = step(state, b, jax.random.key(8))
+    np.testing.assert_allclose(float(m["loss"]), ce + dis + mr, rtol=1e-5)
+    stepped, _ = step(state, b, jax.random.key(8))
+    moved = np.abs(np.asarray(stepped.net.params["weight"]) - w).sum(axis=1)
+    assert (moved[old] == 0).all() and (moved[new] > 0).all()  # past rows frozen

@@ -23,7 +23,8 @@ class CosineHead(nn.Module):
     row divided by their L2 norm plus `eps` (Mammoth's `CustomLinear`, er_ace.py:15-33).
 
     `body` is a backbone built with `num_classes=None` (it returns its features);
-    `learn_scale` makes `scale` a parameter (LUCIR's sigma)."""
+    `learn_scale` makes `scale` a parameter (LUCIR's sigma). `parts=True` returns
+    `(features, cosines, scale)` instead of the scores (LUCIR's losses read each)."""
 
     body: nn.Module
     num_classes: int
@@ -32,7 +33,7 @@ class CosineHead(nn.Module):
     eps: float = 1e-5
 
     @nn.compact
-    def __call__(self, x, train: bool = False, mask=None):
+    def __call__(self, x, train: bool = False, mask=None, parts: bool = False):
         extra = {"mask": mask} if mask is not None and _takes_mask(self.body) else {}
         feats = self.body(x, train=train, **extra).astype(jnp.float32)
         w = self.param("weight", _torch_linear_init, (self.num_classes, feats.shape[-1]))
@@ -41,7 +42,7 @@ class CosineHead(nn.Module):
             scale = self.param("scale", nn.initializers.constant(self.scale), ())
         f = feats / (_norm(feats) + self.eps)
         w = w / (_norm(w) + self.eps)
-        return scale * f @ w.T
+        return (feats, f @ w.T, scale) if parts else scale * f @ w.T
 
 
 def _norm(x):
