@@ -400,3 +400,62 @@ def test_lucir_imprints_new_rows_trains_only_them_and_takes_the_three_terms_by_h
     stepped, _ = step(state, b, jax.random.key(8))
     moved = np.abs(np.asarray(stepped.net.params["weight"]) - w).sum(axis=1)
     assert (moved[old] == 0).all() and (moved[new] > 0).all()  # past rows frozen
+
+
+def test_bic_distils_holds_out_its_validation_set_and_corrects_only_the_new_classes():
+    from cljax.methods import TaskInfo
+
+    model = models.MLP((8,), SC.num_classes)
+    method = methods.get("bic").make(
+        model=model,
+        input_fn=SC.input_fn,
+        buffer_size=16,
+        bic_epochs=5,
+        bic_batch_size=4,
+        valset_split=0.25,
+    )
+    every = [SC.classes(t) for t in range(SC.num_tasks)]
+    step = jax.jit(method.train_step)
+    state = method.init(jax.random.key(0), SC.train(0)[0][:1])
+    for t in range(2):
+        info = TaskInfo.of(t, every)
+        state = method.begin_task(state, info, jax.random.key(10 + t))
+        state = method.begin_task_data(state, info, SC.train(t), jax.random.key(20 + t))
+        x, y = SC.train(t)
+        if t == 1:
+            assert int(state.val.sum()) == 4 and int(state.held_valid.sum()) == 4  # 0.25 x 16
+            _, _, pool_valid = method.train_pool(state, None)
+            assert int(pool_valid.sum()) == 12  # the held-out exemplars are not replayed
+            held = np.asarray(state.held_idx)[np.asarray(state.held_valid)]
+            b = {"x": jnp.asarray(x[held]), "y": jnp.asarray(y[held])}
+            same, m = step(state, b, jax.random.key(3))  # only held-out items: no step
+            assert float(m["loss"]) == 0.0
+            close(same.net.params, state.net.params)
+            # a batch of two kept items and two old-class exemplars, by hand
+            keep = np.setdiff1d(np.arange(len(y)), held)[:2]
+            mem_x, mem_y = (np.asarray(a) for a in (state.memory.data["x"], state.memory.data["y"]))
+            xb = np.concatenate([x[keep], mem_x[:2]])
+            yb = np.concatenate([y[keep], mem_y[:2]])
+            xin = SC.input_fn(jnp.asarray(xb), None, True)
+            z = np.asarray(model.apply({"params": state.net.params}, xin), np.float64)
+            z_old = np.asarray(model.apply({"params": state.teacher}, xin), np.float64)
+            ce = -log_softmax(z)[np.arange(4), yb].mean()  # every class seen by now
+            past = list(SC.classes(0))
+            p_old = np.exp(log_softmax(z_old[:, past] / 2))
+            kd = -(p_old * log_softmax(z[:, past] / 2)).sum(1).mean()
+            _, m = step(state, {"x": jnp.asarray(xb), "y": jnp.asarray(yb)}, jax.random.key(4))
+            np.testing.assert_allclose(float(m["loss"]), 0.5 * ce + 0.5 * 4 * kd, rtol=1e-5)
+        for i in range(4):
+            state, _ = step(state, batch(t, offset=4 * i), jax.random.key(i))
+        state = method.end_task(state, info, SC.train(t), jax.random.key(30 + t))
+        assert bool(state.has_corr) == (t == 1)
+    beta, alpha = (float(v) for v in state.corr)
+    assert (beta, alpha) != (0.0, 1.0)
+    xs = SC.test(0)[0]
+    z = np.asarray(
+        model.apply({"params": state.net.params}, SC.input_fn(jnp.asarray(xs), None, False))
+    )
+    new = list(SC.classes(1))
+    want = z.copy()
+    want[:, new] = alpha * z[:, new] + beta
+    np.testing.assert_allclose(np.asarray(method.predict(state, xs)), want, rtol=1e-5, atol=1e-6)
