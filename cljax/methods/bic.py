@@ -50,6 +50,7 @@ from cljax.methods.common import (
     forward,
     masked_mean,
     predict,
+    shuffled_batches,
 )
 
 
@@ -212,7 +213,6 @@ def make(config: Config | None = None, *, model, input_fn, **overrides) -> Metho
         vy = jnp.concatenate([held_y, state.memory.data["y"]])
         vvalid = jnp.concatenate([state.held_valid, state.val])
         bs = config.bic_batch_size
-        n_batches = -(-vvalid.shape[0] // bs)
         seen = state.past | state.current
 
         def step(carry, inp):
@@ -232,15 +232,10 @@ def make(config: Config | None = None, *, model, input_fn, **overrides) -> Metho
 
         def epoch(carry, k):
             k_order, k_steps = jax.random.split(k)
-            idx, ok = buffer_lib.sample_valid(vvalid, k_order, n_batches * bs)
-            shape = (n_batches, bs)
-            xs = vx[idx].reshape(*shape, *vx.shape[1:])
-            keys = jax.random.split(k_steps, n_batches)
-            return jax.lax.scan(
-                step,
-                carry,
-                (xs, vy[idx].reshape(shape), ok.reshape(shape).astype(jnp.float32), keys),
-            )[0], None
+            idx, counts = shuffled_batches(vvalid, k_order, bs)
+            weights = (jnp.arange(bs)[None, :] < counts[:, None]).astype(jnp.float32)
+            keys = jax.random.split(k_steps, idx.shape[0])
+            return jax.lax.scan(step, carry, (vx[idx], vy[idx], weights, keys))[0], None
 
         corr = jnp.asarray([0.0, 1.0])
         (corr, _), _ = jax.lax.scan(

@@ -147,6 +147,17 @@ def replay_batch(state: ReplayState, key, n: int, input_fn, augment: bool = True
     return x, items, valid.astype(jnp.float32)
 
 
+def shuffled_batches(valid, key, batch_size: int):
+    """One epoch over the slots marked in `valid` (booleans): `(idx, counts)`, `idx`
+    `(n_batches, batch_size)` the marked slots in a random order cut into consecutive batches
+    (the last one short: padded with repeats, as any batch past the items), `counts`
+    `(n_batches,)` each batch's real items (fits on a memory: GDumb, LUCIR, BiC)."""
+    n_batches = -(-valid.shape[0] // batch_size)
+    idx, _ = buffer_lib.sample_valid(valid, key, n_batches * batch_size)
+    counts = jnp.clip(jnp.sum(valid) - jnp.arange(n_batches) * batch_size, 0, batch_size)
+    return idx.reshape(n_batches, batch_size), counts
+
+
 def mixed_batch(state, batch, k_cur, k_buf, n: int, input_fn):
     """`(x, y, weight)`: the current batch (training transform) followed by `n` buffer items
     of `state.buffer` (ER's batch; weight 0 on padding while the buffer holds fewer)."""

@@ -33,7 +33,6 @@ Deviations: the authors clip gradients at 10 (Mammoth does not; neither do we); 
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import jax
 import jax.numpy as jnp
@@ -50,6 +49,7 @@ from cljax.methods.common import (
     forward,
     masked_mean,
     predict_with,
+    shuffled_batches,
 )
 
 TEST_CONFIG = {"buffer_size": 16, "fitting_epochs": 3}
@@ -196,7 +196,6 @@ def make(config: Config | None = None, *, model, input_fn, **overrides) -> Metho
     def fit(state: State, batch_size: int, key) -> State:
         """A fresh network trained on the memory alone."""
         cap = state.buffer.capacity
-        n_batches = math.ceil(cap / batch_size)
         k_init, k_epochs = jax.random.split(key)
         net = create_net(model, tx, k_init, input_fn(state.buffer.data["x"][:1], k_init, False))
         valid = jnp.arange(cap) < filled(state)
@@ -226,13 +225,10 @@ def make(config: Config | None = None, *, model, input_fn, **overrides) -> Metho
                 "learning_rate": fit_lr(e, config.maxlr, config.minlr),
             }
             net = net.replace(opt_state=net.opt_state._replace(hyperparams=hyper))
-            idx, _ = buffer_lib.sample_valid(valid, k_order, n_batches * batch_size)
+            idx, counts = shuffled_batches(valid, k_order, batch_size)
             items = buffer_lib.gather(state.buffer, idx)
-            xs = items["x"].reshape(n_batches, batch_size, *items["x"].shape[1:])
-            ys = items["y"].reshape(n_batches, batch_size)
-            counts = jnp.clip(jnp.sum(valid) - jnp.arange(n_batches) * batch_size, 0, batch_size)
-            keys = jax.random.split(k_steps, n_batches)
-            return jax.lax.scan(step, net, (xs, ys, counts, keys))[0], None
+            keys = jax.random.split(k_steps, idx.shape[0])
+            return jax.lax.scan(step, net, (items["x"], items["y"], counts, keys))[0], None
 
         epochs = jnp.arange(config.fitting_epochs)
         net, _ = jax.lax.scan(epoch, net, (epochs, jax.random.split(k_epochs, len(epochs))))

@@ -41,7 +41,6 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from cljax.core import buffer as buffer_lib
 from cljax.core import exemplars
 from cljax.core.config import Hyperparams, hparam
 from cljax.methods import Method, Needs, TaskInfo, configure
@@ -52,6 +51,7 @@ from cljax.methods.common import (
     cross_entropy,
     masked_mean,
     predict,
+    shuffled_batches,
 )
 from cljax.models.dyn_expand import chunked
 from cljax.models.heads import CosineHead
@@ -251,7 +251,6 @@ def make(config: Config | None = None, *, model, input_fn, **overrides) -> Metho
         the last one short; BatchNorm on batch statistics, its running ones unchanged."""
         memory = state.memory
         bs = config.fit_batch_size
-        n_batches = -(-memory.valid.shape[0] // bs)
         net = state.net
         mask = trainable(state, net.params, head_only=True)
 
@@ -276,12 +275,9 @@ def make(config: Config | None = None, *, model, input_fn, **overrides) -> Metho
 
         def epoch(carry, k):
             k_order, k_steps = jax.random.split(k)
-            idx, _ = buffer_lib.sample_valid(memory.valid, k_order, n_batches * bs)
-            xs = memory.x[idx].reshape(n_batches, bs, *memory.x.shape[1:])
-            ys = memory.y[idx].reshape(n_batches, bs)
-            counts = jnp.clip(jnp.sum(memory.valid) - jnp.arange(n_batches) * bs, 0, bs)
-            keys = jax.random.split(k_steps, n_batches)
-            return jax.lax.scan(step, carry, (xs, ys, counts, keys))[0], None
+            idx, counts = shuffled_batches(memory.valid, k_order, bs)
+            keys = jax.random.split(k_steps, idx.shape[0])
+            return jax.lax.scan(step, carry, (memory.x[idx], memory.y[idx], counts, keys))[0], None
 
         carry = (net.params, ft_tx.init(net.params))
         (params, _), _ = jax.lax.scan(epoch, carry, jax.random.split(key, config.fitting_epochs))
