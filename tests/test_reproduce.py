@@ -98,3 +98,25 @@ def test_plot_compares_runs_from_tables_and_results_files(tmp_path, capsys):
     assert "mnist-360 der 500" in labels and len(labels) == len(rows)
     assert plot.main([str(tmp_path / "nothing.json")]) == 2
     assert "no results file at" in capsys.readouterr().err
+
+
+def test_after_der_table_puts_each_row_beside_its_reference_and_paper():
+    from cljax import methods
+    from experiments import reproduce_after_der as after
+
+    for row in after.ROWS:  # every row runs a method with settings its Config takes
+        method, overrides = after.VARIANTS.get(row, (row, {}))
+        methods.get(method).Config.build(overrides)
+    assert set(after.REFERENCE_RUNS) == {row for row, _ in after.REFERENCE}
+    stats = {"mean": 80.0, "std": 1.0}
+    res = {
+        "final_average_accuracy": {"class-il": stats, "task-il": {"mean": 99.0, "std": 0.1}},
+        "seeds": [0, 1],
+        "timing": {"train_s": 1.0, "total_s": 2.0},
+    }
+    text = after.table({"seq-mnist|cls_er|200": res, "seq-mnist|gdumb|500": res})
+    # ours - reference (88.76) and ours - paper (89.54), the reference and paper columns
+    assert "| cls_er | 200 | class-il | 80.00 +- 1.00 | 88.76 | -8.76 | 89.54 | -9.54 | 2 |" in text
+    assert "| gdumb | 500 | task-il | 99.00 +- 0.10 |  |  |  |  | 2 |" in text
+    with pytest.raises(SystemExit):
+        after.main(["--rows", "nosuch"])
