@@ -53,6 +53,8 @@ from cljax.methods.common import (
     shuffled_batches,
 )
 
+TEST_CONFIG = {"buffer_size": 16, "bic_epochs": 3, "bic_batch_size": 4}
+
 
 @dataclasses.dataclass(frozen=True)
 class Config(Hyperparams):

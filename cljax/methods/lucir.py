@@ -56,6 +56,8 @@ from cljax.methods.common import (
 from cljax.models.dyn_expand import chunked
 from cljax.models.heads import CosineHead
 
+TEST_CONFIG = {"buffer_size": 16, "fitting_epochs": 2, "fit_batch_size": 4}
+
 
 @dataclasses.dataclass(frozen=True)
 class Config(Hyperparams):
