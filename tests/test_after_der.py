@@ -459,3 +459,50 @@ def test_bic_distils_holds_out_its_validation_set_and_corrects_only_the_new_clas
     want = z.copy()
     want[:, new] = alpha * z[:, new] + beta
     np.testing.assert_allclose(np.asarray(method.predict(state, xs)), want, rtol=1e-5, atol=1e-6)
+
+
+def test_lucir_keeps_finite_gradients_and_runs_with_momentum_under_a_schedule():
+    from cljax import train
+    from cljax.methods.lucir import cosine
+
+    x = jnp.ones((3, 5))
+    grads = jax.grad(lambda a: cosine(a, x).sum())(jnp.zeros((3, 5)))  # all-zero features
+    assert np.isfinite(np.asarray(grads)).all()
+    method = methods.get("lucir").make(
+        model=models.MLP((8,), SC.num_classes),
+        input_fn=SC.input_fn,
+        buffer_size=16,
+        fitting_epochs=1,
+        fit_batch_size=4,
+        optim_mom=0.9,
+    )
+    config = train.RunConfig(epochs=2, batch_size=4, seeds=(0,), lr_milestones=(1,), progress=False)
+    res = train.run(method, SC, config)
+    assert np.isfinite(res["final_train_loss"]).all()
+
+
+def test_bic_memory_smaller_than_its_capacity_holds_out_and_stores_each_item_once():
+    from cljax.methods import TaskInfo
+
+    method = methods.get("bic").make(
+        model=models.MLP((8,), SC.num_classes),
+        input_fn=SC.input_fn,
+        buffer_size=32,
+        valset_split=0.5,
+        bic_epochs=1,
+        bic_batch_size=4,
+    )
+    every = [SC.classes(t) for t in range(SC.num_tasks)]
+    state = method.init(jax.random.key(0), SC.train(0)[0][:1])
+    t0, t1 = TaskInfo.of(0, every), TaskInfo.of(1, every)
+    state = method.begin_task(state, t0, jax.random.key(1))
+    state = method.end_task(state, t0, SC.train(0), jax.random.key(2))
+    n = len(SC.train(0)[1])  # 24 items for 32 slots: each stored once
+    assert int(state.memory.size) == n
+    stored = np.asarray(state.memory.data["x"])[:n].reshape(n, -1)
+    assert len({row.tobytes() for row in stored}) == n
+    state = method.begin_task(state, t1, jax.random.key(3))
+    state = method.begin_task_data(state, t1, SC.train(1), jax.random.key(4))
+    val = np.asarray(state.val)
+    assert val.sum() == n // 2 and not val[n:].any()  # half the stored items, none empty
+    assert int(state.held_valid.sum()) == n // 2

@@ -16,6 +16,10 @@ reservoir, raw (unaugmented) inputs stored. With `use_custom_classifier` (Mammot
 default) the backbone's output layer is replaced by a cosine classifier, 10 x
 cos(features, w_c), no bias, torch's default initialisation (`cljax.models.heads.CosineHead`).
 
+The not-yet-reached classes are those of larger label (Mammoth's classes are numbered in
+task order; so are cljax's scenarios'): a user's loop whose tasks take classes out of label
+order opens other columns than Mammoth would.
+
 Mammoth passes the run's batch size as `minibatch_size` whatever is asked (main.py:431-436):
 its tuned rows here say so. Deviations: nothing known (the replay draws come from JAX keys;
 the ER-ACE authors' own code, on which Mammoth's is modelled, was not read).

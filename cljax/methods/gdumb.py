@@ -26,8 +26,11 @@ here set that), the last one short.
 needed, so every row of the accuracy matrix is meaningful); `"last"` only after the last
 task, as Mammoth, whose earlier rows score the untrained network.
 
-Deviations: the authors clip gradients at 10 (Mammoth does not; neither do we); the draws
-(shuffles, CutMix boxes) come from JAX keys.
+Deviations: the authors' own code (drimpossible/GDumb) fits with SGD momentum 0.9, weight
+decay 1e-6, gradient clipping at 10 and in fp16; the defaults here are Mammoth's optimizer
+(no momentum, no decay, no clipping), with the paper's batch of 16 (set `optim_mom`,
+`optim_wd` for the authors'; clipping and fp16 are not available). The draws (shuffles,
+CutMix boxes) come from JAX keys.
 """
 
 from __future__ import annotations

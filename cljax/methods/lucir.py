@@ -14,7 +14,7 @@ imprinted, each the normalised mean of its class's normalised features (inferenc
 the training transform of the task's items) times the mean norm of the rows of the classes
 seen before; the optimizer starts afresh each task. The cross-entropy and the K hardest
 columns range over every class of the run, the not-yet-seen ones included (the "new"
-columns are those from the current task's first class on). `f_old` are the features of the
+columns are every class not of a past task). `f_old` are the features of the
 network of the previous task's end, before its fine-tuning, in inference mode. At each
 task's end: that network is kept, the memory is rebuilt (`buffer_size // classes seen` a
 class; the old classes keep their first ones in herding order, the new ones are chosen by
@@ -80,6 +80,12 @@ class Config(Hyperparams):
     imprint_weights: bool = hparam(True, "imprint the new classes' rows from their features")
 
 
+def cosine(a, b, eps: float = 1e-12):
+    """torch's `cosine_embedding_loss` similarity: `a.b / sqrt((|a|^2 + eps)(|b|^2 + eps))`,
+    with a finite gradient at an all-zero row (common after a ReLU)."""
+    return jnp.sum(a * b, -1) / jnp.sqrt((jnp.sum(a * a, -1) + eps) * (jnp.sum(b * b, -1) + eps))
+
+
 @struct.dataclass
 class State:
     net: NetState
@@ -88,7 +94,6 @@ class State:
     memory: exemplars.Memory
     current: jax.Array  # (C,) classes of the current task
     past: jax.Array  # (C,) classes of the earlier tasks
-    first_new: jax.Array  # the current task's first class (the "new" columns start there)
     lamda: jax.Array  # lambda_t of the current task
 
 
@@ -141,11 +146,11 @@ def make(config: Config | None = None, *, model, input_fn, **overrides) -> Metho
         feats, cos, scale, stats = parts(params, stats, x, True, weight)
         loss = masked_mean(cross_entropy(scale * cos, y), weight)
         old, _, _, _ = parts(state.teacher, state.teacher_stats, x, False)
-        agree = jnp.sum(exemplars.normalize(feats) * exemplars.normalize(old), -1)
+        agree = cosine(feats, old)
         loss = loss + state.lamda * masked_mean(1.0 - agree, weight)
         is_old = state.past[y] * weight
         gt = jnp.take_along_axis(cos, y[:, None], 1)
-        new_cols = jnp.arange(num_classes) >= state.first_new
+        new_cols = ~state.past  # the current task's columns and the not-yet-seen ones
         top, _ = jax.lax.top_k(jnp.where(new_cols, cos, -jnp.inf), config.k_mr)
         hinge = jnp.maximum(0.0, config.mr_margin - gt + top) * is_old[:, None]
         mr = jnp.sum(hinge) / jnp.maximum(jnp.sum(is_old) * config.k_mr, 1)
@@ -172,7 +177,6 @@ def make(config: Config | None = None, *, model, input_fn, **overrides) -> Metho
             memory=exemplars.init(config.buffer_size, example_x[0]),
             current=none,
             past=none,
-            first_new=jnp.zeros((), jnp.int32),
             lamda=jnp.zeros((), jnp.float32),
         )
 
@@ -198,7 +202,6 @@ def make(config: Config | None = None, *, model, input_fn, **overrides) -> Metho
             net=net,
             current=current,
             past=class_mask(past, num_classes),
-            first_new=jnp.asarray(min(task.classes), jnp.int32),
             lamda=jnp.asarray(lamda_of(task), jnp.float32),
         )
 
@@ -234,7 +237,7 @@ def make(config: Config | None = None, *, model, input_fn, **overrides) -> Metho
         net = state.net
         weight = jnp.ones(batch["y"].shape[0])
         loss, params, opt_state, stats = masked_step(
-            tx,
+            net.tx,
             state,
             net.params,
             net.opt_state,
