@@ -99,6 +99,9 @@ NOTES = [
     "wins), 52-87 over Mammoth's 3 (buffer 200) and 66-77 (500); tasks 1-4 agree within a "
     "point. What sets S in the two codes is not found. The paper's form (`rpc`, trained "
     "through the polytope) has no such cliff: 98.86 / 99.13 task-IL.",
+    "`lucir-mammoth` at 200, 2.1 over Mammoth's class-IL: our seeds 0-2 alone give 68.10 "
+    "against its 67.97; over 10 seeds ours spread 67.1-74.1 (std 2.43), so the mean of 3 "
+    "reference seeds is uncertain by about 1.4 (one standard error at that spread).",
     "`gdumb` and `lucir` (the papers' sampler and lambda) have no reference run: Mammoth runs "
     "the `-mammoth` rows' settings.",
 ]
