@@ -127,6 +127,22 @@ def add(buffer: Buffer, items: Any, key: jax.Array, policy: str = "reservoir") -
     return Buffer(data=data, num_seen=buffer.num_seen + batch)
 
 
+def keep_first_per_group(buffer: Buffer, groups: jax.Array, per_group: int) -> Buffer:
+    """The first `per_group` stored items of each group (`groups`: an int per slot), in
+    memory order, compacted group by group in ascending order; the other slots free
+    (Mammoth's "empty the buffer, re-add the first k of each label": RPC, BiC)."""
+    cap = buffer.capacity
+    slot = jnp.arange(cap)
+    stored = slot < buffer.size
+    earlier = (
+        (groups[:, None] == groups[None, :]) & stored[None, :] & (slot[None, :] < slot[:, None])
+    )
+    keep = stored & (jnp.sum(earlier, axis=1) < per_group)
+    order = jnp.argsort(jnp.where(keep, groups * cap + slot, jnp.iinfo(jnp.int32).max))
+    data = jax.tree.map(lambda leaf: leaf[order], buffer.data)
+    return Buffer(data=data, num_seen=jnp.sum(keep).astype(buffer.num_seen.dtype))
+
+
 def sample_indices(buffer: Buffer, key: jax.Array, n: int) -> tuple[jax.Array, jax.Array]:
     """Indices of `n` stored items drawn uniformly without replacement, and a validity mask.
 

@@ -253,18 +253,7 @@ def make(config: Config | None = None, *, model, input_fn, **overrides) -> Metho
         memory = state.memory
         stored = jnp.arange(cap) < memory.size
         if t > 1:  # each group of items added after one task keeps its first `per_task`
-            tl = memory.data["tl"]
-            earlier = (
-                (tl[:, None] == tl[None, :])
-                & stored[None, :]
-                & (jnp.arange(cap)[None, :] < jnp.arange(cap)[:, None])
-            )
-            keep = stored & (jnp.sum(earlier, 1) < per_task)
-            order = jnp.argsort(
-                jnp.where(keep, tl * cap + jnp.arange(cap), jnp.iinfo(jnp.int32).max)
-            )
-            data = jax.tree.map(lambda leaf: leaf[order], memory.data)
-            memory = buffer_lib.Buffer(data=data, num_seen=jnp.sum(keep).astype(jnp.int32))
+            memory = buffer_lib.keep_first_per_group(memory, memory.data["tl"], per_task)
         k_order, k_add = jax.random.split(key)
         n = x.shape[0]
         task_ok = jnp.ones(n, bool)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from typing import Any
 
 import jax
@@ -16,6 +15,7 @@ from flax.training import train_state
 from cljax.core import buffer as buffer_lib
 from cljax.core.config import Hyperparams, hparam
 from cljax.methods import Method
+from cljax.models.backbones import takes_mask
 
 
 class NetState(train_state.TrainState):
@@ -43,20 +43,25 @@ def create_net(model, tx, key, x) -> NetState:
     )
 
 
-def forward(net: NetState, params, x, batch_stats, train: bool = True, active=True, weight=None):
-    """Logits and updated BatchNorm statistics; `active=False` keeps the old statistics.
+def forward(
+    net: NetState, params, x, batch_stats, train: bool = True, active=True, weight=None, **call
+):
+    """Logits and updated BatchNorm statistics; `active=False` keeps the old statistics;
+    `call`: further arguments of the model's `__call__` (`CosineHead`'s `parts`).
 
     `weight` (`(N,)`, 0 on padding): a model that takes a `mask` (cljax's `resnet18`)
     computes its batch statistics over the items of nonzero weight only, as a reference
     that forwards only the real items (Mammoth's replay while its buffer holds fewer items
     than it draws); other models see every item."""
     if not batch_stats:
-        return net.apply_fn({"params": params}, x, train=train), batch_stats
+        return net.apply_fn({"params": params}, x, train=train, **call), batch_stats
     variables = {"params": params, "batch_stats": batch_stats}
     if not train:
-        return net.apply_fn(variables, x, train=False), batch_stats
+        return net.apply_fn(variables, x, train=False, **call), batch_stats
     extra = {"mask": weight > 0} if weight is not None and _takes_mask(net.apply_fn) else {}
-    logits, updates = net.apply_fn(variables, x, train=True, mutable=["batch_stats"], **extra)
+    logits, updates = net.apply_fn(
+        variables, x, train=True, mutable=["batch_stats"], **extra, **call
+    )
     new_stats = jax.tree.map(
         lambda new, old: jnp.where(active, new, old), updates["batch_stats"], batch_stats
     )
@@ -66,9 +71,7 @@ def forward(net: NetState, params, x, batch_stats, train: bool = True, active=Tr
 def _takes_mask(apply_fn) -> bool:
     """Whether the module behind `apply_fn` (a bound `Module.apply`) takes `mask`."""
     module = getattr(apply_fn, "__self__", None)
-    if module is None:
-        return False
-    return "mask" in inspect.signature(type(module).__call__).parameters
+    return module is not None and takes_mask(module)
 
 
 def predict(net: NetState, x):

@@ -49,6 +49,7 @@ from cljax.methods.common import (
     class_mask,
     create_net,
     cross_entropy,
+    forward,
     masked_mean,
     predict,
     shuffled_batches,
@@ -119,17 +120,11 @@ def make(config: Config | None = None, *, model, input_fn, **overrides) -> Metho
         optax.sgd(ft_lr, momentum=config.optim_mom or None),
     )
 
-    def parts(params, stats, x, train, weight=None):
-        """`(features, cosines, scale, new BatchNorm statistics)`; `weight` (0 on padding)
-        keeps padding out of a `mask`-taking backbone's batch statistics."""
-        variables = {"params": params, **({"batch_stats": stats} if stats else {})}
-        if train and stats:
-            extra = {} if weight is None else {"mask": weight > 0}
-            out, upd = net_model.apply(
-                variables, x, train=True, parts=True, mutable=["batch_stats"], **extra
-            )
-            return (*out, upd["batch_stats"])
-        return (*net_model.apply(variables, x, train=train, parts=True), stats)
+    def parts(net: NetState, params, stats, x, train, weight=None):
+        """`(features, cosines, scale, new BatchNorm statistics)` of `net`'s head at `params`
+        (`common.forward`: padding of weight 0 out of the batch statistics)."""
+        out, stats = forward(net, params, x, stats, train=train, weight=weight, parts=True)
+        return (*out, stats)
 
     def trainable(state: State, params, head_only: bool = False):
         """1 where a parameter learns: everything but the other tasks' weight rows (with
@@ -143,9 +138,9 @@ def make(config: Config | None = None, *, model, input_fn, **overrides) -> Metho
 
     def loss_fn(state: State, params, stats, x, y, weight):
         """The loss over the items of nonzero `weight`, and the new BatchNorm statistics."""
-        feats, cos, scale, stats = parts(params, stats, x, True, weight)
+        feats, cos, scale, stats = parts(state.net, params, stats, x, True, weight)
         loss = masked_mean(cross_entropy(scale * cos, y), weight)
-        old, _, _, _ = parts(state.teacher, state.teacher_stats, x, False)
+        old, _, _, _ = parts(state.net, state.teacher, state.teacher_stats, x, False)
         agree = cosine(feats, old)
         loss = loss + state.lamda * masked_mean(1.0 - agree, weight)
         is_old = state.past[y] * weight
@@ -213,7 +208,7 @@ def make(config: Config | None = None, *, model, input_fn, **overrides) -> Metho
         net = state.net
 
         def feats_of(xb, kb):
-            f, _, _, _ = parts(net.params, net.batch_stats, input_fn(xb, kb, True), False)
+            f, _, _, _ = parts(net, net.params, net.batch_stats, input_fn(xb, kb, True), False)
             return exemplars.normalize(f)
 
         n = x.shape[0]
@@ -299,7 +294,7 @@ def make(config: Config | None = None, *, model, input_fn, **overrides) -> Metho
         net = state.net
 
         def raw_feats(xb):
-            return parts(net.params, net.batch_stats, input_fn(xb, None, False), False)[0]
+            return parts(net, net.params, net.batch_stats, input_fn(xb, None, False), False)[0]
 
         feats = chunked(raw_feats, x, min(500, x.shape[0]))
         memory = exemplars.update(state.memory, x, y, feats, task.classes, m, normalize=False)

@@ -64,24 +64,6 @@ def polytope_scores(outputs, simplex):
     return outputs[:, :-1] @ simplex
 
 
-def reduce_memory(buffer: buffer_lib.Buffer, per_class: int) -> buffer_lib.Buffer:
-    """The first `per_class` stored items of each class, in memory order, grouped by class in
-    label order; the rest of the slots free."""
-    cap = buffer.capacity
-    y = buffer.data["y"]
-    stored = jnp.arange(cap) < buffer.size
-    same = (
-        (y[:, None] == y[None, :])
-        & stored[None, :]
-        & (jnp.arange(cap)[None, :] < jnp.arange(cap)[:, None])
-    )
-    rank = jnp.sum(same, axis=1)  # earlier stored items of the same class
-    keep = stored & (rank < per_class)
-    order = jnp.argsort(jnp.where(keep, y * cap + jnp.arange(cap), jnp.iinfo(jnp.int32).max))
-    data = jax.tree.map(lambda leaf: leaf[order], buffer.data)
-    return buffer_lib.Buffer(data=data, num_seen=jnp.sum(keep).astype(buffer.num_seen.dtype))
-
-
 def fill_memory(buffer: buffer_lib.Buffer, x, y, classes, key) -> buffer_lib.Buffer:
     """The free slots filled with the task's items `(x, y)` in a random order, an equal share
     per class of `classes` (the remainder to classes drawn at random)."""
@@ -137,7 +119,8 @@ def make(config: Config | None = None, *, model, input_fn, **overrides) -> Metho
         x, y = (jnp.asarray(a) for a in data)
         buffer = state.buffer
         if task.index > 0:
-            buffer = reduce_memory(buffer, config.buffer_size // len(task.seen))
+            per_class = config.buffer_size // len(task.seen)
+            buffer = buffer_lib.keep_first_per_group(buffer, buffer.data["y"], per_class)
         return state.replace(buffer=fill_memory(buffer, x, y, task.classes, key))
 
     def predict_fn(state: ReplayState, x):

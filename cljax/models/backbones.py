@@ -10,6 +10,7 @@ inside the compiled task's loop is 50-150x slower, `lax.conv` elsewhere).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -39,6 +40,12 @@ class MLP(nn.Module):
             return x.astype(jnp.float32)
         out = nn.Dense(self.num_classes, kernel_init=_xavier, dtype=self.dtype)(x)
         return out.astype(jnp.float32)
+
+
+def takes_mask(module: nn.Module) -> bool:
+    """Whether `module`'s `__call__` takes `mask` (the weight-0 padding kept out of its
+    BatchNorm's batch statistics: `ResNet18`, `CosineHead`)."""
+    return "mask" in inspect.signature(type(module).__call__).parameters
 
 
 class Conv3x3(nn.Module):

@@ -3,12 +3,12 @@ runs it, LUCIR) and the fixed regular-polytope classifier (RPC)."""
 
 from __future__ import annotations
 
-import inspect
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from cljax.models.backbones import takes_mask
 
 
 def _torch_linear_init(key, shape, dtype=jnp.float32):
@@ -34,7 +34,7 @@ class CosineHead(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool = False, mask=None, parts: bool = False):
-        extra = {"mask": mask} if mask is not None and _takes_mask(self.body) else {}
+        extra = {"mask": mask} if mask is not None and takes_mask(self.body) else {}
         feats = self.body(x, train=train, **extra).astype(jnp.float32)
         w = self.param("weight", _torch_linear_init, (self.num_classes, feats.shape[-1]))
         scale = self.scale
@@ -50,10 +50,6 @@ def _norm(x):
     ReLU features are common; `jnp.linalg.norm`'s gradient there is NaN)."""
     sq = jnp.sum(x * x, axis=-1, keepdims=True)
     return jnp.where(sq > 0, jnp.sqrt(jnp.where(sq > 0, sq, 1.0)), 0.0)
-
-
-def _takes_mask(module: nn.Module) -> bool:
-    return "mask" in inspect.signature(type(module).__call__).parameters
 
 
 def regular_simplex(num_classes: int) -> np.ndarray:

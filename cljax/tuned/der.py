@@ -40,7 +40,7 @@ TUNED = {
         b: row(PAPER, lr=0.03, batch_size=32, n_epochs=100, minibatch_size=32, alpha=0.1)
         for b in (200, 500, 5120)
     },
-    "seq-cifar100": xder_cifar100(0.03, alpha=0.3),
+    "seq-cifar100": xder_cifar100(0.03, minibatch_size=32, alpha=0.3),
     "mnist-360": {
         200: row(PAPER, lr=0.1, batch_size=16, n_epochs=1, minibatch_size=64, alpha=0.5),
         500: row(PAPER, lr=0.2, batch_size=16, n_epochs=1, minibatch_size=16, alpha=0.5),

@@ -71,7 +71,7 @@ TUNED = {
             PAPER, lr=0.03, batch_size=32, n_epochs=100, minibatch_size=32, alpha=0.1, beta=0.5
         ),
     },
-    "seq-cifar100": xder_cifar100(0.03, alpha=0.1, beta=0.5),
+    "seq-cifar100": xder_cifar100(0.03, minibatch_size=32, alpha=0.1, beta=0.5),
     "mnist-360": {
         200: row(PAPER, lr=0.2, batch_size=16, n_epochs=1, minibatch_size=16, alpha=0.5, beta=1.0),
         500: row(PAPER, lr=0.2, batch_size=16, n_epochs=1, minibatch_size=16, alpha=0.5, beta=1.0),

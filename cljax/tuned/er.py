@@ -41,7 +41,7 @@ TUNED = {
         500: row(PAPER, lr=0.03, batch_size=32, n_epochs=100, minibatch_size=32),
         5120: row(PAPER, lr=0.1, batch_size=32, n_epochs=100, minibatch_size=32),
     },
-    "seq-cifar100": xder_cifar100(0.1),
+    "seq-cifar100": xder_cifar100(0.1, minibatch_size=32),
     "mnist-360": {
         200: row(PAPER, lr=0.2, batch_size=1, n_epochs=1, minibatch_size=16),
         500: row(PAPER, lr=0.2, batch_size=1, n_epochs=1, minibatch_size=16),

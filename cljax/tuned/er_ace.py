@@ -12,5 +12,5 @@ TUNED = {
         b: row(OURS_ER_MNIST, lr=0.1, batch_size=10, n_epochs=1, minibatch_size=10)
         for b in (200, 500, 5120)
     },
-    "seq-cifar100": xder_cifar100(0.03),
+    "seq-cifar100": xder_cifar100(0.03, minibatch_size=32),
 }
