@@ -54,6 +54,7 @@ def scaled_input(scale: float):
         del key, train
         return x.astype(jnp.float32) / scale
 
+    input_fn.normalization = ((0.0,), (1.0,))  # the mean and std it subtracts and divides by
     return input_fn
 
 
@@ -84,6 +85,7 @@ def cifar_input(mean, std, pad: int = 4, brightness: float = 0.0):
             x = jax.vmap(augment_one)(x, jax.random.split(key, x.shape[0]))
         return (x - mean) / std
 
+    input_fn.normalization = (tuple(map(float, mean)), tuple(map(float, std)))
     return input_fn
 
 

@@ -143,6 +143,39 @@ def keep_first_per_group(buffer: Buffer, groups: jax.Array, per_group: int) -> B
     return Buffer(data=data, num_seen=jnp.sum(keep).astype(buffer.num_seen.dtype))
 
 
+def fill_balanced(buffer: Buffer, items: Any, classes, key: jax.Array, shuffle: bool = True):
+    """The free slots filled with `items` (a dict of arrays with labels `"y"`) in a random
+    order (`shuffle`; else in their order), an equal share of the free slots per class of
+    `classes` (the remainder to classes drawn at random): the first items of each class in
+    that order (Mammoth's class-balanced `end_task` fill: RPC, X-DER)."""
+    cap = buffer.capacity
+    k_extra, k_order = jax.random.split(key)
+    y = items["y"]
+    n_cls = len(classes)
+    free = cap - buffer.size
+    share = free // n_cls
+    extra = jnp.argsort(jax.random.uniform(k_extra, (n_cls,))) < free - share * n_cls
+    quota = share + extra.astype(share.dtype)
+    n = y.shape[0]
+    order = jax.random.permutation(k_order, n) if shuffle else jnp.arange(n)
+    y_o = y[order]
+    which = jnp.argmax(y_o[:, None] == jnp.asarray(classes)[None, :], axis=1)
+    onehot = jax.nn.one_hot(which, n_cls, dtype=jnp.int32)
+    rank = jnp.sum((jnp.cumsum(onehot, axis=0) - onehot) * onehot, axis=1)
+    take = jnp.isin(y_o, jnp.asarray(classes)) & (rank < quota[which])
+    first = jnp.argsort(jnp.where(take, jnp.arange(n), n + jnp.arange(n)))[: min(n, cap)]
+    slots = jnp.where(
+        jnp.arange(first.shape[0]) < jnp.sum(take), buffer.size + jnp.arange(first.shape[0]), cap
+    )
+    chosen = jax.tree.map(lambda a: a[order[first]], items)
+    data = jax.tree.map(
+        lambda stored, new: stored.at[slots].set(new.astype(stored.dtype), mode="drop"),
+        buffer.data,
+        chosen,
+    )
+    return Buffer(data=data, num_seen=buffer.size + jnp.sum(take))
+
+
 def sample_indices(buffer: Buffer, key: jax.Array, n: int) -> tuple[jax.Array, jax.Array]:
     """Indices of `n` stored items drawn uniformly without replacement, and a validity mask.
 

@@ -64,36 +64,6 @@ def polytope_scores(outputs, simplex):
     return outputs[:, :-1] @ simplex
 
 
-def fill_memory(buffer: buffer_lib.Buffer, x, y, classes, key) -> buffer_lib.Buffer:
-    """The free slots filled with the task's items `(x, y)` in a random order, an equal share
-    per class of `classes` (the remainder to classes drawn at random)."""
-    cap = buffer.capacity
-    k_extra, k_order = jax.random.split(key)
-    n_cls = len(classes)
-    free = cap - buffer.size
-    share = free // n_cls
-    extra = jnp.argsort(jax.random.uniform(k_extra, (n_cls,))) < free - share * n_cls
-    quota = share + extra.astype(share.dtype)
-    order = jax.random.permutation(k_order, y.shape[0])
-    y_o = y[order]
-    which = jnp.argmax(y_o[:, None] == jnp.asarray(classes)[None, :], axis=1)
-    onehot = jax.nn.one_hot(which, n_cls, dtype=jnp.int32)
-    rank = jnp.sum((jnp.cumsum(onehot, axis=0) - onehot) * onehot, axis=1)
-    take = jnp.isin(y_o, jnp.asarray(classes)) & (rank < quota[which])
-    n = y.shape[0]
-    first = jnp.argsort(jnp.where(take, jnp.arange(n), n + jnp.arange(n)))[: min(n, cap)]
-    slots = jnp.where(
-        jnp.arange(first.shape[0]) < jnp.sum(take), buffer.size + jnp.arange(first.shape[0]), cap
-    )
-    items = {"x": x[order[first]], "y": y_o[first]}
-    data = jax.tree.map(
-        lambda stored, new: stored.at[slots].set(new.astype(stored.dtype), mode="drop"),
-        buffer.data,
-        items,
-    )
-    return buffer_lib.Buffer(data=data, num_seen=buffer.size + jnp.sum(take))
-
-
 def make(config: Config | None = None, *, model, input_fn, **overrides) -> Method:
     """ER with a fixed regular-polytope classifier (SGD at `lr`, `minibatch_size` replayed
     items a step) and Mammoth's class-balanced memory of `buffer_size`."""
@@ -121,7 +91,8 @@ def make(config: Config | None = None, *, model, input_fn, **overrides) -> Metho
         if task.index > 0:
             per_class = config.buffer_size // len(task.seen)
             buffer = buffer_lib.keep_first_per_group(buffer, buffer.data["y"], per_class)
-        return state.replace(buffer=fill_memory(buffer, x, y, task.classes, key))
+        items = {"x": x, "y": y}
+        return state.replace(buffer=buffer_lib.fill_balanced(buffer, items, task.classes, key))
 
     def predict_fn(state: ReplayState, x):
         return polytope_scores(predict(state.net, input_fn(x, None, False)), simplex)
