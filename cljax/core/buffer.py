@@ -159,10 +159,11 @@ def fill_balanced(buffer: Buffer, items: Any, classes, key: jax.Array, shuffle: 
     n = y.shape[0]
     order = jax.random.permutation(k_order, n) if shuffle else jnp.arange(n)
     y_o = y[order]
-    which = jnp.argmax(y_o[:, None] == jnp.asarray(classes)[None, :], axis=1)
-    onehot = jax.nn.one_hot(which, n_cls, dtype=jnp.int32)
+    member = y_o[:, None] == jnp.asarray(classes)[None, :]
+    which = jnp.argmax(member, axis=1)
+    onehot = member.astype(jnp.int32)  # an item of another class counts for none
     rank = jnp.sum((jnp.cumsum(onehot, axis=0) - onehot) * onehot, axis=1)
-    take = jnp.isin(y_o, jnp.asarray(classes)) & (rank < quota[which])
+    take = jnp.any(member, axis=1) & (rank < quota[which])
     first = jnp.argsort(jnp.where(take, jnp.arange(n), n + jnp.arange(n)))[: min(n, cap)]
     slots = jnp.where(
         jnp.arange(first.shape[0]) < jnp.sum(take), buffer.size + jnp.arange(first.shape[0]), cap

@@ -186,13 +186,14 @@ def make_xder(
 ) -> Method:
     """An X-DER variant: `polytope` scores through the fixed regular simplex (xder_rpc),
     `ce_heads` ("current" or "current+future") the batch's CE columns, `freeze_replay_bn`
-    keeps the running statistics in the replay passes; the contrastive term where `config`
-    has `lambd` > 0."""
+    keeps the running statistics in the replay passes (and makes `align_bn` a no-op, as
+    HEAD's xder_rpc); the contrastive term where `config` has `lambd` > 0."""
     n_col = getattr(model, "num_classes", None)
     if n_col is None:
         raise ValueError(f"{name} needs a backbone with num_classes (one output a class)")
     simplex = jnp.asarray(regular_simplex(n_col)) if polytope else None
     lambd = getattr(config, "lambd", 0.0)
+    align_bn = config.align_bn and not freeze_replay_bn
     tx = optax.sgd(config.lr)
     stats = getattr(input_fn, "normalization", ((0.0,), (1.0,)))  # (mean, std) of input_fn
     mean, std = (jnp.asarray(v, jnp.float32) for v in stats)
@@ -280,9 +281,9 @@ def make_xder(
 
         def loss_fn(params):
             stats = net.batch_stats
-            z_s, stats = run(net, params, x, stats, active=~(config.align_bn & (t > 0)))
+            z_s, stats = run(net, params, x, stats, active=~(align_bn & (t > 0)))
             loss = cross_entropy(jnp.where(ce_cols, z_s, NEG), y).mean()
-            if config.align_bn:
+            if align_bn:
                 n_s = min(mb, y.shape[0])
                 share = jnp.where(t > 0, mb // jnp.maximum(t, 1), 0)
                 w_mix = jnp.concatenate([w1, (jnp.arange(n_s) < share).astype(jnp.float32)])
@@ -299,7 +300,7 @@ def make_xder(
             loss = loss + config.alpha * masked_mean(mse, w1)
             z2, stats = run(
                 net, params, x2, stats,
-                active=has_buf & (not freeze_replay_bn) & (not config.align_bn), weight=w2,
+                active=has_buf & (not freeze_replay_bn) & (not align_bn), weight=w2,
             )  # fmt: skip
             ce2 = jnp.where(valid2, cross_entropy(jnp.where(past, z2, NEG), items2["y"]), 0.0)
             loss = loss + config.beta * masked_mean(ce2, w2)

@@ -29,6 +29,9 @@ TEST_CONFIG = {"buffer_size": 16, "minibatch_size": 4}
 @dataclasses.dataclass(frozen=True)
 class Config(XderConfig):
     past_constraint: bool = hparam(False, "the past constraint (HEAD: off; tpami2023: on)")
+    align_bn: bool = hparam(
+        False, "no effect: HEAD parses it (its config sets it) and its code is commented out"
+    )
 
 
 def make(config: Config | None = None, *, model, input_fn, **overrides) -> Method:
