@@ -29,13 +29,13 @@ from typing import NamedTuple
 import jax
 
 import cljax.run as run_lib
-from cljax import methods, train, tuned
+from cljax import methods, models, train, tuned
 from cljax.benchmarks import scenarios, streams
 from cljax.benchmarks.data import DataError
 from cljax.benchmarks.scenarios import BENCHMARKS
 from cljax.outputs import loggers, plots, report
 from cljax.run import evaluate as evaluation
-from cljax.run import jit_cache, sharding
+from cljax.run import jit_cache, sharding, sweep
 from cljax.run import workdir as workdir_lib
 from cljax.run.checkpoint_io import CheckpointError, CheckpointWriteError
 from cljax.run.workdir import WorkdirError
@@ -149,6 +149,22 @@ def parse_args(argv):
         help="when a seed's loss or parameters become NaN/inf: stop (exit 3, last good "
         "checkpoint kept) or continue and record the seeds in results.json",
     )
+    p.add_argument(
+        "--grid",
+        nargs="+",
+        default=None,
+        metavar="NAME=V1,V2",
+        help="train every combination of these values of the method's float settings x every "
+        "seed in one program (e.g. --grid lr=0.01,0.03 alpha=0.1,0.3): WORKDIR/point-N/ "
+        "holds each point's results.json, WORKDIR/grid.json and grid.png the comparison",
+    )
+    p.add_argument(
+        "--valid-fraction",
+        type=float,
+        default=0.0,
+        help="hold out this fraction of each class's training images and score on them, not "
+        "on the test set (model selection; the DER paper's grids: 0.1)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument(
         "--import",
@@ -250,16 +266,23 @@ def _main(args) -> int:
             return list_hparams(args)
         overrides = tuned.parse_overrides(args.method, args.set)
         settings = tuned.resolve(args.method, name, args.buffer_size, overrides)
+        grid = None
+        if args.grid:
+            grid = sweep.parse(args.grid)
+            sweep.check(methods.get(args.method), settings.config, grid)
+            if args.eval_every is not None:
+                raise ValueError("--eval-every is not available with --grid")
     except ValueError as e:
         raise UsageError(str(e)) from e
     stream = f"-{args.stream}" if args.stream else ""
-    workdir = Path(args.workdir or f"runs/{args.method}-{name}{stream}-{args.buffer_size}")
+    kind = "-grid" if grid else ""
+    workdir = Path(args.workdir or f"runs/{args.method}-{name}{stream}-{args.buffer_size}{kind}")
     if args.resume and args.overwrite:
         raise UsageError("--resume and --overwrite exclude each other")
     workdir_lib.check(workdir)
     lock = workdir_lib.Lock(workdir)
     lock.refuse_if_held()
-    has_run = (workdir / "results.json").exists() or (workdir / "checkpoints").exists()
+    has_run = any((workdir / f).exists() for f in ("results.json", "grid.json", "checkpoints"))
     if args.resume and not has_run:
         print(f"note: nothing to resume in {workdir}; starting a new run")
     if has_run and not (args.resume or args.overwrite):
@@ -276,6 +299,7 @@ def _main(args) -> int:
             base_classes=args.base_classes,
             class_order=settings.run.class_order,
             brightness=settings.run.brightness,
+            valid_fraction=args.valid_fraction,
         )
         if args.stream == "fuzzy":
             scenario = streams.fuzzy(scenario, args.fuzziness)
@@ -297,9 +321,15 @@ def _main(args) -> int:
             f"items of {args.benchmark}; choose a smaller buffer"
         )
     seeds = tuple(range(args.seed_offset, args.seed_offset + args.seeds))
+    n_models = len(seeds) * (len(sweep.points(grid)) if grid else 1)
     try:
-        args.devices, args.seed_devices = split_devices(args, len(seeds))
+        args.devices, args.seed_devices = split_devices(args, n_models)
         method = tuned.build(settings, scenario)
+        if grid and method.host.resize is not None:
+            raise ValueError(
+                f"{args.method} changes its shapes with the data: its points cannot share one "
+                "program; run them as separate commands"
+            )
         config = run.run_config(
             devices=args.devices,
             seed_devices=args.seed_devices,
@@ -310,12 +340,13 @@ def _main(args) -> int:
             record=run.record(scenario.model),
         )
         # the run's shape, checked before anything is written (the stream drawn, the devices)
-        plan = run_lib.plan_run(method, scenario, config)
+        models = tuple(s for _ in range(n_models // len(seeds)) for s in seeds)
+        plan = run_lib.plan_run(method, scenario, dataclasses.replace(config, seeds=models))
         if args.eval_every is not None and (scenario.stream is None or args.eval_every < 1):
             raise ValueError("--eval-every takes a positive number of steps, on a stream")
     except ValueError as e:
         raise UsageError(str(e)) from e
-    workdir_lib.check(workdir, checkpoint_bytes(method, scenario, len(seeds)))
+    workdir_lib.check(workdir, checkpoint_bytes(method, scenario, n_models))
     try:
         loggers.check(args.log)  # a logger that cannot start stops the run before it begins
     except loggers.LoggerError as e:
@@ -323,6 +354,8 @@ def _main(args) -> int:
     if jax.process_index() == 0:  # one lock for a multi-host job, held by host 0
         lock.acquire(warn=lambda line: print(line, file=sys.stderr))
     try:
+        if grid:
+            return _run_grid(args, settings, scenario, config, workdir, grid)
         return _run(args, method, plan, settings, workdir)
     finally:
         lock.release()
@@ -425,37 +458,22 @@ def _train_and_write(args, method, scenario, settings, config, workdir, logger, 
     """Trains, then writes results.json and the plots (the loggers told as it goes)."""
     seeds = config.seeds
     on_task, probe, over_time = hooks
-    resume_line = f"rerun with --resume --workdir {workdir}"
-    say = lambda line: print(line, file=sys.stderr)
-    try:
-        with train.StopRequest(say=say) as stop:
-            res = train.run(
-                method,
-                scenario,
-                config,
-                workdir=workdir,
-                resume=args.resume,
-                on_task=on_task,
-                stop_requested=stop,
-                after_chunk=probe,
-                logger=logger,
-            )
-    except CheckpointError as e:
-        raise UsageError(str(e)) from e
-    except train.Diverged as e:
-        say(f"error: {e}")
-        return EXIT_DIVERGED
-    except CheckpointWriteError as e:
-        say(f"error: {e}")
-        return EXIT_WRITE_FAILED
-    except train.Interrupted as e:
-        say(f"{e}; the checkpoint is written: {resume_line}")
-        return EXIT_SIGNAL.get(stop.signum, 130)
-    except KeyboardInterrupt:
-        say(
-            f"\ninterrupted; the last finished task (or chunk of a long task) is checkpointed: {resume_line}"
-        )
-        return 130
+    res = _guarded(
+        workdir,
+        lambda stop: train.run(
+            method,
+            scenario,
+            config,
+            workdir=workdir,
+            resume=args.resume,
+            on_task=on_task,
+            stop_requested=stop,
+            after_chunk=probe,
+            logger=logger,
+        ),
+    )
+    if isinstance(res, int):
+        return res
     res.pop("state")
     res["tuned"] = settings.tuned_record()
     if jax.process_index() != 0:  # several hosts: the first one writes the results
@@ -481,6 +499,95 @@ def _train_and_write(args, method, scenario, settings, config, workdir, logger, 
     print(summary_line(res))
     print(f"wrote {workdir / 'results.json'} and {workdir / 'accuracy.png'}")
     return 0
+
+
+def _run_grid(args, settings, scenario, config, workdir: Path, grid: dict) -> int:
+    """Trains every point of `grid` x every seed in one program (`cljax.run.sweep`) and writes
+    each point's results.json and plot under WORKDIR/point-N, then grid.json and grid.png."""
+    if args.overwrite and workdir.exists():
+        shutil.rmtree(workdir / "checkpoints", ignore_errors=True)
+    workdir.mkdir(parents=True, exist_ok=True)
+    n_points = len(sweep.points(grid))
+    tuned.note_tuning(settings, scenario.name, args.buffer_size)
+    measure = "validation" if args.valid_fraction else "test"
+    print(
+        f"{args.method} on {scenario.name} ({scenario.num_tasks} tasks): grid "
+        f"{' '.join(args.grid)} ({n_points} points) x seeds {list(config.seeds)} in one program, "
+        f"scored on the {measure} set -> {workdir}"
+    )
+    run = settings.run
+    model = models.make(run.model or scenario.model, scenario.num_classes, run.dtype)
+    results = _guarded(
+        workdir,
+        lambda stop: sweep.run_grid(
+            methods.get(args.method),
+            settings.config,
+            grid,
+            scenario,
+            config,
+            model=model,
+            input_fn=scenario.input_fn,
+            workdir=workdir,
+            resume=args.resume,
+            stop_requested=stop,
+        ),
+    )
+    if isinstance(results, int):
+        return results
+    if jax.process_index() != 0:
+        return 0
+    for res in results:
+        res.pop("state")
+        res["tuned"] = settings.tuned_record()
+        res["command"] = "cljax " + " ".join(sys.argv[1:])
+        res["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+        values = ", ".join(f"{k}={v:g}" for k, v in res["grid"]["values"].items())
+        folder = workdir / f"point-{res['grid']['point']}"
+        folder.mkdir(exist_ok=True)
+        report.write_json(folder / "results.json", res)
+        plots.accuracy_matrices(
+            res["accuracy"], f"{args.method} on {scenario.name}, {values}", folder / "accuracy.png"
+        )
+    summary = sweep.summary(results, measure)
+    report.write_json(workdir / "grid.json", summary)
+    plots.grid(summary, workdir / "grid.png")
+    print(sweep.table(summary))
+    best = summary["points"][summary["best"]]
+    t = summary["timing"]
+    print(
+        f"best ({measure}): "
+        + ", ".join(f"{k}={v:g}" for k, v in best["values"].items())
+        + f" | {n_points} points x {len(config.seeds)} seeds: train {t['train_s']:.1f}s, "
+        f"compile {t['compile_s']:.1f}s, total {t['total_s']:.1f}s"
+    )
+    print(f"wrote {workdir}/point-*/results.json, {workdir / 'grid.json'} and grid.png")
+    return 0
+
+
+def _guarded(workdir: Path, call):
+    """`call(stop_request)`'s value, or the exit code of how it stopped (a signal, a
+    divergence, a checkpoint that cannot be read or written), said on stderr."""
+    resume_line = f"rerun with --resume --workdir {workdir}"
+    say = lambda line: print(line, file=sys.stderr)
+    try:
+        with train.StopRequest(say=say) as stop:
+            return call(stop)
+    except CheckpointError as e:
+        raise UsageError(str(e)) from e
+    except train.Diverged as e:
+        say(f"error: {e}")
+        return EXIT_DIVERGED
+    except CheckpointWriteError as e:
+        say(f"error: {e}")
+        return EXIT_WRITE_FAILED
+    except train.Interrupted as e:
+        say(f"{e}; the checkpoint is written: {resume_line}")
+        return EXIT_SIGNAL.get(stop.signum, 130)
+    except KeyboardInterrupt:
+        say(
+            f"\ninterrupted; the last finished task (or chunk of a long task) is checkpointed: {resume_line}"
+        )
+        return 130
 
 
 def summary_line(res) -> str:

@@ -19,10 +19,12 @@ import dataclasses
 import typing
 
 
-def hparam(default, doc: str, *, gt=None, ge=None, le=None, choices=None):
+def hparam(default, doc: str, *, gt=None, ge=None, le=None, choices=None, sweepable=True):
     """A `Config` field: `default`, its `doc`, and the values allowed (`gt`/`ge`/`le` bounds for
-    numbers and for each item of a tuple, `choices` for strings)."""
-    meta = {"doc": doc, "gt": gt, "ge": ge, "le": le, "choices": choices}
+    numbers and for each item of a tuple, `choices` for strings). `sweepable=False`: a float
+    that a grid may not sweep in one program (`cljax.run.sweep`: it does more than enter the
+    step as a number)."""
+    meta = {"doc": doc, "gt": gt, "ge": ge, "le": le, "choices": choices, "sweepable": sweepable}
     return dataclasses.field(default=default, metadata=meta)
 
 

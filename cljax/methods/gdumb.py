@@ -80,7 +80,7 @@ class Config(Hyperparams):
     )
     cutmix_alpha: float = hparam(1.0, "CutMix's Beta(alpha, alpha)", gt=0)
     cutmix_prob: float = hparam(0.5, "probability that a batch is CutMixed", ge=0, le=1)
-    optim_mom: float = hparam(0.0, "SGD momentum of the fit", ge=0)
+    optim_mom: float = hparam(0.0, "SGD momentum of the fit (0: none)", ge=0, sweepable=False)
     optim_wd: float = hparam(0.0, "weight decay of the fit (added to the gradient)", ge=0)
     optim_nesterov: bool = hparam(False, "Nesterov momentum")
 

@@ -64,7 +64,9 @@ TEST_CONFIG = {"buffer_size": 16, "fitting_epochs": 2, "fit_batch_size": 4}
 class Config(Hyperparams):
     lr: float = hparam(0.1, "SGD step size", gt=0)
     buffer_size: int = hparam(500, "exemplar memory capacity (items, split evenly by class)", ge=1)
-    optim_mom: float = hparam(0.0, "SGD momentum (restarted each task)", ge=0)
+    optim_mom: float = hparam(
+        0.0, "SGD momentum (restarted each task; 0: none)", ge=0, sweepable=False
+    )
     optim_wd: float = hparam(0.0, "weight decay of the learning parameters", ge=0)
     lamda_base: float = hparam(5.0, "weight of the less-forget feature distillation", ge=0)
     lamda_schedule: str = hparam(

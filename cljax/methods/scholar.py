@@ -40,7 +40,9 @@ class ScholarConfig(Hyperparams):
     n_critic: int = hparam(5, "critic updates per generator update (real chunks a step)", ge=1)
     z_dim: int = hparam(100, "size of the generator's latent code", ge=1)
     gan: str = hparam("mlp", "generator / critic architecture", choices=gan_models.ARCHS)
-    ratio: float = hparam(0.0, "weight r of the current task's data (0: 1/t)", ge=0, le=1)
+    ratio: float = hparam(
+        0.0, "weight r of the current task's data (0: 1/t)", ge=0, le=1, sweepable=False
+    )
     replay: bool = hparam(True, "replay earlier tasks (false: a fine-tuning scholar)")
 
     def check(self) -> None:

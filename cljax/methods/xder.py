@@ -110,7 +110,12 @@ class XderConfig(ReplayConfig):
 
 @dataclasses.dataclass(frozen=True)
 class Config(XderConfig):
-    lambd: float = hparam(0.1, "weight of the future heads' contrastive loss (HEAD: 0.05)", ge=0)
+    lambd: float = hparam(
+        0.1,
+        "weight of the future heads' contrastive loss (0: none; HEAD: 0.05)",
+        ge=0,
+        sweepable=False,
+    )
     simclr_temp: float = hparam(5.0, "the contrastive loss's temperature", gt=0)
     simclr_batch_size: int = hparam(
         64, "memory items (and batch items at most) in the contrastive loss", ge=1

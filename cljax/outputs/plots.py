@@ -112,3 +112,39 @@ def accuracy_over_time(steps, accuracy, title: str, path: str | Path):
     with workdir.replaced(path) as tmp:
         fig.savefig(tmp, dpi=110)
     plt.close(fig)
+
+
+def grid(summary: dict, path: str | Path):
+    """Writes a PNG of a grid's final accuracy (mean over seeds, with their std) against each
+    swept setting, one line per combination of the other settings (`cljax.run.sweep.summary`)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(summary["swept"])
+    setting = summary["ranked_by"]
+    fig, axes = plt.subplots(1, len(names), figsize=(4.4 * len(names), 3.6), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        others = [n for n in names if n != name]
+        lines: dict = {}
+        for row in summary["points"]:
+            label = ", ".join(f"{n}={row['values'][n]:g}" for n in others)
+            acc = row["final_average_accuracy"][setting]
+            lines.setdefault(label, []).append((row["values"][name], acc["mean"], acc["std"]))
+        for label, pts in lines.items():
+            pts.sort()
+            xs, means, stds = (np.array(v) for v in zip(*pts, strict=True))
+            ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=label or None)
+        if len(summary["swept"][name]) > 2 and min(summary["swept"][name]) > 0:
+            ax.set_xscale("log")
+        ax.set_xlabel(name)
+        ax.set_ylabel(f"{setting} accuracy ({summary['measure']}, %)")
+        ax.grid(alpha=0.3)
+        if others:
+            ax.legend(fontsize=7)
+    fig.suptitle(f"{summary['method']} on {summary['benchmark']}, {len(summary['seeds'])} seeds")
+    fig.tight_layout()
+    with workdir.replaced(path) as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
