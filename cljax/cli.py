@@ -330,6 +330,7 @@ def _main(args) -> int:
                 f"{args.method} changes its shapes with the data: its points cannot share one "
                 "program; run them as separate commands"
             )
+
         config = run.run_config(
             devices=args.devices,
             seed_devices=args.seed_devices,
@@ -340,8 +341,13 @@ def _main(args) -> int:
             record=run.record(scenario.model),
         )
         # the run's shape, checked before anything is written (the stream drawn, the devices)
-        models = tuple(s for _ in range(n_models // len(seeds)) for s in seeds)
-        plan = run_lib.plan_run(method, scenario, dataclasses.replace(config, seeds=models))
+        model_seeds = tuple(s for _ in range(n_models // len(seeds)) for s in seeds)
+        plan = run_lib.plan_run(method, scenario, dataclasses.replace(config, seeds=model_seeds))
+        if grid:  # a setting the program would not follow is refused before anything is written
+            model = models.make(run.model or scenario.model, scenario.num_classes, run.dtype)
+            module = methods.get(args.method)
+            kw = {"model": model, "input_fn": scenario.input_fn}
+            sweep.check_effect(module, settings.config, grid, scenario, config, **kw)
         if args.eval_every is not None and (scenario.stream is None or args.eval_every < 1):
             raise ValueError("--eval-every takes a positive number of steps, on a stream")
     except ValueError as e:
@@ -530,6 +536,7 @@ def _run_grid(args, settings, scenario, config, workdir: Path, grid: dict) -> in
             workdir=workdir,
             resume=args.resume,
             stop_requested=stop,
+            checked=True,
         ),
     )
     if isinstance(results, int):

@@ -33,6 +33,7 @@ import typing
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import struct
 from flax.training import train_state
@@ -98,6 +99,82 @@ def check(module, config, grid: dict) -> list:
     return [module.Config.build({**config.to_dict(), **p}) for p in points(grid)]
 
 
+def _program(method: Method, scenario, run_config) -> list:
+    """What `method`'s functions compute on the first two tasks of `scenario`, traced on
+    abstract values: their jaxprs' text and constants."""
+    from cljax.run.plan import task_info
+
+    key = jax.random.key(0)
+    state = jax.eval_shape(method.init, key, scenario.train(0)[0][:1])
+    out = []
+    for t in range(min(2, scenario.num_tasks)):
+        x, y = scenario.train(t)
+        info = task_info(scenario, run_config, t)
+        data = (jax.ShapeDtypeStruct(x.shape, x.dtype), jax.ShapeDtypeStruct(y.shape, y.dtype))
+        n = run_config.batch_size
+        batch = {
+            "x": jax.ShapeDtypeStruct((n, *x.shape[1:]), x.dtype),
+            "y": jax.ShapeDtypeStruct((n,), y.dtype),
+        }
+        begun = jax.eval_shape(lambda s, i=info: method.begin_task(s, i, key), state)
+        calls = [  # (function, arguments, the TaskInfo's place or None)
+            (method.begin_task, (state, info, key), 1),
+            (method.begin_task_data, (begun, info, data, key), 1),
+            (method.train_step, (begun, batch, key), None),
+            (method.end_task, (begun, info, data, key), 1),
+            (method.predict, (begun, data[0]), None),
+        ]
+        for fn, args, static in calls:
+            closed = jax.make_jaxpr(fn, static_argnums=() if static is None else (static,))(*args)
+            out.append((str(closed.jaxpr), [np.asarray(c).tobytes() for c in closed.consts]))
+        state = jax.eval_shape(lambda s, d, i=info: method.end_task(s, i, d, key), begun, data)
+    return out
+
+
+def _optimizers(method: Method, example_x) -> list:
+    """The update of each optimizer in `method`'s initial state, traced: jaxpr text and
+    constants, one entry a `TrainState`."""
+    state = jax.eval_shape(method.init, jax.random.key(0), example_x)
+    out = []
+    for net in _nets(state):
+        closed = jax.make_jaxpr(net.tx.update)(net.params, net.opt_state, net.params)
+        out.append((str(closed.jaxpr), [np.asarray(c).tobytes() for c in closed.consts]))
+    return out
+
+
+def _built_with(module, config, name: str, values, *, model, input_fn, example_x) -> list:
+    """Per optimizer of the initial state: whether setting `name` (at two of `values`) changes
+    its update (the optimizers a method builds once, with its state)."""
+    a, b = (module.Config.build({**config.to_dict(), name: v}) for v in values[:2])
+    runs = [_optimizers(module.make(c, model=model, input_fn=input_fn), example_x) for c in (a, b)]
+    return [u != v for u, v in zip(*runs, strict=True)]
+
+
+def check_effect(module, config, grid: dict, scenario, run_config, *, model, input_fn) -> None:
+    """A ValueError for a swept setting (other than `lr`) that sets an optimizer built with the
+    state (at `init`, before any value of the grid is in), or that the method's functions never
+    read: sweeping it in one program would silently train every point alike."""
+    example_x = scenario.train(0)[0][:1]
+    for name in grid:
+        if name == "lr":
+            continue
+        values = sorted({float(v) for v in grid[name]} | {float(getattr(config, name))})
+        kw = {"model": model, "input_fn": input_fn}
+        if any(_built_with(module, config, name, values, example_x=example_x, **kw)):
+            raise ValueError(
+                f"--grid {name}: {module.Config.owner()} builds an optimizer with it when its "
+                f"state is made, before a point's value is in; run the values of {name} as "
+                "separate commands"
+            )
+        a, b = (module.Config.build({**config.to_dict(), name: v}) for v in values[:2])
+        programs = [_program(module.make(c, **kw), scenario, run_config) for c in (a, b)]
+        if programs[0] == programs[1]:
+            raise ValueError(
+                f"--grid {name}: {module.Config.owner()} never reads it after its state is "
+                f"made; run the values of {name} as separate commands"
+            )
+
+
 @struct.dataclass
 class SweptState:
     hp: dict  # swept setting -> float32 (): this model's values
@@ -160,18 +237,19 @@ def swept(module, config, names, *, model, input_fn) -> Method:
         hp = {n: jnp.asarray(getattr(config, n), jnp.float32) for n in names}
         if not sweeps_lr:
             return SweptState(hp=hp, inner=base.init(key, example_x))
-        inner = module.make(_with(config, {"lr": 1.0}), model=model, input_fn=input_fn).init(
-            key, example_x
-        )
-        nets = _nets(inner)
-        if len(nets) != 1:
+        at_one = module.Config.build({**config.to_dict(), "lr": 1.0})
+        kw = {"model": model, "input_fn": input_fn, "example_x": example_x}
+        uses_lr = _built_with(module, config, "lr", (1.0, 2.0), **kw)
+        scaled = iter(uses_lr)
+        if not any(uses_lr):
             raise ValueError(
-                f"--grid lr: {base.name} keeps {len(nets)} optimizers; lr can be swept for a "
-                "method with one (run its lr values as separate commands)"
+                f"--grid lr: {base.name} builds no optimizer with lr; run its lr values as "
+                "separate commands"
             )
+        inner = module.make(at_one, model=model, input_fn=input_fn).init(key, example_x)
 
         def attach(net):
-            if not _is_net(net):
+            if not _is_net(net) or not next(scaled):
                 return net
             scale = lr_scale()
             return net.replace(
@@ -241,16 +319,19 @@ def run_grid(
     stop_after=None,
     stop_requested=None,
     logger=None,
+    checked: bool = False,
 ) -> list[dict]:
     """Trains every point of `grid` (`{setting: values}` over `config`, the method's
     `Config`) x every seed of `run_config` in one vmapped run, and returns one results
     dictionary per point (as `cljax.train.run`'s, its `"state"` the point's seeds' states,
     plus `"grid"`: the point's values and place; timing and `final_train_loss` are the whole
-    grid's)."""
+    grid's). `checked`: `check_effect` already said yes (the CLI asks before it writes)."""
     from cljax.outputs import report
     from cljax.run.api import Hooks
 
     configs = check(module, config, grid)
+    if not checked:
+        check_effect(module, config, grid, scenario, run_config, model=model, input_fn=input_fn)
     pts = points(grid)
     method = swept(module, config, list(grid), model=model, input_fn=input_fn)
     seeds = tuple(run_config.seeds)
