@@ -6,13 +6,16 @@
 The DER paper's protocol (its Section 5): a grid search on a validation set of 10%
 of the training set. Each point of the grid (`--grid KEY=V1,V2 ...`, every
 combination, over the method's tuned row for the buffer) runs all seeds in one
-vmapped program on the benchmark built with `--valid-fraction` of each class's
+vmapped program, and the points that differ only in settings a grid can sweep (floats that
+enter the step as numbers: `cljax.run.sweep`) share that program, every point x every seed
+trained together; on the benchmark built with `--valid-fraction` of each class's
 training images held out (`scenarios.held_out`): it trains on the rest and is
 scored, with the benchmark's own test protocol (MNIST-360: each held-out image
 rotated as the test images are), on the held-out images. The points are written,
 best first, to `experiments/results/tune_<method>_<benchmark>_<buffer>.{json,md}`
-after each one; a point already in the json is not run again, so an interrupted
-grid continues where it stopped (`--rerun` runs them all). Take the best point
+after each program; a point already in the json with the same seeds is not run again, so
+an interrupted grid continues where it stopped (`--rerun` runs them all). Points that shared
+a program show its times. Take the best point
 into `cljax/tuned/<method>.py`, then measure it on the test set with
 `experiments.reproduce_der`.
 """
@@ -26,10 +29,10 @@ from pathlib import Path
 
 from cljax import methods, train
 from cljax.benchmarks import scenarios
-from cljax.run import sharding
+from cljax.run import sharding, sweep
 from cljax.tuned import parse_overrides
 from experiments import rows as table_rows
-from experiments.tuned import run_tuned
+from experiments.tuned import run_tuned, run_tuned_grid
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -44,6 +47,20 @@ def grid_points(method: str, grid) -> list[dict]:
             raise ValueError(f"--grid expects KEY=V1,V2,..., got {item!r}")
         axes.append([f"{key}={v}" for v in values.split(",")])
     return [parse_overrides(method, combo) for combo in itertools.product(*axes)]
+
+
+def groups(points: list[dict], swept: set) -> list[list[dict]]:
+    """The points in groups that differ only in the settings of `swept` (in order)."""
+    out: dict = {}
+    for p in points:
+        fixed = tuple(sorted((k, v) for k, v in p.items() if k not in swept))
+        out.setdefault(fixed, []).append(p)
+    return list(out.values())
+
+
+def same_seeds(row: dict | None, seeds) -> bool:
+    """Whether a point's row in the table ran exactly `seeds`."""
+    return row is not None and tuple(row["seeds"]) == tuple(seeds)
 
 
 def point_key(point: dict) -> str:
@@ -141,21 +158,28 @@ def main(argv=None):
         run_fields = {"devices": args.seed_devices, "seed_devices": args.seed_devices}
     train.log_tasks()
     started = time.perf_counter()
-    for i, point in enumerate(points, 1):
-        key = point_key(point)
-        # a point keeps no per-seed accuracy to join new seeds to: other seeds run it again
-        same = key in done and tuple(done[key]["seeds"]) == seeds
-
-        def run(todo, point=point):
-            return summary(
-                run_tuned(scenario, args.method, args.buffer, todo, **point, **run_fields)
-            )
-
-        res = table_rows.complete(key, done.get(key), seeds, run, same)
-        if res is None:
+    swept = set(sweep.sweepable(methods.get(args.method).Config))
+    for group in groups(points, swept):
+        todo = [p for p in group if not same_seeds(done.get(point_key(p)), seeds)]
+        if not todo:
             continue
-        done = table_rows.save(out_json, {key: res}, done)
-        print(f"[{i}/{len(points)}] {key}: {res['mean']:.2f} +- {res['std']:.2f}", flush=True)
+        fixed = {k: v for k, v in group[0].items() if k not in swept}
+        axes = {k: tuple(sorted({p[k] for p in group})) for k in group[0] if k in swept}
+        found = None
+        if axes and len(group) == len(sweep.points(axes)):  # one program for the group
+            try:
+                results = run_tuned_grid(
+                    scenario, args.method, args.buffer, seeds, axes, **fixed, **run_fields
+                )
+                found = {point_key({**fixed, **r["grid"]["values"]}): r for r in results}
+            except ValueError as e:  # a setting the program would not follow: one by one
+                print(f"note: {e}", flush=True)
+        if found is None:
+            found = {point_key(p): run_tuned(scenario, args.method, args.buffer, seeds, **p,
+                                             **run_fields) for p in todo}  # fmt: skip
+        for key, res in found.items():
+            done = table_rows.save(out_json, {key: summary(res)}, done)
+            print(f"{key}: {done[key]['mean']:.2f} +- {done[key]['std']:.2f}", flush=True)
     table_rows.write_table(
         out_md,
         f"# {args.method} on {args.benchmark}, buffer {args.buffer or '-'}: validation grid\n\n"

@@ -5,8 +5,9 @@ from __future__ import annotations
 import dataclasses
 import sys
 
-from cljax import train
+from cljax import methods, models, train
 from cljax.outputs import report
+from cljax.run import sweep
 from cljax.tuned import build, resolve
 
 CONFIG_KEYS = {"epochs": "n_epochs", "first_epochs": "first_epochs", "steps": "steps"}
@@ -61,3 +62,24 @@ def run_tuned(
     res.pop("state")
     res["steps_per_task"] = config.steps
     return res
+
+
+def run_tuned_grid(scenario, method_name, buffer_size, seeds, grid: dict, **overrides):
+    """Results (states dropped), one per point, of `method_name` on `scenario` with its tuned
+    settings and `overrides` (as `build_tuned`), every point of `grid` (`{setting: values}`,
+    settings the method's grid can sweep: `cljax.run.sweep`) x every seed in one program."""
+    overrides = {CONFIG_KEYS.get(k, k): v for k, v in overrides.items() if v is not None}
+    fields = {k: overrides.pop(k) for k in RUN_FIELDS if k in overrides}
+    settings = resolve(method_name, scenario.name, buffer_size, overrides)
+    fields.setdefault("progress", sys.stderr.isatty())
+    config = dataclasses.replace(settings.run.run_config(**fields), seeds=tuple(seeds))
+    run = settings.run
+    model = models.make(run.model or scenario.model, scenario.num_classes, run.dtype)
+    module = methods.get(method_name)
+    results = sweep.run_grid(
+        module, settings.config, grid, scenario, config, model=model, input_fn=scenario.input_fn
+    )
+    for res in results:
+        res.pop("state")
+        res["steps_per_task"] = config.steps
+    return results

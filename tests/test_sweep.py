@@ -98,3 +98,21 @@ def test_the_cli_writes_each_point_and_the_grid(tmp_path, capsys):
     bad = [*argv[:-2], "--grid", "buffer_size=10,20", "--workdir", str(tmp_path / "x")]
     assert cli.main(bad) == 2 and not (tmp_path / "x").exists()  # one line, nothing written
     assert "separate commands" in capsys.readouterr().err
+
+
+def test_tune_runs_the_points_a_grid_can_sweep_as_one_program(tmp_path, monkeypatch):
+    from experiments import tune
+
+    def not_alone(*args, **kwargs):
+        raise AssertionError("a sweepable point ran as a program of its own")
+
+    monkeypatch.setattr(tune, "run_tuned", not_alone)
+    out = tmp_path / "tune_der"
+    argv = ["--benchmark", "seq-digits", "--method", "der", "--seeds", "1", "--out", str(out)]
+    tune.main([*argv, "--grid", "n_epochs=1", "batch_size=32", "alpha=0.1,0.3"])
+    rows = json.loads(out.with_suffix(".json").read_text())
+    assert sorted(rows) == [
+        "alpha=0.1 batch_size=32 n_epochs=1",
+        "alpha=0.3 batch_size=32 n_epochs=1",
+    ]
+    assert {r["hparams"]["alpha"] for r in rows.values()} == {0.1, 0.3}

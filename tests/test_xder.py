@@ -183,13 +183,13 @@ def test_a_training_step_rewrites_the_current_and_future_heads_of_the_drawn_past
     np.testing.assert_array_equal(new[rest], old[rest])
     np.testing.assert_array_equal(new[:, :2], old[:, :2])  # the past head is never rewritten
     # drawn again, an item is rewritten with probability 1 / its count
-    accepted = 0
+    accepted = total = 0
     for i in range(40):
         s, _ = step(state, b, jax.random.key(100 + i))
         twice = np.asarray(s.counter) == 2
         changed = np.any(np.asarray(s.buffer.data["logits"]) != new, axis=1)
         accepted += changed[twice].sum()
-        total = twice.sum() if i == 0 else total + twice.sum()
+        total += twice.sum()
     assert 0.35 < accepted / total < 0.65
 
 
