@@ -102,18 +102,22 @@ def test_head_supcon_is_supcon_in_each_heads_normalised_space():
     np.testing.assert_allclose(np.asarray(padded), got, rtol=1e-5)
 
 
+def steps(method, state, t, n, seed):
+    """`n` jitted steps on task t's first items, batches of 4."""
+    step = jax.jit(method.train_step)
+    x, y = SC.train(t)
+    for i in range(n):
+        b = {"x": jnp.asarray(x[4 * i : 4 * i + 4]), "y": y[4 * i : 4 * i + 4]}
+        state, _ = step(state, b, jax.random.key(seed + i))
+    return state
+
+
 def trained_to_second_task(name="xder", **kw):
     method = make(name, **kw)
     state = method.init(jax.random.key(0), SC.train(0)[0][:1])
     t0 = TaskInfo.of(0, EVERY, batch_size=4)
     state = method.begin_task(state, t0, jax.random.key(1))
-    step = jax.jit(method.train_step)
-    for i in range(3):
-        b = {
-            "x": jnp.asarray(SC.train(0)[0][4 * i : 4 * i + 4]),
-            "y": SC.train(0)[1][4 * i : 4 * i + 4],
-        }
-        state, _ = step(state, b, jax.random.key(10 + i))
+    state = steps(method, state, 0, 3, 10)
     assert int(state.buffer.size) == 0  # nothing is stored during a task
     return method, state
 
@@ -131,13 +135,7 @@ def test_end_task_stores_a_balanced_memory_and_rewrites_the_future_heads_of_past
         buf.data["logits"], outputs(state, buf.data["x"]), rtol=1e-5, atol=1e-6
     )
     state = method.begin_task(state, t1, jax.random.key(6))
-    step = jax.jit(method.train_step)
-    for i in range(2):
-        b = {
-            "x": jnp.asarray(SC.train(1)[0][4 * i : 4 * i + 4]),
-            "y": SC.train(1)[1][4 * i : 4 * i + 4],
-        }
-        state, _ = step(state, b, jax.random.key(20 + i))
+    state = steps(method, state, 1, 2, 20)
     before = state.buffer
     state2 = end_task(state, t1, SC.train(1), jax.random.key(7))
     buf = state2.buffer

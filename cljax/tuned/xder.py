@@ -11,6 +11,32 @@ cljax does not implement, and lr x0.2 at the milestones)."""
 from cljax.tuned import OURS_ER_MNIST, row, xder_cifar100
 
 HEAD = "; Mammoth HEAD's X-DER defaults (lambd 0.05, 4 views, no past constraint, align_bn)"
+
+
+def head_variant(name: str, **cifar100) -> dict:
+    """`TUNED` of X-DER variant `name` as Mammoth HEAD tunes it: its models/config/NAME.yaml
+    at Seq-CIFAR-100 buffer 500 (`cifar100`) with HEAD's xder dataset config (batch 32, 50
+    epochs, lr x0.2 after 35 and 45, the replay minibatch equal to the batch), and Seq-MNIST
+    on ER's protocol at lr 0.1 with alpha 0.3 and beta 0.8 (xder's Seq-CIFAR-100 values)."""
+    source = (
+        f"Mammoth HEAD (e75a491) models/config/{name}.yaml at buffer 500, with its "
+        "datasets/configs/seq-cifar100/xder.yaml (batch 32, 50 epochs, x0.2 after 35 and 45)"
+    )
+    mnist = {"lr": 0.1, "batch_size": 10, "n_epochs": 1, "minibatch_size": 10}
+    return {
+        "seq-mnist": {
+            b: row(OURS_ER_MNIST, **mnist, alpha=0.3, beta=0.8) for b in (200, 500, 5120)
+        },
+        "seq-cifar100": {
+            500: {
+                **xder_cifar100(0.03, minibatch_size=32, **cifar100)[500],
+                "lr_gamma": 0.2,
+                "source": source,
+            }
+        },
+    }
+
+
 PAPER = {"gamma": 0.85, "simclr_temp": 5.0, "simclr_batch_size": 64, "simclr_num_aug": 2}
 
 TUNED = {
