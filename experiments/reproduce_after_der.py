@@ -118,6 +118,18 @@ NOTES = [
     "reference seeds is uncertain by about 1.4 (one standard error at that spread).",
     "`gdumb` and `lucir` (the papers' sampler and lambda) have no reference run: Mammoth runs "
     "the `-mammoth` rows' settings.",
+    "`xder`: the reference is the mean of Mammoth's seeds 1 and 2. Its seed 0 collapses at the "
+    "first step at both buffers (10.11 / 10.35 class-IL): one of that step's strong views is an "
+    "all-black crop, the MLP's zero biases give it all-zero outputs, and the L2 normalisation "
+    "of its heads (`x / max(|x|, 1e-12)`) multiplies SupCon's gradient by 1e12. cljax "
+    "normalises the same way; none of its 10 seeds collapsed (77.2-80.2 class-IL at buffer "
+    "200).",
+    "The X-DER rows' times were taken while other jobs shared the two cores: upper bounds. "
+    "`xder` costs about 40x `xder_ce` a step here (its strong views and SupCon over 4 views "
+    "of up to 74 images a step); Mammoth's took about 10x.",
+    "`xder`, `xder_ce`, `xder_rpc` run Mammoth HEAD's settings (the tuned Seq-MNIST rows: "
+    "HEAD's defaults, alpha 0.3 and beta 0.8, which HEAD requires and does not tune for MNIST); "
+    "`xder`'s own defaults are the paper's code's (tpami2023).",
 ]
 SETTINGS = ("class-il", "task-il")
 

@@ -397,15 +397,19 @@ class SeedsRun:
             )
         accs = ", ".join(f"{name} {self.acc[s][:, t, : t + 1].mean():.2f}" for s, name, _ in shown)
         log.info(
-            "%s %s task %d/%d, seeds %s: %s (mean over tasks seen), %.0f s",
+            "%s %s task %d/%d, %s: %s (mean over tasks seen), %.0f s",
             self.method.name,
             self.scenario.name,
             t + 1,
             self.scenario.num_tasks,
-            list(self.seeds[: self.n]),
+            self.models(),
             accs,
             time.perf_counter() - self.wall,
         )
+
+    def models(self) -> str:
+        """What the log lines call the models trained: the seeds."""
+        return f"seeds {list(self.seeds[: self.n])}"
 
     def shown(self):
         """`(matrix, name shown, name logged)` of each setting the run scores."""

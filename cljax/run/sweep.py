@@ -40,6 +40,7 @@ from flax.training import train_state
 
 from cljax.core.config import _kind
 from cljax.methods import Method
+from cljax.run import sharding
 from cljax.run.execute import SeedsRun
 
 
@@ -299,10 +300,15 @@ class GridRun(SeedsRun):
         super().__init__(method, scenario, config, workdir, hooks)
         self.values = values  # swept setting -> (models,) values
 
+    def models(self) -> str:
+        seeds = sorted(set(self.seeds[: self.n]))
+        return f"{self.n // len(seeds)} points x seeds {seeds}"
+
     def _init_state(self):
         state = super()._init_state()
-        hp = {n: jnp.asarray(v, jnp.float32) for n, v in self.values.items()}
-        return state.replace(hp=hp)
+        rows = np.resize(np.arange(self.n), len(self.seeds))  # the padding models: copies
+        hp = {n: np.asarray(v, np.float32)[rows] for n, v in self.values.items()}
+        return state.replace(hp=sharding.place_seeds(hp, self.mesh))
 
 
 def run_grid(
