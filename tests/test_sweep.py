@@ -85,11 +85,12 @@ def test_the_cli_writes_each_point_and_the_grid(tmp_path, capsys):
     workdir = tmp_path / "grid"
     argv = ["--method", "der", "--benchmark", "seq-digits", "--seeds", "1", "--buffer-size", "20"]
     argv += ["--set", "n_epochs=1", "--set", "batch_size=32", "--no-progress"]
-    argv += ["--grid", "alpha=0.1,0.3", "--valid-fraction", "0.1", "--workdir", str(workdir)]
+    # 3 models over the 2 CPU devices the CLI makes: one padding copy
+    argv += ["--grid", "alpha=0.1,0.3,1.0", "--valid-fraction", "0.1", "--workdir", str(workdir)]
     assert cli.main(argv) == 0
     grid = json.loads((workdir / "grid.json").read_text())
-    assert grid["measure"] == "validation" and grid["swept"] == {"alpha": [0.1, 0.3]}
-    for i, alpha in enumerate((0.1, 0.3)):
+    assert grid["measure"] == "validation" and grid["swept"] == {"alpha": [0.1, 0.3, 1.0]}
+    for i, alpha in enumerate((0.1, 0.3, 1.0)):
         res = json.loads((workdir / f"point-{i}" / "results.json").read_text())
         assert res["hparams"]["alpha"] == alpha and res["grid"]["values"] == {"alpha": alpha}
     best = max(grid["points"], key=lambda p: p["final_average_accuracy"]["class-il"]["mean"])
