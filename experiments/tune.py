@@ -164,9 +164,9 @@ def main(argv=None):
         if not todo:
             continue
         fixed = {k: v for k, v in group[0].items() if k not in swept}
-        axes = {k: tuple(sorted({p[k] for p in group})) for k in group[0] if k in swept}
+        axes = {k: tuple(sorted({p[k] for p in todo})) for k in group[0] if k in swept}
         found = None
-        if axes and len(group) == len(sweep.points(axes)):  # one program for the group
+        if len(todo) > 1 and axes and len(todo) == len(sweep.points(axes)):  # one program
             try:
                 results = run_tuned_grid(
                     scenario, args.method, args.buffer, seeds, axes, **fixed, **run_fields

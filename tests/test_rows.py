@@ -223,8 +223,14 @@ def test_tune_runs_a_point_again_for_other_seeds(tmp_path, monkeypatch):
         calls.append((point["lr"], tuple(seeds)))
         return _results(seeds, hparams=point)
 
+    def run_tuned_grid(scenario, method, buffer, seeds, axes, **fixed):  # one program
+        points = [{**fixed, "lr": lr} for lr in axes["lr"]]
+        calls.extend((p["lr"], tuple(seeds)) for p in points)
+        return [{**_results(seeds, hparams=p), "grid": {"values": {"lr": p["lr"]}}} for p in points]
+
     monkeypatch.setattr(tune.scenarios, "build", lambda *a, **k: None)
     monkeypatch.setattr(tune, "run_tuned", run_tuned)
+    monkeypatch.setattr(tune, "run_tuned_grid", run_tuned_grid)
     out = tmp_path / "grid"
     argv = ["--benchmark", "seq-digits", "--method", "sgd", "--out", str(out), "--grid"]
     tune.main(["--seeds", "2", *argv, "lr=0.1,0.2"])
