@@ -34,11 +34,15 @@ from cljax.benchmarks import scenarios, streams
 from cljax.benchmarks.data import DataError
 from cljax.benchmarks.scenarios import BENCHMARKS
 from cljax.outputs import loggers, plots, report
+from cljax.run import costs, jit_cache, sharding, sweep
 from cljax.run import evaluate as evaluation
-from cljax.run import jit_cache, sharding, sweep
 from cljax.run import workdir as workdir_lib
 from cljax.run.checkpoint_io import CheckpointError, CheckpointWriteError
 from cljax.run.workdir import WorkdirError
+
+# seconds of the command's phases outside the driver, recorded in results.json's timing:
+# start-up (interpreter and imports, from the process's start), reading the data
+PHASES: dict = {"startup_s": None, "data_s": None}
 
 
 class UsageError(Exception):
@@ -213,6 +217,7 @@ EXIT_SIGNAL = {signal.SIGTERM: 143, signal.SIGINT: 130}
 def main(argv=None) -> int:
     """The `cljax` command: exit status 0, 2 for bad input (one line on stderr), 1 for a
     checkpoint that could not be written, 3 for a diverged run, 130/143 after a signal."""
+    PHASES["startup_s"] = costs.process_age()  # the interpreter and the imports
     args = parse_args(argv)
     train.log_tasks()
     if not (args.no_compile_cache or args.list_hparams):  # before anything compiles
@@ -290,6 +295,7 @@ def _main(args) -> int:
             f"{workdir} already holds a run: pass --resume to continue it, --overwrite to "
             "replace it, or choose another --workdir"
         )
+    data_start = time.perf_counter()
     try:
         scenario = scenarios.build(
             args.benchmark,
@@ -307,6 +313,7 @@ def _main(args) -> int:
             raise ValueError("--fuzziness needs --stream fuzzy")
     except (DataError, ValueError) as e:
         raise UsageError(str(e)) from e
+    PHASES["data_s"] = time.perf_counter() - data_start
     run = settings.run
     smallest = min(scenario.train_sizes)
     if run.batch_size > smallest:
@@ -489,9 +496,12 @@ def _train_and_write(args, method, scenario, settings, config, workdir, logger, 
     if over_time:  # [task][chunk][seed] -> the points of the one task of the stream
         points = res.pop("after_chunk")[0]
         res["accuracy_over_time"] = {"steps": over_time["ends"], "accuracy": points}
+    start = time.perf_counter()
+    res["timing"].update({k: round(v, 4) for k, v in PHASES.items() if v is not None})
     report.write_json(workdir / "results.json", res)
     if logger is not None:
         logger.finish(res)
+    written = time.perf_counter()
     plots.accuracy_matrices(
         res["accuracy"], f"{args.method} on {scenario.name}", workdir / "accuracy.png"
     )
@@ -502,6 +512,12 @@ def _train_and_write(args, method, scenario, settings, config, workdir, logger, 
             f"{args.method} on {scenario.name}, {len(seeds)} seeds",
             workdir / "accuracy_over_time.png",
         )
+    res["timing"]["results_s"] = round(written - start, 4)
+    res["timing"]["plot_s"] = round(time.perf_counter() - written, 4)
+    wall = costs.process_age()  # the process so far: what the parts above leave is the rest
+    if wall is not None:
+        res["timing"]["wall_s"] = round(wall, 4)
+    report.write_json(workdir / "results.json", res)  # again, with the last costs
     print(summary_line(res))
     print(f"wrote {workdir / 'results.json'} and {workdir / 'accuracy.png'}")
     return 0

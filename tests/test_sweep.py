@@ -83,7 +83,8 @@ def test_what_a_grid_cannot_sweep_is_refused_in_one_line():
 
 def test_the_cli_writes_each_point_and_the_grid(tmp_path, capsys):
     workdir = tmp_path / "grid"
-    argv = ["--method", "der", "--benchmark", "seq-digits", "--seeds", "1", "--buffer-size", "20"]
+    argv = ["--method", "der", "--benchmark", "seq-digits", "--tasks", "2", "--seeds", "1"]
+    argv += ["--buffer-size", "20"]
     argv += ["--set", "n_epochs=1", "--set", "batch_size=32", "--no-progress"]
     # 3 models over the 2 CPU devices the CLI makes: one padding copy
     argv += ["--grid", "alpha=0.1,0.3,1.0", "--valid-fraction", "0.1", "--workdir", str(workdir)]

@@ -134,7 +134,8 @@ def merge_seeds(a: dict, b: dict, allow_unfinished: bool = False) -> dict:
         if a["accuracy"][s] is not None
     }
     rates = ("steps_per_s", "samples_per_s")
-    timing = {k: v + b["timing"][k] for k, v in a["timing"].items() if k not in rates}
+    keys = dict.fromkeys([*a["timing"], *b["timing"]])  # one file may predate a key: 0 there
+    timing = {k: a["timing"].get(k, 0) + b["timing"].get(k, 0) for k in keys if k not in rates}
     timing = {k: round(v, 4) if isinstance(v, float) else v for k, v in timing.items()}
     train_s = timing["train_s"]
     timing["steps_per_s"] = round(timing["steps"] / train_s, 1) if train_s else None

@@ -113,7 +113,7 @@ class Timer:
         self.totals = {"compile_s": 0.0, "train_s": 0.0, "eval_s": 0.0, "steps": 0, **start}
 
     def add(self, name, seconds):
-        self.totals[name] += seconds
+        self.totals[name] = self.totals.get(name, 0.0) + seconds
 
 
 def compile_once(fn, timer: Timer, cache: dict, *args):

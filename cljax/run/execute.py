@@ -20,7 +20,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from cljax.run import checkpoint_io as ckpt_lib
-from cljax.run import lr_schedule, sharding
+from cljax.run import costs, lr_schedule, sharding
 from cljax.run.checkpointing import Checkpoints
 from cljax.run.chunks import Partial, TaskContext, train_task
 from cljax.run.compiled import Timer, make_task_runner
@@ -226,7 +226,9 @@ class SeedsRun:
             meta = {**self.meta_of(t - 1), "partial": partial.to_json()}
             step = ckpt_lib.step_of(partial.task, partial.chunk)
             what = f"task {partial.task + 1} (mid-task)"
+        start = time.perf_counter()
         self.ckpts.save(step, what, self.real(state), self.acc, meta)
+        self.timer.add("checkpoint_s", time.perf_counter() - start)
 
     def on_chunk(self, stop_after, done: Partial, state) -> bool:
         """Mid-task: checkpoint when due; True stops the run here."""
@@ -291,6 +293,7 @@ class SeedsRun:
     def run(self, resume: bool, stop_after) -> RunOutput:
         """Trains every task (from the latest checkpoint with `resume`); the outcome."""
         self.wall = time.perf_counter()
+        compiles = costs.snapshot()
         state = self._init_state()
         first_task, partial = 0, None
         if resume and self.ckpts.latest() is not None:
@@ -306,7 +309,11 @@ class SeedsRun:
             with contextlib.suppress(Exception):
                 self.ckpts.finish()
             raise
+        start = time.perf_counter()
         self.ckpts.finish()
+        self.timer.add("checkpoint_s", time.perf_counter() - start)
+        for name, seconds in costs.since(compiles).items():  # this process's part of the run
+            self.timer.totals[name] = self.timer.totals.get(name, 0.0) + seconds
         self.timer.totals["total_s"] = time.perf_counter() - self.wall
         return RunOutput(
             config=self.config,
