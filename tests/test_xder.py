@@ -2,6 +2,7 @@
 augmentation of its contrastive views against torch and the standard library."""
 
 import colorsys
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -20,13 +21,21 @@ EVERY = [SC.classes(t) for t in range(SC.num_tasks)]
 K = 2  # classes a task
 
 
-def make(name="xder", **kw):
-    settings = {"buffer_size": 16, "minibatch_size": 4, **kw}
+@functools.cache
+def compiled(name="xder", minibatch_size=4):
+    """The method at the tests' settings, its step and end_task jitted (one compile each for
+    the whole file)."""
+    settings = {"buffer_size": 16, "minibatch_size": minibatch_size}
     if name == "xder":
-        settings.setdefault("simclr_batch_size", 4)
-    return methods.get(name).make(
+        settings["simclr_batch_size"] = 4
+    method = methods.get(name).make(
         model=models.MLP((8,), SC.num_classes), input_fn=SC.input_fn, **settings
     )
+    return method, jax.jit(method.train_step), jax.jit(method.end_task, static_argnums=1)
+
+
+def make(name="xder", **kw):
+    return compiled(name, **kw)[0]
 
 
 def outputs(state, x):
@@ -84,8 +93,9 @@ def test_head_supcon_is_supcon_in_each_heads_normalised_space():
     labels = np.array([0, 1, 0, 2, 1])
     head = np.arange(heads * K) // K
     used = (np.arange(heads * K) >= 1) & (np.arange(heads * K) < heads)  # heads 1 and 2
+    supcon = jax.jit(head_supcon, static_argnums=(5, 6))
     got = np.asarray(
-        head_supcon(jnp.asarray(z), jnp.repeat(labels, v), jnp.ones(n * v), head, used, 5.0, v)
+        supcon(jnp.asarray(z), jnp.repeat(labels, v), jnp.ones(n * v), head, used, 5.0, v)
     )
     for h in range(heads * K):
         if not used[h]:
@@ -98,13 +108,12 @@ def test_head_supcon_is_supcon_in_each_heads_normalised_space():
     z_pad = np.concatenate([z, rng.normal(size=(v, heads * K)).astype(np.float32)])
     lab_pad = np.repeat(np.append(labels, 0), v)
     w = np.append(np.ones(n * v), np.zeros(v))
-    padded = head_supcon(jnp.asarray(z_pad), lab_pad, jnp.asarray(w), head, used, 5.0, v)
+    padded = supcon(jnp.asarray(z_pad), lab_pad, jnp.asarray(w), head, used, 5.0, v)
     np.testing.assert_allclose(np.asarray(padded), got, rtol=1e-5)
 
 
-def steps(method, state, t, n, seed):
-    """`n` jitted steps on task t's first items, batches of 4."""
-    step = jax.jit(method.train_step)
+def steps(method, state, t, n, seed, step):
+    """`n` steps (`step`, jitted) on task t's first items, batches of 4."""
     x, y = SC.train(t)
     for i in range(n):
         b = {"x": jnp.asarray(x[4 * i : 4 * i + 4]), "y": y[4 * i : 4 * i + 4]}
@@ -113,11 +122,11 @@ def steps(method, state, t, n, seed):
 
 
 def trained_to_second_task(name="xder", **kw):
-    method = make(name, **kw)
+    method, step, _ = compiled(name, **kw)
     state = method.init(jax.random.key(0), SC.train(0)[0][:1])
     t0 = TaskInfo.of(0, EVERY, batch_size=4)
     state = method.begin_task(state, t0, jax.random.key(1))
-    state = steps(method, state, 0, 3, 10)
+    state = steps(method, state, 0, 3, 10, step)
     assert int(state.buffer.size) == 0  # nothing is stored during a task
     return method, state
 
@@ -125,7 +134,7 @@ def trained_to_second_task(name="xder", **kw):
 def test_end_task_stores_a_balanced_memory_and_rewrites_the_future_heads_of_past_items():
     method, state = trained_to_second_task()
     t0, t1 = TaskInfo.of(0, EVERY, batch_size=4), TaskInfo.of(1, EVERY, batch_size=4)
-    end_task = jax.jit(method.end_task, static_argnums=1)
+    end_task = compiled()[2]
     state = end_task(state, t0, SC.train(0), jax.random.key(5))
     buf = state.buffer
     y = np.asarray(buf.data["y"])
@@ -135,7 +144,7 @@ def test_end_task_stores_a_balanced_memory_and_rewrites_the_future_heads_of_past
         buf.data["logits"], outputs(state, buf.data["x"]), rtol=1e-5, atol=1e-6
     )
     state = method.begin_task(state, t1, jax.random.key(6))
-    state = steps(method, state, 1, 2, 20)
+    state = steps(method, state, 1, 2, 20, compiled()[1])
     before = state.buffer
     state2 = end_task(state, t1, SC.train(1), jax.random.key(7))
     buf = state2.buffer
@@ -161,12 +170,12 @@ def test_end_task_stores_a_balanced_memory_and_rewrites_the_future_heads_of_past
 
 def test_a_training_step_rewrites_the_current_and_future_heads_of_the_drawn_past_items():
     method, state = trained_to_second_task(minibatch_size=6)
+    _, step, end_task = compiled("xder", 6)
     t0, t1 = TaskInfo.of(0, EVERY, batch_size=4), TaskInfo.of(1, EVERY, batch_size=4)
-    state = method.end_task(state, t0, SC.train(0), jax.random.key(5))
+    state = end_task(state, t0, SC.train(0), jax.random.key(5))
     state = method.begin_task(state, t1, jax.random.key(6))
     b = {"x": jnp.asarray(SC.train(1)[0][:4]), "y": SC.train(1)[1][:4]}
     before = state
-    step = jax.jit(method.train_step)
     state, _ = step(state, b, jax.random.key(30))
     drawn = np.flatnonzero(np.asarray(state.counter))
     # two draws of 6 from 16: every distinct item counted once, accepted at its first draw
@@ -231,7 +240,7 @@ def test_hue_shift_is_the_hsv_rotation_of_the_standard_library():
     img = rng.uniform(size=(4, 4, 3)).astype(np.float32)
     img[0, 0] = (0.5, 0.5, 0.5)  # grey: no hue
     for shift in (-0.1, 0.07):
-        got = np.asarray(augment.adjust_hue(jnp.asarray(img), shift))
+        got = np.asarray(jax.jit(augment.adjust_hue)(jnp.asarray(img), shift))
         for px, out in zip(img.reshape(-1, 3), got.reshape(-1, 3), strict=True):
             h, s, v = colorsys.rgb_to_hsv(*px)
             np.testing.assert_allclose(out, colorsys.hsv_to_rgb((h + shift) % 1.0, s, v), atol=1e-5)
@@ -239,7 +248,7 @@ def test_hue_shift_is_the_hsv_rotation_of_the_standard_library():
 
 def test_crop_params_follow_torchvisions_bounds():
     keys = jax.random.split(jax.random.key(4), 500)
-    top, left, h, w = jax.vmap(lambda k: augment.crop_params(k, 28, 28))(keys)
+    top, left, h, w = jax.jit(jax.vmap(lambda k: augment.crop_params(k, 28, 28)))(keys)
     top, left, h, w = (np.asarray(a) for a in (top, left, h, w))
     assert (h >= 1).all() and (w >= 1).all() and (top + h <= 28).all() and (left + w <= 28).all()
     area = h * w / 28**2
@@ -251,9 +260,10 @@ def test_crop_params_follow_torchvisions_bounds():
 def test_strong_augment_keeps_shape_and_range_and_one_channel_has_no_colour():
     rng = np.random.default_rng(5)
     gray = rng.uniform(size=(6, 10, 10)).astype(np.float32)
-    out = np.asarray(augment.strong_augment(jnp.asarray(gray), jax.random.key(0)))
+    strong = jax.jit(augment.strong_augment)
+    out = np.asarray(strong(jnp.asarray(gray), jax.random.key(0)))
     assert out.shape == gray.shape and out.min() >= 0 and out.max() <= 1
     rgb = np.repeat(gray[..., None], 3, axis=-1)  # a grey RGB image stays grey
-    out = np.asarray(augment.strong_augment(jnp.asarray(rgb), jax.random.key(0)))
+    out = np.asarray(strong(jnp.asarray(rgb), jax.random.key(0)))
     np.testing.assert_allclose(out[..., 0], out[..., 1], atol=1e-5)
     np.testing.assert_allclose(out[..., 1], out[..., 2], atol=1e-5)
