@@ -15,13 +15,15 @@ functions are traced, so a swept setting must only enter as a number: one used i
 control flow (or to size an array) is refused by its field (`hparam(..., sweepable=False)`)
 or fails when traced.
 
-`lr` is different: methods build their optimizer once, at `init`, so the grid builds it at
-`lr` 1 and scales its updates by the model's `lr` (an optax transformation chained after
-it, its factor written from `hp` before every step): with SGD, momentum or Adam that is
-the same update bit for bit. It is allowed for methods whose state holds one optimizer.
+`lr` is different: methods build their optimizer once, at `init`, so the grid builds those
+that `lr` sets (found by tracing each optimizer's update at two values) at `lr` 1 and scales
+their updates by the model's `lr` (an optax transformation chained after them, its factor
+written from `hp` before every step): with SGD, momentum or Adam that is the same update
+bit for bit. Any other setting that builds an optimizer with the state, or that no function
+reads after `init`, is refused by `check_effect`: one program would train every point alike.
 
-`GridRun` is the driver's `SeedsRun` with the models' values set after `init`;
-`cljax.train.run_grid` runs a grid and splits its results per point.
+`GridRun` is the driver's `SeedsRun` with the models' values set after `init`; `run_grid`
+runs a grid and splits its results per point.
 """
 
 from __future__ import annotations
