@@ -29,7 +29,7 @@ from typing import NamedTuple
 import jax
 
 import cljax.run as run_lib
-from cljax import methods, models, train, tuned
+from cljax import methods, train, tuned
 from cljax.benchmarks import scenarios, streams
 from cljax.benchmarks.data import DataError
 from cljax.benchmarks.scenarios import BENCHMARKS
@@ -351,10 +351,10 @@ def _main(args) -> int:
         model_seeds = tuple(s for _ in range(n_models // len(seeds)) for s in seeds)
         plan = run_lib.plan_run(method, scenario, dataclasses.replace(config, seeds=model_seeds))
         if grid:  # a setting the program would not follow is refused before anything is written
-            model = models.make(run.model or scenario.model, scenario.num_classes, run.dtype)
-            module = methods.get(args.method)
-            kw = {"model": model, "input_fn": scenario.input_fn}
-            sweep.check_effect(module, settings.config, grid, scenario, config, **kw)
+            kw = {"model": tuned.model_of(settings, scenario), "input_fn": scenario.input_fn}
+            sweep.check_effect(
+                methods.get(args.method), settings.config, grid, scenario, config, **kw
+            )
         if args.eval_every is not None and (scenario.stream is None or args.eval_every < 1):
             raise ValueError("--eval-every takes a positive number of steps, on a stream")
     except ValueError as e:
@@ -537,8 +537,6 @@ def _run_grid(args, settings, scenario, config, workdir: Path, grid: dict) -> in
         f"{' '.join(args.grid)} ({n_points} points) x seeds {list(config.seeds)} in one program, "
         f"scored on the {measure} set -> {workdir}"
     )
-    run = settings.run
-    model = models.make(run.model or scenario.model, scenario.num_classes, run.dtype)
     results = _guarded(
         workdir,
         lambda stop: sweep.run_grid(
@@ -547,7 +545,7 @@ def _run_grid(args, settings, scenario, config, workdir: Path, grid: dict) -> in
             grid,
             scenario,
             config,
-            model=model,
+            model=tuned.model_of(settings, scenario),
             input_fn=scenario.input_fn,
             workdir=workdir,
             resume=args.resume,

@@ -5,10 +5,10 @@ from __future__ import annotations
 import dataclasses
 import sys
 
-from cljax import methods, models, train
+from cljax import methods, train
 from cljax.outputs import report
 from cljax.run import sweep
-from cljax.tuned import build, resolve
+from cljax.tuned import build, model_of, resolve
 
 CONFIG_KEYS = {"epochs": "n_epochs", "first_epochs": "first_epochs", "steps": "steps"}
 CONFIG_KEYS |= {"batch_size": "batch_size"}
@@ -21,11 +21,18 @@ def build_tuned(scenario, method_name, buffer_size, **overrides):
     `overrides` replace tuned settings (None leaves the tuned value); `epochs` is
     `n_epochs`; `devices`, `seed_devices` and `progress` go to the `RunConfig`.
     """
+    settings, config = tuned_settings(scenario, method_name, buffer_size, **overrides)
+    return build(settings, scenario), config
+
+
+def tuned_settings(scenario, method_name, buffer_size, **overrides):
+    """`(Settings, RunConfig)` of `method_name` on `scenario` with its tuned settings and
+    `overrides` (as `build_tuned`)."""
     overrides = {CONFIG_KEYS.get(k, k): v for k, v in overrides.items() if v is not None}
     fields = {k: overrides.pop(k) for k in RUN_FIELDS if k in overrides}
     settings = resolve(method_name, scenario.name, buffer_size, overrides)
     fields.setdefault("progress", sys.stderr.isatty())  # bars in a terminal, none in a log file
-    return build(settings, scenario), settings.run.run_config(**fields)
+    return settings, settings.run.run_config(**fields)
 
 
 def planned_hparams(scenario, method_name, buffer_size, **overrides):
@@ -68,14 +75,9 @@ def run_tuned_grid(scenario, method_name, buffer_size, seeds, grid: dict, **over
     """Results (states dropped), one per point, of `method_name` on `scenario` with its tuned
     settings and `overrides` (as `build_tuned`), every point of `grid` (`{setting: values}`,
     settings the method's grid can sweep: `cljax.run.sweep`) x every seed in one program."""
-    overrides = {CONFIG_KEYS.get(k, k): v for k, v in overrides.items() if v is not None}
-    fields = {k: overrides.pop(k) for k in RUN_FIELDS if k in overrides}
-    settings = resolve(method_name, scenario.name, buffer_size, overrides)
-    fields.setdefault("progress", sys.stderr.isatty())
-    config = dataclasses.replace(settings.run.run_config(**fields), seeds=tuple(seeds))
-    run = settings.run
-    model = models.make(run.model or scenario.model, scenario.num_classes, run.dtype)
-    module = methods.get(method_name)
+    settings, config = tuned_settings(scenario, method_name, buffer_size, **overrides)
+    config = dataclasses.replace(config, seeds=tuple(seeds))
+    module, model = methods.get(method_name), model_of(settings, scenario)
     results = sweep.run_grid(
         module, settings.config, grid, scenario, config, model=model, input_fn=scenario.input_fn
     )

@@ -140,13 +140,21 @@ def sgd_update(net: NetState, loss_fn):
     return net.apply_gradients(grads=grads, batch_stats=stats), loss, aux
 
 
+def replay_draw(buffer: buffer_lib.Buffer, key, n: int, input_fn, augment: bool = True):
+    """`(idx, x, items, valid)`: the slots of `n` items drawn from `buffer`, their inputs
+    prepared for training (augmented, unless `augment` is False), their stored fields and
+    validity (booleans)."""
+    k_idx, k_aug = jax.random.split(key)
+    idx, valid = buffer_lib.sample_indices(buffer, k_idx, n)
+    items = buffer_lib.gather(buffer, idx)
+    x = input_fn(items["x"], k_aug, True) if augment else input_fn(items["x"], None, False)
+    return idx, x, items, valid
+
+
 def replay_batch(state: ReplayState, key, n: int, input_fn, augment: bool = True):
     """`n` buffer items (inputs prepared for training: augmented, unless `augment` is False),
-    their stored fields and validity."""
-    k_idx, k_aug = jax.random.split(key)
-    idx, valid = buffer_lib.sample_indices(state.buffer, k_idx, n)
-    items = buffer_lib.gather(state.buffer, idx)
-    x = input_fn(items["x"], k_aug, True) if augment else input_fn(items["x"], None, False)
+    their stored fields and validity (weights, 1.0 or 0.0)."""
+    _, x, items, valid = replay_draw(state.buffer, key, n, input_fn, augment)
     return x, items, valid.astype(jnp.float32)
 
 

@@ -81,8 +81,10 @@ from cljax.methods.common import (
     forward,
     masked_mean,
     predict,
+    replay_draw,
     shuffled_batches,
 )
+from cljax.methods.rpc import polytope_scores
 from cljax.models.heads import regular_simplex
 
 TEST_CONFIG = {"buffer_size": 16, "minibatch_size": 4, "simclr_batch_size": 4}
@@ -204,7 +206,7 @@ def make_xder(
     mean, std = (jnp.asarray(v, jnp.float32) for v in stats)
 
     def scores(out):
-        return out[:, :-1] @ simplex if polytope else out
+        return polytope_scores(out, simplex) if polytope else out
 
     def run(net, params, x, stats, **kw):
         out, stats = forward(net, params, x, stats, **kw)
@@ -258,13 +260,8 @@ def make_xder(
         not_last = t < n_heads - 1
         x, y = input_fn(batch["x"], k_cur, True), batch["y"]
         mb = config.minibatch_size
-        draws = []
-        for k in (k_r1, k_r2):
-            k_idx, k_aug = jax.random.split(k)
-            idx, valid = buffer_lib.sample_indices(buffer, k_idx, mb)
-            items = buffer_lib.gather(buffer, idx)
-            draws.append((idx, valid, items, input_fn(items["x"], k_aug, True)))
-        (idx1, valid1, items1, x1), (idx2, valid2, items2, x2) = draws
+        idx1, x1, items1, valid1 = replay_draw(buffer, k_r1, mb, input_fn)
+        idx2, x2, items2, valid2 = replay_draw(buffer, k_r2, mb, input_fn)
         w1, w2 = valid1.astype(jnp.float32), valid2.astype(jnp.float32)
         has_buf = buffer.size > 0
         idx = jnp.concatenate([idx1, idx2])
@@ -309,7 +306,7 @@ def make_xder(
             )  # fmt: skip
             ce2 = jnp.where(valid2, cross_entropy(jnp.where(past, z2, NEG), items2["y"]), 0.0)
             loss = loss + config.beta * masked_mean(ce2, w2)
-            z_u = jax.lax.stop_gradient(jnp.concatenate([z1, z2]))
+            z_b = jnp.concatenate([z1, z2])  # the replayed rows, duplicates included
             if use_supcon:
                 z_c, _ = run(net, params, views, stats, active=False, weight=view_w)
                 h = jnp.arange(n_col)
@@ -320,7 +317,6 @@ def make_xder(
                 supcon = jnp.sum(per_head) / (jnp.maximum(n_heads - t - 1, 1) * n_img)
                 loss = loss + lambd * jnp.where(not_last, supcon, 0.0)
             if config.future_constraint:
-                z_b = jnp.concatenate([z1, z2])
                 own = head[None, :] == head[y_u][:, None]
                 rows = jnp.concatenate([z_s, z_b])
                 good = jnp.concatenate(
@@ -336,7 +332,7 @@ def make_xder(
                 bad = jax.lax.stop_gradient(jnp.max(jnp.where(past, p, 0.0), axis=1))
                 d = jnp.where(t > 0, bad + config.constr_margin - good, 0.0)
                 loss = loss + config.constr_eta * hinge_mean(d, jnp.ones_like(d))
-            return loss, (stats, z_u)
+            return loss, (stats, jax.lax.stop_gradient(z_b))
 
         (loss, (stats, z_u)), grads = jax.value_and_grad(loss_fn, has_aux=True)(net.params)
         net = net.apply_gradients(grads=grads, batch_stats=stats)

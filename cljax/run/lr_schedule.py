@@ -68,12 +68,18 @@ def attach(state, milestones: tuple[int, ...], gamma: float):
     def wrap(net):
         if not _is_net(net) or _attached(net):
             return net
-        scale = epoch_scale(milestones, gamma)
-        return net.replace(
-            tx=optax.chain(net.tx, scale), opt_state=(net.opt_state, scale.init(net.params))
-        )
+        return chain_after(net, epoch_scale(milestones, gamma))
 
     return jax.tree.map(wrap, state, is_leaf=_is_net)
+
+
+def chain_after(net, transformation: optax.GradientTransformation):
+    """`TrainState` `net` with `transformation` applied after its optimizer, its state
+    initialised beside the optimizer's (the schedule here; a grid's lr, `cljax.run.sweep`)."""
+    return net.replace(
+        tx=optax.chain(net.tx, transformation),
+        opt_state=(net.opt_state, transformation.init(net.params)),
+    )
 
 
 def _map_scales(state, fn):

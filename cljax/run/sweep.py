@@ -42,7 +42,7 @@ from flax.training import train_state
 
 from cljax.core.config import _kind
 from cljax.methods import Method
-from cljax.run import sharding
+from cljax.run import lr_schedule, sharding
 from cljax.run.execute import SeedsRun
 
 
@@ -254,10 +254,7 @@ def swept(module, config, names, *, model, input_fn) -> Method:
         def attach(net):
             if not _is_net(net) or not next(scaled):
                 return net
-            scale = lr_scale()
-            return net.replace(
-                tx=optax.chain(net.tx, scale), opt_state=(net.opt_state, scale.init(net.params))
-            )
+            return lr_schedule.chain_after(net, lr_scale())
 
         return SweptState(hp=hp, inner=jax.tree.map(attach, inner, is_leaf=_is_net))
 

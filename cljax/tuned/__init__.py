@@ -260,9 +260,15 @@ def note_tuning(settings: Settings, benchmark: str, buffer_size: int | None) -> 
         )
 
 
+def model_of(settings: Settings, scenario):
+    """The backbone `settings` run on `scenario` (its own, unless the settings name one)."""
+    run = settings.run
+    return models.make(run.model or scenario.model, scenario.num_classes, run.dtype)
+
+
 def build(settings: Settings, scenario):
     """The `Method` of `settings` on `scenario`'s backbone."""
-    run = settings.run
-    model = models.make(run.model or scenario.model, scenario.num_classes, run.dtype)
     module = methods.get(settings.method)
-    return module.make(settings.config, model=model, input_fn=scenario.input_fn)
+    return module.make(
+        settings.config, model=model_of(settings, scenario), input_fn=scenario.input_fn
+    )
