@@ -13,6 +13,7 @@ tuned row says so and records "untuned defaults".
 from __future__ import annotations
 
 import argparse
+import atexit
 import dataclasses
 import functools
 import importlib
@@ -21,6 +22,7 @@ import os
 import shutil
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -219,6 +221,8 @@ def main(argv=None) -> int:
     checkpoint that could not be written, 3 for a diverged run, 130/143 after a signal."""
     PHASES["startup_s"] = costs.process_age()  # the interpreter and the imports
     args = parse_args(argv)
+    if not args.list_hparams:
+        preload()
     train.log_tasks()
     if not (args.no_compile_cache or args.list_hparams):  # before anything compiles
         warning = jit_cache.enable(args.compile_cache)
@@ -229,6 +233,24 @@ def main(argv=None) -> int:
     except (UsageError, WorkdirError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+
+
+def preload() -> threading.Thread:
+    """Imports orbax (checkpoints) and matplotlib's pyplot (the plots) in a background thread
+    while the main one reads the data, starts the backend and trains: about 0.4 s and 0.6 s
+    of a short run's critical path on the 2-core VM otherwise (`docs/speed.md`). The main
+    thread's own imports of them wait for it. Returns the thread."""
+
+    def work():
+        try:
+            importlib.import_module("orbax.checkpoint")
+            plots.import_pyplot()
+        except Exception:  # imported again where used, and reported there
+            pass
+
+    thread = threading.Thread(target=work, name="cljax-preload", daemon=True)
+    thread.start()
+    return thread
 
 
 def import_plugins(specs) -> None:
@@ -347,6 +369,7 @@ def _main(args) -> int:
             on_nonfinite=args.on_nonfinite,
             record=run.record(scenario.model),
         )
+        config = dataclasses.replace(config, program_key=program_key(args, settings, config))
         # the run's shape, checked before anything is written (the stream drawn, the devices)
         model_seeds = tuple(s for _ in range(n_models // len(seeds)) for s in seeds)
         plan = run_lib.plan_run(method, scenario, dataclasses.replace(config, seeds=model_seeds))
@@ -372,6 +395,32 @@ def _main(args) -> int:
         return _run(args, method, plan, settings, workdir)
     finally:
         lock.release()
+
+
+# the command line's settings that never change a compiled program: where the run is written,
+# how it reports and whether it resumes
+NOT_IN_PROGRAMS = (
+    "workdir",
+    "overwrite",
+    "resume",
+    "no_progress",
+    "compile_cache",
+    "no_compile_cache",
+    "log",
+    "checkpoint_minutes",
+)
+
+
+def program_key(args, settings, config) -> str | None:
+    """What determines the run's compiled programs with the package's source (`RunConfig.
+    program_key`, `cljax.run.program_store`): the rest of the command line, the resolved
+    settings and the run's config. None with `--import`: a user's module is code the key
+    would not see."""
+    if args.imports:
+        return None
+    kept = {k: v for k, v in sorted(vars(args).items()) if k not in NOT_IN_PROGRAMS}
+    config = dataclasses.replace(config, progress=True, checkpoint_every_s=0.0)
+    return repr((kept, settings.config, settings.run, config))
 
 
 def split_devices(args, n_seeds: int) -> tuple[int | None, int]:
@@ -623,5 +672,18 @@ def summary_line(res) -> str:
     )
 
 
+def entry(argv=None) -> None:
+    """The `cljax` console script: `main`, then the process ends without Python's teardown
+    of its modules. Tearing down jax's and XLA's objects took 0.6-0.7 s after every run on
+    the 2-core VM (`docs/speed.md`); the atexit handlers still run (loggers, a multi-host
+    job's shutdown), the output is flushed, and the exit status is `main`'s. An exception
+    leaves through Python as usual."""
+    status = main(argv)
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

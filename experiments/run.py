@@ -1,8 +1,6 @@
 """`python -m experiments.run ...` in a checkout: the `cljax` command (see `cljax/cli.py`)."""
 
-import sys
-
-from cljax.cli import main
+from cljax.cli import entry
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -243,7 +243,7 @@ def test_console_script_is_declared():
     import tomllib
 
     project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
-    assert project["project"]["scripts"]["cljax"] == "cljax.cli:main"
+    assert project["project"]["scripts"]["cljax"] == "cljax.cli:entry"
 
 
 def test_compile_cache_folder_is_chosen_checked_and_yields_to_the_users(tmp_path, monkeypatch):

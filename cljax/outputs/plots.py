@@ -10,6 +10,15 @@ import numpy as np
 from cljax.run import workdir
 
 
+def import_pyplot() -> None:
+    """Imports matplotlib's pyplot on the Agg backend (with its fonts: most of a first plot's
+    time, 0.5-0.6 s on the 2-core VM; the `cljax` command does it beside the training)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot  # noqa: F401
+
+
 def accuracy_matrices(accuracy: dict, title: str, path: str | Path):
     """Writes a PNG with one heatmap of `R[t, j]` (mean over seeds) per setting."""
     import matplotlib

@@ -127,6 +127,11 @@ class RunConfig:
     # settings beside these that results.json records under `hparams` (the CLI's backbone,
     # dtype and class order: `RunSettings.record`); the run itself does not read them
     record: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    # a string that determines every program the run compiles, with the package's source and
+    # the arguments' shapes (the `cljax` command makes one from its command line): the task
+    # programs are then kept beside JAX's compile cache and loaded by it, skipping tracing and
+    # lowering (`cljax.run.program_store`). None: traced and lowered every run
+    program_key: str | None = None
 
     def __post_init__(self):
         if self.on_nonfinite not in ("stop", "continue"):

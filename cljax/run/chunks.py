@@ -60,6 +60,7 @@ class TaskContext:
     config: Any  # train.RunConfig
     timer: Timer
     cache: dict = dataclasses.field(default_factory=dict)  # compiled runners by signature
+    store: Any = None  # a `program_store.ProgramStore` the compiled runners are kept in, or None
     plan: Any = None  # the run's `RunPlan`: schedules and chunks
     feed: Any = None  # the run's `Feed`: the task's arrays as the compiled chunk takes them
     after_chunk: Callable | None = None
@@ -120,7 +121,9 @@ def train_task(
         tid = np.full(len(y), t, np.int32)
     x, y, view = ctx.feed.place(x, y, tid, ctx.mesh)
     first = sharding.replicate((idx[:, :length], np.int32(0), valid[:length]), ctx.mesh)
-    compiled = compile_once(ctx.runner, ctx.timer, ctx.cache, state, ctx.keys, x, y, view, *first)
+    compiled = compile_once(
+        ctx.runner, ctx.timer, ctx.cache, state, ctx.keys, x, y, view, *first, store=ctx.store
+    )
     bar = _bar(ctx.config, steps, int(valid[: (done.chunk + 1) * length].sum()), desc)
     losses, measured = list(done.losses), list(done.measured)
     for c in range(done.chunk + 1, chunks):
@@ -176,7 +179,9 @@ def _run_chunk(ctx: TaskContext, compiled, state, data, idx, valid, sizes, c: in
         if stop < hi:
             one = (idx[:, stop : stop + 1, : sizes[stop]], np.int32(stop), np.ones(1, bool))
             one = sharding.replicate(one, ctx.mesh)
-            step = compile_once(ctx.runner, ctx.timer, ctx.cache, state, ctx.keys, *data, *one)
+            step = compile_once(
+                ctx.runner, ctx.timer, ctx.cache, state, ctx.keys, *data, *one, store=ctx.store
+            )
             state, metrics, health = step(state, ctx.keys, *data, *one)
             metrics, health = jax.tree.map(np.asarray, (metrics, health))
             check_finite(ctx, health, t, stop)

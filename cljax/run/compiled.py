@@ -116,12 +116,17 @@ class Timer:
         self.totals[name] = self.totals.get(name, 0.0) + seconds
 
 
-def compile_once(fn, timer: Timer, cache: dict, *args):
-    """AOT-compiles `fn` for `args` once per distinct argument signature, timing the compile."""
+def compile_once(fn, timer: Timer, cache: dict, *args, store=None):
+    """AOT-compiles `fn` for `args` once per distinct argument signature, timing the compile;
+    with a `store` (`cljax.run.program_store`), loaded from it when there, else stored."""
     leaves, structure = jax.tree.flatten(args)
     signature = (structure, tuple((a.shape, str(a.dtype)) for a in leaves))
     if signature not in cache:
         start = time.perf_counter()
-        cache[signature] = fn.lower(*args).compile()
+        compiled = store.load("task", args) if store is not None else None
+        if compiled is None:
+            lowered = fn.lower(*args)
+            compiled = lowered.compile() if store is None else store.compile("task", args, lowered)
+        cache[signature] = compiled
         timer.add("compile_s", time.perf_counter() - start)
     return cache[signature]

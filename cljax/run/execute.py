@@ -20,7 +20,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from cljax.run import checkpoint_io as ckpt_lib
-from cljax.run import costs, lr_schedule, sharding
+from cljax.run import costs, lr_schedule, program_store, sharding
 from cljax.run.checkpointing import Checkpoints
 from cljax.run.chunks import Partial, TaskContext, train_task
 from cljax.run.compiled import Timer, make_task_runner
@@ -275,6 +275,7 @@ class SeedsRun:
         """What training one task needs besides the state and its arrays."""
         return TaskContext(
             runner=make_task_runner(self.method, self.feed, self.mesh),
+            store=program_store.open_store(self.config.program_key),
             mesh=self.mesh,
             keys=None,
             seeds=self.seeds,
