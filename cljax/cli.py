@@ -682,7 +682,7 @@ def entry(argv=None) -> None:
     atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(status)
+    os._exit(int(status or 0))
 
 
 if __name__ == "__main__":

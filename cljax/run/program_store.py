@@ -10,7 +10,8 @@ command makes it from its resolved command line), the arguments' tree, shapes, d
 placement, and the environment that changes a program (jax and jaxlib versions, the backend
 and its devices, `XLA_FLAGS` and the `JAX_`/`CLJAX_` variables, the jax settings that change
 tracing). A hit deserialises the executable XLA compiled the first time: the very program,
-so results are bit-identical.
+so results are bit-identical. The data are the programs' arguments, not their constants:
+their shapes are in the key, their values are not.
 
 Only the `cljax` command sets a key, and not when it imports a user's module (`--import`:
 code outside the package that the key would not see). A program that cannot be serialised
