@@ -111,3 +111,13 @@ def test_the_commands_key_follows_what_changes_a_program():
     more = train.RunConfig(seeds=(0, 1, 2))
     assert key("--method", "derpp", "--workdir", "a", config=more) != base
     assert key("--method", "derpp", "--import", "mymodule") is None  # code the key cannot see
+
+
+def test_programs_that_need_their_process_are_not_stored():
+    """A LAPACK call (GEM's QP) loaded in a fresh process crashed it: only programs whose custom
+    calls are XLA's own (`lax.top_k`) are stored."""
+    x = jax.numpy.eye(3) + 1.0
+    solve = jax.jit(lambda a: jax.numpy.linalg.solve(a, a[0])).lower(x).compile()
+    top = jax.jit(lambda a: jax.lax.top_k(a[0], 2)[1]).lower(x).compile()
+    assert not program_store._self_contained(solve)
+    assert program_store._self_contained(top)

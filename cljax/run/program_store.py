@@ -47,6 +47,9 @@ _CONFIG = (
     "jax_disable_jit",
 )
 _source_digest: str | None = None
+# custom calls that XLA's CPU backend itself provides (`lax.top_k`: the replay draws); a
+# program calling any other is not stored (see `_self_contained`)
+XLA_TARGETS = {"TopK"}
 
 
 def source_digest() -> str:
@@ -116,9 +119,9 @@ class ProgramStore:
         try:
             payload, outputs = pickle.loads(path.read_bytes())
             out_tree = _outputs_tree(outputs, args)
+            # the arguments' placement is in the key, and a program is stored only when it
+            # spans every device (`compile`): it loads onto them as it was compiled
             compiled = serialize_executable.deserialize_and_load(payload, _in_tree(args), out_tree)
-            if not _placed_as(compiled, args):
-                return None
         except FileNotFoundError:
             return None
         except Exception:  # a torn or foreign file: compiled again, and replaced
@@ -134,7 +137,7 @@ class ProgramStore:
         stored."""
         with _persistent_cache_off():
             compiled = lowered.compile()
-        if _devices(compiled) == len(jax.devices()):  # loaded onto all of them, in their order
+        if _devices(compiled) == len(jax.devices()) and _self_contained(compiled):
             self.save(name, args, compiled)
         return compiled
 
@@ -183,17 +186,19 @@ def _devices(compiled) -> int:
     return len(set().union(*(s.device_set for s in shardings)))
 
 
-def _placed_as(compiled, args) -> bool:
-    """Whether every placed argument is placed as `compiled` expects its input."""
-    expected = jax.tree.leaves(compiled.input_shardings[0])
-    leaves = jax.tree.leaves(args)
-    if len(expected) != len(leaves):
+def _self_contained(compiled) -> bool:
+    """Whether `compiled` runs without anything its process set up: no host callbacks, no
+    effects, no custom calls but XLA's own (`XLA_TARGETS`). A program calling LAPACK (`jnp.linalg.solve`: GEM's QP), loaded
+    in a process that had not lowered one itself, crashed the process (SIGSEGV) on its first
+    call: jaxlib registers those targets when it lowers them."""
+    unloaded = getattr(compiled._executable, "_unloaded_executable", None)
+    if unloaded is None:
         return False
-    for a, want in zip(leaves, expected, strict=True):
-        have = getattr(a, "sharding", None)
-        if have is not None and not have.is_equivalent_to(want, a.ndim):
+    for name in ("host_callbacks", "keepalive", "unordered_effects", "ordered_effects"):
+        if getattr(unloaded, name, None):
             return False
-    return True
+    targets = set(re.findall(r'custom_call_target="([^"]+)"', compiled.as_text()))
+    return targets <= XLA_TARGETS
 
 
 def _in_tree(args):
