@@ -144,6 +144,17 @@ def test_what_a_method_needs_travels_on_it():
     assert icarl.train_pool(state, None)[2].shape == (icarl.needs.pool_capacity,)
 
 
+@pytest.mark.parametrize("name", ["gdumb", "lucir", "bic", "icarl", "rpc", "er_ace"])
+def test_methods_that_need_each_tasks_own_classes_refuse_domain_il(name):
+    """As Mammoth's COMPATIBILITY: their memory, classifier or correction is per class of the
+    task, and in a domain-IL benchmark every task has every class (they ran silently before:
+    LUCIR 27% on two Perm-MNIST tasks)."""
+    method = build(name)
+    methods.check_scenario(method, "seq-mnist", ("class-il", "task-il"))
+    with pytest.raises(ValueError, match=f"'{name}' can only be scored in class-il, task-il"):
+        methods.check_scenario(method, "perm-mnist", ("domain-il",))
+
+
 def test_task_info_never_leaves_the_past_classes_out():
     """A later task's TaskInfo without `seen` is refused (LwF would train without
     distillation, iCaRL divide by zero); the first task's defaults to its own classes."""

@@ -40,6 +40,7 @@ import pkgutil
 from typing import Any
 
 from cljax.methods._contract import (
+    CLASS_SPLIT_SETTINGS,
     BeginTaskFn,
     HostHooks,
     InitFn,
@@ -55,6 +56,7 @@ from cljax.methods._contract import (
 )
 
 __all__ = [
+    "CLASS_SPLIT_SETTINGS",
     "BeginTaskFn",
     "HostHooks",
     "InitFn",

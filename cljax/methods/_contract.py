@@ -120,6 +120,12 @@ def no_pool(state: State, example_x) -> tuple[Any, Any, jax.Array]:
     return x, jnp.zeros((0,), jnp.int32), jnp.zeros((0,), bool)
 
 
+# `Needs.settings` of a method whose mechanism needs each task's own classes (a memory, a
+# classifier or a correction per class of the task): Mammoth's COMPATIBILITY ['class-il',
+# 'task-il'], i.e. no domain-IL benchmark (Perm-/Rot-MNIST), which `check_scenario` refuses
+CLASS_SPLIT_SETTINGS = ("class-il", "task-il")
+
+
 class Needs(NamedTuple):
     """What a method asks of the driver that runs it (read by `cljax.run.plan_run`)."""
 

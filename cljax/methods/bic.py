@@ -41,7 +41,7 @@ from flax import struct
 
 from cljax.core import buffer as buffer_lib
 from cljax.core.config import Hyperparams, hparam
-from cljax.methods import Method, Needs, TaskInfo, configure
+from cljax.methods import CLASS_SPLIT_SETTINGS, Method, Needs, TaskInfo, configure
 from cljax.methods.common import (
     NetState,
     class_mask,
@@ -293,5 +293,5 @@ def make(config: Config | None = None, *, model, input_fn, **overrides) -> Metho
         end_task=end_task,
         predict=predict_fn,
         train_pool=train_pool,
-        needs=Needs(pool_capacity=cap),
+        needs=Needs(settings=CLASS_SPLIT_SETTINGS, pool_capacity=cap),
     )

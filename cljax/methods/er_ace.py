@@ -36,7 +36,7 @@ from flax import struct
 
 from cljax.core import buffer as buffer_lib
 from cljax.core.config import hparam
-from cljax.methods import Method, TaskInfo, configure
+from cljax.methods import CLASS_SPLIT_SETTINGS, Method, Needs, TaskInfo, configure
 from cljax.methods.common import (
     NetState,
     ReplayConfig,
@@ -127,6 +127,7 @@ def make(config: Config | None = None, *, model, input_fn, **overrides) -> Metho
 
     return Method(
         name="er_ace",
+        needs=Needs(settings=CLASS_SPLIT_SETTINGS),  # no domain-IL, as Mammoth
         config=config,
         init=init,
         begin_task=begin_task,

@@ -44,7 +44,7 @@ from flax import struct
 
 from cljax.core import buffer as buffer_lib
 from cljax.core.config import Hyperparams, hparam
-from cljax.methods import Method, TaskInfo, configure
+from cljax.methods import CLASS_SPLIT_SETTINGS, Method, Needs, TaskInfo, configure
 from cljax.methods.common import (
     NetState,
     create_net,
@@ -255,6 +255,7 @@ def make(config: Config | None = None, *, model, input_fn, **overrides) -> Metho
 
     return Method(
         name="gdumb",
+        needs=Needs(settings=CLASS_SPLIT_SETTINGS),  # no domain-IL, as Mammoth
         config=config,
         init=init,
         train_step=train_step,

@@ -48,7 +48,7 @@ from flax import struct
 
 from cljax.core import exemplars
 from cljax.core.config import Hyperparams, hparam
-from cljax.methods import Method, Needs, TaskInfo, configure
+from cljax.methods import CLASS_SPLIT_SETTINGS, Method, Needs, TaskInfo, configure
 from cljax.methods.common import (
     NetState,
     class_mask,
@@ -215,5 +215,5 @@ def make(config: Config | None = None, *, model, input_fn, **overrides) -> Metho
         begin_task=begin_task,
         end_task=end_task,
         train_pool=train_pool,
-        needs=Needs(pool_capacity=config.buffer_size),
+        needs=Needs(settings=CLASS_SPLIT_SETTINGS, pool_capacity=config.buffer_size),
     )

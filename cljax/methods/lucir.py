@@ -43,7 +43,7 @@ from flax import struct
 
 from cljax.core import exemplars
 from cljax.core.config import Hyperparams, hparam
-from cljax.methods import Method, Needs, TaskInfo, configure
+from cljax.methods import CLASS_SPLIT_SETTINGS, Method, Needs, TaskInfo, configure
 from cljax.methods.common import (
     NetState,
     class_mask,
@@ -319,5 +319,5 @@ def make(config: Config | None = None, *, model, input_fn, **overrides) -> Metho
         end_task=end_task,
         predict=lambda state, x: predict(state.net, input_fn(x, None, False)),
         train_pool=train_pool,
-        needs=Needs(pool_capacity=config.buffer_size),
+        needs=Needs(settings=CLASS_SPLIT_SETTINGS, pool_capacity=config.buffer_size),
     )

@@ -34,7 +34,7 @@ import optax
 
 from cljax.core import buffer as buffer_lib
 from cljax.core.config import hparam
-from cljax.methods import Method, TaskInfo, configure
+from cljax.methods import CLASS_SPLIT_SETTINGS, Method, Needs, TaskInfo, configure
 from cljax.methods.common import (
     ReplayConfig,
     ReplayState,
@@ -99,6 +99,7 @@ def make(config: Config | None = None, *, model, input_fn, **overrides) -> Metho
 
     return Method(
         name="rpc",
+        needs=Needs(settings=CLASS_SPLIT_SETTINGS),  # no domain-IL, as Mammoth
         config=config,
         init=replay_init(model, tx, input_fn, config.buffer_size),
         train_step=train_step,
