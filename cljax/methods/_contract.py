@@ -122,7 +122,8 @@ def no_pool(state: State, example_x) -> tuple[Any, Any, jax.Array]:
 
 # `Needs.settings` of a method whose mechanism needs each task's own classes (a memory, a
 # classifier or a correction per class of the task): Mammoth's COMPATIBILITY ['class-il',
-# 'task-il'], i.e. no domain-IL benchmark (Perm-/Rot-MNIST), which `check_scenario` refuses
+# 'task-il'], i.e. no domain-IL benchmark (Perm-/Rot-MNIST) and no general stream (MNIST-360),
+# which `check_scenario` refuses
 CLASS_SPLIT_SETTINGS = ("class-il", "task-il")
 
 
