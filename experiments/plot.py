@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cljax.outputs import plots
 from cljax.outputs import results as results_lib
 from cljax.run import workdir
 
@@ -55,15 +56,6 @@ def collect(paths) -> list[tuple[str, results_lib.Results]]:
     return runs
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _save(fig, stem: Path) -> list[Path]:
     stem.parent.mkdir(parents=True, exist_ok=True)
     written = []
@@ -88,7 +80,7 @@ def _finish(plt, fig, unused_axes, stem: Path) -> list[Path]:
 def compare(runs, stem: Path) -> list[Path]:
     """Final average accuracy (mean, one std) of every finished run, a panel per
     (benchmark, setting)."""
-    plt = _pyplot()
+    plt = plots.import_pyplot()
     panels: dict[tuple[str, str], list] = {}
     for label, res in runs:
         for setting, stat in res.final_average_accuracy.items():
@@ -120,7 +112,7 @@ def compare(runs, stem: Path) -> list[Path]:
 
 def forgetting(runs, stem: Path, limit: int = 12) -> list[Path]:
     """Each task's accuracy after every task from its own on (mean over seeds), per run."""
-    plt = _pyplot()
+    plt = plots.import_pyplot()
     chosen = [(label, res) for label, res in runs if res.tasks_done > 1][:limit]
     if not chosen:
         return []
@@ -149,7 +141,7 @@ def forgetting(runs, stem: Path, limit: int = 12) -> list[Path]:
 
 def over_time(runs, stem: Path) -> list[Path]:
     """A stream's accuracy over its steps, mean and one std over seeds, one line a run."""
-    plt = _pyplot()
+    plt = plots.import_pyplot()
     curves = [(label, res.raw.get("accuracy_over_time")) for label, res in runs]
     curves = [(label, c) for label, c in curves if c and c.get("steps")]
     if not curves:

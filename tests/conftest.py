@@ -15,8 +15,9 @@ suite's ~1,500 compiles a file (most of them eager ops of a test's own code) too
 with them, and the golden and own-loop tests took 98 s instead of 180 s without them
 (session 36). The programs compute the same functions (last-bit float differences aside:
 17 of 30 golden state checksums moved in their last bits when the flag came in, no
-accuracy); the golden outputs are recorded under the same flags (`golden_runs.machine` holds them), and CI's quick start in a fresh virtualenv
-runs the `cljax` command at XLA's default level. Subprocesses get the flag through
+accuracy); the golden outputs are recorded under the same flags (`golden_runs.machine`
+holds them), and CI's quick start in a fresh virtualenv runs the `cljax` command at XLA's
+default level. Subprocesses get the flag through
 `subprocess_env`.
 
 Convolutions run as flax's `lax.conv` (`CLJAX_CONV_IMPL=lax`, unless set): at level 0

@@ -10,21 +10,21 @@ import numpy as np
 from cljax.run import workdir
 
 
-def import_pyplot() -> None:
-    """Imports matplotlib's pyplot on the Agg backend (with its fonts: most of a first plot's
-    time, 0.5-0.6 s on the 2-core VM; the `cljax` command does it beside the training)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot  # noqa: F401
-
-
-def accuracy_matrices(accuracy: dict, title: str, path: str | Path):
-    """Writes a PNG with one heatmap of `R[t, j]` (mean over seeds) per setting."""
+def import_pyplot():
+    """matplotlib's pyplot on the Agg backend, imported on first use (with its fonts: most of
+    a first plot's time, 0.5-0.6 s on the 2-core VM; the `cljax` command imports it beside
+    the training)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def accuracy_matrices(accuracy: dict, title: str, path: str | Path):
+    """Writes a PNG with one heatmap of `R[t, j]` (mean over seeds) per setting."""
+    plt = import_pyplot()
 
     settings = list(accuracy)
     fig, axes = plt.subplots(1, len(settings), figsize=(4.2 * len(settings), 3.8), squeeze=False)
@@ -59,10 +59,7 @@ def accuracy_matrices(accuracy: dict, title: str, path: str | Path):
 
 def sample_grid(images, labels, title: str, path: str | Path, per_row: int | None = None):
     """Writes a PNG grid of generated images (N, H, W[, C]) in [0, 1]; one row per class if labelled."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = import_pyplot()
 
     images = np.clip(np.asarray(images, dtype=np.float32), 0.0, 1.0)
     n = len(images)
@@ -102,10 +99,7 @@ def write_samples(method, folder, num_tasks: int, t: int, state, keys):
 def accuracy_over_time(steps, accuracy, title: str, path: str | Path):
     """Writes a PNG of accuracy (percent, `(points, seeds)`) against training steps: mean over
     seeds with their min-max band (a stream evaluated every N steps)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = import_pyplot()
 
     acc = np.asarray(accuracy, dtype=float)
     fig, ax = plt.subplots(figsize=(6.0, 3.6))
@@ -126,10 +120,7 @@ def accuracy_over_time(steps, accuracy, title: str, path: str | Path):
 def grid(summary: dict, path: str | Path):
     """Writes a PNG of a grid's final accuracy (mean over seeds, with their std) against each
     swept setting, one line per combination of the other settings (`cljax.run.sweep.summary`)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = import_pyplot()
 
     names = list(summary["swept"])
     setting = summary["ranked_by"]

@@ -314,7 +314,7 @@ class SeedsRun:
         self.ckpts.finish()
         self.timer.add("checkpoint_s", time.perf_counter() - start)
         for name, seconds in costs.since(compiles).items():  # this process's part of the run
-            self.timer.totals[name] = self.timer.totals.get(name, 0.0) + seconds
+            self.timer.add(name, seconds)
         self.timer.totals["total_s"] = time.perf_counter() - self.wall
         return RunOutput(
             config=self.config,

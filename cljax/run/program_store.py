@@ -105,7 +105,6 @@ class ProgramStore:
     def __init__(self, folder: str | Path, key: str):
         self.folder = Path(folder)
         self.base = f"{key}\n{environment()}"
-        self.loaded = self.saved = 0
 
     def path(self, name: str, args) -> Path:
         digest = hashlib.sha256(f"{self.base}\n{name}\n{signature(args)}".encode()).hexdigest()
@@ -122,12 +121,9 @@ class ProgramStore:
             # the arguments' placement is in the key, and a program is stored only when it
             # spans every device (`compile`): it loads onto them as it was compiled
             compiled = serialize_executable.deserialize_and_load(payload, _in_tree(args), out_tree)
-        except FileNotFoundError:
-            return None
-        except Exception:  # a torn or foreign file: compiled again, and replaced
+        except Exception:  # none yet, or a torn or foreign file: compiled (again) and stored
             return None
         os.utime(path)  # the folder is trimmed oldest first
-        self.loaded += 1
         return compiled
 
     def compile(self, name: str, args, lowered):
@@ -161,7 +157,6 @@ class ProgramStore:
             if tmp is not None:
                 Path(tmp).unlink(missing_ok=True)
             return
-        self.saved += 1
         trim(self.folder)
 
 
@@ -188,9 +183,10 @@ def _devices(compiled) -> int:
 
 def _self_contained(compiled) -> bool:
     """Whether `compiled` runs without anything its process set up: no host callbacks, no
-    effects, no custom calls but XLA's own (`XLA_TARGETS`). A program calling LAPACK (`jnp.linalg.solve`: GEM's QP), loaded
-    in a process that had not lowered one itself, crashed the process (SIGSEGV) on its first
-    call: jaxlib registers those targets when it lowers them."""
+    effects, no custom calls but XLA's own (`XLA_TARGETS`). A program calling LAPACK
+    (`jnp.linalg.solve`: GEM's QP), loaded in a process that had not lowered one itself,
+    crashed the process (SIGSEGV) on its first call: jaxlib registers those targets when it
+    lowers them."""
     unloaded = getattr(compiled._executable, "_unloaded_executable", None)
     if unloaded is None:
         return False
@@ -232,15 +228,15 @@ def _outputs_tree(parts, args):
 def trim(folder: Path, max_bytes: int = MAX_BYTES) -> None:
     """Deletes the least recently used programs until the folder holds at most `max_bytes`."""
     try:
-        files = [(p.stat().st_mtime, p.stat().st_size, p) for p in folder.glob(f"*{SUFFIX}")]
+        files = [(p.stat(), p) for p in folder.glob(f"*{SUFFIX}")]
     except OSError:
         return
-    total = sum(size for _, size, _ in files)
-    for _, size, path in sorted(files):
+    total = sum(stat.st_size for stat, _ in files)
+    for stat, path in sorted(files, key=lambda f: f[0].st_mtime):
         if total <= max_bytes:
             break
         path.unlink(missing_ok=True)
-        total -= size
+        total -= stat.st_size
 
 
 def open_store(key: str | None) -> ProgramStore | None:
