@@ -326,6 +326,7 @@ def _main(args) -> int:
             args.tasks,
             base_classes=args.base_classes,
             class_order=settings.run.class_order,
+            class_seed=settings.run.class_seed,
             brightness=settings.run.brightness,
             valid_fraction=args.valid_fraction,
         )

@@ -123,6 +123,29 @@ def test_fixed_class_order_relabels_classes_into_tasks():
         scenarios.build("seq-mnist", brightness=0.2)
 
 
+def test_seeded_class_order_is_van_de_vens_permutation():
+    """Seed N's class order as GMvandeVen/continual-learning draws it (`np.random.seed(N)`,
+    then `np.random.permutation(list(range(10)))`: class y becomes label p[y]); its seed 0
+    keeps label order. The permutation for seed 1 is p = [2 9 6 4 0 3 1 7 8 5]."""
+    assert scenarios.seeded_class_order(10, 0) == tuple(range(10))
+    order = scenarios.seeded_class_order(10, 1)
+    p = [2, 9, 6, 4, 0, 3, 1, 7, 8, 5]
+    assert [p[c] for c in order] == list(range(10))  # order[i] is the class labelled i
+    with pytest.raises(ValueError, match="class_seed shuffles"):
+        scenarios.build("perm-mnist", class_seed=1)
+
+
+def test_split_mnist_is_shuffled_per_class_seed(mnist_dir):
+    plain = scenarios.build("split-mnist", mnist_dir)
+    assert plain.model == "mlp-400" and plain.num_tasks == 5
+    shuffled = scenarios.build("split-mnist", mnist_dir, class_seed=1)
+    x, y = shuffled.train(0)  # the classes p maps to 0 and 1: 4 and 6
+    x4, y4 = plain.train(2)
+    np.testing.assert_array_equal(x[y == 0], x4[y4 == 4])
+    sizes = {c: int((plain.train(c // 2)[1] == c).sum()) for c in range(10)}
+    assert shuffled.train_sizes[0] == sizes[4] + sizes[6]
+
+
 def test_permutation_and_rotation_transforms():
     rng = np.random.default_rng(0)
     x = rng.integers(0, 255, (3, 28, 28)).astype(np.uint8)

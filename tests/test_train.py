@@ -266,6 +266,24 @@ def test_schedule_is_a_shuffle_per_epoch():
     assert not np.array_equal(idx[:3], idx[3:])
 
 
+def test_drop_last_takes_full_batches_of_fresh_items_only(method):
+    """`last_batch="drop"` (a DataLoader with drop_last, van de Ven's protocol): each epoch
+    floor(n / batch) full batches of distinct items, the rest sitting that epoch out; a run
+    takes that many steps a task, every one full."""
+    idx = train.schedule(seed=3, task=1, n=10, epochs=2, batch=4, drop=True)
+    assert idx.shape == (4, 4)
+    for epoch in (idx[:2].ravel(), idx[2:].ravel()):
+        assert len(set(epoch.tolist())) == 8
+    assert train.schedule(3, 1, 10, 1, 4, steps=5, drop=True).shape == (5, 4)
+    with pytest.raises(ValueError, match="no full batch"):
+        train.schedule(0, 0, 3, 1, 4, drop=True)
+    config = {**CONFIG, "last_batch": "drop"}
+    res = train.run(method, SC, train.RunConfig(seeds=(0,), **config))
+    per_epoch = [n // CONFIG["batch_size"] for n in SC.train_sizes]
+    assert res["timing"]["steps"] == CONFIG["epochs"] * sum(per_epoch)
+    assert res["hparams"]["last_batch"] == "drop"
+
+
 def test_a_larger_first_task_trains_its_own_epochs(method):
     sc = tiny_scenario(num_tasks=3, base_classes=4)  # classes (0-3), (4), (5)
     res = train.run(method, sc, train.RunConfig(seeds=(0,), first_epochs=3, **CONFIG))

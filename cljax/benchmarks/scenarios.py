@@ -33,6 +33,7 @@ from cljax.benchmarks.scenario import (  # noqa: F401  (this module's names sinc
 BENCHMARKS = (
     "seq-digits",
     "seq-mnist",
+    "split-mnist",
     "seq-fashion-mnist",
     "perm-mnist",
     "rot-mnist",
@@ -109,6 +110,17 @@ CLASS_ORDERS = {
         ),
     },
 }  # fmt: skip
+
+
+def seeded_class_order(num_classes: int, seed: int) -> tuple[int, ...]:
+    """The class order van de Ven et al.'s code (GMvandeVen/continual-learning,
+    data/load.py) gives its seed `seed`: class y becomes label `p[y]`, `p` numpy's
+    `np.random.permutation` right after `np.random.seed(seed)`; seed 0 keeps label order
+    (its `exception`). Returned as `reorder_classes`' order (`order[i]` becomes label i)."""
+    if seed == 0:
+        return tuple(range(num_classes))
+    p = np.random.RandomState(seed).permutation(num_classes)
+    return tuple(int(c) for c in np.argsort(p))
 
 
 def reorder_classes(arrays, order):
@@ -274,6 +286,7 @@ def build(
     class_order: str = "label",
     brightness: float = 0.0,
     valid_fraction: float = 0.0,
+    class_seed: int = 0,
 ) -> Scenario:
     """The benchmark `name` (one of `BENCHMARKS`); `seed` fixes perm/rot-mnist's transforms;
     `valid_fraction` > 0 builds it on `held_out`'s split: trained on the rest of the training
@@ -281,7 +294,15 @@ def build(
     `base_classes` > 0 gives a class-incremental benchmark a larger first task (then
     `num_tasks`, the first one included, must be given). `class_order` "label" takes the
     classes in label order, another name one of `CLASS_ORDERS`; `brightness` > 0 adds a
-    colour jitter to CIFAR's training augmentation (`cifar_input`)."""
+    colour jitter to CIFAR's training augmentation (`cifar_input`); `class_seed` N > 0 shuffles
+    a class-incremental benchmark's classes before they are split into tasks as van de Ven
+    et al.'s code does for its seed N (`seeded_class_order`).
+
+    `split-mnist` is van de Ven et al.'s Split MNIST ("Three types of incremental learning",
+    2022): MNIST's 28x28 images in [0, 1], five tasks of two classes, and the backbone of
+    that code (`mlp-400`); its protocol (2000 steps of 128 a task, every batch full) comes
+    with each method's tuned row. Its classes are shuffled per seed by that code; here by
+    `class_seed` (one run per seed: `experiments/reproduce_vdv.py`)."""
     if name not in BENCHMARKS:
         raise ValueError(f"unknown benchmark {name!r}; choose one of: {', '.join(BENCHMARKS)}")
     if class_order != "label" and name not in CLASS_ORDERS.get(class_order, {}):
@@ -301,15 +322,27 @@ def build(
             f"a first task of {base_classes} classes needs the number of tasks, the first "
             "included (e.g. --tasks 6 for seq-cifar100's B50 in steps of 10)"
         )
+    if class_seed and (class_order != "label" or name in ("perm-mnist", "rot-mnist", "mnist-360")):
+        raise ValueError(
+            "class_seed shuffles a class-incremental benchmark's classes: use it with class "
+            f"order label on a class-split benchmark, not {class_order!r} on {name}"
+        )
     split = functools.partial(class_incremental, base_classes=base_classes)
     if valid_fraction and not 0.0 < valid_fraction < 1.0:
         raise ValueError(f"validation fraction must be in (0, 1), got {valid_fraction}")
 
     def load(arrays):  # the split `valid_fraction` asks for, or the arrays as they are
+        if class_seed:
+            arrays = reorder_classes(
+                arrays, seeded_class_order(int(arrays[1].max()) + 1, class_seed)
+            )
         return held_out(arrays, valid_fraction) if valid_fraction else arrays
 
     if name == "seq-digits":
         return split(name, load(digits.load()), num_tasks or 5, scaled_input(16.0), "mlp")
+    if name == "split-mnist":
+        arrays = load(idx.load("mnist", data_dir, download))
+        return split(name, arrays, num_tasks or 5, scaled_input(255.0), "mlp-400")
     if name in ("seq-mnist", "seq-fashion-mnist"):
         arrays = load(
             idx.load("mnist" if name == "seq-mnist" else "fashion_mnist", data_dir, download)

@@ -24,22 +24,33 @@ _xavier = nn.initializers.xavier_uniform()
 
 
 class MLP(nn.Module):
-    """Fully connected ReLU network (Mammoth's MNISTMLP is `MLP((100, 100), 10)`)."""
+    """Fully connected ReLU network (Mammoth's MNISTMLP is `MLP((100, 100), 10)`, van de
+    Ven's split-MNIST classifier `MLP((400, 400), 10, weight_init="torch")`).
+
+    `weight_init` "xavier": Xavier-uniform weights and zero biases (Mammoth's `xavier` on its
+    MLP); "torch": PyTorch's `nn.Linear` defaults, weights and biases U(+-1/sqrt(fan_in))."""
 
     hidden: Sequence[int] = (100, 100)
     num_classes: int | None = 10
     dtype: Any = jnp.float32  # compute dtype; parameters stay float32
+    weight_init: str = "xavier"
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         del train
         x = x.reshape((x.shape[0], -1))
-        for width in self.hidden:
-            x = nn.relu(nn.Dense(width, kernel_init=_xavier, dtype=self.dtype)(x))
-        if self.num_classes is None:
-            return x.astype(jnp.float32)
-        out = nn.Dense(self.num_classes, kernel_init=_xavier, dtype=self.dtype)(x)
-        return out.astype(jnp.float32)
+        if self.weight_init not in ("xavier", "torch"):
+            raise ValueError(f"MLP weight_init must be xavier or torch, got {self.weight_init!r}")
+        torch_init = self.weight_init == "torch"
+        widths = [*self.hidden, *([] if self.num_classes is None else [self.num_classes])]
+        for i, width in enumerate(widths):
+            if torch_init:
+                x = TorchDense(width, dtype=self.dtype)(x)
+            else:
+                x = nn.Dense(width, kernel_init=_xavier, dtype=self.dtype)(x)
+            if i < len(self.hidden):
+                x = nn.relu(x)
+        return x.astype(jnp.float32)
 
 
 def takes_mask(module: nn.Module) -> bool:
@@ -121,6 +132,26 @@ def _torch_bias(fan_in: int):
     return lambda key, shape, dtype=jnp.float32: jax.random.uniform(
         key, shape, dtype, -bound, bound
     )
+
+
+class TorchDense(nn.Module):
+    """`nn.Dense` initialised as PyTorch's `nn.Linear`: weights and bias U(+-1/sqrt(fan_in))."""
+
+    features: int
+    use_bias: bool = True
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        dense = nn.Dense(
+            self.features,
+            use_bias=self.use_bias,
+            kernel_init=_torch_kernel,
+            bias_init=_torch_bias(x.shape[-1]),
+            dtype=self.dtype,
+            name="dense",
+        )
+        return dense(x)
 
 
 class BatchNorm(nn.Module):
@@ -240,7 +271,8 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def make(name: str, num_classes: int, dtype: str = "float32", nf: int = 64) -> nn.Module:
-    """Builds a backbone by name (`mlp`, `cnn`, `cnn-wide` or `resnet18`) computing in `dtype`.
+    """Builds a backbone by name (`mlp`, `mlp-400`, `cnn`, `cnn-wide` or `resnet18`) computing
+    in `dtype`.
 
     `cnn-wide` is `cnn` with twice the channels (64-128-256), four times the
     parameters: a backbone with room to prune (dyn_expand's pruning study).
@@ -252,6 +284,8 @@ def make(name: str, num_classes: int, dtype: str = "float32", nf: int = 64) -> n
         raise ValueError(f"dtype {dtype!r} is not supported; choose one of: {', '.join(DTYPES)}")
     if name == "mlp":
         return MLP((100, 100), num_classes, DTYPES[dtype])
+    if name == "mlp-400":  # van de Ven et al.'s split-MNIST classifier (fc_units 400)
+        return MLP((400, 400), num_classes, DTYPES[dtype], weight_init="torch")
     if name == "cnn":
         return ConvNet((32, 64, 128), num_classes, DTYPES[dtype])
     if name == "cnn-wide":
@@ -261,4 +295,4 @@ def make(name: str, num_classes: int, dtype: str = "float32", nf: int = 64) -> n
     raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
 
 
-MODELS = ("mlp", "cnn", "cnn-wide", "resnet18")
+MODELS = ("mlp", "mlp-400", "cnn", "cnn-wide", "resnet18")

@@ -114,8 +114,10 @@ class RunConfig:
     on_nonfinite: str = "stop"
     # an epoch's last batch when the items do not fill it: "short" (only the items left, as
     # Mammoth's PyTorch DataLoader; its own compiled step) or "fill" (topped up with the
-    # epoch's first items). Methods whose steps need the full batch (`needs.last_batch`) and
-    # data-parallel runs use "fill"; results record the one used.
+    # epoch's first items) or "drop" (left out: every step a full batch of fresh items, a
+    # PyTorch DataLoader with drop_last, as van de Ven's code trains). Methods whose steps
+    # need the full batch (`needs.last_batch`) and data-parallel runs use "fill" for "short";
+    # results record the one used.
     last_batch: str = "short"
     # the outputs class-IL accuracy takes its argmax over: "all" (every output, as Mammoth
     # evaluates) or "seen" (the classes of the tasks seen so far); the same after the last task
@@ -138,8 +140,8 @@ class RunConfig:
             raise ValueError(f"on_nonfinite must be stop or continue, got {self.on_nonfinite!r}")
         if self.protocol not in (None, "sequential", "joint"):
             raise ValueError(f"protocol must be sequential or joint, got {self.protocol!r}")
-        if self.last_batch not in ("short", "fill"):
-            raise ValueError(f"last_batch must be short or fill, got {self.last_batch!r}")
+        if self.last_batch not in ("short", "fill", "drop"):
+            raise ValueError(f"last_batch must be short, fill or drop, got {self.last_batch!r}")
         if self.class_il not in ("all", "seen"):
             raise ValueError(f"class_il must be all or seen, got {self.class_il!r}")
         ms = tuple(self.lr_milestones)

@@ -22,20 +22,39 @@ from cljax.methods import Method, TaskInfo, check_scenario
 from cljax.run.checkpoint_io import CheckpointError
 
 
-def schedule(seed: int, task: int, n: int, epochs: int, batch: int, steps=None) -> np.ndarray:
+def epoch_steps(n: int, batch: int, drop: bool = False) -> int:
+    """Steps of one pass over `n` items in batches of `batch`: the last one short or filled
+    up, or with `drop` left out (a PyTorch `DataLoader(drop_last=True)`)."""
+    if drop:
+        if n < batch:
+            raise ValueError(
+                f"last_batch drop: a task of {n} items has no full batch of {batch}; "
+                "choose a smaller batch size or last_batch short/fill"
+            )
+        return n // batch
+    return math.ceil(n / batch)
+
+
+def schedule(
+    seed: int, task: int, n: int, epochs: int, batch: int, steps=None, drop: bool = False
+) -> np.ndarray:
     """Batch indices `(steps, batch)` of one seed on one task: a fresh shuffle per epoch.
 
     The last batch of an epoch is filled up with the first items of the same
-    shuffle, so every step has `batch` items (at most batch-1 repeats an epoch).
+    shuffle, so every step has `batch` items (at most batch-1 repeats an epoch);
+    with `drop` the items that do not fill a batch sit the epoch out instead.
     With `steps`, exactly that many steps are taken (as many epochs as needed).
     """
-    per_epoch = math.ceil(n / batch)
+    per_epoch = epoch_steps(n, batch, drop)
     if steps is not None:
         epochs = math.ceil(steps / per_epoch)
     rows = []
     for epoch in range(epochs):
         perm = np.random.default_rng([seed, task, epoch]).permutation(n)
-        perm = np.concatenate([perm, np.resize(perm, per_epoch * batch - n)])
+        if drop:
+            perm = perm[: per_epoch * batch]
+        else:
+            perm = np.concatenate([perm, np.resize(perm, per_epoch * batch - n)])
         rows.append(perm.reshape(per_epoch, batch))
     return np.concatenate(rows)[:steps].astype(np.int32)
 
@@ -79,7 +98,7 @@ def task_info(scenario: Scenario, config, t: int) -> TaskInfo:
     """The static facts of task `t` of `scenario` run with `config` (a `RunConfig`) that the
     boundary functions receive."""
     seen = tuple(c for j in range(t + 1) for c in scenario.classes(j))
-    per_epoch = math.ceil(scenario.train_sizes[t] / config.batch_size)
+    per_epoch = epoch_steps(scenario.train_sizes[t], config.batch_size, config.last_batch == "drop")
     steps = config.steps or config.epochs_of(t) * per_epoch
     epochs = 0 if config.steps else config.epochs_of(t)
     classes = tuple(scenario.classes(t))
@@ -91,7 +110,8 @@ def task_info(scenario: Scenario, config, t: int) -> TaskInfo:
 def chunk_length(config, max_items: int) -> int:
     """Steps per compiled chunk: the same for every task of a run, so one compile serves all."""
     epochs = max(config.epochs, config.epochs_of(0))
-    steps = config.steps or epochs * math.ceil(max_items / config.batch_size)
+    per_epoch = epoch_steps(max_items, config.batch_size, config.last_batch == "drop")
+    steps = config.steps or epochs * per_epoch
     return math.ceil(steps / max(1, min(config.chunks_per_task, steps)))
 
 
@@ -204,8 +224,9 @@ class RunPlan:
                 idx = np.broadcast_to(idx, (len(self.seeds), *idx.shape))
             return idx, sizes
         epochs = cfg.epochs_of(t)
+        drop = cfg.last_batch == "drop"
         idx = np.stack(
-            [schedule(s, t, n + pool, epochs, cfg.batch_size, cfg.steps) for s in self.seeds]
+            [schedule(s, t, n + pool, epochs, cfg.batch_size, cfg.steps, drop) for s in self.seeds]
         )
         idx = np.where(idx >= n, n - 1 - idx, idx)  # item n + j of the schedule: pool item j
         sizes = np.full(idx.shape[1], cfg.batch_size, np.int32)
@@ -240,7 +261,13 @@ def mesh_shape(config, devices: int) -> tuple[int, int]:
 
 def last_batch(method: Method, scenario: Scenario, config, data_devices: int) -> str:
     """`config.last_batch`, but "fill" where a short batch may not split over the data
-    devices, the method needs full batches, or a stream is cut every batch_size items."""
+    devices, the method needs full batches, or a stream is cut every batch_size items;
+    "drop" (every batch full) only on a benchmark with tasks."""
+    if config.last_batch == "drop" and scenario.stream is not None:
+        raise ValueError(
+            f"last_batch drop: {scenario.name} is a stream, cut into batches as it comes; "
+            "use last_batch short or fill"
+        )
     if config.last_batch == "short" and (
         data_devices > 1
         or method.needs.last_batch == "fill"

@@ -45,6 +45,10 @@ OURS_ER_MNIST = (
     "ours: no published Seq-MNIST tuning; ER's Seq-MNIST protocol (one epoch at batch 10) at "
     "lr 0.1, the replay minibatch equal to the batch as Mammoth forces it (main.py:431-436)"
 )
+VDV_SPLIT_MNIST = (
+    "van de Ven et al.'s code (GMvandeVen/continual-learning e6d795a, params/param_values.py) "
+    "on splitMNIST: 2000 iterations of 128 a task, every batch full (drop_last), Adam 1e-3"
+)
 DGR = (
     "van de Ven et al.'s DGR settings (Adam 1e-3, chunks of 128, 2000 iterations a task); "
     "batch_size = n_critic (5) x chunk"
@@ -144,8 +148,9 @@ class RunSettings(Hyperparams):
     last_batch: str = hparam(
         "short",
         "an epoch's last batch when the items do not fill it: short (the items left, as "
-        "Mammoth's DataLoader) or fill (topped up with the epoch's first items)",
-        choices=("short", "fill"),
+        "Mammoth's DataLoader), fill (topped up with the epoch's first items) or drop (left "
+        "out, as a DataLoader with drop_last: van de Ven's code)",
+        choices=("short", "fill", "drop"),
     )
     dtype: str = hparam("float32", "the backbone's compute dtype", choices=tuple(models.DTYPES))
     model: str | None = hparam(None, "backbone (None: the benchmark's)", choices=models.MODELS)
@@ -154,6 +159,12 @@ class RunSettings(Hyperparams):
         "order of the classes over the tasks: label, or der (the expandable-representation "
         "code's fixed CIFAR orders)",
         choices=("label", "der"),
+    )
+    class_seed: int = hparam(
+        0,
+        "N > 0: the classes shuffled before the split into tasks as van de Ven et al.'s code "
+        "shuffles them for its seed N (0: label order)",
+        ge=0,
     )
     brightness: float = hparam(
         0.0, "CIFAR training colour jitter (torchvision's ColorJitter brightness)", ge=0
@@ -179,6 +190,8 @@ class RunSettings(Hyperparams):
         out = {"dtype": self.dtype, "steps": self.steps, "model": self.model or benchmark_model}
         if self.class_order != "label" or self.brightness:
             out.update(class_order=self.class_order, brightness=self.brightness)
+        if self.class_seed:
+            out.update(class_seed=self.class_seed)
         return out
 
     def run_config(self, **fields) -> train.RunConfig:
