@@ -156,9 +156,7 @@ class Parts:
 
     def apply(self, params, **kw):
         """`net.apply` bound to `params` (the input size read off the decoder's last layer)."""
-        vae_params = params["vae"]
-        last = max((k for k in vae_params if k.startswith("dec_")), key=lambda k: int(k[4:]))
-        d = vae_params[last]["dense"]["kernel"].shape[-1]
+        d = vae.input_size(params["vae"])
         return functools.partial(self.net(d).apply, {"params": params}, **kw)
 
 

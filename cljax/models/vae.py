@@ -102,6 +102,12 @@ class CondVAE(nn.Module):
         return self.decode(z, gates), logits, mu, logvar, z
 
 
+def input_size(params) -> int:
+    """The input size of a `CondVAE` with parameters `params` (its decoder's output)."""
+    last = max((k for k in params if k.startswith("dec_")), key=lambda k: int(k[4:]))
+    return params[last]["dense"]["kernel"].shape[-1]
+
+
 def gated_layers(fc_layers: int) -> int:
     """How many decoder layers a gate masks: every one but the output layer (`fc_layers - 1`)."""
     return fc_layers - 1

@@ -1,0 +1,15 @@
+"""Tuned settings of `dgr_vae` per (benchmark, buffer size): see cljax/tuned/__init__.py.
+
+Split MNIST's row is the protocol of the authors' code; the VAE's defaults (400 units, 3
+layers, z 100, its Adam at the solver's 1e-3) are that code's for splitMNIST (`g_fc_uni`,
+`g_fc_lay`, `g_z_dim`, `lr_gen` default to the classifier's)."""
+
+from cljax.tuned import VDV_SPLIT_MNIST, row
+
+TUNED = {
+    "split-mnist": {
+        None: row(
+            VDV_SPLIT_MNIST, lr=0.001, g_lr=0.001, batch_size=128, steps=2000, last_batch="drop"
+        ),
+    },
+}

@@ -1,0 +1,151 @@
+"""The generative classifier (`gen_classifier`) and DGR with a VAE generator (`dgr_vae`): the
+likelihood estimate by hand on a tiny VAE, each class's VAE learning from its own items only,
+and the VAE scholar's replay."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cljax import methods, models
+from cljax.methods import TaskInfo
+from cljax.methods import dgr_vae as dgr_lib
+from cljax.methods import gen_classifier as gc_lib
+from cljax.models import vae
+from tests.conftest import tiny_scenario
+
+SC = tiny_scenario()
+CLASSES = [SC.classes(t) for t in range(SC.num_tasks)]
+
+
+def build(name, **overrides):
+    module = methods.get(name)
+    return module.make(
+        model=models.make("mlp", SC.num_classes),
+        input_fn=SC.input_fn,
+        **{**module.TEST_CONFIG, **overrides},
+    )
+
+
+def test_likelihood_estimate_by_hand_on_a_tiny_vae():
+    """log mean_s exp(log N(x; dec(z_s), I) + log N(z_s; 0, I) - log N(z_s; mu, sigma^2)) with
+    z_s = mu + sigma eps_s, each log-density without 2 pi, computed here in numpy from the
+    VAE's own weights; S = 0 uses z = mu and log q = -1/2 sum logvar."""
+    net = vae.CondVAE(in_features=3, fc_units=4, fc_layers=2, z_dim=2)
+    x = np.array([[0.2, 0.9, 0.5], [1.0, 0.0, 0.3]], np.float32)
+    params = net.init(jax.random.key(0), x, jnp.zeros((2, 2)))["params"]
+    p = jax.tree.map(np.asarray, params)
+
+    def dense(name, h):
+        d = p[name]["dense"]
+        return h @ d["kernel"] + d.get("bias", 0.0)
+
+    h = np.maximum(dense("enc_0", x), 0)
+    mu, logvar = dense("to_mu", h), dense("to_logvar", h)
+
+    def decode(z):
+        return 1 / (1 + np.exp(-dense("dec_1", np.maximum(dense("dec_0", z), 0))))
+
+    eps = np.random.default_rng(0).normal(size=(4, 2, 2)).astype(np.float32)
+    lls = []
+    for e in eps:
+        z = mu + np.exp(0.5 * logvar) * e
+        log_px = np.sum(-0.5 * (x - decode(z)) ** 2, 1)
+        log_pz = np.sum(-0.5 * z**2, 1)
+        log_q = np.sum(-0.5 * (logvar + (z - mu) ** 2 / np.exp(logvar)), 1)
+        lls.append(log_px + log_pz - log_q)
+    lls = np.stack(lls)
+    want = np.log(np.mean(np.exp(lls - lls.max(0)), 0)) + lls.max(0)
+    got = gc_lib.log_likelihood(net, params, jnp.asarray(x), jnp.asarray(eps))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    mean_want = (
+        np.sum(-0.5 * (x - decode(mu)) ** 2, 1) + np.sum(-0.5 * mu**2, 1) + np.sum(0.5 * logvar, 1)
+    )
+    got_mean = gc_lib.log_likelihood(net, params, jnp.asarray(x), jnp.zeros((0, 2, 2)))
+    np.testing.assert_allclose(got_mean, mean_want, rtol=1e-5, atol=1e-5)
+
+
+def test_each_class_vae_learns_from_its_own_items_only():
+    method = build("gen_classifier")
+    state = method.init(jax.random.key(0), SC.train(0)[0][:2])
+    x, y = SC.train(0)
+    only = np.flatnonzero(y == CLASSES[0][0])[:4]  # items of the task's first class only
+    new, metrics = jax.jit(method.train_step)(
+        state, {"x": jnp.asarray(x[only]), "y": jnp.asarray(y[only])}, jax.random.key(1)
+    )
+    assert np.isfinite(float(metrics["loss"]))
+    for c in range(SC.num_classes):
+        same = [
+            np.array_equal(a[c], b[c])
+            for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(state), strict=True)
+        ]
+        if c == CLASSES[0][0]:
+            assert not all(same)  # its parameters and Adam's moments moved
+        else:
+            assert all(same)  # untouched, Adam's count included
+    scores = method.predict(new, x[:5])
+    assert scores.shape == (5, SC.num_classes)
+    np.testing.assert_array_equal(scores, method.predict(new, x[:5]))  # deterministic
+
+
+def test_the_generative_classifier_learns_the_tiny_classes():
+    method = build("gen_classifier", fc_units=16, z_dim=2, lr=0.03)
+    state = method.init(jax.random.key(0), SC.train(0)[0][:2])
+    step = jax.jit(method.train_step)
+    for t in range(SC.num_tasks):
+        x, y = SC.train(t)
+        for i in range(100):
+            j = (np.arange(8) + 8 * i) % len(y)
+            state, _ = step(
+                state, {"x": jnp.asarray(x[j]), "y": jnp.asarray(y[j])}, jax.random.key(i)
+            )
+    x, y = (np.concatenate(a) for a in zip(*(SC.test(t) for t in range(SC.num_tasks)), strict=True))
+    accuracy = float(np.mean(np.argmax(method.predict(state, x), 1) == y))
+    assert accuracy > 0.9, accuracy  # chance is 0.25
+
+
+def test_dgr_vae_replays_the_previous_scholar_labelled_over_every_output():
+    method = build("dgr_vae")
+    state = method.init(jax.random.key(0), SC.train(0)[0][:2])
+    step = jax.jit(method.train_step)
+    losses = []
+    for t in range(SC.num_tasks):
+        info = TaskInfo.of(t, CLASSES)
+        state = method.begin_task(state, info, jax.random.key(10 + t))
+        x, y = SC.train(t)
+        for i in range(5):
+            j = (np.arange(4) + 4 * i) % len(y)
+            state, metrics = step(
+                state, {"x": jnp.asarray(x[j]), "y": jnp.asarray(y[j])}, jax.random.key(i)
+            )
+        losses.append(metrics)
+        if t == 0:
+            after_first = state
+        state = method.end_task(state, info, (x, y), jax.random.key(20 + t))
+    for a, b in zip(
+        jax.tree.leaves(state.prev_gen), jax.tree.leaves(state.gen.params), strict=True
+    ):
+        np.testing.assert_array_equal(a, b)
+    parts = dgr_lib.Parts(
+        method.config, models.make("mlp", SC.num_classes), SC.input_fn, None, None
+    )
+    items = dgr_lib.generate(parts, after_first, after_first.gen.params, jax.random.key(1), 6)
+    assert items.shape == (6, int(np.prod(SC.train(0)[0].shape[1:])))
+    assert float(items.min()) >= 0.0 and float(items.max()) <= 1.0  # sigmoid images
+    # without replay the second task trains on its own data only: another loss
+    off = build("dgr_vae", replay=False)
+    s = off.init(jax.random.key(0), SC.train(0)[0][:2])
+    for t in range(SC.num_tasks):
+        info = TaskInfo.of(t, CLASSES)
+        s = off.begin_task(s, info, jax.random.key(10 + t))
+        x, y = SC.train(t)
+        for i in range(5):
+            j = (np.arange(4) + 4 * i) % len(y)
+            s, m = jax.jit(off.train_step)(
+                s, {"x": jnp.asarray(x[j]), "y": jnp.asarray(y[j])}, jax.random.key(i)
+            )
+        if t == 0:
+            np.testing.assert_array_equal(m["loss"], losses[0]["loss"])
+        s = off.end_task(s, info, (x, y), jax.random.key(20 + t))
+    assert float(m["loss"]) != float(losses[1]["loss"])
