@@ -146,6 +146,27 @@ def test_split_mnist_is_shuffled_per_class_seed(mnist_dir):
     assert shuffled.train_sizes[0] == sizes[4] + sizes[6]
 
 
+def test_within_task_labels_is_the_domain_scenario_of_a_class_split():
+    sc = tiny_scenario(num_tasks=2)
+    dom = scenarios.within_task_labels(sc, "tiny-domain")
+    assert dom.settings == ("domain-il",) and dom.num_classes == 2 and dom.single_setting
+    for t in range(2):
+        x, y = dom.train(t)
+        x0, y0 = sc.train(t)
+        np.testing.assert_array_equal(x, x0)
+        np.testing.assert_array_equal(y, y0 - 2 * t)
+        assert dom.classes(t) == (0, 1) and set(dom.test(t)[1]) == {0, 1}
+    with pytest.raises(ValueError, match="equally many classes"):
+        scenarios.within_task_labels(tiny_scenario(num_tasks=3, base_classes=2), "x")
+
+
+def test_split_mnist_domain(mnist_dir):
+    dom = scenarios.build("split-mnist-domain", mnist_dir, class_seed=2)
+    cls = scenarios.build("split-mnist", mnist_dir, class_seed=2)
+    assert dom.train_sizes == cls.train_sizes and dom.num_classes == 2
+    np.testing.assert_array_equal(dom.train(3)[1], cls.train(3)[1] - 6)
+
+
 def test_permutation_and_rotation_transforms():
     rng = np.random.default_rng(0)
     x = rng.integers(0, 255, (3, 28, 28)).astype(np.uint8)

@@ -149,3 +149,35 @@ def test_dgr_vae_replays_the_previous_scholar_labelled_over_every_output():
             np.testing.assert_array_equal(m["loss"], losses[0]["loss"])
         s = off.end_task(s, info, (x, y), jax.random.key(20 + t))
     assert float(m["loss"]) != float(losses[1]["loss"])
+
+
+def test_fine_tuning_with_adam_is_van_de_vens_none():
+    """`sgd` / `joint` with `optimizer=adam`: one step is Adam's (betas 0.9, 0.999) on the
+    batch's cross-entropy; the default stays plain SGD."""
+    import optax
+
+    from cljax.methods.common import cross_entropy
+
+    x, y = SC.train(0)
+    batch = {"x": jnp.asarray(x[:4]), "y": jnp.asarray(y[:4])}
+    for name in ("sgd", "joint"):
+        method = methods.get(name).make(
+            model=models.make("mlp", SC.num_classes),
+            input_fn=SC.input_fn,
+            optimizer="adam",
+            lr=0.01,
+        )
+        state = method.init(jax.random.key(0), x[:2])
+        new, _ = method.train_step(state, batch, jax.random.key(1))
+        params = state.net.params
+
+        def loss(p, apply=state.net.apply_fn):
+            logits = apply({"params": p}, SC.input_fn(batch["x"], None, True))
+            return cross_entropy(logits, batch["y"]).mean()
+
+        tx = optax.adam(0.01, b1=0.9, b2=0.999, eps=1e-8)
+        updates, _ = tx.update(jax.grad(loss)(params), tx.init(params), params)
+        want = optax.apply_updates(params, updates)
+        for a, b in zip(jax.tree.leaves(new.net.params), jax.tree.leaves(want), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    assert methods.get("sgd").Config().optimizer == "sgd"

@@ -34,6 +34,7 @@ BENCHMARKS = (
     "seq-digits",
     "seq-mnist",
     "split-mnist",
+    "split-mnist-domain",
     "seq-fashion-mnist",
     "perm-mnist",
     "rot-mnist",
@@ -193,6 +194,32 @@ def class_incremental(
     )
 
 
+def within_task_labels(scenario: Scenario, name: str) -> Scenario:
+    """The domain-incremental form of a class-incremental `scenario` with equal tasks (van de
+    Ven et al.'s domain scenario): each task's classes relabelled 0..k-1 in order (its
+    `y - labels[0]`), one k-way head for every task, scored domain-IL."""
+    k = len(scenario.classes(0))
+    if any(len(scenario.classes(t)) != k for t in range(scenario.num_tasks)):
+        raise ValueError(f"{name}: the tasks must hold equally many classes to share one head")
+
+    def relabel(split):
+        def part(t):
+            x, y = split(t)
+            return x, (y - scenario.classes(t)[0]).astype(y.dtype)
+
+        return part
+
+    return dataclasses.replace(
+        scenario,
+        name=name,
+        num_classes=k,
+        settings=("domain-il",),
+        train=relabel(scenario.train),
+        test=relabel(scenario.test),
+        classes=lambda t: tuple(range(k)),
+    )
+
+
 def split_validation(scenario: Scenario, fraction: float, seed: int = 0):
     """`(scenario without the held-out images, valid)`: `valid(t)` is a random `fraction` of
     task t's training data (drawn with `seed`), which the returned scenario no longer trains
@@ -302,7 +329,9 @@ def build(
     2022): MNIST's 28x28 images in [0, 1], five tasks of two classes, and the backbone of
     that code (`mlp-400`); its protocol (2000 steps of 128 a task, every batch full) comes
     with each method's tuned row. Its classes are shuffled per seed by that code; here by
-    `class_seed` (one run per seed: `experiments/reproduce_vdv.py`)."""
+    `class_seed` (one run per seed: `experiments/reproduce_vdv.py`). `split-mnist-domain` is its
+    domain-incremental scenario: the same tasks, each task's two classes labelled 0 and 1
+    (`within_task_labels`)."""
     if name not in BENCHMARKS:
         raise ValueError(f"unknown benchmark {name!r}; choose one of: {', '.join(BENCHMARKS)}")
     if class_order != "label" and name not in CLASS_ORDERS.get(class_order, {}):
@@ -340,9 +369,10 @@ def build(
 
     if name == "seq-digits":
         return split(name, load(digits.load()), num_tasks or 5, scaled_input(16.0), "mlp")
-    if name == "split-mnist":
+    if name in ("split-mnist", "split-mnist-domain"):
         arrays = load(idx.load("mnist", data_dir, download))
-        return split(name, arrays, num_tasks or 5, scaled_input(255.0), "mlp-400")
+        sc = split("split-mnist", arrays, num_tasks or 5, scaled_input(255.0), "mlp-400")
+        return within_task_labels(sc, name) if name == "split-mnist-domain" else sc
     if name in ("seq-mnist", "seq-fashion-mnist"):
         arrays = load(
             idx.load("mnist" if name == "seq-mnist" else "fashion_mnist", data_dir, download)

@@ -214,9 +214,14 @@ def count_params(tree) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class FinetuneConfig(Hyperparams):
-    """Settings of a classifier trained by SGD on cross-entropy (`sgd`, `joint`)."""
+    """Settings of a classifier trained on cross-entropy (`sgd`, `joint`)."""
 
-    lr: float = hparam(0.03, "SGD step size", gt=0)
+    lr: float = hparam(0.03, "step size", gt=0)
+    optimizer: str = hparam(
+        "sgd",
+        "sgd (Mammoth's) or adam (betas 0.9, 0.999: van de Ven et al.'s None and Joint)",
+        choices=("sgd", "adam"),
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -249,7 +254,10 @@ def finetune_step(input_fn, state: NetOnlyState, batch, key):
 
 def make_finetune(name: str, config: FinetuneConfig, *, model, input_fn):
     """A classifier trained by cross-entropy on whatever batches the driver feeds it."""
-    tx = optax.sgd(config.lr)
+    if config.optimizer == "adam":
+        tx = optax.adam(config.lr, b1=0.9, b2=0.999, eps=1e-8)
+    else:
+        tx = optax.sgd(config.lr)
 
     def init(key, example_x):
         return NetOnlyState(net=create_net(model, tx, key, input_fn(example_x, key, False)))

@@ -21,7 +21,7 @@ class Config(FinetuneConfig):
 
 
 def make(config: Config | None = None, *, model, input_fn, **overrides) -> Method:
-    """Joint training with SGD at learning rate `lr`."""
+    """Joint training with SGD (or Adam, `optimizer=adam`) at learning rate `lr`."""
     config = configure(Config, config, overrides)
     method = make_finetune("joint", config, model=model, input_fn=input_fn)
     return method._replace(needs=Needs(protocol="joint"))

@@ -1,4 +1,5 @@
-"""Fine-tuning (`sgd`): plain SGD on each task in turn, the lower bound of every table.
+"""Fine-tuning (`sgd`): plain SGD (or Adam: `optimizer=adam`, van de Ven et al.'s "None") on each
+task in turn, the lower bound of every table.
 
 Loss: cross-entropy of the current batch, nothing else.
 """
@@ -17,6 +18,6 @@ class Config(FinetuneConfig):
 
 
 def make(config: Config | None = None, *, model, input_fn, **overrides) -> Method:
-    """Fine-tuning with SGD at learning rate `lr`."""
+    """Fine-tuning with SGD (or Adam) at learning rate `lr`."""
     config = configure(Config, config, overrides)
     return make_finetune("sgd", config, model=model, input_fn=input_fn)

@@ -6,6 +6,7 @@ from cljax.tuned import (
     OURS_FASHION,
     OURS_SVHN,
     PAPER,
+    VDV_SPLIT_MNIST,
     XDER_CIFAR100,
     row,
     same_as,
@@ -37,6 +38,12 @@ TUNED = {
         None: row(PAPER, lr=0.1, batch_size=4, n_epochs=1),
     },
 }
+# van de Ven et al.'s "None": Adam 1e-3, 2000 iterations of 128 a task
+VDV_NONE = row(
+    VDV_SPLIT_MNIST, optimizer="adam", lr=0.001, batch_size=128, steps=2000, last_batch="drop"
+)
+TUNED["split-mnist"] = {None: VDV_NONE}
+TUNED["split-mnist-domain"] = {None: VDV_NONE}
 TUNED["seq-fashion-mnist"] = same_as(TUNED["seq-mnist"], OURS_FASHION)
 TUNED["seq-cifar100-b50"] = same_as(TUNED["seq-cifar10"], OURS_CIFAR100)
 TUNED["seq-svhn"] = same_as(TUNED["seq-cifar10"], OURS_SVHN)
