@@ -108,6 +108,32 @@ def tiny_scenario(num_tasks=2, per_class=12, test_per_class=6, size=6, seed=0, b
     )
 
 
+def run_tasks(method, sc, tasks=None, steps=6, batch=4, key=0):
+    """A user's own loop over `tasks` of scenario `sc` (all by default): `steps` jitted steps of
+    `batch` items a task, in order. Returns the final state and, per task, `(state, metrics)`
+    after its last step (before `end_task`)."""
+    import jax
+    import jax.numpy as jnp
+
+    from cljax.methods import TaskInfo
+
+    classes = [sc.classes(t) for t in range(sc.num_tasks)]
+    state = method.init(jax.random.key(key), sc.train(0)[0][:2])
+    step = jax.jit(method.train_step)
+    history = []
+    for t in range(sc.num_tasks if tasks is None else tasks):
+        info = TaskInfo.of(t, classes)
+        state = method.begin_task(state, info, jax.random.key(100 + t))
+        x, y = sc.train(t)
+        for i in range(steps):
+            j = (np.arange(batch) + batch * i) % len(y)
+            b = {"x": jnp.asarray(x[j]), "y": jnp.asarray(y[j])}
+            state, metrics = step(state, b, jax.random.key(1000 * t + i))
+        history.append((state, metrics))
+        state = method.end_task(state, info, (x, y), jax.random.key(200 + t))
+    return state, history
+
+
 @pytest.fixture(scope="session")
 def tiny():
     return tiny_scenario()

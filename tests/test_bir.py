@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from cljax import methods, models
-from cljax.methods import TaskInfo
 from cljax.methods import bir as bir_lib
 from cljax.models import vae
+from tests import conftest
 from tests.conftest import tiny_scenario
 
 SC = tiny_scenario()
@@ -102,20 +102,7 @@ def test_a_class_gate_masks_the_decoder_units_of_that_class():
 
 
 def run_tasks(method, tasks, steps=6, key=0):
-    state = method.init(jax.random.key(key), SC.train(0)[0][:2])
-    step = jax.jit(method.train_step)
-    history = []
-    for t in range(tasks):
-        info = TaskInfo.of(t, CLASSES)
-        state = method.begin_task(state, info, jax.random.key(100 + t))
-        x, y = SC.train(t)
-        for i in range(steps):
-            j = (np.arange(4) + 4 * i) % len(y)
-            batch = {"x": jnp.asarray(x[j]), "y": jnp.asarray(y[j])}
-            state, metrics = step(state, batch, jax.random.key(1000 * t + i))
-        history.append((state, metrics))
-        state = method.end_task(state, info, (x, y), jax.random.key(200 + t))
-    return state, history
+    return conftest.run_tasks(method, SC, tasks, steps, key=key)
 
 
 def test_the_previous_network_replays_only_the_classes_it_has_seen():

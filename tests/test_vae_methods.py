@@ -9,11 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from cljax import methods, models
-from cljax.methods import TaskInfo
 from cljax.methods import dgr_vae as dgr_lib
 from cljax.methods import gen_classifier as gc_lib
 from cljax.models import vae
-from tests.conftest import tiny_scenario
+from tests.conftest import run_tasks, tiny_scenario
 
 SC = tiny_scenario()
 CLASSES = [SC.classes(t) for t in range(SC.num_tasks)]
@@ -107,26 +106,12 @@ def test_the_generative_classifier_learns_the_tiny_classes():
 
 def test_dgr_vae_replays_the_previous_scholar_labelled_over_every_output():
     method = build("dgr_vae")
-    state = method.init(jax.random.key(0), SC.train(0)[0][:2])
-    step = jax.jit(method.train_step)
-    losses = []
-    for t in range(SC.num_tasks):
-        info = TaskInfo.of(t, CLASSES)
-        state = method.begin_task(state, info, jax.random.key(10 + t))
-        x, y = SC.train(t)
-        for i in range(5):
-            j = (np.arange(4) + 4 * i) % len(y)
-            state, metrics = step(
-                state, {"x": jnp.asarray(x[j]), "y": jnp.asarray(y[j])}, jax.random.key(i)
-            )
-        losses.append(metrics)
-        if t == 0:
-            after_first = state
-        state = method.end_task(state, info, (x, y), jax.random.key(20 + t))
+    state, history = run_tasks(method, SC, steps=5)
     for a, b in zip(
         jax.tree.leaves(state.prev_gen), jax.tree.leaves(state.gen.params), strict=True
     ):
         np.testing.assert_array_equal(a, b)
+    after_first = history[0][0]
     parts = dgr_lib.Parts(
         method.config, models.make("mlp", SC.num_classes), SC.input_fn, None, None
     )
@@ -134,21 +119,9 @@ def test_dgr_vae_replays_the_previous_scholar_labelled_over_every_output():
     assert items.shape == (6, int(np.prod(SC.train(0)[0].shape[1:])))
     assert float(items.min()) >= 0.0 and float(items.max()) <= 1.0  # sigmoid images
     # without replay the second task trains on its own data only: another loss
-    off = build("dgr_vae", replay=False)
-    s = off.init(jax.random.key(0), SC.train(0)[0][:2])
-    for t in range(SC.num_tasks):
-        info = TaskInfo.of(t, CLASSES)
-        s = off.begin_task(s, info, jax.random.key(10 + t))
-        x, y = SC.train(t)
-        for i in range(5):
-            j = (np.arange(4) + 4 * i) % len(y)
-            s, m = jax.jit(off.train_step)(
-                s, {"x": jnp.asarray(x[j]), "y": jnp.asarray(y[j])}, jax.random.key(i)
-            )
-        if t == 0:
-            np.testing.assert_array_equal(m["loss"], losses[0]["loss"])
-        s = off.end_task(s, info, (x, y), jax.random.key(20 + t))
-    assert float(m["loss"]) != float(losses[1]["loss"])
+    _, off = run_tasks(build("dgr_vae", replay=False), SC, steps=5)
+    np.testing.assert_array_equal(off[0][1]["loss"], history[0][1]["loss"])
+    assert float(off[1][1]["loss"]) != float(history[1][1]["loss"])
 
 
 def test_fine_tuning_with_adam_is_van_de_vens_none():

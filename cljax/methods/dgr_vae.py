@@ -76,12 +76,9 @@ class Parts:
     solver_tx: Any
     gen_tx: Any
 
-    @functools.cache  # noqa: B019  (a few small frozen Parts, alive as long as their method)
     def vae(self, in_features: int) -> vae.CondVAE:
         c = self.config
-        return vae.CondVAE(
-            in_features=in_features, fc_units=c.fc_units, fc_layers=c.fc_layers, z_dim=c.z_dim
-        )
+        return vae.plain(in_features, c.fc_units, c.fc_layers, c.z_dim)
 
 
 def init(parts: Parts, key, example_x) -> State:

@@ -19,6 +19,7 @@ the mixture's means and log-variances N(0, 1), as the reference's `normal_()`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import flax.linen as nn
@@ -100,6 +101,13 @@ class CondVAE(nn.Module):
         if self.modes:  # touch the prior so `init` creates it
             self.prior()
         return self.decode(z, gates), logits, mu, logvar, z
+
+
+@functools.cache
+def plain(in_features: int, fc_units: int, fc_layers: int, z_dim: int) -> CondVAE:
+    """A VAE without classifier or mixture prior (a generator, or one class's model), one
+    instance per size so that states built by two calls have equal tree structures."""
+    return CondVAE(in_features=in_features, fc_units=fc_units, fc_layers=fc_layers, z_dim=z_dim)
 
 
 def input_size(params) -> int:
