@@ -114,7 +114,8 @@ def test_the_previous_network_replays_only_the_classes_it_has_seen():
         jax.tree.leaves(state.prev)[0], jax.tree.leaves(history[0][0].net.params)[0]
     )
     parts = bir_lib.Parts(method.config, SC.input_fn, SC.num_classes, None)
-    _, y = bir_lib.generate(method.config, parts, state, state.prev, jax.random.key(3), 64)
+    _, y, gate = bir_lib.generate(method.config, parts, state, state.prev, jax.random.key(3), 64)
+    np.testing.assert_array_equal(gate, jax.nn.one_hot(y, SC.num_classes))  # class gates
     assert set(np.asarray(y).tolist()) == set(CLASSES[0])
     # during task 0 nothing is replayed; from task 1 on the replayed batch enters the loss
     _, history = run_tasks(method, 2)
@@ -140,6 +141,46 @@ def test_internal_replay_replays_the_chosen_layer_and_freezes_what_is_under_it()
     assert not np.array_equal(lower(after_first), lower(state0))  # trained in task 0
     np.testing.assert_array_equal(lower(state), lower(after_first))  # frozen after it
     parts = bir_lib.Parts(method.config, SC.input_fn, SC.num_classes, None)
-    items, _ = bir_lib.generate(method.config, parts, state, state.prev, jax.random.key(3), 5)
+    items, _, _ = bir_lib.generate(method.config, parts, state, state.prev, jax.random.key(3), 5)
     assert items.shape == (5, method.config.fc_units)  # the layer's features, not images
     assert method.host.sample is None  # no images to draw
+
+
+def test_task_gates_replay_an_earlier_task_through_its_own_mask():
+    """`gates=task` (the reference's context gates): a mask per task; a replayed item's task is
+    drawn from the finished ones and its class from that task's classes."""
+    sc = tiny_scenario(num_tasks=3)
+    classes = [sc.classes(t) for t in range(3)]
+    method = methods.get("bir").make(
+        model=models.make("mlp", sc.num_classes),
+        input_fn=sc.input_fn,
+        **{**bir_lib.TEST_CONFIG, "gates": "task", "max_tasks": 3},
+    )
+    state = method.init(jax.random.key(0), sc.train(0)[0][:2])
+    assert all(m.shape == (3, bir_lib.TEST_CONFIG["fc_units"]) for m in state.masks)
+    step = jax.jit(method.train_step)
+    parts = bir_lib.Parts(method.config, sc.input_fn, sc.num_classes, None)
+    for t in range(3):
+        info = TaskInfo.of(t, classes)
+        state = method.begin_task(state, info, jax.random.key(t))
+        if t == 2:  # two tasks are finished: items of both, each through its task's mask
+            _, y, gate = bir_lib.generate(
+                method.config, parts, state, state.prev, jax.random.key(5), 200
+            )
+            task_of = np.argmax(np.asarray(gate), 1)
+            assert set(task_of.tolist()) == {0, 1}
+            for k in (0, 1):
+                assert set(np.asarray(y)[task_of == k].tolist()) == set(classes[k])
+        x, y = sc.train(t)
+        for i in range(3):
+            j = (np.arange(4) + 4 * i) % len(y)
+            state, metrics = step(
+                state, {"x": jnp.asarray(x[j]), "y": jnp.asarray(y[j])}, jax.random.key(i)
+            )
+        assert np.isfinite(float(metrics["loss"]))
+        state = method.end_task(state, info, (x, y), jax.random.key(9))
+    assert np.asarray(state.task_classes).tolist() == [
+        [c in classes[t] for c in range(sc.num_classes)] for t in range(3)
+    ]
+    with pytest.raises(ValueError, match="max_tasks"):
+        method.begin_task(state, TaskInfo.of(3, [*classes, (6,)]), jax.random.key(0))

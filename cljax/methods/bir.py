@@ -20,9 +20,12 @@ the whole network, never reset.
 Components (each switchable as the reference's options; all on is `--brain-inspired`):
 - `prior`: "gmm", a learned Gaussian mode per class (conditional replay: `--prior=GMM
   --per-class`), or "standard" N(0, I) (the class for the gates then drawn uniformly);
-- `gate_prop`: the fraction of each hidden decoder unit's rows masked to 0 by a fixed random
+- `gate_prop`: the fraction of each hidden decoder layer's units masked to 0 by a fixed random
   mask per class (`--dg-gates --dg-prop`; 0: no gates); current items are gated by their label,
-  replayed ones by the previous model's softened scores (soft) or argmax (hard);
+  replayed ones by the previous model's softened scores (soft) or argmax (hard). `gates=task`
+  masks per task instead (the reference's "context" gates, its domain-IL default): current items
+  through their task's mask; a replayed item's task drawn uniformly from the earlier ones, its
+  class uniformly from that task's, both the previous and the current network gated by it;
 - `distill`: soft targets (the previous model's scores at `temperature`, `--distill`) or its
   argmax as a hard label (`--replay=generative --feedback` without `--distill`);
 - `replay_layer`: internal replay (`--hidden`). 0 replays inputs (the reference on MNIST,
@@ -37,8 +40,6 @@ Deviations (from a line-by-line reading of the reference):
   CIFAR-10 for CIFAR-100) are here the first task's own training of the lower MLP layers;
   the reconstruction target is their output with its gradient stopped (the reference's
   frozen layers give no gradient).
-- Decoder gates by task ("context" gates, the reference's default for domain-IL) are not
-  implemented: gates are per class only.
 - The gate masks and every random draw come from JAX's keys, not numpy's / torch's streams.
 - `F.binary_cross_entropy`'s gradient at a clamped log (a saturated sigmoid) is 0 here.
 - Class-IL as the reference's default `--active-classes all`: cross-entropy over every output
@@ -81,8 +82,14 @@ class Config(Hyperparams):
         choices=("gmm", "standard"),
     )
     gate_prop: float = hparam(
-        0.1, "fraction of hidden decoder units masked per class (0: no gates)", ge=0, le=1
+        0.1, "fraction of hidden decoder units masked per class or task (0: no gates)", ge=0, le=1
     )
+    gates: str = hparam(
+        "class",
+        "a decoder mask per class, or per task (the reference's context gates, domain-IL's)",
+        choices=("class", "task"),
+    )
+    max_tasks: int = hparam(20, "with gates=task, the masks drawn (tasks a run may have)", ge=1)
     distill: bool = hparam(True, "replayed items' targets: the previous model's soft scores")
     temperature: float = hparam(2.0, "distillation temperature", gt=0)
     replay: bool = hparam(True, "replay generated items from the previous model")
@@ -135,8 +142,9 @@ class BirNet(nn.Module):
 class State:
     net: train_state.TrainState
     prev: Any  # the network's parameters at the end of the last task (the replay's source)
-    masks: tuple  # the decoder's fixed gate masks, `(num_classes, fc_units)` each; () without
+    masks: tuple  # the decoder's fixed gate masks, `(classes or max_tasks, fc_units)`; () without
     seen: jax.Array  # (C,) classes of the tasks before this one (what `prev` can replay)
+    task_classes: jax.Array  # (max_tasks, C) each finished task's classes ((0, C) for class gates)
     task: jax.Array  # index of the current task
     in_shape: tuple = struct.field(pytree_node=False, default=())  # one input's shape
 
@@ -174,29 +182,44 @@ def init(config: Config, parts: Parts, key, example_x) -> State:
     masks = ()
     if config.gate_prop > 0:
         masks = vae.gate_masks(
-            k_mask, parts.num_classes, config.fc_units, config.fc_layers, config.gate_prop
+            k_mask, _gate_rows(config, parts), config.fc_units, config.fc_layers, config.gate_prop
         )
+    by_task = config.max_tasks if config.gates == "task" else 0
     return State(
         net=train_state.TrainState.create(apply_fn=net.apply, params=params, tx=parts.tx),
         prev=params,
         masks=masks,
         seen=jnp.zeros(parts.num_classes, bool),
+        task_classes=jnp.zeros((by_task, parts.num_classes), bool),
         task=jnp.int32(0),
         in_shape=tuple(parts.input_fn(example_x, None, False).shape[1:]),
     )
 
 
-def begin_task(state: State, task, key) -> State:
+def _gate_rows(config: Config, parts: Parts) -> int:
+    return config.max_tasks if config.gates == "task" else parts.num_classes
+
+
+def begin_task(config: Config, state: State, task, key) -> State:
     """Records the task's index (r = 1 / (index + 1); replay from the second task on)."""
     del key
+    if config.gates == "task" and task.index >= config.max_tasks:
+        raise ValueError(
+            f"bir: task {task.index + 1} has no decoder gate: gates=task draws max_tasks="
+            f"{config.max_tasks} masks; set max_tasks to at least the run's number of tasks"
+        )
     return state.replace(task=jnp.int32(task.index))
 
 
-def end_task(state: State, task, data, key) -> State:
-    """The network as it ends the task becomes the replay's source; its classes join `seen`."""
+def end_task(config: Config, state: State, task, data, key) -> State:
+    """The network as it ends the task becomes the replay's source; its classes join `seen`
+    (and, with task gates, its row of `task_classes`)."""
     del data, key
-    seen = state.seen | class_mask(task.classes, state.seen.shape[0])
-    return state.replace(prev=state.net.params, seen=seen)
+    classes = class_mask(task.classes, state.seen.shape[0])
+    state = state.replace(prev=state.net.params, seen=state.seen | classes)
+    if config.gates == "task":
+        state = state.replace(task_classes=state.task_classes.at[task.index].set(classes))
+    return state
 
 
 def _gates(state: State, gate_input):
@@ -205,26 +228,39 @@ def _gates(state: State, gate_input):
 
 def generate(config: Config, parts: Parts, state: State, params, key, n: int):
     """`n` items the network with `params` generates (inputs, or the replayed layer's
-    features), a class drawn uniformly from `state.seen` for each (every class if none is
-    seen), through that class's prior mode and gates. Returns `(items, classes)`."""
-    k_y, k_z = jax.random.split(key)
-    logits = jnp.where(state.seen | ~state.seen.any(), 0.0, -jnp.inf)
-    y = jax.random.categorical(k_y, logits, shape=(n,))
+    features): with class gates a class drawn uniformly from `state.seen` for each (every class
+    if none is seen), through that class's prior mode and gates; with task gates a task drawn
+    uniformly from the finished ones, then a class uniformly from that task's. Returns
+    `(items, classes, gate_input)`, the last the rows of the masks each item went through."""
+    if config.gates == "task":
+        k_t, k_y, k_z = jax.random.split(key, 3)
+        earlier = jnp.arange(config.max_tasks) < jnp.maximum(state.task, 1)
+        t = jax.random.categorical(k_t, jnp.where(earlier, 0.0, -jnp.inf), shape=(n,))
+        of_task = state.task_classes[t]  # (n, C)
+        allowed = of_task | ~of_task.any(axis=1, keepdims=True)
+        y = jax.random.categorical(k_y, jnp.where(allowed, 0.0, -jnp.inf))
+        gate_input = jax.nn.one_hot(t, config.max_tasks)
+    else:
+        k_y, k_z = jax.random.split(key)
+        logits = jnp.where(state.seen | ~state.seen.any(), 0.0, -jnp.inf)
+        y = jax.random.categorical(k_y, logits, shape=(n,))
+        gate_input = jax.nn.one_hot(y, parts.num_classes)
     eps = jax.random.normal(k_z, (n, config.z_dim))
-    return decode_classes(config, parts, state, params, y, eps), y
+    return decode_classes(config, parts, state, params, y, eps, gate_input), y, gate_input
 
 
-def decode_classes(config: Config, parts: Parts, state: State, params, y, eps):
+def decode_classes(config: Config, parts: Parts, state: State, params, y, eps, gate_input=None):
     """Items of classes `y` from latent noise `eps`: through each class's prior mode (`gmm`)
-    and gates."""
+    and the gates of `gate_input` (default: each item's class)."""
     apply = parts.apply(params)
     if config.prior == "gmm":
         means, logvars = apply(method=BirNet.prior)
         z = means[y] + jnp.exp(0.5 * logvars[y]) * eps
     else:
         z = eps
-    onehot = jax.nn.one_hot(y, parts.num_classes)
-    return apply(z, _gates(state, onehot), method=BirNet.decode)
+    if gate_input is None:
+        gate_input = jax.nn.one_hot(y, parts.num_classes)
+    return apply(z, _gates(state, gate_input), method=BirNet.decode)
 
 
 def train_step(config: Config, parts: Parts, state: State, batch, key):
@@ -237,7 +273,7 @@ def train_step(config: Config, parts: Parts, state: State, batch, key):
     recon_fn = vae.recon_mse if config.replay_layer else vae.recon_bce
     # the replayed batch: generated by the previous network, labelled by its classifier
     prev_apply = parts.apply(state.prev)
-    x_r, _ = generate(config, parts, state, state.prev, k_gen, n)
+    x_r, _, gate_from = generate(config, parts, state, state.prev, k_gen, n)
     x_r = jax.lax.stop_gradient(x_r)
     scores = jax.lax.stop_gradient(prev_apply(x_r, method=BirNet.classify))
     soft = jax.nn.softmax(scores / config.temperature)
@@ -249,7 +285,15 @@ def train_step(config: Config, parts: Parts, state: State, batch, key):
         apply = parts.apply(params)
         h = apply(x, method=BirNet.lift)
         eps = jax.random.normal(k_eps, (n, config.z_dim))
-        gates = _gates(state, jax.nn.one_hot(y, parts.num_classes))
+        if config.gates == "task":
+            gates = _gates(
+                state,
+                jnp.broadcast_to(
+                    jax.nn.one_hot(state.task, config.max_tasks), (n, config.max_tasks)
+                ),
+            )
+        else:
+            gates = _gates(state, jax.nn.one_hot(y, parts.num_classes))
         recon, logits, mu, logvar, z = apply(h, eps, gates, method=lambda m, *a: m.vae(*a))
         prior = apply(method=BirNet.prior) if config.prior == "gmm" else None
         d = h.shape[-1]
@@ -259,7 +303,10 @@ def train_step(config: Config, parts: Parts, state: State, batch, key):
         current = jnp.mean(rec + var + ce)
         # replayed items
         eps_r = jax.random.normal(k_eps_r, (n, config.z_dim))
-        gate_r = soft if config.distill else jax.nn.one_hot(hard, parts.num_classes)
+        if config.gates == "task":  # the task it was generated through
+            gate_r = gate_from
+        else:
+            gate_r = soft if config.distill else jax.nn.one_hot(hard, parts.num_classes)
         recon_r, logits_r, mu_r, logvar_r, z_r = apply(
             x_r, eps_r, _gates(state, gate_r), method=lambda m, *a: m.vae(*a)
         )
@@ -298,7 +345,13 @@ def sample(config: Config, parts: Parts, state: State, key, per_class=8):
     with `replay_layer` > 0 it generates features), with their classes."""
     y = jnp.repeat(jnp.arange(parts.num_classes), per_class)
     eps = jax.random.normal(key, (y.shape[0], config.z_dim))
-    images = decode_classes(config, parts, state, state.net.params, y, eps)
+    gate_input = None
+    if config.gates == "task":  # each class through the latest task that had it (or this one)
+        had = state.task_classes  # (max_tasks, C)
+        last = config.max_tasks - 1 - jnp.argmax(had[::-1], axis=0)
+        task_of = jnp.where(had.any(axis=0), last, state.task)
+        gate_input = jax.nn.one_hot(task_of[y], config.max_tasks)
+    images = decode_classes(config, parts, state, state.net.params, y, eps, gate_input)
     return images.reshape((y.shape[0], *state.in_shape)), y
 
 
@@ -314,9 +367,9 @@ def make(config: Config | None = None, *, model, input_fn, **overrides) -> Metho
         name="bir",
         config=config,
         init=bind(init, config, parts),
-        begin_task=begin_task,
+        begin_task=bind(begin_task, config),
         train_step=bind(train_step, config, parts),
-        end_task=end_task,
+        end_task=bind(end_task, config),
         predict=bind(predict, parts),
         host=host,
     )

@@ -10,4 +10,10 @@ TUNED = {
     "split-mnist": {
         None: row(VDV_SPLIT_MNIST, lr=0.001, batch_size=128, steps=2000, last_batch="drop"),
     },
+    # the domain scenario's defaults of that code: gates per task ("context"), dg_prop 0.1
+    "split-mnist-domain": {
+        None: row(
+            VDV_SPLIT_MNIST, lr=0.001, batch_size=128, steps=2000, last_batch="drop", gates="task"
+        ),
+    },
 }
