@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from cljax import methods, models
+from cljax.methods import TaskInfo
 from cljax.methods import bir as bir_lib
 from cljax.models import vae
 from tests import conftest
