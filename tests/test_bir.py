@@ -185,3 +185,20 @@ def test_task_gates_replay_an_earlier_task_through_its_own_mask():
     ]
     with pytest.raises(ValueError, match="max_tasks"):
         method.begin_task(state, TaskInfo.of(3, [*classes, (6,)]), jax.random.key(0))
+
+
+def test_a_driver_run_checkpoints_and_resumes_every_gate_kind(tmp_path):
+    """Through `train.run` with a workdir (checkpoints after each task; an empty array in the
+    state cannot be saved), and a resumed run ends where an uninterrupted one does."""
+    from cljax import train
+
+    config = train.RunConfig(seeds=(0,), epochs=1, batch_size=4, progress=False)
+    for gates in ("class", "task"):
+        method = build(gates=gates, max_tasks=2)
+        whole = train.run(method, SC, config, workdir=tmp_path / f"{gates}-whole")
+        part = tmp_path / f"{gates}-part"
+        train.run(method, SC, config, workdir=part, stop_after=(1, 0))
+        resumed = train.run(method, SC, config, workdir=part, resume=True)
+        np.testing.assert_array_equal(
+            resumed["accuracy"]["class-il"], whole["accuracy"]["class-il"]
+        )

@@ -144,7 +144,7 @@ class State:
     prev: Any  # the network's parameters at the end of the last task (the replay's source)
     masks: tuple  # the decoder's fixed gate masks, `(classes or max_tasks, fc_units)`; () without
     seen: jax.Array  # (C,) classes of the tasks before this one (what `prev` can replay)
-    task_classes: jax.Array  # (max_tasks, C) each finished task's classes ((0, C) for class gates)
+    task_classes: jax.Array  # (max_tasks, C) each finished task's classes ((1, C) for class gates)
     task: jax.Array  # index of the current task
     in_shape: tuple = struct.field(pytree_node=False, default=())  # one input's shape
 
@@ -184,7 +184,8 @@ def init(config: Config, parts: Parts, key, example_x) -> State:
         masks = vae.gate_masks(
             k_mask, _gate_rows(config, parts), config.fc_units, config.fc_layers, config.gate_prop
         )
-    by_task = config.max_tasks if config.gates == "task" else 0
+    # one unused row for class gates (a checkpoint cannot hold an empty array)
+    by_task = config.max_tasks if config.gates == "task" else 1
     return State(
         net=train_state.TrainState.create(apply_fn=net.apply, params=params, tx=parts.tx),
         prev=params,
