@@ -120,3 +120,33 @@ def test_after_der_table_puts_each_row_beside_its_reference_and_paper():
     assert "| gdumb | 500 | task-il | 99.00 +- 0.10 |  |  |  |  | 2 |" in text
     with pytest.raises(SystemExit):
         after.main(["--rows", "nosuch"])
+
+
+def test_vdv_reads_the_reference_logs_and_tables_both_side_by_side(tmp_path):
+    """experiments/reproduce_vdv.py: a reference run's accuracy from main.py's last line and
+    its wall time from `/usr/bin/time -v`; an unfinished log is no result; the table pairs
+    the seeds both have."""
+    from experiments import reproduce_vdv as vdv
+
+    (tmp_path / "bir_class_s1.log").write_text(
+        " - Context 5: 0.9839\n=> average accuracy over all 5 contexts: 0.9575\n\n"
+    )
+    (tmp_path / "bir_class_s1.time").write_text(
+        "\tElapsed (wall clock) time (h:mm:ss or m:ss): 1:02:03.5\n"
+    )
+    (tmp_path / "bir_class_s2.log").write_text(" - Context 1: 0.99\n")  # still running
+    got = vdv.reference_from_logs(tmp_path, "bir", "class", 1)
+    assert got == {"accuracy": pytest.approx(95.75), "wall_s": pytest.approx(3723.5)}
+    assert vdv.reference_from_logs(tmp_path, "bir", "class", 2) is None
+    assert vdv.reference_from_logs(tmp_path, "dgr_vae", "class", 1) is None
+    results = {
+        "class": {
+            "bir": {
+                "1": {"reference": got, "cljax": {"accuracy": 95.59, "wall_s": 500.0}},
+                "2": {"cljax": {"accuracy": 93.1, "wall_s": 510.0}},  # no reference: left out
+            }
+        }
+    }
+    text = vdv.table(results, "alone")
+    assert "| BI-R | 95.75 +- 0.00 | 95.59 +- 0.00 | -0.16 | 1 | 95.8/95.6 | 3724 / 500 |" in text
+    assert "## class-incremental" in text and "Runs: alone" in text
