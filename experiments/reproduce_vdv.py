@@ -75,7 +75,8 @@ def parse_wall(text: str) -> float | None:
 
 
 # the scenario -> cljax's benchmark
-BENCHMARK = {"class": "split-mnist", "domain": "split-mnist-domain"}
+BENCHMARK = {"class": "split-mnist", "task": "split-mnist-task", "domain": "split-mnist-domain"}
+SETTING = {"class": "class-il", "task": "task-il", "domain": "domain-il"}
 CLASS_ONLY = ("gen_classifier",)
 
 
@@ -120,8 +121,7 @@ def run_cljax(data_dir: str, workdir: Path, method: str, scenario: str, seed: in
         subprocess.run(cmd, check=True)
     res = json.loads(done.read_text())
     final = res["final_average_accuracy"]
-    setting = "class-il" if scenario == "class" else "domain-il"
-    return {"accuracy": final[setting]["mean"], "wall_s": res["timing"]["wall_s"]}
+    return {"accuracy": final[SETTING[scenario]]["mean"], "wall_s": res["timing"]["wall_s"]}
 
 
 def summary(values):

@@ -34,6 +34,7 @@ BENCHMARKS = (
     "seq-digits",
     "seq-mnist",
     "split-mnist",
+    "split-mnist-task",
     "split-mnist-domain",
     "seq-fashion-mnist",
     "perm-mnist",
@@ -329,9 +330,10 @@ def build(
     2022): MNIST's 28x28 images in [0, 1], five tasks of two classes, and the backbone of
     that code (`mlp-400`); its protocol (2000 steps of 128 a task, every batch full) comes
     with each method's tuned row. Its classes are shuffled per seed by that code; here by
-    `class_seed` (one run per seed: `experiments/reproduce_vdv.py`). `split-mnist-domain` is its
-    domain-incremental scenario: the same tasks, each task's two classes labelled 0 and 1
-    (`within_task_labels`)."""
+    `class_seed` (one run per seed: `experiments/reproduce_vdv.py`). `split-mnist-task` is its
+    task-incremental scenario: the same tasks scored task-IL only, the methods' rows training a
+    head per task (`task_heads=2`); `split-mnist-domain` its domain-incremental one: each task's
+    two classes labelled 0 and 1 (`within_task_labels`)."""
     if name not in BENCHMARKS:
         raise ValueError(f"unknown benchmark {name!r}; choose one of: {', '.join(BENCHMARKS)}")
     if class_order != "label" and name not in CLASS_ORDERS.get(class_order, {}):
@@ -369,9 +371,11 @@ def build(
 
     if name == "seq-digits":
         return split(name, load(digits.load()), num_tasks or 5, scaled_input(16.0), "mlp")
-    if name in ("split-mnist", "split-mnist-domain"):
+    if name in ("split-mnist", "split-mnist-task", "split-mnist-domain"):
         arrays = load(idx.load("mnist", data_dir, download))
         sc = split("split-mnist", arrays, num_tasks or 5, scaled_input(255.0), "mlp-400")
+        if name == "split-mnist-task":  # scored task-IL only; its rows train a head per task
+            return dataclasses.replace(sc, name=name, settings=("task-il",))
         return within_task_labels(sc, name) if name == "split-mnist-domain" else sc
     if name in ("seq-mnist", "seq-fashion-mnist"):
         arrays = load(

@@ -212,6 +212,25 @@ def count_params(tree) -> int:
     return int(sum(np.size(a) for a in jax.tree.leaves(tree)))
 
 
+def task_heads_of(y, num_classes: int, per_task: int):
+    """`(B, C)` booleans: True at the classes of each label's task, on a benchmark whose
+    tasks hold `per_task` consecutive classes (van de Ven et al.'s task-IL training, a head
+    per task: an item's softmax runs over its own task's classes)."""
+    return (jnp.arange(num_classes)[None, :] // per_task) == (y // per_task)[:, None]
+
+
+def on_heads(logits, heads):
+    """`logits` with the entries outside `heads` (booleans of the same shape, or None: every
+    entry) pushed to -1e9: a softmax over the heads only, no gradient outside them."""
+    return logits if heads is None else jnp.where(heads, logits, -1e9)
+
+
+TASK_HEADS_DOC = (
+    "k > 0: train each item's softmax on its own task's k consecutive classes (a head per "
+    "task: van de Ven et al.'s task-IL training; score task-IL); 0: on every output"
+)
+
+
 @dataclasses.dataclass(frozen=True)
 class FinetuneConfig(Hyperparams):
     """Settings of a classifier trained on cross-entropy (`sgd`, `joint`)."""
@@ -222,6 +241,7 @@ class FinetuneConfig(Hyperparams):
         "sgd (Mammoth's) or adam (betas 0.9, 0.999: van de Ven et al.'s None and Joint)",
         choices=("sgd", "adam"),
     )
+    task_heads: int = hparam(0, TASK_HEADS_DOC, ge=0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -240,12 +260,15 @@ class NetOnlyState:
     net: NetState
 
 
-def finetune_step(input_fn, state: NetOnlyState, batch, key):
-    """One SGD step on the cross-entropy of the current batch."""
+def finetune_step(input_fn, state: NetOnlyState, batch, key, task_heads: int = 0):
+    """One optimizer step on the cross-entropy of the current batch (each item's over its
+    task's `task_heads` classes, when > 0)."""
     x = input_fn(batch["x"], key, True)
 
     def loss_fn(params):
         logits, stats = forward(state.net, params, x, state.net.batch_stats)
+        if task_heads:
+            logits = on_heads(logits, task_heads_of(batch["y"], logits.shape[-1], task_heads))
         return cross_entropy(logits, batch["y"]).mean(), (stats, None)
 
     net, loss, _ = sgd_update(state.net, loss_fn)
@@ -266,7 +289,9 @@ def make_finetune(name: str, config: FinetuneConfig, *, model, input_fn):
         name=name,
         config=config,
         init=init,
-        train_step=lambda state, batch, key: finetune_step(input_fn, state, batch, key),
+        train_step=lambda state, batch, key: finetune_step(
+            input_fn, state, batch, key, config.task_heads
+        ),
         predict=predict_with(input_fn),
     )
 

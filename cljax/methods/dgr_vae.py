@@ -23,6 +23,9 @@ Deviations (from a line-by-line reading of the reference):
   clamped log is 0 here.
 - As the reference's default `--active-classes all`, the solver's cross-entropy and the previous
   solver's argmax are over every output (`dgr` takes the argmax over the classes seen).
+  `task_heads=k` is its task-IL training: each current item's softmax over its task's k
+  classes; the replayed batch scored on every earlier task's head in turn (targets the previous
+  solver's argmax, or scores, within that head), the mean over those tasks.
 """
 
 from __future__ import annotations
@@ -39,7 +42,16 @@ from flax.training import train_state
 
 from cljax.core.config import Hyperparams, hparam
 from cljax.methods import HostHooks, Method, configure
-from cljax.methods.common import NetState, create_net, cross_entropy, forward, predict
+from cljax.methods.common import (
+    TASK_HEADS_DOC,
+    NetState,
+    create_net,
+    cross_entropy,
+    forward,
+    on_heads,
+    predict,
+    task_heads_of,
+)
 from cljax.models import vae
 
 TEST_CONFIG = {"fc_units": 8, "z_dim": 3}
@@ -55,6 +67,7 @@ class Config(Hyperparams):
     distill: bool = hparam(False, "replayed items' targets: the previous solver's soft scores")
     temperature: float = hparam(2.0, "distillation temperature", gt=0)
     replay: bool = hparam(True, "replay generated items (false: a fine-tuning scholar)")
+    task_heads: int = hparam(0, TASK_HEADS_DOC, ge=0)
 
 
 @struct.dataclass
@@ -140,15 +153,28 @@ def train_step(parts: Parts, state: State, batch, key):
     scores, _ = forward(state.solver, state.prev_solver, rep_image, state.prev_stats, train=False)
     scores = jax.lax.stop_gradient(scores)
 
+    def replay_loss(rep_logits, heads=None):
+        target = on_heads(scores, heads)
+        if c.distill:
+            return vae.kd_loss(on_heads(rep_logits, heads), target, c.temperature).mean()
+        return cross_entropy(on_heads(rep_logits, heads), jnp.argmax(target, axis=-1)).mean()
+
     def solver_loss(params):
         solver = state.solver
         logits, stats = forward(solver, params, image, solver.batch_stats)
         rep_logits, stats = forward(solver, params, rep_image, stats, active=replaying)
-        if c.distill:
-            rep = vae.kd_loss(rep_logits, scores, c.temperature)
+        if c.task_heads:  # the replay scored on each earlier task's head, their mean
+            classes = logits.shape[-1]
+            logits = on_heads(logits, task_heads_of(y, classes, c.task_heads))
+            tasks = jnp.arange(classes // c.task_heads)
+            per_task = jax.vmap(
+                lambda t: replay_loss(rep_logits, task_heads_of(t[None], classes, c.task_heads))
+            )(tasks * c.task_heads)
+            earlier = tasks < state.task
+            rep = jnp.sum(jnp.where(earlier, per_task, 0.0)) / jnp.maximum(earlier.sum(), 1)
         else:
-            rep = cross_entropy(rep_logits, jnp.argmax(scores, axis=-1))
-        return r * cross_entropy(logits, y).mean() + (1.0 - r) * rep.mean(), stats
+            rep = replay_loss(rep_logits)
+        return r * cross_entropy(logits, y).mean() + (1.0 - r) * rep, stats
 
     (s_loss, stats), grads = jax.value_and_grad(solver_loss, has_aux=True)(state.solver.params)
     solver = state.solver.apply_gradients(grads=grads, batch_stats=stats)

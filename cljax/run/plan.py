@@ -281,7 +281,7 @@ def scored_settings(method: Method, scenario: Scenario) -> tuple[str, ...]:
     """The evaluation settings a run reports (the scenario's single one where it has one)."""
     if scenario.single_setting is not None:
         return (scenario.single_setting,)
-    allowed = method.needs.settings or ("class-il", "task-il")
+    allowed = set(method.needs.settings or ("class-il", "task-il")) & set(scenario.settings)
     return tuple(s for s in ("class-il", "task-il") if s in allowed) or ("class-il", "task-il")
 
 

@@ -16,4 +16,16 @@ TUNED = {
             VDV_SPLIT_MNIST, lr=0.001, batch_size=128, steps=2000, last_batch="drop", gates="task"
         ),
     },
+    # the task scenario's: a head per task, no decoder gates (that code's dg_prop 0 there)
+    "split-mnist-task": {
+        None: row(
+            VDV_SPLIT_MNIST,
+            lr=0.001,
+            batch_size=128,
+            steps=2000,
+            last_batch="drop",
+            task_heads=2,
+            gate_prop=0.0,
+        ),
+    },
 }

@@ -13,3 +13,5 @@ TUNED = {
         ),
     },
 }
+TUNED["split-mnist-domain"] = TUNED["split-mnist"]
+TUNED["split-mnist-task"] = {None: {**TUNED["split-mnist"][None], "task_heads": 2}}

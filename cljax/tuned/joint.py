@@ -15,3 +15,4 @@ VDV_JOINT = row(
 )
 TUNED["split-mnist"] = {None: VDV_JOINT}
 TUNED["split-mnist-domain"] = {None: VDV_JOINT}
+TUNED["split-mnist-task"] = {None: {**VDV_JOINT, "task_heads": 2}}

@@ -44,6 +44,7 @@ VDV_NONE = row(
 )
 TUNED["split-mnist"] = {None: VDV_NONE}
 TUNED["split-mnist-domain"] = {None: VDV_NONE}
+TUNED["split-mnist-task"] = {None: {**VDV_NONE, "task_heads": 2}}
 TUNED["seq-fashion-mnist"] = same_as(TUNED["seq-mnist"], OURS_FASHION)
 TUNED["seq-cifar100-b50"] = same_as(TUNED["seq-cifar10"], OURS_CIFAR100)
 TUNED["seq-svhn"] = same_as(TUNED["seq-cifar10"], OURS_SVHN)
