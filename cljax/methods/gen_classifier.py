@@ -97,11 +97,17 @@ def init(parts: Parts, key, example_x) -> State:
 
 
 def vae_loss(net: vae.CondVAE, params, x, weights, key):
-    """A VAE's mean over the items of nonzero `weights` of BCE (mean over pixels) + KL / pixels."""
+    """A VAE's mean over the items of nonzero `weights` of BCE (mean over pixels) + KL / pixels.
+
+    The other items (other classes') enter as blank inputs, their terms selected away: another
+    class's images can drive a VAE's log-variance to overflow, and a NaN there would reach the
+    sum (0 x inf) and the gradient (the selection's zero times an infinite derivative)."""
     eps = jax.random.normal(key, (x.shape[0], net.z_dim))
+    own = weights > 0
+    x = jnp.where(own[:, None], x, 0.0)
     recon, _, mu, logvar, _ = net.apply({"params": params}, x, eps)
     per_item = vae.recon_bce(x, recon) + vae.kl_standard(mu, logvar) / x.shape[-1]
-    return jnp.sum(weights * per_item) / jnp.maximum(jnp.sum(weights), 1.0)
+    return jnp.sum(jnp.where(own, weights * per_item, 0.0)) / jnp.maximum(jnp.sum(weights), 1.0)
 
 
 def train_step(parts: Parts, state: State, batch, key):

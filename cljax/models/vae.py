@@ -140,11 +140,20 @@ def gates_of(masks: Sequence, gate_input):
 # ---------------------------------------------------------------- losses (per item)
 
 
+def _clamped_log(ok, value, safe):
+    """`max(value(p), -100)` where `ok`, else -100 (`F.binary_cross_entropy`'s clamp), where
+    `value` is evaluated at `safe` (p where `ok`, a harmless stand-in elsewhere): a float32
+    sigmoid saturates to exactly 0 or 1, and there `log`'s infinite derivative times the
+    clamp's zero would be a NaN gradient."""
+    return jnp.where(ok, jnp.maximum(value(safe), -100.0), -100.0)
+
+
 def recon_bce(x, recon):
     """Binary cross-entropy averaged over the elements, as `F.binary_cross_entropy` (its
-    logarithms clamped at -100)."""
-    log_p = jnp.maximum(jnp.log(recon), -100.0)
-    log_1mp = jnp.maximum(jnp.log1p(-recon), -100.0)
+    logarithms clamped at -100; where a probability is exactly 0 or 1 its gradient is 0)."""
+    above, below = recon > 0, recon < 1
+    log_p = _clamped_log(above, jnp.log, jnp.where(above, recon, 0.5))
+    log_1mp = _clamped_log(below, lambda p: jnp.log1p(-p), jnp.where(below, recon, 0.5))
     return -jnp.mean(x * log_p + (1.0 - x) * log_1mp, axis=-1)
 
 
