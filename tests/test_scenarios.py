@@ -167,6 +167,28 @@ def test_split_mnist_domain(mnist_dir):
     np.testing.assert_array_equal(dom.train(3)[1], cls.train(3)[1] - 6)
 
 
+def test_van_de_vens_permutations_per_seed():
+    """permMNIST's pixel permutations as that code draws them: `np.random.seed(s)` then one
+    `np.random.permutation(1024)` per context (seed 0: the first context unpermuted)."""
+    src, keep = scenarios.vdv_permutation_maps(3, 4, 1024)
+    rng = np.random.RandomState(3)
+    for t in range(4):
+        np.testing.assert_array_equal(src[t], rng.permutation(1024))
+    assert keep.all()
+    src0, _ = scenarios.vdv_permutation_maps(0, 2, 1024)
+    np.testing.assert_array_equal(src0[0], np.arange(1024))
+    np.testing.assert_array_equal(src0[1], np.random.RandomState(0).permutation(1024))
+
+
+def test_permuted_mnist_is_padded_and_permuted_per_run_seed(mnist_dir):
+    sc = scenarios.build("permuted-mnist", mnist_dir)
+    assert sc.num_tasks == 10 and sc.settings == ("domain-il",) and sc.model == "mlp-1000"
+    x0, _ = sc.raw("train")
+    assert x0.shape[1:] == (32, 32) and not x0[:, :2].any()  # Pad(2): a blank border
+    src, keep = sc.seed_maps(1)
+    np.testing.assert_array_equal(src, scenarios.vdv_permutation_maps(1, 10, 1024)[0])
+
+
 def test_permutation_and_rotation_transforms():
     rng = np.random.default_rng(0)
     x = rng.integers(0, 255, (3, 28, 28)).astype(np.uint8)

@@ -38,6 +38,7 @@ BENCHMARKS = (
     "split-mnist-domain",
     "seq-fashion-mnist",
     "perm-mnist",
+    "permuted-mnist",
     "rot-mnist",
     "mnist-360",
     "seq-cifar10",
@@ -294,6 +295,18 @@ def domain_incremental(
     )
 
 
+def vdv_permutation_maps(seed: int, num_tasks: int, size: int):
+    """`(src, keep)`, each `(num_tasks, size)`: the pixel permutations van de Ven et al.'s code
+    draws for its seed (`np.random.permutation(size)` per context after `np.random.seed(seed)`,
+    data/load.py), its seed 0 leaving the first context unpermuted (its `exception`)."""
+    rng = np.random.RandomState(seed)
+    if seed == 0:
+        perms = [np.arange(size)] + [rng.permutation(size) for _ in range(num_tasks - 1)]
+    else:
+        perms = [rng.permutation(size) for _ in range(num_tasks)]
+    return np.stack(perms).astype(np.int32), np.ones((num_tasks, size), bool)
+
+
 def _cifar_arrays(name, data_dir, download):
     try:
         return cifar.load(name, data_dir)
@@ -333,7 +346,9 @@ def build(
     `class_seed` (one run per seed: `experiments/reproduce_vdv.py`). `split-mnist-task` is its
     task-incremental scenario: the same tasks scored task-IL only, the methods' rows training a
     head per task (`task_heads=2`); `split-mnist-domain` its domain-incremental one: each task's
-    two classes labelled 0 and 1 (`within_task_labels`)."""
+    two classes labelled 0 and 1 (`within_task_labels`). `permuted-mnist` is that code's
+    permMNIST: MNIST padded to 32x32, ten tasks of its own pixel permutation per run seed
+    (`vdv_permutation_maps`), domain-IL, its 1000-1000 MLP (`mlp-1000`)."""
     if name not in BENCHMARKS:
         raise ValueError(f"unknown benchmark {name!r}; choose one of: {', '.join(BENCHMARKS)}")
     if class_order != "label" and name not in CLASS_ORDERS.get(class_order, {}):
@@ -346,14 +361,16 @@ def build(
         raise ValueError(f"brightness jitter is a CIFAR augmentation; {name} has none, use 0")
     if (base_classes or num_tasks) and name == "mnist-360":
         raise ValueError("mnist-360 is a stream without tasks: drop --tasks / the base classes")
-    if base_classes and name in ("perm-mnist", "rot-mnist"):
+    if base_classes and name in ("perm-mnist", "permuted-mnist", "rot-mnist"):
         raise ValueError(f"{name} is domain-incremental: every task has all classes, no base")
     if base_classes and num_tasks is None:
         raise ValueError(
             f"a first task of {base_classes} classes needs the number of tasks, the first "
             "included (e.g. --tasks 6 for seq-cifar100's B50 in steps of 10)"
         )
-    if class_seed and (class_order != "label" or name in ("perm-mnist", "rot-mnist", "mnist-360")):
+    if class_seed and (
+        class_order != "label" or name in ("perm-mnist", "permuted-mnist", "rot-mnist", "mnist-360")
+    ):
         raise ValueError(
             "class_seed shuffles a class-incremental benchmark's classes: use it with class "
             f"order label on a class-split benchmark, not {class_order!r} on {name}"
@@ -386,6 +403,20 @@ def build(
         from cljax.benchmarks import streams
 
         return streams.mnist360(load(idx.load("mnist", data_dir, download)), scaled_input(255.0))
+    if name == "permuted-mnist":  # van de Ven et al.'s permMNIST: 32x32 (Pad(2)), 10 contexts
+        x_tr, y_tr, x_te, y_te = load(idx.load("mnist", data_dir, download))
+        pad = lambda x: np.pad(x, ((0, 0), (2, 2), (2, 2)))  # noqa: E731
+        arrays = (pad(x_tr), y_tr, pad(x_te), y_te)
+        n = num_tasks or 10
+        maps = functools.partial(vdv_permutation_maps, num_tasks=n, size=32 * 32)
+        src, keep = maps(seed)
+        transforms = [
+            functools.partial(apply_maps, src=a, keep=b) for a, b in zip(src, keep, strict=True)
+        ]
+        raw = lambda split: arrays[:2] if split == "train" else arrays[2:]  # noqa: E731
+        return domain_incremental(
+            name, arrays, transforms, scaled_input(255.0), "mlp-1000", seed_maps=maps, raw=raw
+        )
     if name in ("perm-mnist", "rot-mnist"):
         arrays = load(idx.load("mnist", data_dir, download))
         n = num_tasks or 20

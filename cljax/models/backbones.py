@@ -271,7 +271,7 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def make(name: str, num_classes: int, dtype: str = "float32", nf: int = 64) -> nn.Module:
-    """Builds a backbone by name (`mlp`, `mlp-400`, `cnn`, `cnn-wide` or `resnet18`) computing
+    """Builds a backbone by name (`mlp`, `mlp-400`, `mlp-1000`, `cnn`, `cnn-wide` or `resnet18`) computing
     in `dtype`.
 
     `cnn-wide` is `cnn` with twice the channels (64-128-256), four times the
@@ -286,6 +286,8 @@ def make(name: str, num_classes: int, dtype: str = "float32", nf: int = 64) -> n
         return MLP((100, 100), num_classes, DTYPES[dtype])
     if name == "mlp-400":  # van de Ven et al.'s split-MNIST classifier (fc_units 400)
         return MLP((400, 400), num_classes, DTYPES[dtype], weight_init="torch")
+    if name == "mlp-1000":  # and their permuted-MNIST one (fc_units 1000)
+        return MLP((1000, 1000), num_classes, DTYPES[dtype], weight_init="torch")
     if name == "cnn":
         return ConvNet((32, 64, 128), num_classes, DTYPES[dtype])
     if name == "cnn-wide":
@@ -295,4 +297,4 @@ def make(name: str, num_classes: int, dtype: str = "float32", nf: int = 64) -> n
     raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
 
 
-MODELS = ("mlp", "mlp-400", "cnn", "cnn-wide", "resnet18")
+MODELS = ("mlp", "mlp-400", "mlp-1000", "cnn", "cnn-wide", "resnet18")

@@ -49,6 +49,11 @@ VDV_SPLIT_MNIST = (
     "van de Ven et al.'s code (GMvandeVen/continual-learning e6d795a, params/param_values.py) "
     "on splitMNIST: 2000 iterations of 128 a task, every batch full (drop_last), Adam 1e-3"
 )
+VDV_PERM_MNIST = (
+    "van de Ven et al.'s code (GMvandeVen/continual-learning e6d795a, params/param_values.py) "
+    "on permMNIST: 5000 iterations of 128 a task, every batch full (drop_last), Adam 1e-4, "
+    "1000 units"
+)
 DGR = (
     "van de Ven et al.'s DGR settings (Adam 1e-3, chunks of 128, 2000 iterations a task); "
     "batch_size = n_critic (5) x chunk"

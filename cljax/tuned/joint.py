@@ -1,6 +1,6 @@
 """Tuned settings of `joint`: SGD's rows (the DER paper does not list JOINT's settings)."""
 
-from cljax.tuned import OURS_JOINT, VDV_SPLIT_MNIST, row, same_as, sgd
+from cljax.tuned import OURS_JOINT, VDV_PERM_MNIST, VDV_SPLIT_MNIST, row, same_as, sgd
 
 TUNED = {benchmark: same_as(rows, OURS_JOINT) for benchmark, rows in sgd.TUNED.items()}
 # van de Ven et al.'s "Joint" (compare.py): once on every task's data, for the tasks' iterations
@@ -16,3 +16,10 @@ VDV_JOINT = row(
 TUNED["split-mnist"] = {None: VDV_JOINT}
 TUNED["split-mnist-domain"] = {None: VDV_JOINT}
 TUNED["split-mnist-task"] = {None: {**VDV_JOINT, "task_heads": 2}}
+TUNED["permuted-mnist"] = {
+    None: {
+        **TUNED["permuted-mnist"][None],
+        "steps": 50000,
+        "source": VDV_PERM_MNIST + "; Joint: 10 x 5000",
+    }
+}

@@ -6,6 +6,7 @@ from cljax.tuned import (
     OURS_FASHION,
     OURS_SVHN,
     PAPER,
+    VDV_PERM_MNIST,
     VDV_SPLIT_MNIST,
     XDER_CIFAR100,
     row,
@@ -40,11 +41,21 @@ TUNED = {
 }
 # van de Ven et al.'s "None": Adam 1e-3, 2000 iterations of 128 a task
 VDV_NONE = row(
-    VDV_SPLIT_MNIST, optimizer="adam", lr=0.001, batch_size=128, steps=2000, last_batch="drop"
+    VDV_SPLIT_MNIST,
+    optimizer="adam",
+    lr=0.001,
+    batch_size=128,
+    steps=2000,
+    last_batch="drop",
 )
 TUNED["split-mnist"] = {None: VDV_NONE}
 TUNED["split-mnist-domain"] = {None: VDV_NONE}
 TUNED["split-mnist-task"] = {None: {**VDV_NONE, "task_heads": 2}}
+TUNED["permuted-mnist"] = {
+    None: row(
+        VDV_PERM_MNIST, optimizer="adam", lr=0.0001, batch_size=128, steps=5000, last_batch="drop"
+    )
+}
 TUNED["seq-fashion-mnist"] = same_as(TUNED["seq-mnist"], OURS_FASHION)
 TUNED["seq-cifar100-b50"] = same_as(TUNED["seq-cifar10"], OURS_CIFAR100)
 TUNED["seq-svhn"] = same_as(TUNED["seq-cifar10"], OURS_SVHN)
