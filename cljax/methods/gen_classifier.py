@@ -19,7 +19,8 @@ every log-density without its 2 pi constant (as the reference; they cancel acros
 Deviations:
 - The reference trains the classes one after another, each for its own iterations of 128
   items of that class. Here a step takes the driver's batch of the task's items and trains
-  every class's VAE on its own items of it (their mean loss), so a class's batch is its share
+  each of the task's classes' VAEs on its own items of it (their mean loss; the other classes'
+  VAEs are not computed), so a class's batch is its share
   of the task's batch (about 128 for the tuned row's 256 over two classes, varying with the
   draw) and the classes of a task train side by side; a VAE with no item in a batch keeps its
   parameters and its Adam's state unchanged.
@@ -62,6 +63,7 @@ class Config(Hyperparams):
 class State:
     params: Any  # every class's VAE, stacked on a leading class axis
     opt: Any  # every class's Adam state, stacked the same way
+    current: jax.Array  # the classes whose VAEs train now (the task's; all before any task)
     in_shape: tuple = struct.field(pytree_node=False, default=())
 
 
@@ -92,6 +94,7 @@ def init(parts: Parts, key, example_x) -> State:
     return State(
         params=params,
         opt=jax.vmap(parts.tx.init)(params),
+        current=jnp.arange(parts.num_classes, dtype=jnp.int32),
         in_shape=tuple(parts.input_fn(example_x, None, False).shape[1:]),
     )
 
@@ -110,15 +113,22 @@ def vae_loss(net: vae.CondVAE, params, x, weights, key):
     return jnp.sum(jnp.where(own, weights * per_item, 0.0)) / jnp.maximum(jnp.sum(weights), 1.0)
 
 
+def begin_task(state: State, task, key) -> State:
+    """The task's classes are the ones whose VAEs train (a step computes those only)."""
+    del key
+    return state.replace(current=jnp.asarray(task.classes, jnp.int32))
+
+
 def train_step(parts: Parts, state: State, batch, key):
-    """Every class's VAE one Adam step on its own items of the batch (none: unchanged)."""
+    """Each current class's VAE one Adam step on its own items of the batch (none: unchanged)."""
     k_aug, key = jax.random.split(key)
     x = _flat(parts, batch["x"], k_aug, True)
     y = batch["y"]
     net = parts.net(x.shape[-1])
-    classes = jnp.arange(parts.num_classes)
-    weights = (y[None, :] == classes[:, None]).astype(jnp.float32)  # (C, B)
-    keys = jax.random.split(key, parts.num_classes)
+    classes = state.current
+    weights = (y[None, :] == classes[:, None]).astype(jnp.float32)  # (K, B)
+    keys = jax.random.split(key, classes.shape[0])
+    take = lambda tree: jax.tree.map(lambda a: a[classes], tree)  # noqa: E731
 
     def one(params, opt, w, k):
         loss, grads = jax.value_and_grad(functools.partial(vae_loss, net))(params, x, w, k)
@@ -128,10 +138,12 @@ def train_step(parts: Parts, state: State, batch, key):
         keep = lambda new, old: jnp.where(has, new, old)  # noqa: E731
         return jax.tree.map(keep, new_params, params), jax.tree.map(keep, new_opt, opt), loss
 
-    params, opt, losses = jax.vmap(one)(state.params, state.opt, weights, keys)
+    params, opt, losses = jax.vmap(one)(take(state.params), take(state.opt), weights, keys)
+    put = lambda whole, part: jax.tree.map(lambda a, b: a.at[classes].set(b), whole, part)  # noqa: E731
     counts = weights.sum(1)
     loss = jnp.sum(losses * counts) / jnp.maximum(counts.sum(), 1.0)
-    return state.replace(params=params, opt=opt), {"loss": loss}
+    new = state.replace(params=put(state.params, params), opt=put(state.opt, opt))
+    return new, {"loss": loss}
 
 
 def log_likelihood(net: vae.CondVAE, params, x, eps):
@@ -195,6 +207,7 @@ def make(config: Config | None = None, *, model, input_fn, **overrides) -> Metho
         needs=Needs(settings=CLASS_SPLIT_SETTINGS),
         init=functools.partial(init, parts),
         train_step=functools.partial(train_step, parts),
+        begin_task=begin_task,
         predict=functools.partial(predict, parts),
         host=HostHooks(sample=functools.partial(sample, parts)),
     )
