@@ -307,6 +307,19 @@ def vdv_permutation_maps(seed: int, num_tasks: int, size: int):
     return np.stack(perms).astype(np.int32), np.ones((num_tasks, size), bool)
 
 
+def mapped_domain(name, arrays, maps, seed: int, model: str) -> Scenario:
+    """A domain-incremental benchmark of pixel maps drawn per run seed: `maps(seed)` gives
+    every task's `(src, keep)`; the scenario's own tasks are those of `seed`."""
+    src, keep = maps(seed)
+    transforms = [
+        functools.partial(apply_maps, src=a, keep=b) for a, b in zip(src, keep, strict=True)
+    ]
+    raw = lambda split: arrays[:2] if split == "train" else arrays[2:]  # noqa: E731
+    return domain_incremental(
+        name, arrays, transforms, scaled_input(255.0), model, seed_maps=maps, raw=raw
+    )
+
+
 def _cifar_arrays(name, data_dir, download):
     try:
         return cifar.load(name, data_dir)
@@ -407,29 +420,13 @@ def build(
         x_tr, y_tr, x_te, y_te = load(idx.load("mnist", data_dir, download))
         pad = lambda x: np.pad(x, ((0, 0), (2, 2), (2, 2)))  # noqa: E731
         arrays = (pad(x_tr), y_tr, pad(x_te), y_te)
-        n = num_tasks or 10
-        maps = functools.partial(vdv_permutation_maps, num_tasks=n, size=32 * 32)
-        src, keep = maps(seed)
-        transforms = [
-            functools.partial(apply_maps, src=a, keep=b) for a, b in zip(src, keep, strict=True)
-        ]
-        raw = lambda split: arrays[:2] if split == "train" else arrays[2:]  # noqa: E731
-        return domain_incremental(
-            name, arrays, transforms, scaled_input(255.0), "mlp-1000", seed_maps=maps, raw=raw
-        )
+        maps = functools.partial(vdv_permutation_maps, num_tasks=num_tasks or 10, size=32 * 32)
+        return mapped_domain(name, arrays, maps, seed, "mlp-1000")
     if name in ("perm-mnist", "rot-mnist"):
         arrays = load(idx.load("mnist", data_dir, download))
-        n = num_tasks or 20
         shape = arrays[0].shape[1:]
-        maps = functools.partial(domain_maps, name, num_tasks=n, shape=shape)
-        src, keep = maps(seed)
-        transforms = [
-            functools.partial(apply_maps, src=a, keep=b) for a, b in zip(src, keep, strict=True)
-        ]
-        raw = lambda split: arrays[:2] if split == "train" else arrays[2:]  # noqa: E731
-        return domain_incremental(
-            name, arrays, transforms, scaled_input(255.0), "mlp", seed_maps=maps, raw=raw
-        )
+        maps = functools.partial(domain_maps, name, num_tasks=num_tasks or 20, shape=shape)
+        return mapped_domain(name, arrays, maps, seed, "mlp")
     if name == "seq-tinyimg":  # Mammoth's: RandomCrop(64, padding=4), flip, Normalize
         arrays = load(tinyimagenet.load(data_dir, download))
         return split(name, arrays, num_tasks or 10, cifar_input(*TINYIMG_STATS), "resnet18")
