@@ -69,6 +69,7 @@ from cljax.methods.common import (
     TASK_HEADS_DOC,
     class_mask,
     cross_entropy,
+    flat_input,
     on_heads,
     task_heads_of,
 )
@@ -137,6 +138,10 @@ class BirNet(nn.Module):
     def __call__(self, x, eps, gates=None):
         return self.vae(self.lift(x), eps, gates)
 
+    def autoencode(self, h, eps, gates=None):
+        """The VAE (and classifier) on what the lower layers output, `h`."""
+        return self.vae(h, eps, gates)
+
     def classify(self, h):
         return self.vae.classify(h)
 
@@ -177,15 +182,11 @@ class Parts:
         return functools.partial(self.net(d).apply, {"params": params}, **kw)
 
 
-def _flat(parts: Parts, x, key, train: bool):
-    x = parts.input_fn(x, key, train)
-    return x.reshape((x.shape[0], -1))
-
-
 def init(config: Config, parts: Parts, key, example_x) -> State:
     """The network for inputs like `example_x`, its fixed gate masks, nothing seen yet."""
     k_net, k_mask = jax.random.split(key)
-    x = _flat(parts, example_x, None, False)
+    image = parts.input_fn(example_x, None, False)
+    x = image.reshape((image.shape[0], -1))
     net = parts.net(x.shape[-1])
     params = net.init(k_net, x, jnp.zeros((x.shape[0], config.z_dim)))["params"]
     masks = ()
@@ -202,7 +203,7 @@ def init(config: Config, parts: Parts, key, example_x) -> State:
         seen=jnp.zeros(parts.num_classes, bool),
         task_classes=jnp.zeros((by_task, parts.num_classes), bool),
         task=jnp.int32(0),
-        in_shape=tuple(parts.input_fn(example_x, None, False).shape[1:]),
+        in_shape=tuple(image.shape[1:]),
     )
 
 
@@ -285,7 +286,7 @@ def train_step(config: Config, parts: Parts, state: State, batch, key):
     """One Adam step on r * the current batch's loss + (1 - r) * the replayed batch's (the
     previous network's samples and its scores on them); see the module's docstring."""
     k_aug, k_eps, k_gen, k_eps_r = jax.random.split(key, 4)
-    x = _flat(parts, batch["x"], k_aug, True)
+    x = flat_input(parts.input_fn, batch["x"], k_aug, True)
     y = batch["y"]
     n = x.shape[0]
     recon_fn = vae.recon_mse if config.replay_layer else vae.recon_bce
@@ -317,7 +318,7 @@ def train_step(config: Config, parts: Parts, state: State, batch, key):
             )
         else:
             gates = _gates(state, jax.nn.one_hot(y, parts.num_classes))
-        recon, logits, mu, logvar, z = apply(h, eps, gates, method=lambda m, *a: m.vae(*a))
+        recon, logits, mu, logvar, z = apply(h, eps, gates, method=BirNet.autoencode)
         prior = apply(method=BirNet.prior) if config.prior == "gmm" else None
         d = h.shape[-1]
         rec = recon_fn(jax.lax.stop_gradient(h), recon)
@@ -331,7 +332,7 @@ def train_step(config: Config, parts: Parts, state: State, batch, key):
         else:
             gate_r = soft if config.distill else jax.nn.one_hot(hard, parts.num_classes)
         recon_r, logits_r, mu_r, logvar_r, z_r = apply(
-            x_r, eps_r, _gates(state, gate_r), method=lambda m, *a: m.vae(*a)
+            x_r, eps_r, _gates(state, gate_r), method=BirNet.autoencode
         )
         logits_r = on_heads(logits_r, heads_r)
         if config.distill:
@@ -361,7 +362,10 @@ def train_step(config: Config, parts: Parts, state: State, batch, key):
 def predict(parts: Parts, state: State, x):
     """The classifier's logits (the encoder's top, through any frozen lower layers)."""
     apply = parts.apply(state.net.params)
-    return apply(apply(_flat(parts, x, None, False), method=BirNet.lift), method=BirNet.classify)
+    return apply(
+        apply(flat_input(parts.input_fn, x, None, False), method=BirNet.lift),
+        method=BirNet.classify,
+    )
 
 
 def sample(config: Config, parts: Parts, state: State, key, per_class=8):
@@ -385,7 +389,7 @@ def make(config: Config | None = None, *, model, input_fn, **overrides) -> Metho
     config = configure(Config, config, overrides)
     tx = optax.adam(config.lr, b1=0.9, b2=0.999, eps=1e-8)
     parts = Parts(config=config, input_fn=input_fn, num_classes=model.num_classes, tx=tx)
-    bind = lambda f, *args: functools.partial(f, *args)  # noqa: E731
+    bind = functools.partial
     host = HostHooks(sample=bind(sample, config, parts)) if not config.replay_layer else HostHooks()
     return Method(
         name="bir",

@@ -97,6 +97,12 @@ def penultimate(model):
     return features
 
 
+def flat_input(input_fn, x, key, train: bool):
+    """`input_fn`'s prepared inputs of raw `x`, each flattened to one row (the MLP VAEs')."""
+    x = input_fn(x, key, train)
+    return x.reshape((x.shape[0], -1))
+
+
 def predict_with(input_fn):
     """`predict(state, x)` for states whose network is `state.net`."""
 

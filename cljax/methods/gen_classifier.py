@@ -42,6 +42,7 @@ from flax import struct
 
 from cljax.core.config import Hyperparams, hparam
 from cljax.methods import CLASS_SPLIT_SETTINGS, HostHooks, Method, Needs, configure
+from cljax.methods.common import flat_input
 from cljax.models import vae
 
 TEST_CONFIG = {"fc_units": 8, "z_dim": 2, "eval_samples": 3}
@@ -79,14 +80,10 @@ class Parts:
         return vae.plain(in_features, c.fc_units, c.fc_layers, c.z_dim)
 
 
-def _flat(parts: Parts, x, key, train: bool):
-    x = parts.input_fn(x, key, train)
-    return x.reshape((x.shape[0], -1))
-
-
 def init(parts: Parts, key, example_x) -> State:
     """A VAE and an Adam per class, for inputs like `example_x`."""
-    x = _flat(parts, example_x, None, False)
+    image = parts.input_fn(example_x, None, False)
+    x = image.reshape((image.shape[0], -1))
     net = parts.net(x.shape[-1])
     eps = jnp.zeros((x.shape[0], parts.config.z_dim))
     keys = jax.random.split(key, parts.num_classes)
@@ -95,7 +92,7 @@ def init(parts: Parts, key, example_x) -> State:
         params=params,
         opt=jax.vmap(parts.tx.init)(params),
         current=jnp.arange(parts.num_classes, dtype=jnp.int32),
-        in_shape=tuple(parts.input_fn(example_x, None, False).shape[1:]),
+        in_shape=tuple(image.shape[1:]),
     )
 
 
@@ -122,7 +119,7 @@ def begin_task(state: State, task, key) -> State:
 def train_step(parts: Parts, state: State, batch, key):
     """Each current class's VAE one Adam step on its own items of the batch (none: unchanged)."""
     k_aug, key = jax.random.split(key)
-    x = _flat(parts, batch["x"], k_aug, True)
+    x = flat_input(parts.input_fn, batch["x"], k_aug, True)
     y = batch["y"]
     net = parts.net(x.shape[-1])
     classes = state.current
@@ -172,7 +169,7 @@ def log_likelihood(net: vae.CondVAE, params, x, eps):
 
 def predict(parts: Parts, state: State, x):
     """`(B, C)`: every class's log-likelihood estimate of each input (its score)."""
-    x = _flat(parts, x, None, False)
+    x = flat_input(parts.input_fn, x, None, False)
     net = parts.net(x.shape[-1])
     c = parts.config
     key = jax.random.key(c.eval_seed)

@@ -98,8 +98,6 @@ class CondVAE(nn.Module):
         mu, logvar, h = self.encode(x)
         z = mu + jnp.exp(0.5 * logvar) * eps
         logits = self.head(h) if self.num_classes else None
-        if self.modes:  # touch the prior so `init` creates it
-            self.prior()
         return self.decode(z, gates), logits, mu, logvar, z
 
 
