@@ -307,6 +307,10 @@ def vdv_permutation_maps(seed: int, num_tasks: int, size: int):
     return np.stack(perms).astype(np.int32), np.ones((num_tasks, size), bool)
 
 
+# the domain-incremental benchmarks of per-seed pixel maps (`mapped_domain`)
+PIXEL_MAP_BENCHMARKS = ("perm-mnist", "permuted-mnist", "rot-mnist")
+
+
 def mapped_domain(name, arrays, maps, seed: int, model: str) -> Scenario:
     """A domain-incremental benchmark of pixel maps drawn per run seed: `maps(seed)` gives
     every task's `(src, keep)`; the scenario's own tasks are those of `seed`."""
@@ -374,16 +378,14 @@ def build(
         raise ValueError(f"brightness jitter is a CIFAR augmentation; {name} has none, use 0")
     if (base_classes or num_tasks) and name == "mnist-360":
         raise ValueError("mnist-360 is a stream without tasks: drop --tasks / the base classes")
-    if base_classes and name in ("perm-mnist", "permuted-mnist", "rot-mnist"):
+    if base_classes and name in PIXEL_MAP_BENCHMARKS:
         raise ValueError(f"{name} is domain-incremental: every task has all classes, no base")
     if base_classes and num_tasks is None:
         raise ValueError(
             f"a first task of {base_classes} classes needs the number of tasks, the first "
             "included (e.g. --tasks 6 for seq-cifar100's B50 in steps of 10)"
         )
-    if class_seed and (
-        class_order != "label" or name in ("perm-mnist", "permuted-mnist", "rot-mnist", "mnist-360")
-    ):
+    if class_seed and (class_order != "label" or name in (*PIXEL_MAP_BENCHMARKS, "mnist-360")):
         raise ValueError(
             "class_seed shuffles a class-incremental benchmark's classes: use it with class "
             f"order label on a class-split benchmark, not {class_order!r} on {name}"
