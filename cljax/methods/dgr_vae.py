@@ -41,7 +41,7 @@ from flax import struct
 from flax.training import train_state
 
 from cljax.core.config import Hyperparams, hparam
-from cljax.methods import HostHooks, Method, configure
+from cljax.methods import HostHooks, Method, configure, scholar
 from cljax.methods.common import (
     TASK_HEADS_DOC,
     NetState,
@@ -49,7 +49,6 @@ from cljax.methods.common import (
     cross_entropy,
     forward,
     on_heads,
-    predict,
     task_heads_of,
 )
 from cljax.models import vae
@@ -182,21 +181,12 @@ def train_step(parts: Parts, state: State, batch, key):
     net = parts.vae(flat.shape[-1])
 
     def vae_loss(params):
-        def part(x, k):
-            eps = jax.random.normal(k, (n, c.z_dim))
-            recon, _, mu, logvar, _ = net.apply({"params": params}, x, eps)
-            return jnp.mean(vae.recon_bce(x, recon) + vae.kl_standard(mu, logvar) / x.shape[-1])
-
-        return r * part(flat, k_eps) + (1.0 - r) * part(replayed, k_eps_r)
+        current = vae.plain_loss(net, params, flat, k_eps).mean()
+        return r * current + (1.0 - r) * vae.plain_loss(net, params, replayed, k_eps_r).mean()
 
     g_loss, g_grads = jax.value_and_grad(vae_loss)(state.gen.params)
     gen = state.gen.apply_gradients(grads=g_grads)
     return state.replace(solver=solver, gen=gen), {"loss": s_loss, "g_loss": g_loss}
-
-
-def solver_predict(parts: Parts, state: State, x):
-    """The solver's logits."""
-    return predict(state.solver, parts.input_fn(x, None, False))
 
 
 def sample(parts: Parts, state: State, key, per_class=8):
@@ -223,6 +213,6 @@ def make(config: Config | None = None, *, model, input_fn, **overrides) -> Metho
         begin_task=begin_task,
         train_step=functools.partial(train_step, parts),
         end_task=end_task,
-        predict=functools.partial(solver_predict, parts),
+        predict=functools.partial(scholar.solver_predict, parts),  # the solver's logits
         host=HostHooks(sample=functools.partial(sample, parts)),
     )

@@ -102,11 +102,8 @@ def vae_loss(net: vae.CondVAE, params, x, weights, key):
     The other items (other classes') enter as blank inputs, their terms selected away: another
     class's images can drive a VAE's log-variance to overflow, and a NaN there would reach the
     sum (0 x inf) and the gradient (the selection's zero times an infinite derivative)."""
-    eps = jax.random.normal(key, (x.shape[0], net.z_dim))
     own = weights > 0
-    x = jnp.where(own[:, None], x, 0.0)
-    recon, _, mu, logvar, _ = net.apply({"params": params}, x, eps)
-    per_item = vae.recon_bce(x, recon) + vae.kl_standard(mu, logvar) / x.shape[-1]
+    per_item = vae.plain_loss(net, params, jnp.where(own[:, None], x, 0.0), key)
     return jnp.sum(jnp.where(own, weights * per_item, 0.0)) / jnp.maximum(jnp.sum(weights), 1.0)
 
 

@@ -117,7 +117,8 @@ def init(parts: ScholarParts, key, example_x) -> ScholarState:
 
 
 def solver_predict(parts: ScholarParts, state: ScholarState, x):
-    """The solver's logits."""
+    """The solver's logits (of any scholar whose parts have `input_fn` and whose state has
+    `solver`: `dgr`, `mergan`, and `dgr_vae`'s VAE scholar)."""
     return predict(state.solver, parts.input_fn(x, None, False))
 
 

@@ -199,6 +199,15 @@ def variational_loss(z, mu, logvar, prior=None, y=None, probs=None):
     return log_normal_diag(z, mu, logvar) - log_prior_gmm(z, *prior, y=y, probs=probs)
 
 
+def plain_loss(net: CondVAE, params, x, key):
+    """Per item, a plain VAE's (`plain`) loss on flat inputs `x` in [0, 1]: the binary
+    cross-entropy (mean over the elements) + KL / the input's size, z drawn with `key` (the
+    reference's `VAE.loss_function` before its batch mean)."""
+    eps = jax.random.normal(key, (x.shape[0], net.z_dim))
+    recon, _, mu, logvar, _ = net.apply({"params": params}, x, eps)
+    return recon_bce(x, recon) + kl_standard(mu, logvar) / x.shape[-1]
+
+
 def kd_loss(logits, target_logits, temperature: float):
     """Per item: cross-entropy of the softened targets against the softened logits, summed
     over classes, without the T^2 factor (the reference's `loss_fn_kd`, `norm=False`)."""
