@@ -53,6 +53,9 @@ REFERENCE = {
         "--gen-classifier --iters=1000 --fc-units=85 --fc-layers=3 --z-dim=5 --hidden --lr=0.001",
     ),
     "dgr_vae": ("dgr", "--replay=generative"),
+    "ewc": ("ewc", "--ewc"),
+    "si": ("si", "--si"),
+    "lwf": ("lwf", "--lwf"),
 }
 LABELS = {
     "sgd": "None (Adam)",
@@ -60,6 +63,9 @@ LABELS = {
     "bir": "BI-R",
     "gen_classifier": "Generative classifier",
     "dgr_vae": "DGR (VAE)",
+    "ewc": "EWC",
+    "si": "SI",
+    "lwf": "LwF",
 }
 ACCURACY = re.compile(r"average accuracy over all \d+ contexts: ([0-9.]+)")
 WALL = re.compile(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (\S+)")

@@ -127,13 +127,16 @@ def class_mask(classes, num_classes: int):
     return jnp.zeros(num_classes, bool).at[jnp.asarray(classes, jnp.int32)].set(True)
 
 
-def ce_and_grads(net: NetState, x, y):
-    """Mean cross-entropy of prepared inputs `x` with labels `y`, the updated BatchNorm
-    statistics and the loss's gradient (for steps that change the gradient before applying
-    it: EWC's and SI's closed-form penalties)."""
+def ce_and_grads(net: NetState, x, y, task_heads: int = 0):
+    """Mean cross-entropy of prepared inputs `x` with labels `y` (each item's over its task's
+    `task_heads` classes, when > 0), the updated BatchNorm statistics and the loss's gradient
+    (for steps that change the gradient before applying it: EWC's and SI's closed-form
+    penalties)."""
 
     def loss_fn(params):
         logits, stats = forward(net, params, x, net.batch_stats)
+        if task_heads:
+            logits = on_heads(logits, task_heads_of(y, logits.shape[-1], task_heads))
         return cross_entropy(logits, y).mean(), stats
 
     (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(net.params)
@@ -281,12 +284,19 @@ def finetune_step(input_fn, state: NetOnlyState, batch, key, task_heads: int = 0
     return NetOnlyState(net=net), {"loss": loss}
 
 
+OPTIMIZER_DOC = "sgd (Mammoth's) or adam (betas 0.9, 0.999: van de Ven et al.'s code)"
+
+
+def optimizer(name: str, lr: float):
+    """Plain SGD, or Adam with PyTorch's defaults (betas 0.9, 0.999, eps 1e-8), at `lr`."""
+    if name == "adam":
+        return optax.adam(lr, b1=0.9, b2=0.999, eps=1e-8)
+    return optax.sgd(lr)
+
+
 def make_finetune(name: str, config: FinetuneConfig, *, model, input_fn):
     """A classifier trained by cross-entropy on whatever batches the driver feeds it."""
-    if config.optimizer == "adam":
-        tx = optax.adam(config.lr, b1=0.9, b2=0.999, eps=1e-8)
-    else:
-        tx = optax.sgd(config.lr)
+    tx = optimizer(config.optimizer, config.lr)
 
     def init(key, example_x):
         return NetOnlyState(net=create_net(model, tx, key, input_fn(example_x, key, False)))

@@ -32,6 +32,18 @@ Where this deviates from Mammoth, and why:
   (normalised) inputs. MNIST has no normalisation: the same there.
 - The warm-up's batches are drawn by the driver's shuffle (`cljax.train`'s
   schedule), not PyTorch's, and run in `begin_task_data` inside `jit`.
+
+As van de Ven et al.'s code runs it (GMvandeVen/continual-learning e6d795a, `--lwf`:
+`replay="current"` with `distill`, `models/classifier.py` `train_a_batch` and
+`train/train_task_based.py`; its `split-mnist*` rows): `columns="all"`, `warmup=false`,
+`optimizer=adam`, `wd_reg=0`, `alpha=1`, temperature 2. There the teacher is the network as
+the previous task ended; the CE and the distillation run over every output (its class-IL
+"all" active classes; domain-IL's two), and the distillation, `-sum_c softmax(t / T)_c
+log softmax(s / T)_c` (Mammoth's `smooth` of the softmax is the same softmax at `T`), is
+weighted by the number of earlier tasks in domain-IL (`past_weight`: its `lwf_weighting`,
+which spares class-IL). With `task_heads` (its task-IL), the CE runs over the item's task
+head and the distillation over each earlier task's head in turn, averaged over those tasks
+and weighted by their number: summed. Where this deviates from that code: nothing known.
 """
 
 from __future__ import annotations
@@ -47,12 +59,17 @@ from flax import struct
 from cljax.core.config import Hyperparams, hparam
 from cljax.methods import Method, TaskInfo, configure
 from cljax.methods.common import (
+    OPTIMIZER_DOC,
+    TASK_HEADS_DOC,
     NetState,
     class_mask,
     create_net,
     cross_entropy,
     forward,
+    on_heads,
+    optimizer,
     predict_with,
+    task_heads_of,
 )
 
 NEG = -1e9  # logit of a class outside the kept columns (finite: softmax stays defined)
@@ -66,6 +83,18 @@ class Config(Hyperparams):
     alpha: float = hparam(1.0, "weight of the distillation term", ge=0)
     softmax_temp: float = hparam(2.0, "temperature of the distillation's smoothing", gt=0)
     wd_reg: float = hparam(0.0005, "L2 penalty on every parameter, in the loss", ge=0)
+    columns: str = hparam(
+        "seen",
+        "seen: CE over the classes seen so far, distillation over the earlier tasks' (Mammoth); "
+        "all: both over every output (van de Ven et al.'s code)",
+        choices=("seen", "all"),
+    )
+    warmup: bool = hparam(True, "warm the output layer up on each new task first (Mammoth)")
+    past_weight: bool = hparam(
+        False, "weight the distillation by the number of earlier tasks (van de Ven's domain-IL)"
+    )
+    optimizer: str = hparam("sgd", OPTIMIZER_DOC, choices=("sgd", "adam"))
+    task_heads: int = hparam(0, TASK_HEADS_DOC, ge=0)
 
 
 @struct.dataclass
@@ -77,6 +106,7 @@ class LwfState:
     teacher_stats: dict  # its BatchNorm statistics then, frozen with them ({} for MLPs)
     seen: jax.Array  # (C,) classes of tasks 0..t
     past: jax.Array  # (C,) classes of tasks 0..t-1 (none in the first task)
+    past_tasks: jax.Array  # () the number of earlier tasks, t
 
 
 def smooth(probs, temp, mask):
@@ -93,21 +123,44 @@ def distillation(teacher_logits, logits, mask, temp):
     return -jnp.mean(jnp.sum(terms, -1))
 
 
+def head_distillation(teacher_logits, logits, past, k: int, temp):
+    """The distillation over each earlier task's head of `k` classes, summed over those
+    tasks (van de Ven et al.'s task-IL: averaged over them, times their number)."""
+    heads = jnp.arange(past.shape[0]) // k
+    total = 0.0
+    for h in range(past.shape[0] // k):
+        mask = heads == h
+        kd = distillation(teacher_logits, logits, mask, temp)
+        total = total + jnp.where(jnp.any(past & mask), kd, 0.0)
+    return total
+
+
 def train_step(config: Config, input_fn, state: LwfState, batch, key):
-    """CE over the seen classes, distillation on the past ones (from the second task), L2."""
+    """CE over the seen classes (or every output, or the item's head), distillation on the
+    past ones (or every output, or each earlier head) from the second task, L2."""
     x = input_fn(batch["x"], key, True)
     plain = input_fn(batch["x"], None, False)
     net = state.net
-    has_past = state.past.any()
     teacher, _ = forward(net, state.teacher, plain, state.teacher_stats, train=False)
+    every = jnp.ones_like(state.seen)
+    ce_mask = state.seen if config.columns == "seen" else every
+    kd_mask = state.past if config.columns == "seen" else every
+    has_past = (state.past_tasks > 0) & kd_mask.any()
+    weight = config.alpha * (state.past_tasks if config.past_weight else 1.0)
 
     def loss_fn(params):
         logits, stats = forward(net, params, x, net.batch_stats)
-        ce = cross_entropy(jnp.where(state.seen, logits, NEG), batch["y"]).mean()
-        kd = distillation(teacher, logits, state.past, config.softmax_temp)
+        if config.task_heads:
+            heads = task_heads_of(batch["y"], logits.shape[-1], config.task_heads)
+            ce = cross_entropy(on_heads(logits, heads), batch["y"]).mean()
+            k = config.task_heads
+            kd = head_distillation(teacher, logits, state.past, k, config.softmax_temp)
+        else:
+            ce = cross_entropy(jnp.where(ce_mask, logits, NEG), batch["y"]).mean()
+            kd = distillation(teacher, logits, kd_mask, config.softmax_temp)
         kd = jnp.where(has_past, kd, 0.0)
         l2 = sum(jnp.sum(p**2) for p in jax.tree.leaves(params))
-        return ce + config.alpha * kd + config.wd_reg * l2, (stats, ce, kd)
+        return ce + weight * kd + config.wd_reg * l2, (stats, ce, kd)
 
     (loss, (stats, ce, kd)), grads = jax.value_and_grad(loss_fn, has_aux=True)(net.params)
     net = net.apply_gradients(grads=grads, batch_stats=stats)
@@ -120,7 +173,9 @@ def begin_task(config: Config, state: LwfState, task: TaskInfo, key) -> LwfState
     past = tuple(c for c in task.seen if c not in task.classes)
     num_classes = state.seen.shape[0]
     return state.replace(
-        seen=class_mask(task.seen, num_classes), past=class_mask(past, num_classes)
+        seen=class_mask(task.seen, num_classes),
+        past=class_mask(past, num_classes),
+        past_tasks=jnp.asarray(task.index, jnp.int32),
     )
 
 
@@ -134,7 +189,7 @@ def warm_up(config: Config, input_fn, state: LwfState, task: TaskInfo, task_data
     `task.epochs` passes in batches of `task.batch_size`, features frozen, CE over the
     task's classes); then the network becomes the teacher, its parameters and BatchNorm
     statistics frozen (inference mode throughout, as Mammoth's `self.net.eval()`)."""
-    if task.index > 0:
+    if task.index > 0 and config.warmup:
         x_raw, y = (jnp.asarray(a) for a in task_data)  # numpy from a user's loop too
         n, batch = y.shape[0], task.batch_size or 32
         per_epoch = math.ceil(n / batch)
@@ -175,9 +230,9 @@ def warm_up(config: Config, input_fn, state: LwfState, task: TaskInfo, task_data
 
 
 def make(config: Config | None = None, *, model, input_fn, **overrides) -> Method:
-    """LwF with SGD at `lr`, distillation weight `alpha` and L2 weight `wd_reg`."""
+    """LwF with SGD (or Adam) at `lr`, distillation weight `alpha` and L2 weight `wd_reg`."""
     config = configure(Config, config, overrides)
-    tx = optax.sgd(config.lr)
+    tx = optimizer(config.optimizer, config.lr)
 
     def init(key, example_x):
         net = create_net(model, tx, key, input_fn(example_x, key, False))
@@ -188,6 +243,7 @@ def make(config: Config | None = None, *, model, input_fn, **overrides) -> Metho
             teacher_stats=net.batch_stats,
             seen=classes,
             past=classes,
+            past_tasks=jnp.zeros((), jnp.int32),
         )
 
     return Method(

@@ -11,7 +11,14 @@ step. During a task each parameter gathers an importance `omega`, by `omega`:
   plus the penalty), as Mammoth reads `get_grads()` after `clip_grad_value_`;
 - `"path"` (Mammoth since 2024, 20ff873 / 3ff5aaf; closer to Zenke et al.'s path
   integral): `omega += g_CE * (theta(before) - theta(after))`, `g_CE` the unclipped
-  gradient of the cross-entropy alone.
+  gradient of the cross-entropy alone;
+- `"total"` (van de Ven et al.'s code, GMvandeVen/continual-learning e6d795a
+  `models/cl/continual_learner.py` `update_importance_estimates`, which reads `p.grad` after
+  the whole loss's backward pass): `omega += g * (theta(before) - theta(after))`, `g` the
+  unclipped gradient of the cross-entropy plus the penalty.
+
+That code's rows (`split-mnist*`) take `omega="total"` with Adam (`optimizer=adam`, lr 1e-3),
+no clipping (`clip=0`), `xi` 0.1 (its `epsilon`) and, in task-IL, `task_heads=2`.
 
 At the task's end it is normalised by how far the parameter moved plus `xi` and added
 to the running importance, `Omega <- Omega + omega / ((theta - theta_c)^2 + xi)`; then
@@ -21,7 +28,9 @@ to the running importance, `Omega <- Omega + omega / ((theta - theta_c)^2 + xi)`
 Where this deviates from Mammoth: the reported loss is the cross-entropy alone (5dc82be
 reports it plus `c` times the penalty; today's Mammoth the cross-entropy): nothing that
 is learned. (Zenke et al.'s own code uses Adam and a per-task `omega` reset; the DER
-paper's rows use Mammoth's SGD, which this follows.)
+paper's rows use Mammoth's SGD, which this follows.) Where `omega="total"` deviates from
+van de Ven et al.'s code: nothing known (it updates `Omega` after the last task too, which
+nothing reads).
 """
 
 from __future__ import annotations
@@ -30,12 +39,19 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
-import optax
 from flax import struct
 
 from cljax.core.config import Hyperparams, hparam
 from cljax.methods import Method, TaskInfo, configure
-from cljax.methods.common import NetState, ce_and_grads, create_net, predict_with
+from cljax.methods.common import (
+    OPTIMIZER_DOC,
+    TASK_HEADS_DOC,
+    NetState,
+    ce_and_grads,
+    create_net,
+    optimizer,
+    predict_with,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,13 +61,18 @@ class Config(Hyperparams):
     lr: float = hparam(0.1, "SGD step size", gt=0)
     c: float = hparam(1.0, "weight of the surrogate loss (the paper's c)", ge=0)
     xi: float = hparam(0.9, "damping of the importance normalisation (the paper's xi)", gt=0)
-    clip: float = hparam(1.0, "each gradient element clipped to [-clip, clip] (Mammoth's 1)", gt=0)
+    clip: float = hparam(
+        1.0, "each gradient element clipped to [-clip, clip] (Mammoth's 1; 0: no clipping)", ge=0
+    )
     omega: str = hparam(
         "paper",
         "the importance gathered each step: paper (lr * g^2 of the clipped total gradient, "
-        "the code the DER paper ran) or path (g_CE * -delta theta, Mammoth since 2024)",
-        choices=("paper", "path"),
+        "the code the DER paper ran), path (g_CE * -delta theta, Mammoth since 2024) or "
+        "total (g_total * -delta theta, unclipped: van de Ven et al.'s code)",
+        choices=("paper", "path", "total"),
     )
+    optimizer: str = hparam("sgd", OPTIMIZER_DOC, choices=("sgd", "adam"))
+    task_heads: int = hparam(0, TASK_HEADS_DOC, ge=0)
 
 
 @struct.dataclass
@@ -76,12 +97,14 @@ def penalty_grads(config: Config, state: SiState):
 
 
 def train_step(config: Config, input_fn, state: SiState, batch, key):
-    """One clipped SGD step on the CE plus the surrogate loss; `omega` gains `lr * g^2`
-    (`"paper"`) or `g_CE * (-delta theta)` (`"path"`)."""
+    """One clipped SGD (or Adam) step on the CE plus the surrogate loss; `omega` gains
+    `lr * g^2` (`"paper"`), `g_CE * (-delta theta)` (`"path"`) or `g * (-delta theta)`
+    (`"total"`)."""
     x = input_fn(batch["x"], key, True)
-    loss, stats, grads = ce_and_grads(state.net, x, batch["y"])
+    loss, stats, grads = ce_and_grads(state.net, x, batch["y"], config.task_heads)
     total = jax.tree.map(jnp.add, grads, penalty_grads(config, state))
-    total = jax.tree.map(lambda g: jnp.clip(g, -config.clip, config.clip), total)
+    if config.clip:
+        total = jax.tree.map(lambda g: jnp.clip(g, -config.clip, config.clip), total)
     net = state.net.apply_gradients(grads=total, batch_stats=stats)
     if config.omega == "paper":
         small = jax.tree.map(lambda w, g: w + config.lr * g**2, state.small_omega, total)
@@ -89,7 +112,7 @@ def train_step(config: Config, input_fn, state: SiState, batch, key):
         small = jax.tree.map(
             lambda w, g, before, after: w + g * (before - after),
             state.small_omega,
-            grads,
+            grads if config.omega == "path" else total,
             state.net.params,
             net.params,
         )
@@ -112,9 +135,9 @@ def end_task(config: Config, state: SiState, task: TaskInfo, task_data, key):
 
 
 def make(config: Config | None = None, *, model, input_fn, **overrides) -> Method:
-    """SI with SGD at `lr`, surrogate weight `c` and damping `xi`."""
+    """SI with SGD (or Adam) at `lr`, surrogate weight `c` and damping `xi`."""
     config = configure(Config, config, overrides)
-    tx = optax.sgd(config.lr)
+    tx = optimizer(config.optimizer, config.lr)
 
     def init(key, example_x):
         net = create_net(model, tx, key, input_fn(example_x, key, False))

@@ -1,6 +1,14 @@
 """Tuned settings of `lwf` per (benchmark, buffer size): see cljax/tuned/__init__.py."""
 
-from cljax.tuned import OURS_FASHION, PAPER, XDER_CIFAR100, row, same_as
+from cljax.tuned import (
+    OURS_FASHION,
+    PAPER,
+    VDV_PERM_MNIST,
+    VDV_SPLIT_MNIST,
+    XDER_CIFAR100,
+    row,
+    same_as,
+)
 
 TUNED = {
     "seq-mnist": {
@@ -34,3 +42,26 @@ TUNED = {
     },
 }
 TUNED["seq-fashion-mnist"] = same_as(TUNED["seq-mnist"], OURS_FASHION)
+# van de Ven et al.'s LwF (current data replayed with distillation): no warm-up, CE and
+# distillation over every output (task-IL: the item's head, and each earlier head summed),
+# the distillation weighted by the number of earlier tasks in domain-IL, Adam, no L2
+VDV_LWF = dict(
+    columns="all",
+    warmup=False,
+    optimizer="adam",
+    wd_reg=0.0,
+    alpha=1.0,
+    softmax_temp=2.0,
+    batch_size=128,
+    last_batch="drop",
+)
+TUNED["split-mnist"] = {None: row(VDV_SPLIT_MNIST, lr=0.001, steps=2000, **VDV_LWF)}
+TUNED["split-mnist-domain"] = {
+    None: row(VDV_SPLIT_MNIST, lr=0.001, steps=2000, past_weight=True, **VDV_LWF)
+}
+TUNED["split-mnist-task"] = {
+    None: row(VDV_SPLIT_MNIST, lr=0.001, steps=2000, task_heads=2, **VDV_LWF)
+}
+TUNED["permuted-mnist"] = {
+    None: row(VDV_PERM_MNIST, lr=0.0001, steps=5000, past_weight=True, **VDV_LWF)
+}

@@ -1,0 +1,228 @@
+"""EWC (offline), SI and LwF as van de Ven et al.'s code runs them (GMvandeVen/continual-learning
+e6d795a): the Fisher, the penalty, the importance and the losses against PyTorch computations
+written as that code's `continual_learner.py` and `classifier.py` compute them."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cljax import methods
+from cljax.methods import TaskInfo
+from cljax.methods import ewc as ewc_lib
+
+X = np.random.default_rng(0).normal(size=(7, 5)).astype(np.float32)
+Y = np.asarray([2, 3, 3, 2, 2, 3, 2], np.int32)  # task 1's classes of a 2-class-a-task split
+
+
+class Tiny(nn.Module):
+    """A user's own MLP: 5 -> 6 -> 4."""
+
+    num_classes: int = 4
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        del train
+        hidden = nn.relu(nn.Dense(6)(x))
+        return nn.Dense(self.num_classes)(hidden)
+
+
+def identity(x, key, train):
+    del key, train
+    return x.astype(jnp.float32)
+
+
+def build(name, num_classes=4, **overrides):
+    model = Tiny(num_classes)
+    return methods.get(name).make(model=model, input_fn=identity, **overrides)
+
+
+def torch_net(params):
+    """The same network in PyTorch (Flax's kernels transposed)."""
+    d0, d1 = params["Dense_0"], params["Dense_1"]
+    net = torch.nn.Sequential(torch.nn.Linear(5, 6), torch.nn.ReLU(), torch.nn.Linear(6, 4))
+    with torch.no_grad():
+        for layer, p in ((net[0], d0), (net[2], d1)):
+            layer.weight.copy_(torch.tensor(np.asarray(p["kernel"]).T))
+            layer.bias.copy_(torch.tensor(np.asarray(p["bias"])))
+    return net
+
+
+def leaves(*trees):
+    """The trees' leaves side by side."""
+    return zip(*(jax.tree.leaves(t) for t in trees), strict=True)
+
+
+def reference_fisher(net, allowed=None, labels="all"):
+    """`estimate_fisher` of that code: items one at a time, every allowed output's
+    log-likelihood gradient squared and weighted by its predicted probability (`"all"`) or
+    the true label's (`"true"`); the sum divided by the last index (n - 1)."""
+    est = [torch.zeros_like(p) for p in net.parameters()]
+    for index, (x, y) in enumerate(zip(X, Y, strict=True)):  # noqa: B007 (read after)
+        output = net(torch.tensor(x[None]))
+        if allowed is not None:
+            output = output[:, allowed]
+        if labels == "all":
+            weights = F.softmax(output, dim=1).detach()
+            for c in range(output.shape[1]):
+                net.zero_grad()
+                F.cross_entropy(output, torch.tensor([c])).backward(retain_graph=True)
+                for e, p in zip(est, net.parameters(), strict=True):
+                    e += weights[0][c] * p.grad.detach() ** 2
+        else:
+            label = allowed.index(int(y)) if allowed is not None else int(y)
+            net.zero_grad()
+            F.nll_loss(F.log_softmax(output, dim=1), torch.tensor([label])).backward()
+            for e, p in zip(est, net.parameters(), strict=True):
+                e += p.grad.detach() ** 2
+    return [e / index for e in est]
+
+
+def as_torch_order(tree):
+    """Flax's parameters in `torch_net`'s order (weights transposed)."""
+    out = []
+    for layer in ("Dense_0", "Dense_1"):
+        out += [np.asarray(tree[layer]["kernel"]).T, np.asarray(tree[layer]["bias"])]
+    return out
+
+
+@pytest.mark.parametrize(
+    "overrides, allowed",
+    [({}, None), ({"task_heads": 2}, [2, 3]), ({"fisher_labels": "true"}, None)],
+)
+def test_ewc_fisher_is_the_references_estimate(overrides, allowed):
+    method = build("ewc", **overrides)
+    state = method.init(jax.random.key(0), X[:1])
+    config = method.config
+    got = ewc_lib.fisher(config, identity, state.net, jnp.asarray(X), jnp.asarray(Y))
+    want = reference_fisher(torch_net(state.net.params), allowed, config.fisher_labels)
+    for g, w in zip(as_torch_order(got), want, strict=True):
+        np.testing.assert_allclose(g, w.numpy(), rtol=2e-5, atol=1e-9)
+
+
+def test_ewc_penalty_is_a_term_per_finished_task():
+    """After two tasks the step's gradient is that of CE + lambda/2 sum_t F_t (theta -
+    theta_t)^2 with each task's own Fisher and anchor (SGD at lr 1: the update is -grad)."""
+    method = build("ewc", optimizer="sgd", lr=1.0, ewc_lambda=50.0)
+    config = method.config
+    state = method.init(jax.random.key(0), X[:1])
+    data = (jnp.asarray(X), jnp.asarray(Y))
+    terms = []
+    for t in range(2):
+        f_t = ewc_lib.fisher(config, identity, state.net, *data)
+        terms.append((f_t, state.net.params))
+        state = method.end_task(state, TaskInfo.of(t, [(0, 1), (2, 3), (4, 5)]), data, None)
+        shift = 0.3 * (t + 1)
+        moved = jax.tree.map(lambda p, s=shift: p + s * jnp.sign(p), state.net.params)
+        state = state.replace(net=state.net.replace(params=moved))
+    last = TaskInfo.of(2, [(0, 1), (2, 3), (4, 5)])
+    assert method.end_task(state, last, data, None) is state  # no Fisher after the last task
+    batch = {"x": jnp.asarray(X[:4]), "y": jnp.asarray(Y[:4])}
+    new, _ = method.train_step(state, batch, jax.random.key(1))
+
+    def loss(params):
+        logits = state.net.apply_fn({"params": params}, batch["x"])
+        ce = jnp.mean(-jax.nn.log_softmax(logits)[jnp.arange(4), batch["y"]])
+        penalty = sum(
+            sum(jnp.sum(f * (p - a) ** 2) for f, p, a in leaves(fisher, params, anchor))
+            for fisher, anchor in terms
+        )
+        return ce + 50.0 / 2 * penalty
+
+    want = jax.grad(loss)(state.net.params)
+    got = jax.tree.map(jnp.subtract, state.net.params, new.net.params)
+    for g, w in leaves(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-6)
+
+
+def test_si_total_importance_is_the_whole_gradient_times_the_adam_step():
+    """`omega="total"`: omega gains g * (theta_before - theta_after) with g the gradient of
+    CE plus the surrogate (that code's `p.grad` after the whole backward), Adam, no clip."""
+    method = build("si", omega="total", optimizer="adam", lr=0.01, clip=0.0, c=3.0, xi=0.1)
+    state = method.init(jax.random.key(0), X[:1])
+    big = jax.tree.map(lambda p: jnp.abs(p) + 0.5, state.net.params)
+    anchor = jax.tree.map(lambda p: p - 0.2, state.net.params)
+    state = state.replace(big_omega=big, checkpoint=anchor)
+    batch = {"x": jnp.asarray(X), "y": jnp.asarray(Y)}
+    new, _ = method.train_step(state, batch, jax.random.key(1))
+
+    def loss(params):
+        logits = state.net.apply_fn({"params": params}, batch["x"])
+        ce = jnp.mean(-jax.nn.log_softmax(logits)[jnp.arange(7), batch["y"]])
+        surrogate = sum(jnp.sum(o * (p - a) ** 2) for o, p, a in leaves(big, params, anchor))
+        return ce + 3.0 * surrogate
+
+    g = jax.grad(loss)(state.net.params)
+    want = jax.tree.map(lambda g, b, a: g * (b - a), g, state.net.params, new.net.params)
+    for got, w in leaves(new.small_omega, want):
+        np.testing.assert_allclose(got, w, rtol=1e-4, atol=1e-10)
+    # Adam's first step moves each parameter by lr (sign of g): not clipped, not SGD
+    step = jax.tree.map(jnp.subtract, state.net.params, new.net.params)
+    for s, gg in leaves(step, g):
+        np.testing.assert_allclose(s, 0.01 * np.sign(gg), rtol=1e-3, atol=1e-7)
+
+
+def reference_lwf_loss(logits, teacher, y, scenario, past_tasks):
+    """`train_a_batch` with current-data replay and distillation, as that code builds it:
+    class-IL: CE + KD over every output; domain-IL: CE + (t - 1) KD; task-IL: CE over the
+    item's head, KD over each earlier head averaged, times (t - 1)."""
+    s, t = torch.tensor(np.asarray(logits)), torch.tensor(np.asarray(teacher))
+    y = torch.tensor(np.asarray(y), dtype=torch.long)
+
+    def kd(scores, target):
+        return (-F.softmax(target / 2.0, 1) * F.log_softmax(scores / 2.0, 1)).sum(1).mean()
+
+    if scenario == "task":
+        heads = [[2 * j, 2 * j + 1] for j in range(past_tasks + 1)]
+        ce = F.cross_entropy(s[:, heads[-1]], y - 2 * past_tasks)
+        replay = sum(kd(s[:, h], t[:, h]) for h in heads[:-1]) / past_tasks
+        return float(ce + replay * past_tasks)
+    ce = F.cross_entropy(s, y)
+    return float(ce + kd(s, t) * (past_tasks if scenario == "domain" else 1))
+
+
+@pytest.mark.parametrize(
+    "scenario, overrides",
+    [
+        ("class", {}),
+        ("domain", {"past_weight": True}),
+        ("task", {"task_heads": 2}),
+    ],
+)
+def test_lwf_as_van_de_ven_runs_it(scenario, overrides):
+    """The third task (two earlier ones: the domain-IL weight and the task-IL sum show)."""
+    method = build(
+        "lwf", 6, columns="all", warmup=False, wd_reg=0.0, optimizer="adam", lr=0.01, **overrides
+    )
+    state = method.init(jax.random.key(0), X[:1])
+    task = TaskInfo.of(2, [(0, 1), (2, 3), (4, 5)])
+    if scenario == "domain":  # every task's labels are 0 and 1
+        task = TaskInfo(2, (0, 1), (0, 1))
+    # a teacher unlike the student: the network moved on from it
+    teacher = jax.tree.map(lambda p: p * 1.5 - 0.1, state.net.params)
+    state = method.begin_task_data(state, task, (X, Y), jax.random.key(2))
+    state = method.begin_task(state, task, jax.random.key(3))
+    state = state.replace(teacher=teacher)
+    y = Y % 2 if scenario == "domain" else Y + 2
+    _, out = method.train_step(state, {"x": jnp.asarray(X), "y": jnp.asarray(y)}, None)
+    logits = state.net.apply_fn({"params": state.net.params}, jnp.asarray(X))
+    teacher_logits = state.net.apply_fn({"params": teacher}, jnp.asarray(X))
+    want = reference_lwf_loss(logits, teacher_logits, y, scenario, 2)
+    np.testing.assert_allclose(float(out["loss"]), want, rtol=1e-5)
+    assert float(out["kd"]) > 0.01  # the teacher differs: the term is there
+
+
+def test_lwf_mammoths_columns_are_unchanged_by_the_new_options():
+    """`columns="seen"` (the default) still distils the past classes only and, in a
+    domain-IL run (no past classes), nothing."""
+    method = build("lwf", warmup=False)
+    state = method.init(jax.random.key(0), X[:1])
+    task = TaskInfo(1, (0, 1), (0, 1))
+    state = method.begin_task(state, task, None)
+    _, out = method.train_step(state, {"x": jnp.asarray(X), "y": jnp.asarray(Y % 2)}, None)
+    assert float(out["kd"]) == 0.0 and np.isfinite(float(out["loss"]))
