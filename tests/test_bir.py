@@ -50,6 +50,22 @@ def test_log_prior_of_a_class_mode_and_of_soft_labels_by_hand():
     np.testing.assert_allclose(got_u, want_u, rtol=1e-5)
 
 
+def test_soft_labels_outside_the_head_do_not_underflow_the_log_prior():
+    """Task-IL replay: the soft labels are 0 outside the item's head. The reference sums over
+    the head's modes only; a far likelier mode outside it must not underflow the sum (a
+    split-mnist-task BI-R run diverged: the 1e-40 clamp is 0 in XLA, log 0, NaN gradients)."""
+    z = jnp.full((1, 4), 30.0)
+    means = jnp.stack([jnp.full(4, 30.0), jnp.zeros(4), jnp.ones(4)])
+    logvars = jnp.zeros((3, 4))
+    probs = jnp.asarray([[0.0, 0.25, 0.75]])
+    got = vae.log_prior_gmm(z, means, logvars, probs=probs)
+    head = vae.log_normal_diag(z[:, None], means[None, 1:], logvars[None, 1:])  # the head's
+    want = jax.scipy.special.logsumexp(head, b=probs[:, 1:], axis=1)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    grad = jax.jit(jax.grad(lambda z: vae.log_prior_gmm(z, means, logvars, probs=probs).sum()))
+    assert np.isfinite(np.asarray(grad(z))).all()
+
+
 def test_losses_match_pytorch():
     torch = pytest.importorskip("torch")
     f = torch.nn.functional

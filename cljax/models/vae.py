@@ -182,13 +182,20 @@ def log_prior_gmm(z, means, logvars, y=None, probs=None):
     a = log_normal_diag(z[:, None, :], means[None], logvars[None])  # (B, C)
     if y is not None:
         return jnp.take_along_axis(a, y[:, None], axis=1)[:, 0]
-    a_max = jnp.max(a, axis=1)
-    e = jnp.exp(a - a_max[:, None])
     if probs is not None:
+        # the largest term among the modes the item may come from: the reference computes
+        # over those modes only (a task's head in task-IL), and a mode of probability 0 must
+        # not set the scale, or the sum underflows (XLA's CPU flushes the reference's 1e-40
+        # clamp to 0: log 0, NaN gradients)
+        live = probs > 0
+        a_max = jnp.max(jnp.where(live, a, -jnp.inf), axis=1)
+        a_max = jnp.where(jnp.isfinite(a_max), a_max, jnp.max(a, axis=1))
+        e = jnp.exp(jnp.where(live, a, a_max[:, None]) - a_max[:, None])
         total = jnp.sum(probs * e, axis=1)
     else:
-        total = jnp.sum(e, axis=1) / means.shape[0]
-    return jnp.log(jnp.maximum(total, 1e-40)) + a_max
+        a_max = jnp.max(a, axis=1)
+        total = jnp.sum(jnp.exp(a - a_max[:, None]), axis=1) / means.shape[0]
+    return jnp.log(jnp.maximum(total, jnp.finfo(total.dtype).tiny)) + a_max
 
 
 def variational_loss(z, mu, logvar, prior=None, y=None, probs=None):
