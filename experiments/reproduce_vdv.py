@@ -56,7 +56,11 @@ REFERENCE = {
     "ewc": ("ewc", "--ewc"),
     "si": ("si", "--si"),
     "lwf": ("lwf", "--lwf"),
+    "er": ("er", "--replay=buffer"),
+    "agem": ("agem", "--agem"),
 }
+# the rehearsal methods' memory: that code's budget of 100 a class over ten classes
+BUFFER = {"er": 1000, "agem": 1000}
 LABELS = {
     "sgd": "None (Adam)",
     "joint": "Joint",
@@ -66,6 +70,8 @@ LABELS = {
     "ewc": "EWC",
     "si": "SI",
     "lwf": "LwF",
+    "er": "ER (100 a class)",
+    "agem": "A-GEM (100 a class)",
 }
 ACCURACY = re.compile(r"average accuracy over all \d+ contexts: ([0-9.]+)")
 WALL = re.compile(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (\S+)")
@@ -123,6 +129,8 @@ def run_cljax(data_dir: str, workdir: Path, method: str, scenario: str, seed: in
         cmd = [sys.executable, "-m", "cljax.cli", "--method", method, "--benchmark"]
         cmd += [BENCHMARK[scenario], "--seeds", "1", "--seed-offset", str(seed), "--set"]
         cmd += [f"class_seed={seed}", "--data-dir", data_dir, "--workdir", str(folder)]
+        if method in BUFFER:
+            cmd += ["--buffer-size", str(BUFFER[method])]
         cmd += ["--no-progress", "--resume" if (folder / "checkpoints").exists() else "--overwrite"]
         subprocess.run(cmd, check=True)
     res = json.loads(done.read_text())

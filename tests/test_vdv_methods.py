@@ -226,3 +226,104 @@ def test_lwf_mammoths_columns_are_unchanged_by_the_new_options():
     state = method.begin_task(state, task, None)
     _, out = method.train_step(state, {"x": jnp.asarray(X), "y": jnp.asarray(Y % 2)}, None)
     assert float(out["kd"]) == 0.0 and np.isfinite(float(out["loss"]))
+
+
+def test_a_balanced_task_memory_takes_an_equal_share_of_each_class():
+    from cljax.methods.common import task_memory_pick
+
+    y = jnp.asarray([2] * 30 + [3] * 7 + [2] * 13)
+    pick = np.asarray(task_memory_pick(y, (2, 3), 12, jax.random.key(0), balanced=True))
+    assert len(set(pick.tolist())) == 12
+    assert (np.asarray(y)[pick] == 2).sum() == 6 and (np.asarray(y)[pick] == 3).sum() == 6
+    unbalanced = task_memory_pick(y, (2, 3), 12, jax.random.key(0), balanced=False)
+    assert len(set(np.asarray(unbalanced).tolist())) == 12
+
+
+def memory_state(method, n):
+    """A state after task 0 (classes 0, 1) whose memory holds exactly `n` items, and task 1
+    (classes 2, 3) begun."""
+    tasks = [(0, 1), (2, 3), (4, 5)]
+    state = method.init(jax.random.key(0), X[:1])
+    x0 = np.random.default_rng(1).normal(size=(40, 5)).astype(np.float32)
+    y0 = np.asarray([0, 1] * 20, np.int32)
+    state = method.end_task(state, TaskInfo.of(0, tasks), (x0, y0), jax.random.key(2))
+    state = method.begin_task(state, TaskInfo.of(1, tasks), None)
+    return state
+
+
+@pytest.mark.parametrize("heads", [0, 2])
+def test_er_task_end_memory_and_task_weighting_as_van_de_ven_runs_it(heads):
+    """Task 2 (t = 2 counting from 1): CE(current) / 2 + CE(replayed) / 2, the replayed items
+    the whole memory (it holds exactly `minibatch_size`), each on its head with task_heads."""
+    method = build(
+        "er",
+        6,
+        memory="task_end",
+        weighting="tasks",
+        balanced=True,
+        buffer_size=12,
+        minibatch_size=4,
+        optimizer="adam",
+        task_heads=heads,
+    )
+    state = memory_state(method, 4)
+    mem_y = np.asarray(state.buffer.data["y"])[:4]
+    assert sorted(mem_y.tolist()) == [0, 0, 1, 1]  # 12 // 3 tasks = 4: two of each class
+    batch = {"x": jnp.asarray(X), "y": jnp.asarray(Y)}
+    _, out = method.train_step(state, batch, jax.random.key(3))
+    apply = state.net.apply_fn
+    s_cur = torch.tensor(np.asarray(apply({"params": state.net.params}, jnp.asarray(X))))
+    mem_x = state.buffer.data["x"][:4]
+    s_mem = torch.tensor(np.asarray(apply({"params": state.net.params}, mem_x)))
+    y, ym = torch.tensor(Y, dtype=torch.long), torch.tensor(mem_y, dtype=torch.long)
+    if heads:  # that code's task-IL: each context's outputs, labels within them
+        current = F.cross_entropy(s_cur[:, 2:4], y - 2)
+        replayed = F.cross_entropy(s_mem[:, 0:2], ym)
+    else:
+        current, replayed = F.cross_entropy(s_cur, y), F.cross_entropy(s_mem, ym)
+    np.testing.assert_allclose(float(out["loss"]), float(current / 2 + replayed / 2), rtol=1e-5)
+
+
+def test_agem_balanced_memory_and_heads_as_van_de_ven_runs_it():
+    """The reference gradient is the memory's CE on each item's head, and the step (SGD at
+    lr 1: the update is the gradient) is the current gradient projected against it."""
+    method = build(
+        "agem",
+        6,
+        balanced=True,
+        buffer_size=12,
+        minibatch_size=4,
+        task_heads=2,
+        lr=1.0,
+        augment_reference=False,
+    )
+    state = memory_state(method, 4)
+    net = torch_net6(state.net.params)
+    mem_x = torch.tensor(np.asarray(state.buffer.data["x"][:4]))
+    mem_y = torch.tensor(np.asarray(state.buffer.data["y"][:4]), dtype=torch.long)
+
+    def grad_of(loss):
+        net.zero_grad()
+        loss.backward()
+        return torch.cat([p.grad.flatten().clone() for p in net.parameters()])
+
+    g = grad_of(F.cross_entropy(net(torch.tensor(X))[:, 2:4], torch.tensor(Y - 2).long()))
+    g_ref = grad_of(F.cross_entropy(net(mem_x)[:, 0:2], mem_y))
+    dot = (g * g_ref).sum()
+    assert dot < 0  # the projection is taken
+    want = g - dot / (g_ref * g_ref).sum() * g_ref
+    batch = {"x": jnp.asarray(X), "y": jnp.asarray(Y)}
+    new, _ = method.train_step(state, batch, jax.random.key(4))
+    step = jax.tree.map(jnp.subtract, state.net.params, new.net.params)
+    got = np.concatenate([a.flatten() for a in as_torch_order(step)])
+    np.testing.assert_allclose(got, want.numpy(), rtol=1e-4, atol=1e-6)
+
+
+def torch_net6(params):
+    """`torch_net` with six outputs."""
+    net = torch.nn.Sequential(torch.nn.Linear(5, 6), torch.nn.ReLU(), torch.nn.Linear(6, 6))
+    with torch.no_grad():
+        for layer, p in ((net[0], params["Dense_0"]), (net[2], params["Dense_1"])):
+            layer.weight.copy_(torch.tensor(np.asarray(p["kernel"]).T))
+            layer.bias.copy_(torch.tensor(np.asarray(p["bias"])))
+    return net

@@ -24,6 +24,17 @@ While the memory holds fewer than `minibatch_size` items, the reference batch is
 padded to that size with repeats of weight 0 (one shape a task; Mammoth draws the items
 there are): the same gradient, and the repeats stay out of BatchNorm's batch and running
 statistics (`resnet18`'s `mask`), as in Mammoth's forward of the items there are.
+
+As van de Ven et al.'s code runs it (GMvandeVen/continual-learning e6d795a, `--agem`:
+`replay="buffer"`, `use_replay="inequality"`; its `split-mnist*` rows): `balanced` (the memory
+a budget per class: `buffer_size // num_tasks // classes` random items of each class at the
+task's end; its budget 100 a class is `buffer_size=1000` over five two-class tasks), Adam
+(`optimizer=adam`), `minibatch_size` 128, and in task-IL `task_heads` (each item's loss over
+its task's head). Where this deviates from that code: its task-IL reference batch is
+ceil(128 / t) items from each earlier task's memory, the loss averaged per task then over
+tasks; here 128 items drawn from the whole memory, averaged over items (the same in
+expectation, the per-task counts vary); its memory batches are consecutive batches of a
+shuffled pass (drop_last), here each step's a fresh draw without replacement.
 """
 
 from __future__ import annotations
@@ -32,22 +43,27 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from cljax.core import buffer as buffer_lib
 from cljax.core.config import hparam
 from cljax.methods import Method, TaskInfo, configure
 from cljax.methods.common import (
+    OPTIMIZER_DOC,
+    TASK_HEADS_DOC,
     ReplayConfig,
     ReplayState,
     ce_and_grads,
     cross_entropy,
     forward,
     masked_mean,
+    on_heads,
+    optimizer,
     per_task_share,
     predict_with,
     replay_batch,
     replay_init,
+    task_heads_of,
+    task_memory_pick,
 )
 
 TEST_CONFIG = {"buffer_size": 16, "minibatch_size": 4}
@@ -59,6 +75,11 @@ class Config(ReplayConfig):
     augment_reference: bool = hparam(
         True, "augment the memory items of the reference gradient (Mammoth's A-GEM: yes)"
     )
+    balanced: bool = hparam(
+        False, "the memory an equal share of each class of a task (van de Ven's), not of the task"
+    )
+    optimizer: str = hparam("sgd", OPTIMIZER_DOC, choices=("sgd", "adam"))
+    task_heads: int = hparam(0, TASK_HEADS_DOC, ge=0)
 
 
 def tree_dot(a, b):
@@ -79,7 +100,8 @@ def train_step(config: Config, input_fn, state: ReplayState, batch, key):
     running BatchNorm statistics moved by the batch, then by the memory's (once stored)."""
     k_cur, k_mem = jax.random.split(key)
     net = state.net
-    loss, stats, grads = ce_and_grads(net, input_fn(batch["x"], k_cur, True), batch["y"])
+    x = input_fn(batch["x"], k_cur, True)
+    loss, stats, grads = ce_and_grads(net, x, batch["y"], config.task_heads)
     mem_x, mem, valid = replay_batch(
         state, k_mem, config.minibatch_size, input_fn, config.augment_reference
     )
@@ -87,6 +109,8 @@ def train_step(config: Config, input_fn, state: ReplayState, batch, key):
 
     def memory_loss(params):
         logits, mem_stats = forward(net, params, mem_x, stats, active=stored, weight=valid)
+        if config.task_heads:
+            logits = on_heads(logits, task_heads_of(mem["y"], logits.shape[-1], config.task_heads))
         return masked_mean(cross_entropy(logits, mem["y"]), valid), mem_stats
 
     ref, stats = jax.grad(memory_loss, has_aux=True)(net.params)
@@ -96,19 +120,21 @@ def train_step(config: Config, input_fn, state: ReplayState, batch, key):
 
 
 def end_task(config: Config, state: ReplayState, task: TaskInfo, task_data, key):
-    """`buffer_size // num_tasks` random items of the task appended to the memory."""
+    """`buffer_size // num_tasks` random items of the task (or an equal share of each of its
+    classes: `balanced`) appended to the memory."""
     per_task = per_task_share("agem", config.buffer_size, task)
     x, y = task_data
     k_pick, k_add = jax.random.split(key)
-    pick = jax.random.permutation(k_pick, y.shape[0])[:per_task]
+    pick = task_memory_pick(jnp.asarray(y), task.classes, per_task, k_pick, config.balanced)
     items = {"x": x[pick], "y": y[pick].astype(jnp.int32)}
     return state.replace(buffer=buffer_lib.add(state.buffer, items, k_add))
 
 
 def make(config: Config | None = None, *, model, input_fn, **overrides) -> Method:
-    """A-GEM with SGD at `lr`, `buffer_size` memory items, `minibatch_size` a reference."""
+    """A-GEM with SGD (or Adam) at `lr`, `buffer_size` memory items, `minibatch_size` a
+    reference."""
     config = configure(Config, config, overrides)
-    tx = optax.sgd(config.lr)
+    tx = optimizer(config.optimizer, config.lr)
 
     return Method(
         name="agem",

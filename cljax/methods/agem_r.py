@@ -25,12 +25,11 @@ from __future__ import annotations
 import dataclasses
 
 import jax
-import optax
 
 from cljax.core import buffer as buffer_lib
 from cljax.core.config import hparam
 from cljax.methods import Method, agem, configure
-from cljax.methods.common import ReplayState, predict_with, replay_init
+from cljax.methods.common import ReplayState, optimizer, predict_with, replay_init
 
 TEST_CONFIG = agem.TEST_CONFIG
 
@@ -53,9 +52,15 @@ def train_step(config: Config, input_fn, state: ReplayState, batch, key):
 
 
 def make(config: Config | None = None, *, model, input_fn, **overrides) -> Method:
-    """A-GEM-R with SGD at `lr`, a reservoir of `buffer_size`, `minibatch_size` a reference."""
+    """A-GEM-R with SGD (or Adam) at `lr`, a reservoir of `buffer_size`, `minibatch_size` a
+    reference."""
     config = configure(Config, config, overrides)
-    tx = optax.sgd(config.lr)
+    if config.balanced:
+        raise ValueError(
+            "agem_r: balanced=true chooses A-GEM's memory at each task's end; agem_r's memory "
+            "is a reservoir: use agem, or leave balanced off"
+        )
+    tx = optimizer(config.optimizer, config.lr)
     return Method(
         name="agem_r",
         config=config,

@@ -204,6 +204,22 @@ def per_task_share(name: str, buffer_size: int, task) -> int:
     return per_task
 
 
+def task_memory_pick(y, classes, n: int, key, balanced: bool):
+    """Indices of `n` items of a task (labels `y`) for an episodic memory: drawn at random
+    from the whole task, or (`balanced`) `n // len(classes)` at random from each of its
+    `classes` (van de Ven et al.'s memory: a budget per class; `n % len(classes)` fewer, and a
+    class with fewer items than its share is filled up with other items of the task)."""
+    if not balanced:
+        return jax.random.permutation(key, y.shape[0])[:n]
+    share = n // len(classes)
+    noise = jax.random.uniform(key, y.shape)
+    picks = []
+    for c in classes:  # a random order within class c, its items first
+        order = jnp.argsort(jnp.where(y == c, noise, 2.0 + noise))
+        picks.append(order[:share])
+    return jnp.concatenate(picks)
+
+
 def replay_init(model, tx, input_fn, buffer_size: int):
     """`init(key, example_x) -> ReplayState`: the network and an empty reservoir of raw
     inputs and labels."""

@@ -1,6 +1,6 @@
 """Tuned settings of `agem` per (benchmark, buffer size): see cljax/tuned/__init__.py."""
 
-from cljax.tuned import OURS_FASHION, PAPER, row, same_as
+from cljax.tuned import OURS_FASHION, PAPER, VDV_PERM_MNIST, VDV_SPLIT_MNIST, row, same_as
 
 TUNED = {
     "seq-mnist": {
@@ -26,3 +26,14 @@ TUNED = {
     },
 }
 TUNED["seq-fashion-mnist"] = same_as(TUNED["seq-mnist"], OURS_FASHION)
+# van de Ven et al.'s A-GEM: its memory (100 items a class, 1000 over five two-class tasks; 10
+# a class on permMNIST) filled at each task's end, a reference batch of 128, Adam
+VDV_AGEM = dict(
+    balanced=True, optimizer="adam", minibatch_size=128, batch_size=128, last_batch="drop"
+)
+TUNED["split-mnist"] = {1000: row(VDV_SPLIT_MNIST, lr=0.001, steps=2000, **VDV_AGEM)}
+TUNED["split-mnist-domain"] = TUNED["split-mnist"]
+TUNED["split-mnist-task"] = {
+    1000: row(VDV_SPLIT_MNIST, lr=0.001, steps=2000, task_heads=2, **VDV_AGEM)
+}
+TUNED["permuted-mnist"] = {1000: row(VDV_PERM_MNIST, lr=0.0001, steps=5000, **VDV_AGEM)}

@@ -6,6 +6,8 @@ from cljax.tuned import (
     OURS_FASHION,
     OURS_SVHN,
     PAPER,
+    VDV_PERM_MNIST,
+    VDV_SPLIT_MNIST,
     row,
     same_as,
     xder_cifar100,
@@ -51,3 +53,21 @@ TUNED = {
 TUNED["seq-fashion-mnist"] = same_as(TUNED["seq-mnist"], OURS_FASHION)
 TUNED["seq-cifar100-b50"] = same_as(TUNED["seq-cifar10"], OURS_CIFAR100)
 TUNED["seq-svhn"] = same_as(TUNED["seq-cifar10"], OURS_SVHN)
+# van de Ven et al.'s ER: a memory of 100 items a class (1000 over five two-class tasks; 10 a
+# class on permMNIST: 100 a task, 1000 over ten), filled at each task's end, replayed 128 a
+# step with the loss weighted 1/t : 1 - 1/t, Adam
+VDV_ER = dict(
+    memory="task_end",
+    weighting="tasks",
+    balanced=True,
+    optimizer="adam",
+    minibatch_size=128,
+    batch_size=128,
+    last_batch="drop",
+)
+TUNED["split-mnist"] = {1000: row(VDV_SPLIT_MNIST, lr=0.001, steps=2000, **VDV_ER)}
+TUNED["split-mnist-domain"] = TUNED["split-mnist"]
+TUNED["split-mnist-task"] = {
+    1000: row(VDV_SPLIT_MNIST, lr=0.001, steps=2000, task_heads=2, **VDV_ER)
+}
+TUNED["permuted-mnist"] = {1000: row(VDV_PERM_MNIST, lr=0.0001, steps=5000, **VDV_ER)}
