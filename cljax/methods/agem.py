@@ -48,7 +48,6 @@ from cljax.core import buffer as buffer_lib
 from cljax.core.config import hparam
 from cljax.methods import Method, TaskInfo, configure
 from cljax.methods.common import (
-    OPTIMIZER_DOC,
     TASK_HEADS_DOC,
     ReplayConfig,
     ReplayState,
@@ -58,6 +57,7 @@ from cljax.methods.common import (
     masked_mean,
     on_heads,
     optimizer,
+    optimizer_hparam,
     per_task_share,
     predict_with,
     replay_batch,
@@ -78,7 +78,7 @@ class Config(ReplayConfig):
     balanced: bool = hparam(
         False, "the memory an equal share of each class of a task (van de Ven's), not of the task"
     )
-    optimizer: str = hparam("sgd", OPTIMIZER_DOC, choices=("sgd", "adam"))
+    optimizer: str = optimizer_hparam()
     task_heads: int = hparam(0, TASK_HEADS_DOC, ge=0)
 
 

@@ -256,16 +256,27 @@ TASK_HEADS_DOC = (
 )
 
 
+OPTIMIZER_DOC = "sgd (Mammoth's) or adam (betas 0.9, 0.999: van de Ven et al.'s code)"
+
+
+def optimizer_hparam(default: str = "sgd"):
+    """The `optimizer` setting of a method that offers both (`optimizer(name, lr)`)."""
+    return hparam(default, OPTIMIZER_DOC, choices=("sgd", "adam"))
+
+
+def optimizer(name: str, lr: float):
+    """Plain SGD, or Adam with PyTorch's defaults (betas 0.9, 0.999, eps 1e-8), at `lr`."""
+    if name == "adam":
+        return optax.adam(lr, b1=0.9, b2=0.999, eps=1e-8)
+    return optax.sgd(lr)
+
+
 @dataclasses.dataclass(frozen=True)
 class FinetuneConfig(Hyperparams):
     """Settings of a classifier trained on cross-entropy (`sgd`, `joint`)."""
 
     lr: float = hparam(0.03, "step size", gt=0)
-    optimizer: str = hparam(
-        "sgd",
-        "sgd (Mammoth's) or adam (betas 0.9, 0.999: van de Ven et al.'s None and Joint)",
-        choices=("sgd", "adam"),
-    )
+    optimizer: str = optimizer_hparam()
     task_heads: int = hparam(0, TASK_HEADS_DOC, ge=0)
 
 
@@ -298,16 +309,6 @@ def finetune_step(input_fn, state: NetOnlyState, batch, key, task_heads: int = 0
 
     net, loss, _ = sgd_update(state.net, loss_fn)
     return NetOnlyState(net=net), {"loss": loss}
-
-
-OPTIMIZER_DOC = "sgd (Mammoth's) or adam (betas 0.9, 0.999: van de Ven et al.'s code)"
-
-
-def optimizer(name: str, lr: float):
-    """Plain SGD, or Adam with PyTorch's defaults (betas 0.9, 0.999, eps 1e-8), at `lr`."""
-    if name == "adam":
-        return optax.adam(lr, b1=0.9, b2=0.999, eps=1e-8)
-    return optax.sgd(lr)
 
 
 def make_finetune(name: str, config: FinetuneConfig, *, model, input_fn):

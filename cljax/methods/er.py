@@ -36,7 +36,6 @@ from cljax.core import buffer as buffer_lib
 from cljax.core.config import hparam
 from cljax.methods import Method, TaskInfo, configure
 from cljax.methods.common import (
-    OPTIMIZER_DOC,
     TASK_HEADS_DOC,
     NetState,
     ReplayConfig,
@@ -46,6 +45,7 @@ from cljax.methods.common import (
     mixed_batch,
     on_heads,
     optimizer,
+    optimizer_hparam,
     per_task_share,
     predict_with,
     replay_batch,
@@ -75,7 +75,7 @@ class Config(ReplayConfig):
     balanced: bool = hparam(
         False, "task_end memory: an equal share of each class of the task (van de Ven's)"
     )
-    optimizer: str = hparam("sgd", OPTIMIZER_DOC, choices=("sgd", "adam"))
+    optimizer: str = optimizer_hparam()
     task_heads: int = hparam(0, TASK_HEADS_DOC, ge=0)
 
 

@@ -41,7 +41,6 @@ from flax import struct
 from cljax.core.config import Hyperparams, hparam
 from cljax.methods import Method, TaskInfo, configure
 from cljax.methods.common import (
-    OPTIMIZER_DOC,
     TASK_HEADS_DOC,
     NetState,
     ce_and_grads,
@@ -49,6 +48,7 @@ from cljax.methods.common import (
     forward,
     on_heads,
     optimizer,
+    optimizer_hparam,
     predict_with,
     task_heads_of,
 )
@@ -59,7 +59,7 @@ class Config(Hyperparams):
     """Settings of `ewc`."""
 
     lr: float = hparam(0.001, "step size", gt=0)
-    optimizer: str = hparam("adam", OPTIMIZER_DOC, choices=("sgd", "adam"))
+    optimizer: str = optimizer_hparam("adam")
     ewc_lambda: float = hparam(100.0, "weight of the penalty (the paper's lambda)", ge=0)
     fisher_labels: str = hparam(
         "all",

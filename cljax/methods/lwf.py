@@ -59,7 +59,6 @@ from flax import struct
 from cljax.core.config import Hyperparams, hparam
 from cljax.methods import Method, TaskInfo, configure
 from cljax.methods.common import (
-    OPTIMIZER_DOC,
     TASK_HEADS_DOC,
     NetState,
     class_mask,
@@ -68,6 +67,7 @@ from cljax.methods.common import (
     forward,
     on_heads,
     optimizer,
+    optimizer_hparam,
     predict_with,
     task_heads_of,
 )
@@ -93,7 +93,7 @@ class Config(Hyperparams):
     past_weight: bool = hparam(
         False, "weight the distillation by the number of earlier tasks (van de Ven's domain-IL)"
     )
-    optimizer: str = hparam("sgd", OPTIMIZER_DOC, choices=("sgd", "adam"))
+    optimizer: str = optimizer_hparam()
     task_heads: int = hparam(0, TASK_HEADS_DOC, ge=0)
 
 

@@ -44,12 +44,12 @@ from flax import struct
 from cljax.core.config import Hyperparams, hparam
 from cljax.methods import Method, TaskInfo, configure
 from cljax.methods.common import (
-    OPTIMIZER_DOC,
     TASK_HEADS_DOC,
     NetState,
     ce_and_grads,
     create_net,
     optimizer,
+    optimizer_hparam,
     predict_with,
 )
 
@@ -71,7 +71,7 @@ class Config(Hyperparams):
         "total (g_total * -delta theta, unclipped: van de Ven et al.'s code)",
         choices=("paper", "path", "total"),
     )
-    optimizer: str = hparam("sgd", OPTIMIZER_DOC, choices=("sgd", "adam"))
+    optimizer: str = optimizer_hparam()
     task_heads: int = hparam(0, TASK_HEADS_DOC, ge=0)
 
 
