@@ -58,9 +58,11 @@ REFERENCE = {
     "lwf": ("lwf", "--lwf"),
     "er": ("er", "--replay=buffer"),
     "agem": ("agem", "--agem"),
+    # compare.py's iCaRL also sets the active classes to those seen so far
+    "icarl": ("icarl", "--icarl --active-classes=all-so-far"),
 }
 # the rehearsal methods' memory: that code's budget of 100 a class over ten classes
-BUFFER = {"er": 1000, "agem": 1000}
+BUFFER = {"er": 1000, "agem": 1000, "icarl": 1000}
 LABELS = {
     "sgd": "None (Adam)",
     "joint": "Joint",
@@ -72,6 +74,7 @@ LABELS = {
     "lwf": "LwF",
     "er": "ER (100 a class)",
     "agem": "A-GEM (100 a class)",
+    "icarl": "iCaRL (100 a class)",
 }
 ACCURACY = re.compile(r"average accuracy over all \d+ contexts: ([0-9.]+)")
 WALL = re.compile(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (\S+)")
@@ -89,7 +92,7 @@ def parse_wall(text: str) -> float | None:
 # the scenario -> cljax's benchmark
 BENCHMARK = {"class": "split-mnist", "task": "split-mnist-task", "domain": "split-mnist-domain"}
 SETTING = {"class": "class-il", "task": "task-il", "domain": "domain-il"}
-CLASS_ONLY = ("gen_classifier",)
+CLASS_ONLY = ("gen_classifier", "icarl")
 
 
 def reference_from_logs(folder: Path, method: str, scenario: str, seed: int) -> dict | None:

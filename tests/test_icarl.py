@@ -109,8 +109,38 @@ def test_truncated_replay_keeps_only_full_pixels_as_one():
 
 
 def test_buffer_smaller_than_the_classes_is_a_clear_error():
-    with pytest.raises(ValueError, match="smaller than the 2 classes"):
+    with pytest.raises(ValueError, match="cannot hold 1 exemplars of each of the 2 classes"):
         after_first_task_with(buffer_size=1)
+    with pytest.raises(ValueError, match="cannot hold 3 exemplars of each of the 2 classes"):
+        after_first_task_with(buffer_size=5, per_class=3)
+
+
+def test_van_de_vens_icarl_keeps_a_fixed_budget_a_class_and_its_loss():
+    """`per_class`: that many exemplars a class, however many classes are seen; the loss,
+    `temperature` 2 and `reduction` sum: the BCE summed over the seen classes, the earlier
+    ones' targets sigmoid(old / 2) (hand-computed)."""
+    state = after_first_task_with(buffer_size=12, per_class=3)
+    assert int(state.memory.valid.sum()) == 2 * 3
+    method = icarl.make(
+        model=MODEL, input_fn=SC.input_fn, temperature=2.0, reduction="sum", buffer_size=12
+    )
+    info = train.task_info(SC, CONFIG, 1)
+    state = method.begin_task(state, info, None)
+    teacher = jax.tree.map(lambda p: p * 1.3, state.net.params)
+    state = state.replace(teacher=teacher)
+    x, y = SC.train(1)
+    batch = {"x": x[:6], "y": y[:6]}
+    _, out = method.train_step(state, batch, None)
+    inputs = SC.input_fn(batch["x"], None, True)
+    logits = np.asarray(state.net.apply_fn({"params": state.net.params}, inputs))
+    old = np.asarray(state.net.apply_fn({"params": teacher}, inputs))
+    seen = np.asarray(state.past | state.current)
+    targets = np.where(
+        np.asarray(state.past), 1 / (1 + np.exp(-old / 2)), np.eye(logits.shape[1])[y[:6]]
+    )
+    bce = np.maximum(logits, 0) - logits * targets + np.log1p(np.exp(-np.abs(logits)))
+    want = (bce * seen).sum() / 6
+    np.testing.assert_allclose(float(out["loss"]), want, rtol=1e-5)
 
 
 def after_first_task_with(**kw):

@@ -35,6 +35,14 @@ Where this deviates from Mammoth, and why:
   means use the true exemplars. We replay the true exemplars; `replay_images=
   "uint8-truncated"` replays them as the DER paper's code did, to measure what
   the bug did to the paper's row (experiments/reproduce_der.py's `icarl-mammoth`).
+
+As van de Ven et al.'s code runs it (GMvandeVen/continual-learning e6d795a, compare.py's
+iCaRL: `bce`, `bce_distill`, `prototypes`, `add_buffer`, herding, its class-IL "all-so-far"
+active classes; its `split-mnist` row): `per_class=100` (a fixed budget a class, not the
+buffer shared out: `buffer_size` 1000 holds ten classes' 100), `temperature=2` (the earlier
+classes' targets `sigmoid(old / 2)`, its `KD_temp`), `reduction="sum"` (the BCE summed over
+the seen classes, averaged over items), Adam, `normalize` (its `norm_exemplars`). Where this
+deviates from that code: nothing known.
 """
 
 from __future__ import annotations
@@ -54,6 +62,8 @@ from cljax.methods.common import (
     class_mask,
     create_net,
     forward,
+    optimizer,
+    optimizer_hparam,
     penultimate,
     predict,
 )
@@ -71,6 +81,19 @@ class Config(Hyperparams):
     wd_reg: float = hparam(0.0, "L2 penalty on every parameter, in the loss", ge=0)
     normalize: bool = hparam(
         True, "L2-normalise features for herding and the class means (the paper; Mammoth: no)"
+    )
+    optimizer: str = optimizer_hparam()
+    temperature: float = hparam(
+        1.0, "the earlier classes' targets are sigmoid(old logits / temperature)", gt=0
+    )
+    reduction: str = hparam(
+        "mean",
+        "the BCE's mean over items and seen classes (Mammoth) or its sum over the seen classes, "
+        "mean over items (van de Ven et al.'s)",
+        choices=("mean", "sum"),
+    )
+    per_class: int = hparam(
+        0, "exemplars kept a class (0: buffer_size // classes seen, Mammoth's)", ge=0
     )
     replay_images: str = hparam(
         "exact",
@@ -116,9 +139,9 @@ def class_means(features, net: NetState, memory: exemplars.Memory, num_classes: 
 
 
 def make(config: Config | None = None, *, model, input_fn, **overrides) -> Method:
-    """iCaRL with SGD at `lr`, `buffer_size` exemplars and L2 weight `wd_reg`."""
+    """iCaRL with SGD (or Adam) at `lr`, `buffer_size` exemplars and L2 weight `wd_reg`."""
     config = configure(Config, config, overrides)
-    tx = optax.sgd(config.lr)
+    tx = optimizer(config.optimizer, config.lr)
     num_classes = model.num_classes
     features = feature_fn(model, input_fn, config.normalize)
 
@@ -149,13 +172,14 @@ def make(config: Config | None = None, *, model, input_fn, **overrides) -> Metho
         net = state.net
         old, _ = forward(net, state.teacher, x, state.teacher_stats, train=False)
         onehot = jax.nn.one_hot(batch["y"], num_classes)
-        targets = jnp.where(state.past, jax.nn.sigmoid(old), onehot)
+        targets = jnp.where(state.past, jax.nn.sigmoid(old / config.temperature), onehot)
         seen = state.past | state.current
 
         def loss_fn(params):
             logits, stats = forward(net, params, x, net.batch_stats)
             bce = optax.sigmoid_binary_cross_entropy(logits, targets)
-            loss = jnp.sum(bce * seen) / (bce.shape[0] * jnp.sum(seen))
+            per = 1.0 if config.reduction == "sum" else jnp.sum(seen)
+            loss = jnp.sum(bce * seen) / (bce.shape[0] * per)
             l2 = sum(jnp.sum(p**2) for p in jax.tree.leaves(params))
             return loss + config.wd_reg * l2, (stats, loss)
 
@@ -167,11 +191,11 @@ def make(config: Config | None = None, *, model, input_fn, **overrides) -> Metho
         """The teacher for the next task (parameters and BatchNorm statistics), the memory by
         herding, the class means."""
         del key
-        m = config.buffer_size // len(task.seen)
-        if m < 1:
+        m = config.per_class or config.buffer_size // len(task.seen)
+        if m < 1 or m * len(task.seen) > config.buffer_size:
             raise ValueError(
-                f"buffer_size {config.buffer_size} is smaller than the {len(task.seen)} classes "
-                "seen; choose a larger buffer"
+                f"buffer_size {config.buffer_size} cannot hold {max(m, 1)} exemplars of each of "
+                f"the {len(task.seen)} classes seen; choose a larger buffer"
             )
         x, y = task_data
         feats = chunked(lambda xb: features(state.net, xb), x, 500)

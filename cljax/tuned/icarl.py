@@ -1,6 +1,6 @@
 """Tuned settings of `icarl` per (benchmark, buffer size): see cljax/tuned/__init__.py."""
 
-from cljax.tuned import OURS_FASHION, PAPER, XDER_CIFAR100, row, same_as
+from cljax.tuned import OURS_FASHION, PAPER, VDV_SPLIT_MNIST, XDER_CIFAR100, row, same_as
 
 TUNED = {
     "seq-mnist": {
@@ -26,3 +26,21 @@ TUNED = {
     },
 }
 TUNED["seq-fashion-mnist"] = same_as(TUNED["seq-mnist"], OURS_FASHION)
+# van de Ven et al.'s iCaRL (class-IL only): 100 exemplars a class by herding on normalised
+# features, the old classes' targets sigmoid(old / 2), the BCE summed over the classes so far,
+# the exemplars trained with the task's items, nearest-mean classification, Adam
+TUNED["split-mnist"] = {
+    1000: row(
+        VDV_SPLIT_MNIST,
+        lr=0.001,
+        optimizer="adam",
+        per_class=100,
+        temperature=2.0,
+        reduction="sum",
+        normalize=True,
+        wd_reg=0.0,
+        batch_size=128,
+        steps=2000,
+        last_batch="drop",
+    )
+}
