@@ -147,6 +147,11 @@ def test_vdv_reads_the_reference_logs_and_tables_both_side_by_side(tmp_path):
             }
         }
     }
+    results["task"] = {
+        "sgd": {"1": {"reference": {"accuracy": 85.2}, "cljax": {"accuracy": 90.8}}},
+    }
     text = vdv.table(results, "alone")
     assert "| BI-R | 95.75 +- 0.00 | 95.59 +- 0.00 | -0.16 | 1 | 95.8/95.6 | 3724 / 500 |" in text
     assert "## class-incremental" in text and "Runs: alone" in text
+    assert "## task-incremental" in text and "| None (Adam) | 85.20" in text
+    assert "within 2 points of the reference: 1 of 2; further: None (Adam) task-IL (+5.60)" in text
