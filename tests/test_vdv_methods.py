@@ -327,3 +327,16 @@ def torch_net6(params):
             layer.weight.copy_(torch.tensor(np.asarray(p["kernel"]).T))
             layer.bias.copy_(torch.tensor(np.asarray(p["bias"])))
     return net
+
+
+def test_lwf_log_distillation_is_mammoths_value_and_stays_finite_where_it_is_sure():
+    from cljax.methods import lwf
+
+    every = jnp.ones(3, bool)
+    t, s = jnp.asarray([[0.3, -1.0, 2.0]]), jnp.asarray([[1.0, 0.5, -0.2]])
+    np.testing.assert_allclose(
+        lwf.log_distillation(t, s, every, 2.0), lwf.distillation(t, s, every, 2.0), rtol=1e-6
+    )
+    sure = jnp.asarray([[200.0, -200.0, 0.0]])  # softmax underflows to 0: Mammoth's form NaNs
+    grad = jax.grad(lambda s: lwf.log_distillation(t, s, every, 2.0))(sure)
+    assert np.isfinite(np.asarray(grad)).all()

@@ -40,7 +40,8 @@ As van de Ven et al.'s code runs it (GMvandeVen/continual-learning e6d795a, `--l
 the previous task ended; the CE and the distillation run over every output (its class-IL
 "all" active classes; domain-IL's two), and the distillation, `-sum_c softmax(t / T)_c
 log softmax(s / T)_c` (Mammoth's `smooth` of the softmax is the same softmax at `T`), is
-weighted by the number of earlier tasks in domain-IL (`past_weight`: its `lwf_weighting`,
+computed from log-probabilities as that code does, weighted by the number of earlier tasks in
+domain-IL (`past_weight`: its `lwf_weighting`,
 which spares class-IL). With `task_heads` (its task-IL), the CE runs over the item's task
 head and the distillation over each earlier task's head in turn, averaged over those tasks
 and weighted by their number: summed. Where this deviates from that code: nothing known.
@@ -123,6 +124,16 @@ def distillation(teacher_logits, logits, mask, temp):
     return -jnp.mean(jnp.sum(terms, -1))
 
 
+def log_distillation(teacher_logits, logits, mask, temp):
+    """`-mean_n sum_{c in mask} softmax(t / T)_c log softmax(s / T)_c` over the `mask` columns,
+    from log-probabilities (van de Ven et al.'s `loss_fn_kd`): the same value as
+    `distillation`, whose powers of probabilities underflow to 0 where the student is sure
+    (the square root's infinite slope there: NaN gradients; an Adam split-mnist run diverged)."""
+    old = jax.nn.softmax(jnp.where(mask, teacher_logits, NEG) / temp)
+    log_new = jax.nn.log_softmax(jnp.where(mask, logits, NEG) / temp)
+    return -jnp.mean(jnp.sum(jnp.where(mask, old * log_new, 0.0), -1))
+
+
 def head_distillation(teacher_logits, logits, past, k: int, temp):
     """The distillation over each earlier task's head of `k` classes, summed over those
     tasks (van de Ven et al.'s task-IL: averaged over them, times their number)."""
@@ -130,7 +141,7 @@ def head_distillation(teacher_logits, logits, past, k: int, temp):
     total = 0.0
     for h in range(past.shape[0] // k):
         mask = heads == h
-        kd = distillation(teacher_logits, logits, mask, temp)
+        kd = log_distillation(teacher_logits, logits, mask, temp)
         total = total + jnp.where(jnp.any(past & mask), kd, 0.0)
     return total
 
@@ -157,7 +168,8 @@ def train_step(config: Config, input_fn, state: LwfState, batch, key):
             kd = head_distillation(teacher, logits, state.past, k, config.softmax_temp)
         else:
             ce = cross_entropy(jnp.where(ce_mask, logits, NEG), batch["y"]).mean()
-            kd = distillation(teacher, logits, kd_mask, config.softmax_temp)
+            kd_fn = distillation if config.columns == "seen" else log_distillation
+            kd = kd_fn(teacher, logits, kd_mask, config.softmax_temp)
         kd = jnp.where(has_past, kd, 0.0)
         l2 = sum(jnp.sum(p**2) for p in jax.tree.leaves(params))
         return ce + weight * kd + config.wd_reg * l2, (stats, ce, kd)
