@@ -124,11 +124,23 @@ def run_reference(code: Path, out: Path, method: str, scenario: str, seed: int) 
     return {**result, "wall_s": wall}
 
 
+def cljax_finished(workdir: Path, method: str, scenario: str, seed: int) -> dict | None:
+    """`{"accuracy", "wall_s"}` of a finished cljax run under `workdir`, or None."""
+    done = workdir / f"{method}-{scenario}-s{seed}" / "results.json"
+    if not done.is_file():
+        return None
+    res = json.loads(done.read_text())
+    if not res.get("finished"):
+        return None
+    final = res["final_average_accuracy"]
+    return {"accuracy": final[SETTING[scenario]]["mean"], "wall_s": res["timing"]["wall_s"]}
+
+
 def run_cljax(data_dir: str, workdir: Path, method: str, scenario: str, seed: int) -> dict:
     """cljax's run of `method` in `scenario` for seed `seed` (reused when finished)."""
     folder = workdir / f"{method}-{scenario}-s{seed}"
-    done = folder / "results.json"
-    if not (done.is_file() and json.loads(done.read_text()).get("finished")):
+    found = cljax_finished(workdir, method, scenario, seed)
+    if found is None:
         cmd = [sys.executable, "-m", "cljax.cli", "--method", method, "--benchmark"]
         cmd += [BENCHMARK[scenario], "--seeds", "1", "--seed-offset", str(seed), "--set"]
         cmd += [f"class_seed={seed}", "--data-dir", data_dir, "--workdir", str(folder)]
@@ -136,9 +148,8 @@ def run_cljax(data_dir: str, workdir: Path, method: str, scenario: str, seed: in
             cmd += ["--buffer-size", str(BUFFER[method])]
         cmd += ["--no-progress", "--resume" if (folder / "checkpoints").exists() else "--overwrite"]
         subprocess.run(cmd, check=True)
-    res = json.loads(done.read_text())
-    final = res["final_average_accuracy"]
-    return {"accuracy": final[SETTING[scenario]]["mean"], "wall_s": res["timing"]["wall_s"]}
+        found = cljax_finished(workdir, method, scenario, seed)
+    return found
 
 
 def summary(values):
@@ -212,7 +223,11 @@ def main(argv=None) -> int:
     ref = p.add_mutually_exclusive_group()
     ref.add_argument("--reference-code", help="a checkout of GMvandeVen/continual-learning to run")
     ref.add_argument("--reference-logs", help="a folder of that code's finished runs' logs")
-    p.add_argument("--skip-cljax", action="store_true", help="only (re)read the reference")
+    p.add_argument(
+        "--skip-cljax",
+        action="store_true",
+        help="run no cljax run: read the reference and cljax's finished runs under --workdir",
+    )
     p.add_argument("--note", default="", help="how the runs were made (the table prints it)")
     args = p.parse_args(argv)
     workdir = Path(args.workdir)
@@ -232,7 +247,11 @@ def main(argv=None) -> int:
                     entry["reference"] = run_reference(
                         Path(args.reference_code), workdir / "reference", method, scenario, seed
                     )
-                if not args.skip_cljax:
+                if args.skip_cljax:
+                    found = cljax_finished(workdir, method, scenario, seed)
+                    if found:
+                        entry["cljax"] = found
+                else:
                     entry["cljax"] = run_cljax(args.data_dir, workdir, method, scenario, seed)
                 print(scenario, method, seed, json.dumps(entry), flush=True)
                 RESULTS.mkdir(exist_ok=True)  # saved as it goes: a long run can be stopped
