@@ -116,9 +116,13 @@ def fisher(config: Config, input_fn, net: NetState, x_raw, y):
             grad = jax.grad(lambda p: log_probs(p)[label])(net.params)
             return jax.tree.map(lambda t, g: t + g**2, total, grad), None
         log_p, vjp = jax.vjp(log_probs, net.params)
-        classes = log_p.shape[0]
-        grads = jax.vmap(vjp)(jnp.eye(classes, dtype=log_p.dtype))[0]  # d log p_c, each c
-        weight = jnp.exp(jax.lax.stop_gradient(log_p))  # 0 outside the item's head
+        classes = jnp.arange(log_p.shape[0])
+        if config.task_heads:  # the item's head only: the other outputs' weights are 0
+            k = config.task_heads
+            classes = (label // k) * k + jnp.arange(k)
+        cotangents = jax.nn.one_hot(classes, log_p.shape[0], dtype=log_p.dtype)
+        grads = jax.vmap(vjp)(cotangents)[0]  # d log p_c, each c
+        weight = jnp.exp(jax.lax.stop_gradient(log_p[classes]))
         return jax.tree.map(
             lambda t, g: t + jnp.tensordot(weight, g**2, axes=1), total, grads
         ), None
