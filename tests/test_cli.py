@@ -84,7 +84,7 @@ def test_end_to_end_run_writes_results_and_plot(tmp_path, capsys, monkeypatch):
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["--method", "ewc"], "unknown method 'ewc'"),
+        (["--method", "ewc_offline"], "unknown method 'ewc_offline'"),
         (["--benchmark", "seq-foo"], "unknown benchmark 'seq-foo'"),
         (["--set", "lr=-1"], "derpp lr must be > 0, got -1.0"),
         (["--set", "lr"], "expects KEY=VALUE"),

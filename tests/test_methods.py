@@ -116,7 +116,7 @@ def test_bad_hparams_are_clear():
     with pytest.raises(ValueError, match="buffer_size"):
         methods.get("der").make(model=models.MLP(), input_fn=SC.input_fn, buffer_size=0)
     with pytest.raises(ValueError, match="unknown method"):
-        methods.get("ewc")
+        methods.get("ewc_offline")
     with pytest.raises(ValueError, match="der alpha must be >= 0"):
         methods.get("der").make(model=models.MLP(), input_fn=SC.input_fn, alpha=-1.0)
     with pytest.raises(ValueError, match="er has no setting alpha"):

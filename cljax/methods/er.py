@@ -180,6 +180,11 @@ def make(config: Config | None = None, *, model, input_fn, **overrides) -> Metho
         init=init,
         train_step=lambda state, batch, key: train_step(config, input_fn, state, batch, key),
         predict=predict_with(input_fn),
-        begin_task=begin_task,
-        end_task=lambda state, task, data, key: end_task(config, state, task, data, key),
+        # boundaries only where they do something: Mammoth's ER runs on a stream
+        begin_task=begin_task if config.weighting == "tasks" else None,
+        end_task=(
+            (lambda state, task, data, key: end_task(config, state, task, data, key))
+            if config.memory == "task_end"
+            else None
+        ),
     )
