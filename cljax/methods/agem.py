@@ -44,26 +44,23 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from cljax.core import buffer as buffer_lib
 from cljax.core.config import hparam
 from cljax.methods import Method, TaskInfo, configure
 from cljax.methods.common import (
     TASK_HEADS_DOC,
     ReplayConfig,
     ReplayState,
+    add_task_memory,
     ce_and_grads,
     cross_entropy,
     forward,
     masked_mean,
-    on_heads,
+    on_task_heads,
     optimizer,
     optimizer_hparam,
-    per_task_share,
     predict_with,
     replay_batch,
     replay_init,
-    task_heads_of,
-    task_memory_pick,
 )
 
 TEST_CONFIG = {"buffer_size": 16, "minibatch_size": 4}
@@ -109,8 +106,7 @@ def train_step(config: Config, input_fn, state: ReplayState, batch, key):
 
     def memory_loss(params):
         logits, mem_stats = forward(net, params, mem_x, stats, active=stored, weight=valid)
-        if config.task_heads:
-            logits = on_heads(logits, task_heads_of(mem["y"], logits.shape[-1], config.task_heads))
+        logits = on_task_heads(logits, mem["y"], config.task_heads)
         return masked_mean(cross_entropy(logits, mem["y"]), valid), mem_stats
 
     ref, stats = jax.grad(memory_loss, has_aux=True)(net.params)
@@ -122,12 +118,7 @@ def train_step(config: Config, input_fn, state: ReplayState, batch, key):
 def end_task(config: Config, state: ReplayState, task: TaskInfo, task_data, key):
     """`buffer_size // num_tasks` random items of the task (or an equal share of each of its
     classes: `balanced`) appended to the memory."""
-    per_task = per_task_share("agem", config.buffer_size, task)
-    x, y = task_data
-    k_pick, k_add = jax.random.split(key)
-    pick = task_memory_pick(jnp.asarray(y), task.classes, per_task, k_pick, config.balanced)
-    items = {"x": x[pick], "y": y[pick].astype(jnp.int32)}
-    return state.replace(buffer=buffer_lib.add(state.buffer, items, k_add))
+    return add_task_memory("agem", state, config.buffer_size, task, task_data, key, config.balanced)
 
 
 def make(config: Config | None = None, *, model, input_fn, **overrides) -> Method:

@@ -135,9 +135,7 @@ def ce_and_grads(net: NetState, x, y, task_heads: int = 0):
 
     def loss_fn(params):
         logits, stats = forward(net, params, x, net.batch_stats)
-        if task_heads:
-            logits = on_heads(logits, task_heads_of(y, logits.shape[-1], task_heads))
-        return cross_entropy(logits, y).mean(), stats
+        return cross_entropy(on_task_heads(logits, y, task_heads), y).mean(), stats
 
     (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(net.params)
     return loss, stats, grads
@@ -204,6 +202,18 @@ def per_task_share(name: str, buffer_size: int, task) -> int:
     return per_task
 
 
+def add_task_memory(name: str, state, buffer_size: int, task, task_data, key, balanced: bool):
+    """`state` with `buffer_size // num_tasks` items of the task's data (`task_memory_pick`)
+    added to its `buffer` at the task's end (the episodic memory of A-GEM and of van de Ven's
+    ER)."""
+    per_task = per_task_share(name, buffer_size, task)
+    x, y = (jnp.asarray(a) for a in task_data)  # numpy from a user's loop too
+    k_pick, k_add = jax.random.split(key)
+    pick = task_memory_pick(y, task.classes, per_task, k_pick, balanced)
+    items = {"x": x[pick], "y": y[pick].astype(jnp.int32)}
+    return state.replace(buffer=buffer_lib.add(state.buffer, items, k_add))
+
+
 def task_memory_pick(y, classes, n: int, key, balanced: bool):
     """Indices of `n` items of a task (labels `y`) for an episodic memory: drawn at random
     from the whole task, or (`balanced`) `n // len(classes)` at random from each of its
@@ -248,6 +258,14 @@ def on_heads(logits, heads):
     """`logits` with the entries outside `heads` (booleans of the same shape, or None: every
     entry) pushed to -1e9: a softmax over the heads only, no gradient outside them."""
     return logits if heads is None else jnp.where(heads, logits, -1e9)
+
+
+def on_task_heads(logits, y, per_task: int):
+    """`logits` on each label's task head of `per_task` classes (`task_heads_of`), or as they
+    are when `per_task` is 0 (the `task_heads` setting off)."""
+    if not per_task:
+        return logits
+    return on_heads(logits, task_heads_of(y, logits.shape[-1], per_task))
 
 
 TASK_HEADS_DOC = (
@@ -303,8 +321,7 @@ def finetune_step(input_fn, state: NetOnlyState, batch, key, task_heads: int = 0
 
     def loss_fn(params):
         logits, stats = forward(state.net, params, x, state.net.batch_stats)
-        if task_heads:
-            logits = on_heads(logits, task_heads_of(batch["y"], logits.shape[-1], task_heads))
+        logits = on_task_heads(logits, batch["y"], task_heads)
         return cross_entropy(logits, batch["y"]).mean(), (stats, None)
 
     net, loss, _ = sgd_update(state.net, loss_fn)

@@ -49,6 +49,7 @@ from cljax.methods.common import (
     cross_entropy,
     forward,
     on_heads,
+    on_task_heads,
     task_heads_of,
 )
 from cljax.models import vae
@@ -164,7 +165,7 @@ def train_step(parts: Parts, state: State, batch, key):
         rep_logits, stats = forward(solver, params, rep_image, stats, active=replaying)
         if c.task_heads:  # the replay scored on each earlier task's head, their mean
             classes = logits.shape[-1]
-            logits = on_heads(logits, task_heads_of(y, classes, c.task_heads))
+            logits = on_task_heads(logits, y, c.task_heads)
             tasks = jnp.arange(classes // c.task_heads)
             per_task = jax.vmap(
                 lambda t: replay_loss(rep_logits, task_heads_of(t[None], classes, c.task_heads))

@@ -39,20 +39,18 @@ from cljax.methods.common import (
     TASK_HEADS_DOC,
     NetState,
     ReplayConfig,
+    add_task_memory,
     cross_entropy,
     forward,
     masked_mean,
     mixed_batch,
-    on_heads,
+    on_task_heads,
     optimizer,
     optimizer_hparam,
-    per_task_share,
     predict_with,
     replay_batch,
     replay_init,
     sgd_update,
-    task_heads_of,
-    task_memory_pick,
 )
 
 TEST_CONFIG = {"buffer_size": 16, "minibatch_size": 4}
@@ -88,13 +86,6 @@ class TaskReplayState:
     task: jax.Array
 
 
-def heads_of(config: Config, logits, y):
-    """`logits` on each item's task head (with `task_heads`), else as they are."""
-    if not config.task_heads:
-        return logits
-    return on_heads(logits, task_heads_of(y, logits.shape[-1], config.task_heads))
-
-
 def train_step(config: Config, input_fn, state, batch, key):
     """CE over the current batch and `minibatch_size` replayed items (concatenated, or weighted
     by the task); then, with a reservoir, the batch offered to it."""
@@ -105,7 +96,8 @@ def train_step(config: Config, input_fn, state, batch, key):
 
         def loss_fn(params):
             logits, stats = forward(net, params, x, net.batch_stats, weight=weight)
-            return masked_mean(cross_entropy(heads_of(config, logits, y), y), weight), (
+            logits = on_task_heads(logits, y, config.task_heads)
+            return masked_mean(cross_entropy(logits, y), weight), (
                 stats,
                 None,
             )
@@ -118,11 +110,11 @@ def train_step(config: Config, input_fn, state, batch, key):
 
         def loss_fn(params):
             logits, stats = forward(net, params, x, net.batch_stats)
-            current = cross_entropy(heads_of(config, logits, batch["y"]), batch["y"]).mean()
+            logits = on_task_heads(logits, batch["y"], config.task_heads)
+            current = cross_entropy(logits, batch["y"]).mean()
             logits_m, stats = forward(net, params, mem_x, stats, active=stored, weight=valid)
-            replayed = masked_mean(
-                cross_entropy(heads_of(config, logits_m, mem["y"]), mem["y"]), valid
-            )
+            logits_m = on_task_heads(logits_m, mem["y"], config.task_heads)
+            replayed = masked_mean(cross_entropy(logits_m, mem["y"]), valid)
             return jnp.where(stored, r * current + (1.0 - r) * replayed, current), (stats, None)
 
     net, loss, _ = sgd_update(net, loss_fn)
@@ -133,25 +125,16 @@ def train_step(config: Config, input_fn, state, batch, key):
     return state, {"loss": loss}
 
 
-def begin_task(state, task: TaskInfo, key):
-    """The task's index, for `weighting="tasks"`."""
+def begin_task(state: TaskReplayState, task: TaskInfo, key):
+    """The task's index (`weighting="tasks"` only)."""
     del key
-    if isinstance(state, TaskReplayState):
-        state = state.replace(task=jnp.asarray(task.index, jnp.int32))
-    return state
+    return state.replace(task=jnp.asarray(task.index, jnp.int32))
 
 
 def end_task(config: Config, state, task: TaskInfo, task_data, key):
-    """`memory="task_end"`: `buffer_size // num_tasks` random items of the task (an equal share
-    of each class: `balanced`) join the memory."""
-    if config.memory != "task_end":
-        return state
-    per_task = per_task_share("er", config.buffer_size, task)
-    x, y = task_data
-    k_pick, k_add = jax.random.split(key)
-    pick = task_memory_pick(jnp.asarray(y), task.classes, per_task, k_pick, config.balanced)
-    items = {"x": jnp.asarray(x)[pick], "y": jnp.asarray(y)[pick].astype(jnp.int32)}
-    return state.replace(buffer=buffer_lib.add(state.buffer, items, k_add))
+    """`buffer_size // num_tasks` random items of the task (an equal share of each class:
+    `balanced`) join the memory (`memory="task_end"` only)."""
+    return add_task_memory("er", state, config.buffer_size, task, task_data, key, config.balanced)
 
 
 def make(config: Config | None = None, *, model, input_fn, **overrides) -> Method:

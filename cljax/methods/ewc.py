@@ -46,11 +46,10 @@ from cljax.methods.common import (
     ce_and_grads,
     create_net,
     forward,
-    on_heads,
+    on_task_heads,
     optimizer,
     optimizer_hparam,
     predict_with,
-    task_heads_of,
 )
 
 
@@ -106,10 +105,7 @@ def fisher(config: Config, input_fn, net: NetState, x_raw, y):
 
         def log_probs(params):
             logits, _ = forward(net, params, x, net.batch_stats, train=False)
-            if config.task_heads:
-                logits = on_heads(
-                    logits, task_heads_of(label[None], logits.shape[-1], config.task_heads)
-                )
+            logits = on_task_heads(logits, label[None], config.task_heads)
             return jax.nn.log_softmax(logits[0])
 
         if config.fisher_labels == "true":

@@ -66,11 +66,10 @@ from cljax.methods.common import (
     create_net,
     cross_entropy,
     forward,
-    on_heads,
+    on_task_heads,
     optimizer,
     optimizer_hparam,
     predict_with,
-    task_heads_of,
 )
 
 NEG = -1e9  # logit of a class outside the kept columns (finite: softmax stays defined)
@@ -162,9 +161,8 @@ def train_step(config: Config, input_fn, state: LwfState, batch, key):
     def loss_fn(params):
         logits, stats = forward(net, params, x, net.batch_stats)
         if config.task_heads:
-            heads = task_heads_of(batch["y"], logits.shape[-1], config.task_heads)
-            ce = cross_entropy(on_heads(logits, heads), batch["y"]).mean()
             k = config.task_heads
+            ce = cross_entropy(on_task_heads(logits, batch["y"], k), batch["y"]).mean()
             kd = head_distillation(teacher, logits, state.past, k, config.softmax_temp)
         else:
             ce = cross_entropy(jnp.where(ce_mask, logits, NEG), batch["y"]).mean()
